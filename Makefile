@@ -1,0 +1,56 @@
+# TPS onboard stack -- every entry point.  `make demo` and `make test` are the two that matter;
+# each target that needs the environment depends on `setup` (idempotent, seconds when done).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ROOT   := $(abspath .)
+VENV   ?= $(ROOT)/.venv
+PY     := $(VENV)/bin/python
+# Unset so the ROS wheels' bootstrap always sets LD_LIBRARY_PATH for the venv's python, even
+# when make itself was started from a bootstrapped python (ENVIRONMENT.md).
+export _ROS_WHEELS_BOOTSTRAP_COMPLETE :=
+# Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
+PYTEST_ARGS ?=
+
+.PHONY: help setup build demo test test-fast bench lint dataset train-detector export-detector eval-detector clean distclean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+setup:  ## create .venv (pinned), build ros2_ws interfaces, write scripts/env.sh (idempotent)
+	@bash scripts/setup.sh
+
+build: setup  ## rebuild the workspace after editing .msg files or setup.py (alias of setup)
+
+demo: setup  ## closed-loop smoke suite with the fallback driving; prints a table (<= 10 min)
+	@$(PY) -m tps_sim.eval.cli demo
+
+test: setup  ## the full test suite (what CI runs)
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## unit tests only (no DDS, no closed loop)
+	@$(PY) -m pytest -m "not ros and not slow" $(PYTEST_ARGS)
+
+bench: setup  ## every benchmark in benchmarks/, tables printed, JSON under benchmarks/results/
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lint: setup  ## ruff
+	@$(VENV)/bin/ruff check .
+
+dataset: setup  ## simulation training datasets under data/ (train/val/test split by seed)
+	@$(VENV)/bin/tps-sim dataset --scenarios all -o data/sim
+
+train-detector: setup  ## train the lidar detector (fixed seed, <= 45 min on 2 cores)
+	@$(PY) -m training.detector
+
+export-detector: setup  ## ONNX + ORT INT8 (+ TensorRT where a GPU exists), parity report
+	@$(PY) -m export.detector
+
+eval-detector: setup  ## detection AP on the held-out test split
+	@$(PY) -m tps_perception.eval_detector --split test
+
+clean:  ## remove build outputs (keeps .venv)
+	rm -rf build log ros2_ws/build ros2_ws/install ros2_ws/log
+
+distclean: clean  ## remove everything generated, .venv included
+	rm -rf $(VENV) scripts/env.sh
