@@ -1,0 +1,34 @@
+"""Train / val / test split of simulation seeds.
+
+A seed fully determines an episode (SUMO traffic, clutter, sensor noise), so splitting by seed is
+splitting by episode. Test seeds are held out: never used for training, tuning, calibration or
+threshold selection. Closed-loop acceptance runs and detector evaluation use TEST seeds only.
+"""
+
+from __future__ import annotations
+
+TRAIN = range(0, 1000)
+VAL = range(1000, 1100)
+TEST = range(9000, 9100)
+
+SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
+
+
+def split_of(seed: int) -> str:
+    """Name of the split a seed belongs to ('train', 'val', 'test'); ValueError if none."""
+    for name, seeds in SPLITS.items():
+        if seed in seeds:
+            return name
+    raise ValueError(f"seed {seed} belongs to no split (train {TRAIN}, val {VAL}, test {TEST})")
+
+
+def seeds(split: str, count: int | None = None) -> list[int]:
+    """The first ``count`` seeds of a split (all of them when ``count`` is None)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {sorted(SPLITS)}")
+    pool = list(SPLITS[split])
+    if count is not None:
+        if count > len(pool):
+            raise ValueError(f"split {split!r} has only {len(pool)} seeds, asked for {count}")
+        pool = pool[:count]
+    return pool
