@@ -41,20 +41,31 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+mkdir -p "$ROOT/build"
+PIP_LOG="$ROOT/build/setup-pip.log"
+# pip's output minus two kinds of noise (optional local indexes that are absent, and the
+# already-satisfied lines of a re-run); the full log stays in build/setup-pip.log. A pip failure
+# fails the setup.
+pip_install() {
+  local rc=0
+  "${PIP[@]}" install --progress-bar off "$@" > "$PIP_LOG" 2>&1 || rc=$?
+  grep -v -e "is ignored: it is neither" -e "^Requirement already satisfied" -e "^Looking in" "$PIP_LOG" || true
+  [ "$rc" = 0 ] || log "pip failed (exit $rc); full log: $PIP_LOG"
+  return "$rc"
+}
 
 REQ_HASH="$(hash_of "$ROOT/requirements/base.lock" "$ROOT/requirements/ros-pypi.lock" "$ROOT/requirements/nodeps.lock" "$ROOT/scripts/setup.sh")-${SYSTEM_ROS:-pypi}"
 if ! stamp_ok requirements "$REQ_HASH"; then
   log "installing pinned requirements (first run: a few minutes; torch comes from the local CPU wheel)"
   # torch first and alone: with torch==2.13.0 present, nothing later can pull another (CUDA) torch.
-  "${PIP[@]}" install --progress-bar off "$(grep -E '^torch==' "$ROOT/requirements/base.lock")" 2>&1 | grep -v "is ignored: it is neither" || true
+  pip_install "$(grep -E '^torch==' "$ROOT/requirements/base.lock")" "$(grep -E '^setuptools==' "$ROOT/requirements/base.lock")"
   REQS=(-r "$ROOT/requirements/base.lock")
   [ -z "$SYSTEM_ROS" ] && REQS+=(-r "$ROOT/requirements/ros-pypi.lock")
-  # The "neither a file nor a directory" lines are pip noise about optional local indexes.
-  "${PIP[@]}" install --progress-bar off "${REQS[@]}" 2>&1 | grep -v "is ignored: it is neither" | grep -v "^Requirement already satisfied" || true
+  pip_install "${REQS[@]}"
   # nuscenes-devkit declares numpy<2, which would downgrade the numpy the ROS wheels are built
   # against; it runs correctly on numpy 2 (ENVIRONMENT.md), so it goes in without its deps
   # (its runtime deps are pinned in base.lock).
-  "${PIP[@]}" install --progress-bar off --no-deps -r "$ROOT/requirements/nodeps.lock" 2>&1 | grep -v "is ignored: it is neither" | grep -v "^Requirement already satisfied" || true
+  pip_install --no-deps -r "$ROOT/requirements/nodeps.lock"
   "$VENV/bin/python" - <<'PYCHECK'
 import importlib, sys
 import torch
@@ -126,8 +137,7 @@ PY_HASH="$(cat "${PY_PKGS[@]/%//setup.py}" | sha256sum | cut -c1-16)"
 if ! stamp_ok python-packages "$PY_HASH"; then
   log "installing the ament_python packages editable: $(for p in "${PY_PKGS[@]}"; do basename "$p"; done | tr '\n' ' ')"
   EDITABLE=(); for p in "${PY_PKGS[@]}"; do EDITABLE+=(-e "$p"); done
-  "${PIP[@]}" install --progress-bar off --no-deps --no-build-isolation "${EDITABLE[@]}" 2>&1 \
-    | grep -v "is ignored: it is neither" | grep -E "^(Successfully|ERROR)" || true
+  pip_install --no-deps --no-build-isolation "${EDITABLE[@]}"
   stamp_set python-packages "$PY_HASH"
 fi
 
