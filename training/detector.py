@@ -1,0 +1,238 @@
+"""Train the lidar detector: ``python -m training.detector`` (``make train-detector``).
+
+Reads dataset shards of the TRAIN split (data/sim/train/<scenario>/seed<seed>.npz, written by
+``tps-sim dataset``), trains :class:`tps_perception.model.CenterNet` with a CenterNet focal loss on
+the class heatmaps and an L1 loss on the box regression, with global rotation / flip / scale
+augmentation. Fixed seed, tqdm progress, a checkpoint per epoch and a CSV log under
+``runs/detector/<run>/``; ``--ship`` copies the final weights + metadata to ``models/detector/``.
+
+Validation loss is computed on VAL-split shards when present; test seeds are never read here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tps_perception.backends import default_model_dir, repo_root
+from tps_perception.data import Frame, episode_frames, shard_paths, synthetic_frames
+from tps_perception.model import CLASS_IDS, CenterNet, NetConfig
+from tps_perception.pillars import BevGridParams, points_to_bev
+from tps_perception.postprocess import DecodeParams, encode_targets
+from tps_sim.splits import split_of
+from tqdm import tqdm
+
+REG_WEIGHT = 1.0
+MIN_POINTS_FOR_TARGET = 1  # boxes the lidar did not hit cannot be learnt; they are left out
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """CenterNet penalty-reduced focal loss (alpha 2, beta 4), normalised by the positives."""
+    pred = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    neg = 1.0 - pos
+    pos_loss = torch.log(pred) * (1 - pred) ** 2 * pos
+    neg_loss = torch.log(1 - pred) * pred ** 2 * (1 - target) ** 4 * neg
+    n = pos.sum().clamp(min=1.0)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def reg_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked L1 over all regression channels, normalised by the positives."""
+    m = mask[:, None]
+    return (F.l1_loss(pred * m, target * m, reduction="sum")) / mask.sum().clamp(min=1.0)
+
+
+def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Global yaw rotation (+-45 deg), y-flip and scale (0.95..1.05) of points and boxes together."""
+    pts = points.copy()
+    bx = boxes.copy()
+    if rng.random() < 0.5:
+        pts[:, 1] = -pts[:, 1]
+        bx[:, 1] = -bx[:, 1]
+        bx[:, 6] = -bx[:, 6]
+    a = rng.uniform(-np.pi / 4, np.pi / 4)
+    c, s = np.cos(a), np.sin(a)
+    x, y = pts[:, 0].copy(), pts[:, 1].copy()
+    pts[:, 0], pts[:, 1] = c * x - s * y, s * x + c * y
+    x, y = bx[:, 0].copy(), bx[:, 1].copy()
+    bx[:, 0], bx[:, 1] = c * x - s * y, s * x + c * y
+    bx[:, 6] = bx[:, 6] + a
+    sc = rng.uniform(0.95, 1.05)
+    pts[:, :3] *= sc
+    bx[:, :6] *= sc
+    return pts, bx
+
+
+def sample_tensors(frame: Frame, grid: BevGridParams, dec: DecodeParams, out_size: int,
+                   rng: np.random.Generator | None) -> tuple[np.ndarray, ...]:
+    """BEV input and targets for one frame (augmented when ``rng`` is given)."""
+    keep = frame.gt_num_points >= MIN_POINTS_FOR_TARGET
+    boxes, labels = frame.gt_boxes[keep], frame.gt_class[keep]
+    pts = frame.points
+    if rng is not None:
+        # lidar frame and base_link differ by a z shift only: rotate/flip/scale about the lidar axis
+        pts, boxes = augment(pts, boxes, rng)
+    bev = points_to_bev(pts, grid)
+    hm, reg, mask = encode_targets(boxes, labels, dec, out_size)
+    return bev, hm, reg, mask
+
+
+def load_frames(split: str, root: Path | None, max_episodes: int | None, stride: int) -> list[Frame]:
+    paths = shard_paths(split, root)
+    if max_episodes:
+        paths = paths[:max_episodes]
+    frames: list[Frame] = []
+    for p in tqdm(paths, desc=f"load {split}", unit="ep"):
+        for f in episode_frames(p, stride=stride):
+            if split_of(f.seed) != split:
+                raise ValueError(f"{p}: seed {f.seed} belongs to split {split_of(f.seed)}, not {split}")
+            frames.append(f)
+    return frames
+
+
+def evaluate_loss(model: CenterNet, frames: list[Frame], grid, dec, out_size) -> float:
+    model.eval()
+    tot = 0.0
+    with torch.no_grad():
+        for f in frames:
+            bev, hm, reg, mask = sample_tensors(f, grid, dec, out_size, None)
+            phm, preg = model(torch.from_numpy(bev[None]))
+            tot += float(focal_loss(phm, torch.from_numpy(hm[None]))
+                         + REG_WEIGHT * reg_loss(preg, torch.from_numpy(reg[None]), torch.from_numpy(mask[None])))
+    model.train()
+    return tot / max(1, len(frames))
+
+
+def save_artifacts(model: CenterNet, out_dir: Path, grid: BevGridParams, dec: DecodeParams, info: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": model.state_dict(), "net": model.cfg.to_dict(), "grid": asdict(grid),
+                "decode": asdict(dec), "info": info}, out_dir / "detector.pt")
+    meta = {"net": model.cfg.to_dict(), "grid": asdict(grid), "decode": asdict(dec), "info": info,
+            "classes": list(CLASS_IDS)}
+    (out_dir / "detector.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data-root", type=Path, default=None, help="dataset root (default data/sim)")
+    ap.add_argument("--max-episodes", type=int, default=None, help="use at most this many train shards")
+    ap.add_argument("--frame-stride", type=int, default=1, help="use every n-th frame of an episode")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-budget-min", type=float, default=40.0,
+                    help="stop after the epoch that crosses this wall-clock budget (min)")
+    ap.add_argument("--run-name", default="shipped")
+    ap.add_argument("--ship", action="store_true", help="copy the final weights to models/detector/")
+    ap.add_argument("--val-frames", type=int, default=40)
+    ap.add_argument("--synthetic-episodes", type=int, default=0,
+                    help="smoke runs only: train on N tps_sim synthetic road scenes (real lidar model, "
+                         "no SUMO) instead of dataset shards")
+    ap.add_argument("--synthetic-frames", type=int, default=10, help="frames per synthetic episode")
+    args = ap.parse_args(argv)
+
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+
+    grid = BevGridParams()
+    net_cfg = NetConfig()
+    dec = DecodeParams(range_m=grid.range_m, out_cell_m=grid.cell_m * net_cfg.out_stride)
+    out_size = grid.size // net_cfg.out_stride
+
+    if args.synthetic_episodes:
+        clutters = ("none", "low", "medium", "high")
+        frames = [f for k in tqdm(range(args.synthetic_episodes), desc="synthetic train", unit="ep")
+                  for f in synthetic_frames(k, args.synthetic_frames, clutters[k % 4])]
+    else:
+        frames = load_frames("train", args.data_root, args.max_episodes, args.frame_stride)
+    if not frames:
+        print(f"no training shards under {(args.data_root or 'data/sim')}/train; run `tps-sim dataset` first",
+              file=sys.stderr)
+        return 2
+    if args.synthetic_episodes:
+        val_frames = synthetic_frames(1000, 4, "medium")
+    else:
+        val_frames = load_frames("val", args.data_root, None, max(1, args.frame_stride))[: args.val_frames]
+    seeds = sorted({f.seed for f in frames})
+    print(f"train: {len(frames)} frames from {len(seeds)} episodes (seeds {seeds[0]}..{seeds[-1]}); "
+          f"val: {len(val_frames)} frames")
+
+    model = CenterNet(net_cfg)
+    model.train()
+    steps_per_epoch = (len(frames) + args.batch_size - 1) // args.batch_size
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    run_dir = repo_root() / "runs" / "detector" / args.run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "log.csv"
+    t_start = time.time()
+    with log_path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", "step", "train_loss", "train_hm", "train_reg", "val_loss", "lr", "elapsed_s"])
+        step = 0
+        for epoch in range(args.epochs):
+            order = rng.permutation(len(frames))
+            sums = np.zeros(3)
+            bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step")
+            for s in bar:
+                idx = order[s * args.batch_size:(s + 1) * args.batch_size]
+                batch = [sample_tensors(frames[i], grid, dec, out_size, rng) for i in idx]
+                bev, hm, reg, mask = (torch.from_numpy(np.stack(x)) for x in zip(*batch, strict=True))
+                phm, preg = model(bev)
+                l_hm = focal_loss(phm, hm)
+                l_reg = reg_loss(preg, reg, mask)
+                loss = l_hm + REG_WEIGHT * l_reg
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                opt.step()
+                sched.step()
+                step += 1
+                sums += (loss.item(), l_hm.item(), l_reg.item())
+                bar.set_postfix(loss=f"{sums[0] / (s + 1):.3f}", hm=f"{sums[1] / (s + 1):.3f}",
+                                reg=f"{sums[2] / (s + 1):.3f}")
+            val = evaluate_loss(model, val_frames, grid, dec, out_size) if val_frames else float("nan")
+            elapsed = time.time() - t_start
+            avg = sums / steps_per_epoch
+            writer.writerow([epoch + 1, step, f"{avg[0]:.5f}", f"{avg[1]:.5f}", f"{avg[2]:.5f}", f"{val:.5f}",
+                             f"{sched.get_last_lr()[0]:.6f}", f"{elapsed:.1f}"])
+            fh.flush()
+            print(f"epoch {epoch + 1}: train {avg[0]:.4f} (hm {avg[1]:.4f}, reg {avg[2]:.4f}) val {val:.4f} "
+                  f"[{elapsed / 60:.1f} min]")
+            info = {"epochs_done": epoch + 1, "train_frames": len(frames), "train_seeds": [seeds[0], seeds[-1]],
+                    "train_episodes": len(seeds), "seed": args.seed, "elapsed_s": round(elapsed, 1),
+                    "command": "python -m training.detector " + " ".join(argv if argv is not None else sys.argv[1:])}
+            save_artifacts(model, run_dir / f"epoch{epoch + 1:02d}", grid, dec, info)
+            if elapsed > args.time_budget_min * 60 and epoch + 1 < args.epochs:
+                print(f"time budget {args.time_budget_min} min reached after epoch {epoch + 1}; stopping")
+                break
+    save_artifacts(model, run_dir / "final", grid, dec, info)
+    print(f"trained in {(time.time() - t_start) / 60:.1f} min; artifacts in {run_dir / 'final'}; log {log_path}")
+    if args.ship:
+        dst = default_model_dir()
+        dst.mkdir(parents=True, exist_ok=True)
+        for name in ("detector.pt", "detector.json"):
+            shutil.copy2(run_dir / "final" / name, dst / name)
+        print(f"shipped to {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
