@@ -270,6 +270,7 @@ def pointcloud2_to_xyzi(
 
     Returns:
         ``(N, 4)`` float32, C-contiguous, a new array (never a view of ``msg.data``); metres for x/y/z.
+        Integer and float64 fields are cast; float64 values beyond the float32 range become +-inf.
 
     Raises:
         ConversionError: malformed message, missing x/y/z or intensity field, or a field with
@@ -299,8 +300,9 @@ def pointcloud2_to_xyzi(
         out = out.view(np.float32).reshape(height, width, 4)
     else:
         out = np.empty((height, width, 4), dtype=np.float32)
-        for k, name in enumerate(names):
-            out[..., k] = view[name]  # casts (and byte-swaps) in C
+        with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32 range -> +-inf
+            for k, name in enumerate(names):
+                out[..., k] = view[name]  # casts (and byte-swaps) in C
     if intensity_field is None:
         out[..., 3] = 0.0
     out = out.reshape(height * width, 4)
