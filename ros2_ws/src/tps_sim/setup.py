@@ -19,6 +19,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "sim_bridge = tps_sim.nodes.sim_bridge:main",
+            "tps-sim = tps_sim.cli:main",
         ],
     },
 )

@@ -1,0 +1,699 @@
+"""ROS-free core of the simulator bridge: world + sensors + faults, the synchronous step protocol,
+step bookkeeping, timeouts and the per-step episode log.
+
+The node (``tps_sim.nodes.sim_bridge``) only converts what this core returns into messages and
+publishes them; the recorder (``tps_sim.recording``) drives the same core without DDS.
+
+Synchronous protocol (docs/CONTRACTS.md "Synchronous closed loop")
+--------------------------------------------------------------------
+After :meth:`SimBridge.start` / each step, the core holds the current step k with published
+stamp t_k. :meth:`SimBridge.submit_control` accepts the *first* control whose stamp >= t_k (older
+stamps are stale and ignored; malformed ones are rejected or clamped with a named problem).
+:meth:`SimBridge.poll` then advances one step with it. When no such control arrived within
+``sync_timeout_s`` of wall time, ``poll`` advances with the previous control, counts a step
+timeout and adds the event ``step_timeout`` to the next step's ground truth. Until the very first
+control arrives (controller still starting), ``poll`` instead returns the current frame again to
+be re-published (``Frame.republished``), for at most ``wait_for_controller_s``; no timeout is
+counted while waiting. With ``ego_driver = "expert"`` (SUMO drives) or ``synchronous = False``
+the core steps every ``step_period_s`` of wall time regardless of controls.
+
+Everything that decides *what* the world does (which control is applied to which step) depends
+only on the message stamps and the seed, never on wall-clock timing -- except a step timeout,
+which is counted and reported -- so a closed-loop run without timeouts is bit-for-bit repeatable.
+
+Episode log (``episode_log`` parameter; ``.npz``, or ``.json.gz`` with the same keys as lists)
+----------------------------------------------------------------------------------------------
+One row per simulated step t = 0..T-1 (row 0 = the state after reset). Frames: map (REP-103).
+
+=====================  ==================  ===================================================
+key                    shape / dtype       meaning
+=====================  ==================  ===================================================
+meta_json              str                 JSON: scenario, seed, density, clutter, ego_driver,
+                                           dt_s, synchronous, sync_timeout_s, faults, obstacles,
+                                           instruction {text, command, exit_number,
+                                           target_speed_mps}, step_timeouts, stale_controls,
+                                           malformed_controls, controls_received, num_steps,
+                                           end_reason, format_version, ``box_columns``
+t_s                    (T,) float64        sim time of the step [s]
+step                   (T,) int64          step index
+stamp_s                (T,) float64        stamp published for the step (t_s + clock-jump
+                                           fault offset) [s]
+ego                    (T, 12) float64     ego box: x, y, z, yaw, length, width, height, vx, vy,
+                                           speed_mps, accel_mps2, yaw_rate (``box_columns``)
+route_progress_m       (T,) float64        distance along the route [m]
+agent_offsets          (T+1,) int64        agents of step t: rows agent_offsets[t]:[t+1]
+agent_id               (A,) int64          stable agent id of the episode
+agent_class            (A,) uint8          tps_msgs DetectedAgent.CLASS_* id
+agent_box              (A, 12) float64     same columns as ``ego``
+static_id              (S,) int64          static objects (clutter, debris), constant in time
+static_box             (S, 8) float64      x, y, z, length, width, height, yaw, material (MAT_*)
+collision_offsets      (T+1,) int64        ids the ego's box overlapped at step t:
+collision_ids          (C,) int64          rows collision_offsets[t]:[t+1]
+control                (T, 5) float64      control applied to *reach* step t: throttle, steer
+                                           (+ = right, CARLA), brake, hand_brake, reverse (row 0:
+                                           zeros)
+control_received       (T,) bool           a control for step t-1 arrived in time (False on a
+                                           timeout, in expert / free-running mode, and row 0)
+step_timeout           (T,) bool           the transition into step t was a step timeout
+e2e_latency_s          (T,) float64        wall time from publishing step t's sensor data to
+                                           receiving the control stamped for step t [s]; NaN
+                                           when none arrived
+wall_time_s            (T,) float64        wall clock (time.monotonic) when step t was produced
+events_json            str                 JSON list (length T) of the event lists of each step
+route                  (R, 2) float64      ego route polyline [m]
+=====================  ==================  ===================================================
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+from collections import deque
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tps_inference.params import ParameterError
+
+EGO_DRIVERS = ("external", "expert")
+BOX_COLUMNS = ("x", "y", "z", "yaw", "length", "width", "height", "vx", "vy", "speed_mps",
+               "accel_mps2", "yaw_rate")
+LOG_FORMAT_VERSION = 1
+CONTROL_LIMITS = {"throttle": (0.0, 1.0), "steer": (-1.0, 1.0), "brake": (0.0, 1.0)}
+NEUTRAL_CONTROL = {"throttle": 0.0, "steer": 0.0, "brake": 0.0, "hand_brake": False,
+                   "reverse": False}
+# Seed offsets so the world, the lidar noise and the faults draw from independent streams.
+LIDAR_SEED_OFFSET = 1_000_003
+FAULT_SEED_OFFSET = 2_000_003
+
+
+@dataclass(frozen=True)
+class BridgeParams:
+    """Configuration of one bridge episode (see config/sim_bridge.param.yaml for units)."""
+
+    scenario: str = "highway"
+    seed: int = 0
+    density: float = 1.0
+    clutter: str = "medium"
+    ego_driver: str = "external"
+    duration_s: float = 30.0
+    dt_s: float = 0.1
+    synchronous: bool = True
+    sync_timeout_s: float = 1.0
+    step_period_s: float = 0.1
+    wait_for_controller_s: float = 30.0
+    lidar_enabled: bool = True
+    lidar_beams: int = 32
+    lidar_azimuth_steps: int = 1024
+    camera_enabled: bool = False
+    camera_every_n: int = 1
+    faults: str = ""
+    obstacles: str = ""
+    exit_on_end: bool = False
+    episode_log: str = ""
+
+    @classmethod
+    def from_values(cls, values: dict) -> BridgeParams:
+        """Build from a dict of (already schema-validated) values; unknown keys are ignored."""
+        names = {f for f in cls.__dataclass_fields__}
+        params = cls(**{k: v for k, v in values.items() if k in names})
+        if params.ego_driver not in EGO_DRIVERS:
+            raise ParameterError(f"parameter 'ego_driver' = {params.ego_driver!r} is not one of "
+                                 f"{list(EGO_DRIVERS)}")
+        from tps_sim.world import SCENARIOS
+
+        if params.scenario not in SCENARIOS:
+            raise ParameterError(f"parameter 'scenario' = {params.scenario!r} is not one of "
+                                 f"{sorted(SCENARIOS)}")
+        parse_faults(params.faults)  # raise early, naming the parameter
+        parse_obstacles(params.obstacles)
+        return params
+
+
+def _load_text_or_file(name: str, text: str) -> Any:
+    """Parse a parameter holding YAML/JSON text or a path to such a file (None when empty)."""
+    import yaml
+
+    text = (text or "").strip()
+    if not text:
+        return None
+    path = Path(text)
+    if len(text) < 4096 and "\n" not in text and path.suffix in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise ParameterError(f"parameter '{name}': file {text!r} does not exist")
+        text = path.read_text()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"parameter '{name}': not valid YAML/JSON: {exc}") from exc
+
+
+def parse_faults(text: str):
+    """``faults`` parameter -> ``SensorFaultConfig`` (None when empty).
+
+    Raises:
+        ParameterError: naming ``faults`` and what is wrong (unknown fault key, bad value).
+    """
+    values = _load_text_or_file("faults", text)
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        raise ParameterError(f"parameter 'faults' must be a mapping of fault settings, got {values!r}")
+    from tps_sim.sensors.faults import SensorFaultConfig
+
+    try:
+        return SensorFaultConfig.from_dict(values)
+    except (ValueError, TypeError) as exc:
+        raise ParameterError(f"parameter 'faults': {exc}") from exc
+
+
+def parse_obstacles(text: str) -> tuple[dict, ...]:
+    """``obstacles`` parameter (JSON/YAML list of obstacle dicts, or a file) -> tuple of dicts."""
+    values = _load_text_or_file("obstacles", text)
+    if values is None:
+        return ()
+    if isinstance(values, dict):
+        values = [values]
+    if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+        raise ParameterError(f"parameter 'obstacles' must be a list of objects, got {values!r}")
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class ControlVerdict:
+    """What :meth:`SimBridge.submit_control` did with a control message.
+
+    ``status`` is one of ``accepted``, ``stale`` (stamp older than the current step), ``duplicate``
+    (a control for this step was already accepted), ``ignored`` (expert / free-running mode),
+    ``rejected`` (malformed: not applied). ``problems`` lists (level 'WARN'|'ERROR', text naming
+    the field) for clamped or rejected fields.
+    """
+
+    status: str
+    problems: tuple[tuple[str, str], ...] = ()
+    control: dict | None = None
+
+
+def sanitize_control(fields_in: dict) -> tuple[dict | None, list[tuple[str, str]]]:
+    """Check a control's fields: non-finite throttle/steer/brake -> rejected (ERROR, None
+    returned); out-of-range values -> clamped (WARN). Returns (control or None, problems)."""
+    problems: list[tuple[str, str]] = []
+    out = dict(NEUTRAL_CONTROL)
+    for name, (lo, hi) in CONTROL_LIMITS.items():
+        value = fields_in.get(name, 0.0)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            problems.append(("ERROR", f"control field '{name}' is not a number ({value!r})"))
+            continue
+        if not math.isfinite(value):
+            problems.append(("ERROR", f"control field '{name}' is {value} (not finite): "
+                                      "control rejected"))
+            continue
+        if value < lo or value > hi:
+            problems.append(("WARN", f"control field '{name}' = {value:.4g} out of range "
+                                     f"[{lo}, {hi}]: clamped"))
+            value = min(max(value, lo), hi)
+        out[name] = value
+    out["hand_brake"] = bool(fields_in.get("hand_brake", False))
+    out["reverse"] = bool(fields_in.get("reverse", False))
+    if any(level == "ERROR" for level, _ in problems):
+        return None, problems
+    return out, problems
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """What to publish for one step.
+
+    Attributes:
+        step: step index; t_s: its sim time [s]; stamp_s: the stamp to publish (t_s plus the
+            clock-jump fault offset) [s].
+        state: the world's ``WorldState``.
+        scene: the ``Scene3D`` the sensors saw.
+        lidar_points: (N, 4) float32 x, y, z, intensity in ``ego_vehicle/lidar`` to publish now,
+            or None (disabled or dropped by a fault). With a delay fault it is an older scan.
+        lidar_stamp_s: stamp of ``lidar_points`` [s].
+        lidar_hit_id: (N,) int64 box id each point hit (ground: the lidar's GROUND_ID), for labels;
+            None with ``lidar_points``.
+        image: (H, W, 3) uint8 RGB or None; image_stamp_s its stamp [s].
+        control: the control applied to reach this step (NEUTRAL_CONTROL at step 0).
+        events: ground-truth events of this step.
+        republished: True when this is the same step sent again while waiting for a controller.
+    """
+
+    step: int
+    t_s: float
+    stamp_s: float
+    state: Any
+    scene: Any
+    lidar_points: np.ndarray | None
+    lidar_stamp_s: float
+    lidar_hit_id: np.ndarray | None
+    image: np.ndarray | None
+    image_stamp_s: float
+    control: dict
+    events: tuple[str, ...]
+    republished: bool = False
+
+
+@dataclass
+class BridgeStats:
+    """Counters reported in diagnostics and the episode log."""
+
+    steps: int = 0
+    step_timeouts: int = 0
+    controls_received: int = 0
+    stale_controls: int = 0
+    duplicate_controls: int = 0
+    malformed_controls: int = 0
+    clamped_controls: int = 0
+    republished_frames: int = 0
+    last_e2e_latency_s: float = float("nan")
+    end_reason: str = ""
+
+
+def box_row(agent) -> list[float]:
+    """The 12 ``BOX_COLUMNS`` of a world ``AgentState``."""
+    return [float(agent.center[0]), float(agent.center[1]), float(agent.center[2]),
+            float(agent.yaw), float(agent.size[0]), float(agent.size[1]), float(agent.size[2]),
+            float(agent.velocity[0]), float(agent.velocity[1]), float(agent.speed_mps),
+            float(agent.accel_mps2), float(agent.yaw_rate)]
+
+
+def static_rows(statics) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (S,) int64, boxes (S, 8) float64 x, y, z, l, w, h, yaw, material) of a BoxSet."""
+    if statics is None or len(statics) == 0:
+        return np.zeros(0, np.int64), np.zeros((0, 8))
+    boxes = np.concatenate([statics.centers, statics.sizes, statics.yaws[:, None],
+                            statics.materials[:, None].astype(np.float64)], axis=1)
+    return statics.ids.astype(np.int64), boxes
+
+
+class EpisodeLog:
+    """Accumulates the per-step episode log (format in the module docstring)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.static_id = np.zeros(0, np.int64)
+        self.static_box = np.zeros((0, 8))
+
+    def add(self, frame: Frame, *, control_received: bool, step_timeout: bool,
+            wall_time_s: float) -> None:
+        """Append the row of a new step."""
+        state = frame.state
+        if not self.rows and frame.scene is not None:
+            self.static_id, self.static_box = static_rows(frame.scene.statics)
+        c = frame.control
+        self.rows.append({
+            "t_s": float(frame.t_s), "step": int(frame.step), "stamp_s": float(frame.stamp_s),
+            "ego": box_row(state.ego),
+            "route_progress_m": float(getattr(state, "route_progress_m", float("nan"))),
+            "agent_id": [int(a.id) for a in state.agents],
+            "agent_class": [int(a.class_id) for a in state.agents],
+            "agent_box": [box_row(a) for a in state.agents],
+            "collision_ids": [int(i) for i in state.collisions],
+            "control": [c["throttle"], c["steer"], c["brake"], float(c["hand_brake"]),
+                        float(c["reverse"])],
+            "control_received": bool(control_received), "step_timeout": bool(step_timeout),
+            "e2e_latency_s": float("nan"), "wall_time_s": float(wall_time_s),
+            "events": list(frame.events),
+        })
+
+    def set_latency(self, step: int, latency_s: float) -> None:
+        """Record the e2e latency of the control that answered ``step``."""
+        if self.rows and self.rows[-1]["step"] == step and math.isnan(self.rows[-1]["e2e_latency_s"]):
+            self.rows[-1]["e2e_latency_s"] = float(latency_s)
+
+    def arrays(self, meta: dict, route: np.ndarray) -> dict[str, np.ndarray]:
+        """The log as a dict of numpy arrays (the ``.npz`` keys)."""
+        rows = self.rows
+        counts = [len(r["agent_id"]) for r in rows]
+        ccounts = [len(r["collision_ids"]) for r in rows]
+        agent_box = [b for r in rows for b in r["agent_box"]]
+        meta = dict(meta, num_steps=len(rows), format_version=LOG_FORMAT_VERSION,
+                    box_columns=list(BOX_COLUMNS))
+        return {
+            "meta_json": np.array(json.dumps(meta, sort_keys=True)),
+            "t_s": np.array([r["t_s"] for r in rows], np.float64),
+            "step": np.array([r["step"] for r in rows], np.int64),
+            "stamp_s": np.array([r["stamp_s"] for r in rows], np.float64),
+            "ego": np.array([r["ego"] for r in rows], np.float64).reshape(-1, len(BOX_COLUMNS)),
+            "route_progress_m": np.array([r["route_progress_m"] for r in rows], np.float64),
+            "agent_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+            "agent_id": np.array([i for r in rows for i in r["agent_id"]], np.int64),
+            "agent_class": np.array([i for r in rows for i in r["agent_class"]], np.uint8),
+            "agent_box": np.array(agent_box, np.float64).reshape(-1, len(BOX_COLUMNS)),
+            "static_id": self.static_id,
+            "static_box": self.static_box,
+            "collision_offsets": np.concatenate([[0], np.cumsum(ccounts)]).astype(np.int64),
+            "collision_ids": np.array([i for r in rows for i in r["collision_ids"]], np.int64),
+            "control": np.array([r["control"] for r in rows], np.float64).reshape(-1, 5),
+            "control_received": np.array([r["control_received"] for r in rows], bool),
+            "step_timeout": np.array([r["step_timeout"] for r in rows], bool),
+            "e2e_latency_s": np.array([r["e2e_latency_s"] for r in rows], np.float64),
+            "wall_time_s": np.array([r["wall_time_s"] for r in rows], np.float64),
+            "events_json": np.array(json.dumps([r["events"] for r in rows])),
+            "route": np.asarray(route, np.float64).reshape(-1, 2),
+        }
+
+    def write(self, path: str | os.PathLike, meta: dict, route: np.ndarray) -> Path:
+        """Write to ``path`` (``.npz`` or ``.json.gz``; written to a temp name, then renamed)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = self.arrays(meta, route)
+        tmp = path.with_name(path.name + ".tmp")
+        if path.name.endswith(".json.gz"):
+            doc = {k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in arrays.items()}
+            # NaN is not JSON: null stands for a missing latency.
+            doc["e2e_latency_s"] = [None if math.isnan(v) else v for v in doc["e2e_latency_s"]]
+            with gzip.open(tmp, "wt") as fh:
+                json.dump(doc, fh)
+        else:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+        os.replace(tmp, path)
+        return path
+
+
+def load_episode_log(path: str | os.PathLike) -> dict[str, Any]:
+    """Read an episode log (``.npz`` or ``.json.gz``) into a dict of numpy arrays plus ``meta``
+    (parsed meta_json) and ``events`` (parsed events_json)."""
+    path = Path(path)
+    if path.name.endswith(".json.gz"):
+        with gzip.open(path, "rt") as fh:
+            doc = json.load(fh)
+        out = {}
+        for k, v in doc.items():
+            if k in ("meta_json", "events_json"):
+                out[k] = v
+            elif k == "e2e_latency_s":
+                out[k] = np.array([np.nan if x is None else x for x in v], np.float64)
+            else:
+                out[k] = np.asarray(v)
+    else:
+        with np.load(path) as npz:
+            out = {k: npz[k] for k in npz.files}
+        out["meta_json"] = str(out["meta_json"])
+        out["events_json"] = str(out["events_json"])
+    out["meta"] = json.loads(out["meta_json"])
+    out["events"] = json.loads(out["events_json"])
+    return out
+
+
+@dataclass
+class _Pending:
+    control: dict
+    received_wall_s: float
+
+
+@dataclass
+class _Clock:
+    """Wall-clock bookkeeping of the current step."""
+
+    published_wall_s: float = 0.0
+    started_wall_s: float = 0.0
+    last_republish_wall_s: float = 0.0
+
+
+class SimBridge:
+    """The bridge's core: owns the world, the sensor models and the fault injector, and decides
+    when to step. Wall times are passed in (``now_s``, e.g. ``time.monotonic()``) so the core is
+    testable without sleeping."""
+
+    def __init__(self, params: BridgeParams, *, world=None) -> None:
+        from tps_sim.world import ConfigError, SimWorld, WorldConfig
+
+        self.params = params
+        self.faults_config = parse_faults(params.faults)
+        self.obstacles = parse_obstacles(params.obstacles)
+        if world is None:
+            cfg = WorldConfig(scenario=params.scenario, seed=params.seed, density=params.density,
+                              clutter=params.clutter, ego_driver=params.ego_driver,
+                              duration_s=params.duration_s, dt_s=params.dt_s,
+                              obstacles=self.obstacles)
+            try:
+                world = SimWorld(cfg)
+            except ConfigError as exc:
+                raise ParameterError(f"bad world configuration: {exc}") from exc
+        self.world = world
+        self.lidar = None
+        if params.lidar_enabled:
+            from tps_sim.sensors.lidar import LidarModel, LidarParams
+
+            try:
+                self.lidar = LidarModel(LidarParams(beams=params.lidar_beams,
+                                                    azimuth_steps=params.lidar_azimuth_steps))
+            except ValueError as exc:
+                raise ParameterError(f"parameter 'lidar_beams'/'lidar_azimuth_steps': {exc}") from exc
+        self.camera = None
+        self.camera_info_fields: dict | None = None
+        if params.camera_enabled:
+            from tps_sim.sensors.camera import CameraModel
+
+            self.camera = CameraModel()
+            self.camera_info_fields = self.camera.camera_info_fields()
+        self.injector = None
+        if self.faults_config is not None:
+            from tps_sim.sensors.faults import SensorFaultInjector
+
+            self.injector = SensorFaultInjector(self.faults_config, params.seed + FAULT_SEED_OFFSET)
+        self.lidar_rng = np.random.default_rng(params.seed + LIDAR_SEED_OFFSET)
+        self.stats = BridgeStats()
+        self.log = EpisodeLog()
+        self.frame: Frame | None = None
+        self._clock = _Clock()
+        self._pending: _Pending | None = None
+        self._last_control = dict(NEUTRAL_CONTROL)
+        self._next_events: list[str] = []
+        self._delayed_lidar: deque = deque()
+        self._delayed_image: deque = deque()
+        self._step_for_delay = 0
+        self._last_image: np.ndarray | None = None
+        self._done = False
+        self._closed = False
+
+    # -- episode ------------------------------------------------------------------------------
+    @property
+    def waits_for_control(self) -> bool:
+        """True when steps wait for the controller (synchronous mode, external ego driver)."""
+        return self.params.synchronous and self.params.ego_driver == "external"
+
+    @property
+    def route(self) -> np.ndarray:
+        return np.asarray(self.world.route, dtype=np.float64).reshape(-1, 2)
+
+    @property
+    def instruction(self):
+        return self.world.instruction
+
+    @property
+    def done(self) -> bool:
+        """The episode has ended (duration elapsed or route end reached)."""
+        return self._done
+
+    @property
+    def current_stamp_ns(self) -> int:
+        return int(round(self.frame.stamp_s * 1e9)) if self.frame is not None else 0
+
+    def start(self, now_s: float) -> Frame:
+        """Reset the world and produce step 0."""
+        state = self.world.reset()
+        self._clock = _Clock(published_wall_s=now_s, started_wall_s=now_s, last_republish_wall_s=now_s)
+        frame = self._make_frame(state, dict(NEUTRAL_CONTROL), [])
+        self._commit(frame, control_received=False, step_timeout=False, now_s=now_s)
+        return frame
+
+    def submit_control(self, fields_in: dict, now_s: float) -> ControlVerdict:
+        """Offer a control message (fields as from ``conversions.control_fields``: stamp_ns,
+        throttle, steer, brake, hand_brake, reverse)."""
+        control, problems = sanitize_control(fields_in)
+        problems = tuple(problems)
+        if self.frame is None or self._done:
+            return ControlVerdict("ignored", problems)
+        stamp_ns = int(fields_in.get("stamp_ns", 0))
+        if stamp_ns < self.current_stamp_ns:
+            self.stats.stale_controls += 1
+            return ControlVerdict("stale", problems)
+        if control is None:
+            self.stats.malformed_controls += 1
+            return ControlVerdict("rejected", problems)
+        self.stats.controls_received += 1
+        if problems:
+            self.stats.clamped_controls += 1
+        if self._pending is not None:
+            self.stats.duplicate_controls += 1
+            return ControlVerdict("duplicate", problems, control)
+        latency = now_s - self._clock.published_wall_s
+        self.stats.last_e2e_latency_s = latency
+        self.log.set_latency(self.frame.step, latency)
+        if not self.waits_for_control:
+            return ControlVerdict("ignored", problems, control)
+        self._pending = _Pending(control, now_s)
+        return ControlVerdict("accepted", problems, control)
+
+    def step_due(self, now_s: float) -> bool:
+        """Whether :meth:`poll` would produce a frame now."""
+        if self._done or self.frame is None:
+            return False
+        if not self.waits_for_control:
+            return now_s - self._clock.published_wall_s >= self.params.step_period_s
+        if self._pending is not None:
+            return True
+        return now_s - self._clock.published_wall_s >= self.params.sync_timeout_s
+
+    def poll(self, now_s: float) -> Frame | None:
+        """Advance when due; returns the new frame (or the current one to re-publish while waiting
+        for the first control), or None when nothing is to be published."""
+        if not self.step_due(now_s):
+            return None
+        if not self.waits_for_control:
+            return self._advance(self._last_control, now_s, control_received=False,
+                                 step_timeout=False)
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            return self._advance(pending.control, now_s, control_received=True, step_timeout=False)
+        # No control within sync_timeout_s.
+        waiting_for_first = (self.stats.controls_received == 0
+                             and now_s - self._clock.started_wall_s < self.params.wait_for_controller_s)
+        if waiting_for_first:
+            self.stats.republished_frames += 1
+            self._clock.published_wall_s = now_s
+            return replace(self.frame, republished=True)
+        self.stats.step_timeouts += 1
+        self._next_events.append("step_timeout")
+        return self._advance(self._last_control, now_s, control_received=False, step_timeout=True)
+
+    def _advance(self, control: dict, now_s: float, *, control_received: bool,
+                 step_timeout: bool) -> Frame:
+        from tps_sim.world import EgoControl
+
+        self._last_control = dict(control)
+        state = self.world.step(EgoControl(throttle=control["throttle"], steer=control["steer"],
+                                           brake=control["brake"], hand_brake=control["hand_brake"],
+                                           reverse=control["reverse"]))
+        events, self._next_events = self._next_events, []
+        frame = self._make_frame(state, control, events)
+        self._commit(frame, control_received=control_received, step_timeout=step_timeout,
+                     now_s=now_s)
+        return frame
+
+    def _commit(self, frame: Frame, *, control_received: bool, step_timeout: bool,
+                now_s: float) -> None:
+        self.frame = frame
+        self._pending = None
+        self._clock.published_wall_s = now_s
+        self.stats.steps = frame.step
+        self.log.add(frame, control_received=control_received, step_timeout=step_timeout,
+                     wall_time_s=now_s)
+        if self.world.is_done(frame.state):
+            self._done = True
+            self.stats.end_reason = ("duration" if frame.t_s + 1e-9 >= self.params.duration_s
+                                     else "route_end")
+
+    # -- sensors and faults ---------------------------------------------------------------------
+    def _make_frame(self, state, control: dict, events: list[str]) -> Frame:
+        t_s = float(state.t_s)
+        self._step_for_delay = int(state.step)
+        events = list(events)
+        scene = self.world.scene3d(state)
+        schedule = None
+        clock_offset_s = 0.0
+        if self.injector is not None:
+            schedule = self.injector.schedule(t_s)
+            clock_offset_s = float(getattr(schedule, "clock_offset_s", 0.0) or 0.0)
+            events += [f"fault:{name}" for name in self.injector.active(t_s)]
+        stamp_s = t_s + clock_offset_s
+        lidar_points = lidar_hit_id = None
+        lidar_stamp_s = stamp_s
+        if self.lidar is not None:
+            from tps_sim.sensors.lidar import to_xyzi
+
+            scan = self.lidar.scan(scene, self.lidar_rng)
+            points, hit_id = to_xyzi(scan), scan.hit_id
+            if self.injector is not None:
+                kept, points = self.injector.lidar_mask(t_s, points)
+                hit_id = hit_id[kept]
+            lidar_points, lidar_hit_id, lidar_stamp_s = self._delay(
+                self._delayed_lidar, (points, hit_id, stamp_s), schedule,
+                getattr(schedule, "drop_lidar", False))
+        image = None
+        image_stamp_s = stamp_s
+        every = max(1, int(self.params.camera_every_n))
+        if self.camera is not None and state.step % every == 0:
+            rgb = self.camera.render(scene)
+            if self.injector is not None:
+                rgb = self.injector.apply_camera(t_s, rgb)
+            image, _, image_stamp_s = self._delay(self._delayed_image, (rgb, None, stamp_s),
+                                                  schedule, getattr(schedule, "drop_camera", False))
+        return Frame(step=int(state.step), t_s=t_s, stamp_s=stamp_s, state=state, scene=scene,
+                     lidar_points=lidar_points, lidar_stamp_s=lidar_stamp_s,
+                     lidar_hit_id=lidar_hit_id, image=image, image_stamp_s=image_stamp_s,
+                     control=dict(control), events=tuple(events))
+
+    def _delay(self, queue: deque, item: tuple, schedule, drop: bool):
+        """Apply the fault schedule to one sensor message: a dropped one is never published; a
+        delayed one is released ``schedule.delay_steps`` steps later with its own stamp. Returns
+        the (data, aux, stamp) to publish now -- the newest released item -- or (None, None, _)."""
+        step = self._step_for_delay
+        delay = int(getattr(schedule, "delay_steps", 0) or 0) if schedule is not None else 0
+        if not drop:
+            queue.append((step + max(0, delay), item))
+        due = [entry for entry in queue if entry[0] <= step]
+        if not due:
+            return None, None, item[2]
+        for entry in due:
+            queue.remove(entry)
+        return due[-1][1]
+
+    # -- end ----------------------------------------------------------------------------------
+    def meta(self) -> dict:
+        """Episode metadata (the episode log's meta_json)."""
+        instr = self.world.instruction
+        return {
+            **{k: v for k, v in asdict(self.params).items() if k != "episode_log"},
+            "instruction": {"text": str(instr.text), "command": int(instr.command),
+                            "exit_number": int(getattr(instr, "exit_number", 0) or 0),
+                            "target_speed_mps": float(getattr(instr, "target_speed_mps", -1.0))},
+            **{k: v for k, v in asdict(self.stats).items()},
+        }
+
+    def close(self) -> Path | None:
+        """Write the episode log (when configured) and close the world. Idempotent."""
+        if self._closed:
+            return None
+        self._closed = True
+        out = None
+        try:
+            if self.params.episode_log and self.log.rows:
+                out = self.log.write(self.params.episode_log, self.meta(), self.route)
+        finally:
+            self.world.close()
+        return out
+
+
+@dataclass(frozen=True)
+class StatusSummary:
+    """Numbers the node reports on /diagnostics."""
+
+    level: str
+    message: str
+    values: dict = field(default_factory=dict)
+
+
+def status_summary(bridge: SimBridge) -> StatusSummary:
+    """The bridge's health: WARN once a step timed out or a control was malformed."""
+    s = bridge.stats
+    values = {"step": s.steps, "sim_time_s": f"{bridge.frame.t_s:.3f}" if bridge.frame else "0",
+              "step_timeouts": s.step_timeouts, "controls_received": s.controls_received,
+              "stale_controls": s.stale_controls, "malformed_controls": s.malformed_controls,
+              "clamped_controls": s.clamped_controls,
+              "e2e_latency_ms": f"{s.last_e2e_latency_s * 1e3:.2f}",
+              "synchronous": bridge.params.synchronous, "ego_driver": bridge.params.ego_driver}
+    if s.step_timeouts or s.malformed_controls:
+        return StatusSummary("WARN", f"{s.step_timeouts} step timeout(s), "
+                                     f"{s.malformed_controls} malformed control(s)", values)
+    return StatusSummary("OK", "running" if not bridge.done else f"ended ({s.end_reason})", values)

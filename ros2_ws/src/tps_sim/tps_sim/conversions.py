@@ -1,0 +1,315 @@
+"""Simulator values <-> ROS 2 messages, for the bridge node and the bag recorder.
+
+The only module of ``tps_sim`` outside ``nodes/`` that imports message packages; it never imports
+rclpy (message classes are plain rosidl Python classes). Every builder takes plain numbers and
+numpy arrays (what :mod:`tps_sim.bridge` produces) and returns a message, so the live bridge and
+the recorder publish byte-identical messages for the same step.
+
+Conventions (docs/CONTRACTS.md): SI units, REP-103 axes; ``map`` is the world frame,
+``ego_vehicle`` (carla-ros-bridge's name for base_link) the ego frame, points in
+``ego_vehicle/lidar``; ``CarlaEgoVehicleControl.steer`` keeps CARLA's sign (positive = right).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from carla_msgs.msg import CarlaEgoVehicleControl, CarlaEgoVehicleStatus
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PoseStamped, Quaternion, Vector3
+from nav_msgs.msg import Odometry, Path
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+from tps_msgs.msg import DrivingInstruction, GroundTruth, GroundTruthAgent
+
+MAP_FRAME = "map"
+EGO_FRAME = "ego_vehicle"
+LIDAR_FRAME = "ego_vehicle/lidar"
+CAMERA_FRAME = "ego_vehicle/rgb_front"
+
+# Topics of the carla-ros-bridge contract (docs/CONTRACTS.md "Topics").
+TOPIC_CLOCK = "/clock"
+TOPIC_LIDAR = "/carla/ego_vehicle/lidar"
+TOPIC_IMAGE = "/carla/ego_vehicle/rgb_front/image"
+TOPIC_CAMERA_INFO = "/carla/ego_vehicle/rgb_front/camera_info"
+TOPIC_ODOMETRY = "/carla/ego_vehicle/odometry"
+TOPIC_STATUS = "/carla/ego_vehicle/vehicle_status"
+TOPIC_CONTROL = "/carla/ego_vehicle/vehicle_control_cmd"
+TOPIC_GROUND_TRUTH = "/tps/sim/ground_truth"
+TOPIC_ROUTE = "/planning/route"
+TOPIC_INSTRUCTION = "/tps/instruction"
+TOPIC_DIAGNOSTICS = "/diagnostics"
+
+# Topic -> ROS type name, in the order the bridge publishes them each step.
+TOPIC_TYPES: dict[str, str] = {
+    TOPIC_CLOCK: "rosgraph_msgs/msg/Clock",
+    TOPIC_LIDAR: "sensor_msgs/msg/PointCloud2",
+    TOPIC_IMAGE: "sensor_msgs/msg/Image",
+    TOPIC_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
+    TOPIC_ODOMETRY: "nav_msgs/msg/Odometry",
+    TOPIC_STATUS: "carla_msgs/msg/CarlaEgoVehicleStatus",
+    TOPIC_GROUND_TRUTH: "tps_msgs/msg/GroundTruth",
+    TOPIC_ROUTE: "nav_msgs/msg/Path",
+    TOPIC_INSTRUCTION: "tps_msgs/msg/DrivingInstruction",
+}
+LATCHED_TOPICS = (TOPIC_ROUTE, TOPIC_INSTRUCTION)
+
+POINT_STEP = 16  # x, y, z, intensity float32 (carla-ros-bridge layout)
+_XYZI_FIELDS = tuple(
+    PointField(name=name, offset=4 * i, datatype=PointField.FLOAT32, count=1)
+    for i, name in enumerate(("x", "y", "z", "intensity"))
+)
+
+GT_FUTURE_STEP_S = 0.5
+
+
+def stamp(t_s: float) -> Time:
+    """A ``builtin_interfaces/Time`` for ``t_s`` seconds (rounded to the nanosecond; >= 0)."""
+    ns = max(0, int(round(t_s * 1e9)))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def stamp_to_s(t: Time) -> float:
+    """Seconds of a ``builtin_interfaces/Time``."""
+    return t.sec + t.nanosec * 1e-9
+
+
+def stamp_to_ns(t: Time) -> int:
+    """Integer nanoseconds of a ``builtin_interfaces/Time`` (exact, for comparisons)."""
+    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
+
+
+def header(t_s: float, frame_id: str) -> Header:
+    """A ``std_msgs/Header`` stamped ``t_s`` seconds in ``frame_id``."""
+    return Header(stamp=stamp(t_s), frame_id=frame_id)
+
+
+def yaw_quaternion(yaw: float) -> Quaternion:
+    """Quaternion of a rotation by ``yaw`` rad about +z."""
+    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
+
+
+def clock_msg(t_s: float) -> Clock:
+    """``rosgraph_msgs/Clock`` at ``t_s`` seconds."""
+    return Clock(clock=stamp(t_s))
+
+
+def _array_to_pointcloud2_local(points: np.ndarray, hdr: Header) -> PointCloud2:
+    pts = np.ascontiguousarray(points, dtype="<f4")
+    msg = PointCloud2(header=hdr, height=1, width=int(pts.shape[0]), fields=list(_XYZI_FIELDS),
+                      is_bigendian=False, point_step=POINT_STEP,
+                      row_step=POINT_STEP * int(pts.shape[0]),
+                      is_dense=bool(np.isfinite(pts).all()))
+    msg.data = pts.tobytes()
+    return msg
+
+
+def pointcloud_msg(points_xyzi: np.ndarray, t_s: float, frame_id: str = LIDAR_FRAME) -> PointCloud2:
+    """``sensor_msgs/PointCloud2`` of (N, 4) float32 x, y, z [m], intensity points.
+
+    Layout: carla-ros-bridge's (x, y, z, intensity float32, point_step 16, little endian,
+    unorganised). ``is_dense`` is false when any value is NaN/inf (injected faults).
+    """
+    pts = np.asarray(points_xyzi)
+    if pts.ndim != 2 or pts.shape[1] != 4:
+        raise ValueError(f"points must have shape (N, 4), got {pts.shape}")
+    hdr = header(t_s, frame_id)
+    try:  # the runtime engineer's converter (docs/CONTRACTS.md) when it exists
+        from tps_inference.conversions import xyzi_to_pointcloud2
+    except ImportError:
+        return _array_to_pointcloud2_local(pts, hdr)
+    return xyzi_to_pointcloud2(pts.astype(np.float32, copy=False), hdr)
+
+
+def image_msg(rgb: np.ndarray, t_s: float, frame_id: str = CAMERA_FRAME) -> Image:
+    """``sensor_msgs/Image`` (rgb8) of an (H, W, 3) uint8 image."""
+    img = np.ascontiguousarray(rgb, dtype=np.uint8)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"image must have shape (H, W, 3), got {img.shape}")
+    h, w = img.shape[:2]
+    msg = Image(header=header(t_s, frame_id), height=h, width=w, encoding="rgb8", is_bigendian=0,
+                step=3 * w)
+    msg.data = img.tobytes()
+    return msg
+
+
+def camera_info_msg(fields: dict, t_s: float, frame_id: str = CAMERA_FRAME) -> CameraInfo:
+    """``sensor_msgs/CameraInfo`` from the camera model's ``camera_info_fields()`` dict
+    (width, height, K (9), D, R (9), P (12), distortion_model)."""
+    msg = CameraInfo(header=header(t_s, frame_id))
+    msg.width = int(fields["width"])
+    msg.height = int(fields["height"])
+    msg.distortion_model = str(fields.get("distortion_model", "plumb_bob"))
+    msg.d = [float(v) for v in np.ravel(fields.get("D", fields.get("d", [0.0] * 5)))]
+    msg.k = [float(v) for v in np.ravel(fields.get("K", fields.get("k")))]
+    msg.r = [float(v) for v in np.ravel(fields.get("R", fields.get("r", np.eye(3))))]
+    msg.p = [float(v) for v in np.ravel(fields.get("P", fields.get("p")))]
+    return msg
+
+
+def odometry_msg(pose_xyzyaw: Sequence[float], speed_mps: float, yaw_rate: float,
+                 t_s: float) -> Odometry:
+    """``nav_msgs/Odometry`` of the ego: pose of base_link in ``map`` (z = 0), twist in the child
+    frame ``ego_vehicle`` (x forward = speed [m/s], angular z = yaw rate [rad/s])."""
+    x, y, yaw = (float(v) for v in pose_xyzyaw)
+    msg = Odometry(header=header(t_s, MAP_FRAME), child_frame_id=EGO_FRAME)
+    msg.pose.pose.position = Point(x=x, y=y, z=0.0)
+    msg.pose.pose.orientation = yaw_quaternion(yaw)
+    msg.twist.twist.linear = Vector3(x=float(speed_mps), y=0.0, z=0.0)
+    msg.twist.twist.angular = Vector3(x=0.0, y=0.0, z=float(yaw_rate))
+    return msg
+
+
+def control_msg(throttle: float, steer: float, brake: float, hand_brake: bool = False,
+                reverse: bool = False, t_s: float = 0.0) -> CarlaEgoVehicleControl:
+    """``carla_msgs/CarlaEgoVehicleControl`` (steer positive = turn right, CARLA convention)."""
+    return CarlaEgoVehicleControl(header=header(t_s, EGO_FRAME), throttle=float(throttle),
+                                  steer=float(steer), brake=float(brake),
+                                  hand_brake=bool(hand_brake), reverse=bool(reverse), gear=1,
+                                  manual_gear_shift=False)
+
+
+def control_fields(msg: CarlaEgoVehicleControl) -> dict:
+    """The fields of a control message as plain Python values (stamp in integer ns)."""
+    return {
+        "stamp_ns": stamp_to_ns(msg.header.stamp),
+        "throttle": float(msg.throttle),
+        "steer": float(msg.steer),
+        "brake": float(msg.brake),
+        "hand_brake": bool(msg.hand_brake),
+        "reverse": bool(msg.reverse),
+    }
+
+
+def vehicle_status_msg(speed_mps: float, accel_mps2: float, yaw: float, control: dict,
+                       t_s: float) -> CarlaEgoVehicleStatus:
+    """``carla_msgs/CarlaEgoVehicleStatus``: speed [m/s], longitudinal acceleration [m/s^2] (in
+    ``acceleration.linear.x``), orientation (yaw in map) and the control applied this step."""
+    msg = CarlaEgoVehicleStatus(header=header(t_s, EGO_FRAME), velocity=float(speed_mps))
+    msg.acceleration.linear = Vector3(x=float(accel_mps2), y=0.0, z=0.0)
+    msg.orientation = yaw_quaternion(float(yaw))
+    msg.control = control_msg(control.get("throttle", 0.0), control.get("steer", 0.0),
+                              control.get("brake", 0.0), control.get("hand_brake", False),
+                              control.get("reverse", False), t_s)
+    return msg
+
+
+def gt_agent_msg(agent, future_xy: np.ndarray | None = None) -> GroundTruthAgent:
+    """``tps_msgs/GroundTruthAgent`` of one world ``AgentState`` (map frame); ``future_xy`` is an
+    optional (F, 2) array of future centres [m] at 0.5 s spacing (NaN rows end it)."""
+    msg = GroundTruthAgent(id=int(agent.id), sim_id=str(agent.sim_id), class_id=int(agent.class_id))
+    cx, cy, cz = (float(v) for v in agent.center)
+    msg.center = Point(x=cx, y=cy, z=cz)
+    msg.yaw = float(agent.yaw)
+    sl, sw, sh = (float(v) for v in agent.size)
+    msg.size = Vector3(x=sl, y=sw, z=sh)
+    vx, vy = (float(v) for v in agent.velocity)
+    msg.velocity = Vector3(x=vx, y=vy, z=0.0)
+    if future_xy is not None:
+        pts = []
+        for fx, fy in np.asarray(future_xy, dtype=np.float64).reshape(-1, 2):
+            if not (math.isfinite(fx) and math.isfinite(fy)):
+                break
+            pts.append(Point(x=float(fx), y=float(fy), z=cz))
+        msg.future = pts
+    return msg
+
+
+def ground_truth_msg(state, scenario: str, seed: int, events: Iterable[str], t_s: float,
+                     futures: dict[int, np.ndarray] | None = None) -> GroundTruth:
+    """``tps_msgs/GroundTruth`` of one ``WorldState``.
+
+    Args:
+        state: the world state (``ego``, ``agents``, ``collisions``, ``step``).
+        scenario, seed: the episode.
+        events: event strings of this step (``step_timeout``, ``fault:<name>``, ...).
+        t_s: the stamp [s] (the published sim time of the step).
+        futures: optional agent id -> (F, 2) future centres [m, map]; the ego's id is 0.
+    """
+    futures = futures or {}
+    msg = GroundTruth(header=header(t_s, MAP_FRAME), scenario=str(scenario), seed=int(seed),
+                      step=int(state.step), future_step_s=GT_FUTURE_STEP_S)
+    msg.ego = gt_agent_msg(state.ego, futures.get(int(state.ego.id)))
+    msg.agents = [gt_agent_msg(a, futures.get(int(a.id))) for a in state.agents]
+    agent_ids = [int(c) for c in state.collisions]
+    msg.collision = bool(agent_ids)
+    msg.collision_agent_ids = [c for c in agent_ids if c >= 0]
+    msg.events = [str(e) for e in events]
+    return msg
+
+
+def path_msg(route_xy: np.ndarray, t_s: float = 0.0) -> Path:
+    """``nav_msgs/Path`` of a (N, 2) map polyline [m]; each pose faces the next point."""
+    route = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
+    msg = Path(header=header(t_s, MAP_FRAME))
+    if len(route) >= 2:
+        d = np.diff(route, axis=0)
+        yaws = np.arctan2(d[:, 1], d[:, 0])
+        yaws = np.append(yaws, yaws[-1])
+    else:
+        yaws = np.zeros(len(route))
+    poses = []
+    for (x, y), yaw in zip(route, yaws, strict=True):
+        ps = PoseStamped(header=header(t_s, MAP_FRAME))
+        ps.pose.position = Point(x=float(x), y=float(y), z=0.0)
+        ps.pose.orientation = yaw_quaternion(float(yaw))
+        poses.append(ps)
+    msg.poses = poses
+    return msg
+
+
+def instruction_msg(instruction, t_s: float = 0.0) -> DrivingInstruction:
+    """``tps_msgs/DrivingInstruction`` from the world's ``Instruction`` (text, command,
+    exit_number, target_speed_mps)."""
+    target = getattr(instruction, "target_speed_mps", -1.0)
+    return DrivingInstruction(header=header(t_s, MAP_FRAME), text=str(instruction.text),
+                              command=int(instruction.command),
+                              exit_number=int(getattr(instruction, "exit_number", 0) or 0),
+                              target_speed_mps=float(-1.0 if target is None else target))
+
+
+_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
+           "ERROR": DiagnosticStatus.ERROR, "STALE": DiagnosticStatus.STALE}
+
+
+def diagnostic_msg(node_name: str, statuses: Iterable[tuple[str, str, str, dict]],
+                   t_s: float) -> DiagnosticArray:
+    """``diagnostic_msgs/DiagnosticArray`` from (aspect, level 'OK'|'WARN'|'ERROR'|'STALE',
+    message, values) tuples; each status is named ``<node_name>: <aspect>``."""
+    msg = DiagnosticArray(header=header(t_s, ""))
+    out = []
+    for aspect, level, text, values in statuses:
+        out.append(DiagnosticStatus(
+            level=_LEVELS[level], name=f"{node_name}: {aspect}", message=str(text),
+            hardware_id="tps_sim",
+            values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()]))
+    msg.status = out
+    return msg
+
+
+def frame_messages(frame, scenario: str, seed: int, camera_info_fields: dict | None = None,
+                   futures: dict[int, np.ndarray] | None = None) -> list[tuple[str, object]]:
+    """Every message of one bridge ``Frame`` (tps_sim.bridge), as (topic, message) in publication
+    order: /clock first, then sensors, odometry, vehicle status and ground truth (all stamped
+    ``frame.stamp_s``, delayed sensor data keeps its own stamp). The live bridge publishes and the
+    recorder writes exactly this list."""
+    t = frame.stamp_s
+    out: list[tuple[str, object]] = [(TOPIC_CLOCK, clock_msg(t))]
+    if frame.lidar_points is not None:
+        out.append((TOPIC_LIDAR, pointcloud_msg(frame.lidar_points, frame.lidar_stamp_s)))
+    if frame.image is not None:
+        out.append((TOPIC_IMAGE, image_msg(frame.image, frame.image_stamp_s)))
+        if camera_info_fields is not None:
+            out.append((TOPIC_CAMERA_INFO, camera_info_msg(camera_info_fields, frame.image_stamp_s)))
+    ego = frame.state.ego
+    out.append((TOPIC_ODOMETRY, odometry_msg((ego.center[0], ego.center[1], ego.yaw),
+                                             ego.speed_mps, ego.yaw_rate, t)))
+    out.append((TOPIC_STATUS, vehicle_status_msg(ego.speed_mps, ego.accel_mps2, ego.yaw,
+                                                 frame.control, t)))
+    out.append((TOPIC_GROUND_TRUTH, ground_truth_msg(frame.state, scenario, seed, frame.events, t,
+                                                     futures)))
+    return out

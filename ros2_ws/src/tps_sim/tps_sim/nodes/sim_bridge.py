@@ -1,0 +1,160 @@
+"""sim_bridge: the SUMO world behind the carla-ros-bridge topic contract (tps_sim/BRIDGE.md).
+
+Thin node: declares and validates parameters, converts the core's frames (tps_sim.bridge) to
+messages and publishes them; control messages go to the core. The node's timers run on the
+steady (wall) clock: the bridge is the source of /clock, so it never follows sim time itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import rclpy
+from carla_msgs.msg import CarlaEgoVehicleControl, CarlaEgoVehicleStatus
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock as ClockMsg
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from tps_inference.params import ParameterError, declare_from_schema, load_schema
+from tps_msgs.msg import DrivingInstruction, GroundTruth
+
+from tps_sim import conversions as conv
+from tps_sim.bridge import BridgeParams, SimBridge, status_summary
+
+NODE_NAME = "sim_bridge"
+# Wall period of the polling timer (timeouts, free-running steps) [s].
+POLL_PERIOD_S = 0.005
+SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                        reliability=ReliabilityPolicy.RELIABLE)
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CONTROL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                         reliability=ReliabilityPolicy.RELIABLE)
+
+
+class SimBridgeNode(Node):
+    """The bridge node; ``finished`` becomes True when the episode ended with exit_on_end."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**kwargs)
+        values = declare_from_schema(self, load_schema("sim_bridge"))
+        self.params = BridgeParams.from_values(values)
+        self.finished = False
+        self._wall = Clock(clock_type=ClockType.STEADY_TIME)
+        self.core = SimBridge(self.params)
+        p = self.create_publisher
+        self.pub_clock = p(ClockMsg, conv.TOPIC_CLOCK, SENSOR_QOS)
+        self.pub_lidar = p(PointCloud2, conv.TOPIC_LIDAR, SENSOR_QOS)
+        self.pub_image = p(Image, conv.TOPIC_IMAGE, SENSOR_QOS)
+        self.pub_info = p(CameraInfo, conv.TOPIC_CAMERA_INFO, SENSOR_QOS)
+        self.pub_odom = p(Odometry, conv.TOPIC_ODOMETRY, SENSOR_QOS)
+        self.pub_status = p(CarlaEgoVehicleStatus, conv.TOPIC_STATUS, SENSOR_QOS)
+        self.pub_gt = p(GroundTruth, conv.TOPIC_GROUND_TRUTH, SENSOR_QOS)
+        self.pub_route = p(Path, conv.TOPIC_ROUTE, LATCHED_QOS)
+        self.pub_instruction = p(DrivingInstruction, conv.TOPIC_INSTRUCTION, LATCHED_QOS)
+        self.pub_diag = p(DiagnosticArray, conv.TOPIC_DIAGNOSTICS, 10)
+        self._publishers_by_topic = {
+            conv.TOPIC_CLOCK: self.pub_clock, conv.TOPIC_LIDAR: self.pub_lidar,
+            conv.TOPIC_IMAGE: self.pub_image, conv.TOPIC_CAMERA_INFO: self.pub_info,
+            conv.TOPIC_ODOMETRY: self.pub_odom, conv.TOPIC_STATUS: self.pub_status,
+            conv.TOPIC_GROUND_TRUTH: self.pub_gt}
+        self.create_subscription(CarlaEgoVehicleControl, conv.TOPIC_CONTROL, self._on_control,
+                                 CONTROL_QOS)
+        period = POLL_PERIOD_S if self.params.step_period_s <= 0 else min(
+            POLL_PERIOD_S, self.params.step_period_s)
+        self.create_timer(period, self._on_poll, clock=self._wall)
+        self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics,
+                          clock=self._wall)
+        self.pub_route.publish(conv.path_msg(self.core.route, 0.0))
+        self.pub_instruction.publish(conv.instruction_msg(self.core.instruction, 0.0))
+        self._publish_frame(self.core.start(time.monotonic()))
+        self.get_logger().info(
+            f"{self.params.scenario} seed {self.params.seed}: ego_driver={self.params.ego_driver}, "
+            f"synchronous={self.params.synchronous}, {len(self.core.route)} route points")
+
+    def _on_control(self, msg: CarlaEgoVehicleControl) -> None:
+        verdict = self.core.submit_control(conv.control_fields(msg), time.monotonic())
+        if verdict.problems:
+            level = "ERROR" if any(lv == "ERROR" for lv, _ in verdict.problems) else "WARN"
+            text = "; ".join(t for _, t in verdict.problems)
+            log = self.get_logger().error if level == "ERROR" else self.get_logger().warning
+            log(text, throttle_duration_sec=1.0)
+            self.pub_diag.publish(conv.diagnostic_msg(
+                NODE_NAME, [("control", level, text, {"verdict": verdict.status})],
+                self._sim_stamp()))
+        if verdict.status == "accepted":
+            self._on_poll()
+
+    def _on_poll(self) -> None:
+        if self.finished:
+            return
+        frame = self.core.poll(time.monotonic())
+        if frame is not None:
+            if frame.republished:
+                self.get_logger().info("no control yet: re-publishing step 0",
+                                       throttle_duration_sec=5.0)
+            if "step_timeout" in frame.events:
+                self.get_logger().warning(f"step timeout before step {frame.step}",
+                                          throttle_duration_sec=1.0)
+            self._publish_frame(frame)
+        if self.core.done and self.params.exit_on_end:
+            self.close()
+            self.finished = True
+
+    def _sim_stamp(self) -> float:
+        return self.core.frame.stamp_s if self.core.frame is not None else 0.0
+
+    def _publish_frame(self, frame) -> None:
+        for topic, msg in conv.frame_messages(frame, self.params.scenario, self.params.seed,
+                                              self.core.camera_info_fields):
+            self._publishers_by_topic[topic].publish(msg)
+
+    def _publish_diagnostics(self) -> None:
+        s = status_summary(self.core)
+        self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", s.level, s.message,
+                                                               s.values)], self._sim_stamp()))
+
+    def close(self) -> None:
+        """Write the episode log and close the world (idempotent)."""
+        path = self.core.close()
+        if path is not None:
+            self.get_logger().info(f"episode log written to {path}")
+
+
+NODE_CLASS = SimBridgeNode
+
+
+def main(args=None) -> None:
+    """Console script ``sim_bridge``."""
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = SimBridgeNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok() and not node.finished:
+            executor.spin_once(timeout_sec=0.05)
+    except ParameterError as exc:
+        print(f"sim_bridge: {exc}", file=sys.stderr)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    if code:
+        sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
