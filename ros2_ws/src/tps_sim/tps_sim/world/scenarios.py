@@ -1,0 +1,316 @@
+"""The scenario library: road networks (plain XML -> netconvert), traffic, ego route, instruction.
+
+Every scenario is data: a network (nodes / edges / connections in SUMO's plain-XML format, built
+with netconvert at first use and cached), vehicle and pedestrian flows (vehicles per hour at
+density 1.0), the ego's route and start, a DrivingInstruction, and optionally an adversary that
+the world scripts through the SUMO adapter (cut-in, hard-braking lead, stalled vehicle).
+Coordinates in the XML are the map frame (x east, y north) before netconvert's offset.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from tps_sim.world.config import (
+    CMD_CHANGE_LANE_LEFT,
+    CMD_FOLLOW_LANE,
+    CMD_GO_STRAIGHT,
+    CMD_TAKE_EXIT,
+    CMD_TURN_LEFT,
+    CMD_TURN_RIGHT,
+    Instruction,
+)
+
+NETCONVERT_COMMON = ("--no-turnarounds", "true", "--junctions.corner-detail", "8",
+                     "--default.junctions.radius", "8")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Plain-XML network description (map-frame coordinates) plus extra netconvert options."""
+
+    name: str
+    nodes_xml: str
+    edges_xml: str
+    connections_xml: str = "<connections/>"
+    options: tuple = ()
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A vehicle flow along a route at ``vph`` vehicles per hour (density 1.0)."""
+
+    edges: tuple
+    vph: float
+    vtype: str = "mix_highway"
+    depart_lane: str = "best"
+    depart_speed: str = "max"
+
+
+@dataclass(frozen=True)
+class PersonFlow:
+    """A pedestrian flow walking ``edges`` at ``pph`` persons per hour (density 1.0)."""
+
+    edges: tuple
+    pph: float
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One entry of the scenario library (see module docstring)."""
+
+    name: str
+    family: str
+    description: str
+    network: NetSpec
+    ego_edges: tuple
+    ego_depart_lane: int
+    ego_depart_pos_m: float
+    ego_depart_speed_mps: float
+    instruction: Instruction
+    flows: tuple = ()
+    person_flows: tuple = ()
+    adversary: str = ""  # "", "cut_in", "hard_brake", "stalled"
+    warmup_s: float | None = None  # overrides WorldConfig.warmup_s when set
+    extra_sumo_args: tuple = field(default_factory=tuple)
+
+
+# ------------------------------------------------------------------ networks
+
+def _nodes(*rows: tuple) -> str:
+    """rows: (id, x, y[, type])."""
+    out = ["<nodes>"]
+    for r in rows:
+        t = f' type="{r[3]}"' if len(r) > 3 else ""
+        out.append(f'  <node id="{r[0]}" x="{r[1]:.2f}" y="{r[2]:.2f}"{t}/>')
+    out.append("</nodes>")
+    return "\n".join(out)
+
+
+def _edges(*rows: dict, extra: str = "") -> str:
+    out = ["<edges>"]
+    for r in rows:
+        attrs = " ".join(f'{k}="{v}"' for k, v in r.items())
+        out.append(f"  <edge {attrs}/>")
+    if extra:
+        out.append(extra)
+    out.append("</edges>")
+    return "\n".join(out)
+
+
+HIGHWAY_SPEED_MPS = 27.78
+URBAN_SPEED_MPS = 13.89
+
+
+def highway_net() -> NetSpec:
+    """Straight 3-lane one-way carriageway, 1.6 km, split at x = 700 m."""
+    return NetSpec(
+        "highway3",
+        _nodes(("hA", 0, 0), ("hB", 700, 0), ("hC", 1600, 0)),
+        _edges({"id": "hw0", "from": "hA", "to": "hB", "numLanes": 3,
+                "speed": HIGHWAY_SPEED_MPS, "spreadType": "center"},
+               {"id": "hw1", "from": "hB", "to": "hC", "numLanes": 3,
+                "speed": HIGHWAY_SPEED_MPS, "spreadType": "center"}),
+    )
+
+
+def merge_net() -> NetSpec:
+    """2-lane main road with a 1-lane on-ramp joining a 200 m acceleration lane."""
+    nodes = _nodes(("m0", 0, 0), ("m1", 500, 0), ("m2", 700, 0), ("m3", 1500, 0),
+                   ("r0", 300, -60))
+    edges = _edges(
+        {"id": "main0", "from": "m0", "to": "m1", "numLanes": 2, "speed": HIGHWAY_SPEED_MPS},
+        {"id": "ramp", "from": "r0", "to": "m1", "numLanes": 1, "speed": 22.0},
+        {"id": "accel", "from": "m1", "to": "m2", "numLanes": 3, "speed": HIGHWAY_SPEED_MPS},
+        {"id": "main1", "from": "m2", "to": "m3", "numLanes": 2, "speed": HIGHWAY_SPEED_MPS},
+    )
+    conns = "\n".join([
+        "<connections>",
+        '  <connection from="main0" to="accel" fromLane="0" toLane="1"/>',
+        '  <connection from="main0" to="accel" fromLane="1" toLane="2"/>',
+        '  <connection from="ramp" to="accel" fromLane="0" toLane="0"/>',
+        '  <connection from="accel" to="main1" fromLane="1" toLane="0"/>',
+        '  <connection from="accel" to="main1" fromLane="2" toLane="1"/>',
+        "</connections>",
+    ])
+    return NetSpec("merge", nodes, edges, conns)
+
+
+def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 12) -> str:
+    pts = []
+    for k in range(n + 1):
+        a = a0 + (a1 - a0) * k / n
+        pts.append(f"{cx + r * math.cos(a):.2f},{cy + r * math.sin(a):.2f}")
+    return " ".join(pts)
+
+
+ROUNDABOUT_RADIUS_M = 28.0
+ROUNDABOUT_ARM_M = 200.0
+
+
+def roundabout_net() -> NetSpec:
+    """Two-lane roundabout (radius 28 m) with four two-lane arms of 200 m (counter-clockwise
+    circulation, right-hand traffic)."""
+    r, arm = ROUNDABOUT_RADIUS_M, ROUNDABOUT_ARM_M
+    dirs = {"E": 0.0, "N": math.pi / 2, "W": math.pi, "S": -math.pi / 2}
+    rows = []
+    for k, a in dirs.items():
+        rows.append((f"r{k}", r * math.cos(a), r * math.sin(a), "priority"))
+        rows.append((f"o{k}", (r + arm) * math.cos(a), (r + arm) * math.sin(a)))
+    order = ["S", "E", "N", "W"]  # counter-clockwise
+    edges = []
+    ring_ids = []
+    for i, k in enumerate(order):
+        nk = order[(i + 1) % 4]
+        a0 = dirs[k]
+        a1 = dirs[nk]
+        if a1 <= a0:
+            a1 += 2 * math.pi
+        eid = f"ring_{k}{nk}"
+        ring_ids.append(eid)
+        edges.append({"id": eid, "from": f"r{k}", "to": f"r{nk}", "numLanes": 2, "speed": 9.0,
+                      "shape": _arc(0, 0, r, a0, a1), "priority": 3})
+    for k in order:
+        edges.append({"id": f"in_{k}", "from": f"o{k}", "to": f"r{k}", "numLanes": 2,
+                      "speed": URBAN_SPEED_MPS, "priority": 2})
+        edges.append({"id": f"out_{k}", "from": f"r{k}", "to": f"o{k}", "numLanes": 2,
+                      "speed": URBAN_SPEED_MPS, "priority": 2})
+    extra = (f'  <roundabout nodes="{" ".join("r" + k for k in order)}" '
+             f'edges="{" ".join(ring_ids)}"/>')
+    return NetSpec("roundabout2", _nodes(*rows), _edges(*edges, extra=extra))
+
+
+INTERSECTION_ARM_M = 200.0
+
+
+def intersection_net(kind: str) -> NetSpec:
+    """Four-arm intersection: ``kind`` "traffic_light" (2 lanes each way, signalised) or
+    "priority" (east-west main road has priority over the north-south minor road)."""
+    arm = INTERSECTION_ARM_M
+    dirs = {"E": (arm, 0), "N": (0, arm), "W": (-arm, 0), "S": (0, -arm)}
+    rows = [("J", 0, 0, kind)] + [(f"o{k}", x, y) for k, (x, y) in dirs.items()]
+    edges = []
+    for k in dirs:
+        main = k in ("E", "W")
+        lanes = 2 if kind == "traffic_light" else 1
+        prio = 2 if (main or kind == "traffic_light") else 1
+        speed = URBAN_SPEED_MPS if main or kind == "traffic_light" else 11.0
+        edges.append({"id": f"in_{k}", "from": f"o{k}", "to": "J", "numLanes": lanes,
+                      "speed": speed, "priority": prio})
+        edges.append({"id": f"out_{k}", "from": "J", "to": f"o{k}", "numLanes": lanes,
+                      "speed": speed, "priority": prio})
+    opts = ("--tls.green.time", "15", "--tls.yellow.time", "3") if kind == "traffic_light" else ()
+    return NetSpec(f"x_{kind}", _nodes(*rows), _edges(*edges), options=opts)
+
+
+def crossing_net() -> NetSpec:
+    """Two-way urban road (one lane each way plus sidewalks) with a zebra crossing at x = 250 m
+    (pedestrians have priority), between two pedestrian-only side paths."""
+    rows = [("pW", 0, 0), ("pC", 250, 0, "priority"), ("pE", 600, 0), ("pN", 250, 40),
+            ("pS", 250, -40)]
+    common = {"numLanes": 1, "speed": URBAN_SPEED_MPS, "sidewalkWidth": 2.0}
+    foot = {"numLanes": 1, "speed": 2.0, "allow": "pedestrian", "width": 2.5}
+    edges = [
+        {"id": "WC", "from": "pW", "to": "pC", **common},
+        {"id": "CW", "from": "pC", "to": "pW", **common},
+        {"id": "CE", "from": "pC", "to": "pE", **common},
+        {"id": "EC", "from": "pE", "to": "pC", **common},
+        {"id": "NC", "from": "pN", "to": "pC", **foot},
+        {"id": "CN", "from": "pC", "to": "pN", **foot},
+        {"id": "SC", "from": "pS", "to": "pC", **foot},
+        {"id": "CS", "from": "pC", "to": "pS", **foot},
+    ]
+    conns = "\n".join([
+        "<connections>",
+        '  <crossing node="pC" edges="WC CW" priority="true" width="4"/>',
+        "</connections>",
+    ])
+    return NetSpec("ped_crossing", _nodes(*rows), _edges(*edges), conns,
+                   options=("--walkingareas", "true"))
+
+
+# ------------------------------------------------------------------ scenarios
+
+HIGHWAY_WARMUP_S = 65.0  # long enough for traffic to fill the 1.6 km carriageway
+KEEP_LANE = Instruction("keep lane", CMD_FOLLOW_LANE, 0, 25.0)
+
+
+def _highway_flows(vph_per_lane: float) -> tuple:
+    return tuple(Flow(("hw0", "hw1"), vph_per_lane, "mix_highway", str(lane), "max")
+                 for lane in range(3))
+
+
+def _build() -> dict:
+    hw = highway_net()
+    sc = {}
+    sc["highway"] = Scenario(
+        "highway", "highway", "3-lane motorway, mixed traffic (cars, trucks, buses, motorcycles); "
+        "keep lane", hw, ("hw0", "hw1"), 1, 120.0, 22.0, KEEP_LANE, _highway_flows(900.0),
+        warmup_s=HIGHWAY_WARMUP_S)
+    sc["merge"] = Scenario(
+        "merge", "merge", "ego on an on-ramp with a 200 m acceleration lane merges into 2-lane "
+        "main-road traffic", merge_net(), ("ramp", "accel", "main1"), 0, 40.0, 16.0,
+        Instruction("merge left onto the main road", CMD_CHANGE_LANE_LEFT, 0, 25.0),
+        (Flow(("main0", "accel", "main1"), 1100.0, "mix_highway", "best", "max"),
+         Flow(("ramp", "accel", "main1"), 250.0, "mix_highway", "best", "max")))
+    ring = ("ring_SE", "ring_EN", "ring_NW", "ring_WS")
+    rflows = []
+    for i, k in enumerate(("S", "E", "N", "W")):
+        for n_exit in (1, 2, 3):
+            path = tuple(ring[(i + j) % 4] for j in range(n_exit))
+            dest = ("S", "E", "N", "W")[(i + n_exit) % 4]
+            rflows.append(Flow((f"in_{k}", *path, f"out_{dest}"), 110.0, "mix_urban", "best",
+                               "max"))
+    sc["roundabout"] = Scenario(
+        "roundabout", "roundabout", "two-lane roundabout, four arms; ego enters from the south "
+        "and takes the second exit (north)", roundabout_net(),
+        ("in_S", "ring_SE", "ring_EN", "out_N"), 0, 60.0, 11.0,
+        Instruction("take the second exit", CMD_TAKE_EXIT, 2, 9.0), tuple(rflows))
+    sc["signalised"] = Scenario(
+        "signalised", "intersection", "signalised four-arm intersection (2 lanes each way); ego "
+        "from the south turns right", intersection_net("traffic_light"), ("in_S", "out_E"), 0,
+        70.0, 12.0, Instruction("turn right at the lights", CMD_TURN_RIGHT, 0, 12.0),
+        _intersection_flows(160.0))
+    sc["priority"] = Scenario(
+        "priority", "intersection", "unsignalised priority junction: ego on the minor road turns "
+        "left across the main road and must give way", intersection_net("priority"),
+        ("in_S", "out_W"), 0, 80.0, 10.0,
+        Instruction("turn left at the junction", CMD_TURN_LEFT, 0, 10.0),
+        _intersection_flows(120.0, minor_scale=0.4))
+    sc["cut_in"] = Scenario(
+        "cut_in", "adversarial", "highway; a slower vehicle in the left lane cuts in closely in "
+        "front of the ego", hw, ("hw0", "hw1"), 1, 120.0, 24.0, KEEP_LANE,
+        _highway_flows(600.0), adversary="cut_in", warmup_s=HIGHWAY_WARMUP_S)
+    sc["hard_brake"] = Scenario(
+        "hard_brake", "adversarial", "highway; the lead vehicle in the ego lane brakes hard "
+        "(~7.5 m/s^2) to a stop", hw, ("hw0", "hw1"), 1, 120.0, 22.0, KEEP_LANE,
+        _highway_flows(600.0), adversary="hard_brake", warmup_s=HIGHWAY_WARMUP_S)
+    sc["stalled"] = Scenario(
+        "stalled", "adversarial", "highway; a stalled vehicle stands in the ego lane 130-190 m "
+        "ahead", hw, ("hw0", "hw1"), 1, 120.0, 22.0,
+        Instruction("follow the road", CMD_FOLLOW_LANE, 0, 25.0), _highway_flows(600.0),
+        adversary="stalled", warmup_s=HIGHWAY_WARMUP_S)
+    sc["ped_crossing"] = Scenario(
+        "ped_crossing", "adversarial", "urban road with a zebra crossing; pedestrians cross in "
+        "front of the ego", crossing_net(), ("WC", "CE"), 1, 90.0, 11.0,
+        Instruction("go straight, give way to pedestrians at the crossing", CMD_GO_STRAIGHT, 0,
+                    12.0),
+        (Flow(("WC", "CE"), 300.0, "mix_urban", "best", "max"),
+         Flow(("EC", "CW"), 300.0, "mix_urban", "best", "max")),
+        (PersonFlow(("SC", "CN"), 200.0), PersonFlow(("NC", "CS"), 200.0)))
+    return sc
+
+
+def _intersection_flows(vph: float, minor_scale: float = 1.0) -> tuple:
+    flows = []
+    for k, (straight, left, right) in {"S": ("N", "W", "E"), "N": ("S", "E", "W"),
+                                       "E": ("W", "S", "N"), "W": ("E", "N", "S")}.items():
+        scale = minor_scale if k in ("N", "S") else 1.0
+        for dest, share in ((straight, 0.6), (left, 0.2), (right, 0.2)):
+            flows.append(Flow((f"in_{k}", f"out_{dest}"), vph * scale * share, "mix_urban",
+                              "best", "max"))
+    return tuple(flows)
+
+
+SCENARIOS: dict = _build()

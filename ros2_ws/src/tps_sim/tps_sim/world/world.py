@@ -1,0 +1,409 @@
+"""SimWorld: SUMO traffic + the project's ego model + clutter, stepped at a fixed dt.
+
+Typical use::
+
+    cfg = WorldConfig(scenario="merge", seed=3, ego_driver="external")
+    world = SimWorld(cfg)
+    state = world.reset()
+    while not world.is_done(state):
+        state = world.step(EgoControl(throttle=0.3))
+    world.close()
+
+Episode timeline: SUMO starts at its time 0 with the scenario's flows, runs ``warmup_s`` so the
+roads are populated, then the ego (and any adversary) is inserted; the first step in which the
+ego exists is the episode's t = 0 (``reset()``'s state). In "external" mode the ego is our
+kinematic bicycle model (``ego_model``), pushed into SUMO each step with moveToXY(keepRoute=2)
++ setSpeed with SUMO's own speed / lane-change logic switched off for it, so background traffic
+perceives and reacts to it. In "expert" mode SUMO drives the ego along the route (the
+rule-based expert). For a ~50-vehicle benchmark use ``scenario="highway", density=1.3``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+
+import numpy as np
+
+from tps_sim.world.clutter import concat_statics, place_clutter, place_obstacles
+from tps_sim.world.collision import obb_overlap
+from tps_sim.world.config import ConfigError, EgoControl, Instruction, WorldConfig
+from tps_sim.world.ego_model import EgoModel, EgoModelParams, EgoModelState
+from tps_sim.world.networks import (
+    ADVERSARY_TYPE,
+    EGO_HEIGHT_M,
+    EGO_LENGTH_M,
+    EGO_TYPE,
+    EGO_WIDTH_M,
+    STALLED_TYPE,
+    build_network,
+    flows_file,
+    vtypes_file,
+)
+from tps_sim.world.road import RoadGeometry
+from tps_sim.world.route import RouteTracker, route_polyline
+from tps_sim.world.scenarios import SCENARIOS, Scenario
+from tps_sim.world.state import EGO_ID, STATIC_ID_BASE, AgentState, StaticObjects, WorldState
+from tps_sim.world.sumo_adapter import (
+    CLASS_CAR,
+    SumoError,
+    SumoSim,
+    read_network,
+    wrap_angle,
+)
+
+EGO_SIM_ID = "ego"
+ADV_PREFIX = "adv_"
+ROUTE_END_MARGIN_M = 5.0
+EGO_INSERT_TRIES = 6
+CLEAR_BEHIND_M = 40.0
+CLEAR_AHEAD_M = 80.0
+CLEAR_ANY_LANE_M = 12.0
+BENCHMARK_SCENARIO = "highway"
+BENCHMARK_DENSITY = 1.3
+
+
+class SimWorld:
+    """The closed-loop world of one WorldConfig. See the module docstring.
+
+    Attributes:
+        config: the validated configuration.
+        scenario: the Scenario entry.
+        route: (N, 2) float64 ego route centreline [m, map].
+        instruction: the scenario's Instruction.
+        road: RoadGeometry of the network.
+        ego_params: EgoModelParams of the ego.
+    """
+
+    def __init__(self, config: WorldConfig, ego_params: EgoModelParams | None = None) -> None:
+        config.validate()
+        self.config = config
+        self.scenario: Scenario = SCENARIOS[config.scenario]
+        self.ego_params = ego_params or EgoModelParams(
+            length_m=EGO_LENGTH_M, width_m=EGO_WIDTH_M, height_m=EGO_HEIGHT_M)
+        self._net_path = str(build_network(self.scenario.network))
+        self._net = read_network(self._net_path)
+        self.road = RoadGeometry.from_network(self._net)
+        self.route = route_polyline(self._net, self.scenario.ego_edges,
+                                    self.scenario.ego_depart_lane)
+        self.instruction: Instruction = self.scenario.instruction
+        self._sim = SumoSim(self._net.offset)
+        self._road_surface = None
+        self._reset_episode_fields()
+
+    def _reset_episode_fields(self) -> None:
+        self._ids: dict = {}
+        self._next_id = 1
+        self._prev_yaw: dict = {}
+        self._step = 0
+        self._t0 = 0.0
+        self._statics = StaticObjects.empty()
+        self._ego_model: EgoModel | None = None
+        self._tracker = RouteTracker(self.route)
+        self._last_ego: AgentState | None = None
+        self._adv: dict = {}
+        self._rng = np.random.default_rng(0)
+        self._done_reason = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> WorldState:
+        """Start (or restart) SUMO with the seed, populate traffic, insert the ego; state at
+        t = 0. Raises RuntimeError if SUMO refuses to insert the ego."""
+        self.close()
+        self._reset_episode_fields()
+        cfg, sc = self.config, self.scenario
+        self._rng = np.random.default_rng([cfg.seed, zlib.crc32(sc.name.encode())])
+        self._sim.start(self._net_path, [str(flows_file(sc, cfg.density))],
+                        [str(vtypes_file())], cfg.seed, cfg.dt_s, sc.extra_sumo_args)
+        warmup_s = sc.warmup_s if sc.warmup_s is not None else cfg.warmup_s
+        if sc.adversary == "stalled":
+            self._setup_stalled()
+        for _ in range(int(round(warmup_s / cfg.dt_s))):
+            self._sim.step()
+            self._hold_stalled()
+        self._insert_ego()
+        statics = place_clutter(self.road, self.route, cfg.clutter, self._rng)
+        first = STATIC_ID_BASE + len(statics)
+        self._statics = concat_statics(statics, place_obstacles(self.route, cfg.obstacles, first))
+        self._t0 = self._sim.time_s()
+        self._ids = {EGO_SIM_ID: EGO_ID}
+        ego = self._read_ego()
+        if cfg.ego_driver == "external":
+            self._ego_model = EgoModel(self.ego_params, EgoModelState(
+                ego.center[0], ego.center[1], ego.yaw, ego.speed_mps))
+        return self._build_state(ego, ())
+
+    def close(self) -> None:
+        """Stop SUMO (libsumo.close()); reset() may be called again afterwards."""
+        self._sim.close()
+
+    def __enter__(self) -> SimWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, control: EgoControl | None = None) -> WorldState:
+        """Advance one dt. ``control`` drives the ego model (ignored in expert mode). A bad
+        control (NaN, out of range) is clipped/replaced and reported in ``state.events``."""
+        if not self._sim.running:
+            raise RuntimeError("SimWorld.step() before reset() (or after close())")
+        events: list = []
+        ego_state = None
+        if self.config.ego_driver == "external":
+            control = control if control is not None else EgoControl()
+            fixed, problems = control.sanitized()
+            if problems:
+                events.append("bad_control: " + "; ".join(problems))
+            s = self._ego_model.update(fixed, self.config.dt_s)
+            if self._sim.has_vehicle(EGO_SIM_ID):
+                try:
+                    self._sim.move_to(EGO_SIM_ID, (s.x_m, s.y_m), s.yaw_rad,
+                                      self.ego_params.length_m, abs(s.speed_mps))
+                except SumoError as exc:
+                    events.append(f"ego_placement_failed: {exc}")
+        self._script_adversary()
+        self._sim.step()
+        self._hold_stalled()
+        self._step += 1
+        if self.config.ego_driver == "external":
+            ego_state = self._model_ego_state()
+            if not self._sim.has_vehicle(EGO_SIM_ID):
+                events.append("ego_left_sumo")
+        elif self._sim.has_vehicle(EGO_SIM_ID):
+            ego_state = self._read_ego()
+        else:
+            events.append("ego_arrived")
+            self._done_reason = "ego_arrived"
+            ego_state = self._last_ego
+        return self._build_state(ego_state, tuple(events))
+
+    def is_done(self, state: WorldState) -> bool:
+        """True when the duration has elapsed, the route end is reached or the expert ego
+        left the simulation."""
+        if state.t_s >= self.config.duration_s - 1e-9:
+            return True
+        if state.route_progress_m >= self._tracker.length_m - ROUTE_END_MARGIN_M:
+            return True
+        return bool(self._done_reason)
+
+    @property
+    def route_length_m(self) -> float:
+        """Length of the route polyline [m]."""
+        return self._tracker.length_m
+
+    @property
+    def ego_model_state(self) -> EgoModelState | None:
+        """The ego model's state (external mode), else None."""
+        return self._ego_model.state if self._ego_model else None
+
+    def sumo_ego_center(self) -> np.ndarray | None:
+        """Where SUMO has the ego (box centre, map frame), for placement checks."""
+        if not self._sim.has_vehicle(EGO_SIM_ID):
+            return None
+        return self._sim.read_vehicles((EGO_SIM_ID,)).centers[0]
+
+    # ------------------------------------------------------------------ ego insertion
+    def _insert_ego(self) -> None:
+        sc, sim = self.scenario, self._sim
+        first = sc.ego_edges[0]
+        lane = sc.ego_depart_lane
+        sim.add_route("ego_route", list(sc.ego_edges))
+        for attempt in range(EGO_INSERT_TRIES):
+            pos = sc.ego_depart_pos_m + 10.0 * attempt
+            speed = sc.ego_depart_speed_mps * (1.0 - 0.15 * attempt)
+            self._clear_around(first, lane, pos)
+            sim.add_vehicle(EGO_SIM_ID, "ego_route", EGO_TYPE, str(lane), f"{pos:.2f}",
+                            f"{speed:.2f}")
+            self._add_adversary(first, lane, pos, speed)
+            sim.step()
+            if sim.has_vehicle(EGO_SIM_ID):
+                if self.config.ego_driver == "external":
+                    sim.hand_over(EGO_SIM_ID)
+                return
+            sim.remove_vehicle(EGO_SIM_ID)
+            for vid in list(self._adv.values()):
+                if isinstance(vid, str):
+                    try:
+                        sim.remove_vehicle(vid)
+                    except SumoError:
+                        pass
+        raise RuntimeError(f"SUMO refused to insert the ego on {first}_{lane} after "
+                           f"{EGO_INSERT_TRIES} tries (scenario {sc.name}, seed "
+                           f"{self.config.seed})")
+
+    def _clear_around(self, edge: str, lane: int, pos: float) -> None:
+        keep = {v for v in self._adv.values() if isinstance(v, str)}
+        doomed = set(self._sim.vehicles_near(edge, lane, pos - CLEAR_BEHIND_M, pos + CLEAR_AHEAD_M))
+        doomed |= set(self._sim.vehicles_near(edge, None, pos - CLEAR_ANY_LANE_M,
+                                              pos + CLEAR_ANY_LANE_M))
+        if self.scenario.adversary == "cut_in":
+            doomed |= set(self._sim.vehicles_near(edge, lane + 1, pos - 10.0, pos + 80.0))
+        for vid in sorted(doomed - keep):
+            self._sim.remove_vehicle(vid)
+
+    # ------------------------------------------------------------------ adversaries
+    def _setup_stalled(self) -> None:
+        sc = self.scenario
+        gap = float(self._rng.uniform(130.0, 190.0))
+        vid = ADV_PREFIX + "stalled"
+        self._sim.add_route("stalled_route", list(sc.ego_edges))
+        self._sim.add_vehicle(vid, "stalled_route", STALLED_TYPE, str(sc.ego_depart_lane),
+                              f"{sc.ego_depart_pos_m + gap:.2f}", "0")
+        self._adv = {"stalled": vid}
+
+    def _hold_stalled(self) -> None:
+        vid = self._adv.get("stalled")
+        if vid and self._sim.has_vehicle(vid) and not self._adv.get("stalled_held"):
+            self._sim.set_speed(vid, 0.0)
+            self._sim.hand_over(vid)
+            self._adv["stalled_held"] = True
+
+    def _add_adversary(self, edge: str, lane: int, pos: float, speed: float) -> None:
+        kind = self.scenario.adversary
+        rng = self._rng
+        if kind == "hard_brake":
+            vid = ADV_PREFIX + "lead"
+            gap = float(rng.uniform(32.0, 45.0))
+            self._sim.add_route("adv_route", list(self.scenario.ego_edges))
+            self._sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane),
+                                  f"{pos + gap:.2f}", f"{speed:.2f}")
+            self._adv.update(lead=vid, brake_at_s=float(rng.uniform(4.0, 8.0)),
+                             cruise=speed, hold_s=3.0, phase="cruise")
+        elif kind == "cut_in":
+            vid = ADV_PREFIX + "cutter"
+            gap = float(rng.uniform(35.0, 50.0))
+            adv_speed = max(speed - float(rng.uniform(3.0, 5.0)), 5.0)
+            self._sim.add_route("adv_route", list(self.scenario.ego_edges))
+            self._sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane + 1),
+                                  f"{pos + gap:.2f}", f"{adv_speed:.2f}")
+            self._adv.update(cutter=vid, cut_gap_m=float(rng.uniform(7.0, 13.0)),
+                             adv_speed=adv_speed, phase="approach")
+
+    def _script_adversary(self) -> None:
+        kind = self.scenario.adversary
+        sim = self._sim
+        t = self._sim.time_s() - self._t0
+        if kind == "hard_brake":
+            vid = self._adv["lead"]
+            if not sim.has_vehicle(vid):
+                return
+            if self._adv["phase"] == "cruise":
+                sim.change_lane(vid, sim.lane_position(vid)[1], 1000.0)  # stay in lane
+                sim.set_speed(vid, self._adv["cruise"])
+                self._adv["phase"] = "wait"
+            elif self._adv["phase"] == "wait" and t >= self._adv["brake_at_s"]:
+                v = max(sim.read_vehicles((vid,)).speeds[0], 0.1)
+                sim.slow_down(vid, 0.0, v / 7.5)
+                self._adv.update(phase="braking", stop_t=t + v / 7.5)
+            elif self._adv["phase"] == "braking" and t >= self._adv["stop_t"]:
+                sim.set_speed(vid, 0.0)
+                self._adv["phase"] = "stopped"
+            elif self._adv["phase"] == "stopped" and t >= self._adv["stop_t"] + self._adv["hold_s"]:
+                sim.set_speed(vid, -1.0)
+                self._adv["phase"] = "done"
+        elif kind == "cut_in":
+            vid = self._adv["cutter"]
+            if not sim.has_vehicle(vid) or self._adv["phase"] == "done":
+                return
+            if self._adv["phase"] == "approach":
+                sim.change_lane(vid, sim.lane_position(vid)[1], 1000.0)
+                sim.set_speed(vid, self._adv["adv_speed"])
+                self._adv["phase"] = "wait"
+                return
+            if not sim.has_vehicle(EGO_SIM_ID):
+                return
+            raw = sim.read_vehicles((vid, EGO_SIM_ID))
+            s_adv, _ = self._tracker.project(raw.centers[0], windowed=False)
+            s_ego, _ = self._tracker.project(raw.centers[1], windowed=False)
+            gap = (s_adv - 0.5 * raw.sizes[0, 0]) - (s_ego + 0.5 * raw.sizes[1, 0])
+            _, adv_lane, _ = sim.lane_position(vid)
+            _, ego_lane, _ = sim.lane_position(EGO_SIM_ID)
+            if gap <= self._adv["cut_gap_m"] and adv_lane - ego_lane == 1 and gap > 2.0:
+                sim.change_lane(vid, ego_lane, 1000.0)
+                self._adv["phase"] = "done"
+
+    # ------------------------------------------------------------------ state building
+    def _read_ego(self) -> AgentState:
+        raw = self._sim.read_vehicles((EGO_SIM_ID,))
+        return self._agent_from_raw(raw, 0, EGO_ID, CLASS_CAR)
+
+    def _model_ego_state(self) -> AgentState:
+        s, p = self._ego_model.state, self.ego_params
+        return AgentState(
+            id=EGO_ID, sim_id=EGO_SIM_ID, class_id=CLASS_CAR,
+            center=(s.x_m, s.y_m, 0.5 * p.height_m), yaw=s.yaw_rad,
+            size=(p.length_m, p.width_m, p.height_m),
+            velocity=(s.speed_mps * math.cos(s.yaw_rad), s.speed_mps * math.sin(s.yaw_rad)),
+            speed_mps=s.speed_mps, accel_mps2=s.accel_mps2, yaw_rate=s.yaw_rate_radps)
+
+    def _agent_from_raw(self, raw, i: int, agent_id: int, class_id: int) -> AgentState:  # noqa: ANN001
+        yaw = float(raw.yaws[i])
+        v, lat = float(raw.speeds[i]), float(raw.lateral_speeds[i])
+        c, s = math.cos(yaw), math.sin(yaw)
+        prev = self._prev_yaw.get(agent_id)
+        yaw_rate = 0.0 if prev is None else wrap_angle(yaw - prev) / self.config.dt_s
+        self._prev_yaw[agent_id] = yaw
+        size = raw.sizes[i]
+        return AgentState(
+            id=agent_id, sim_id=raw.sim_ids[i], class_id=int(class_id),
+            center=(float(raw.centers[i, 0]), float(raw.centers[i, 1]), 0.5 * float(size[2])),
+            yaw=yaw, size=(float(size[0]), float(size[1]), float(size[2])),
+            velocity=(v * c - lat * s, v * s + lat * c), speed_mps=v,
+            accel_mps2=float(raw.accels[i]), yaw_rate=yaw_rate)
+
+    def _agent_id(self, sim_id: str) -> int:
+        aid = self._ids.get(sim_id)
+        if aid is None:
+            aid = self._next_id
+            self._ids[sim_id] = aid
+            self._next_id += 1
+        return aid
+
+    def _build_state(self, ego: AgentState, events: tuple) -> WorldState:
+        agents = []
+        for raw, prefix in ((self._sim.read_vehicles(), ""), (self._sim.read_persons(), "p:")):
+            for i, sid in enumerate(raw.sim_ids):
+                if sid == EGO_SIM_ID:
+                    continue
+                key = prefix + sid
+                agents.append(self._agent_from_raw(raw, i, self._agent_id(key),
+                                                   int(raw.class_ids[i])))
+        agents.sort(key=lambda a: a.id)
+        self._last_ego = ego
+        ego_box = ego.box2d()
+        boxes = np.array([a.box2d() for a in agents]).reshape(-1, 5)
+        hit_agents = obb_overlap(ego_box, boxes)
+        hit_statics = obb_overlap(ego_box, self._statics.boxes2d())
+        collisions = tuple(int(agents[k].id) for k in np.flatnonzero(hit_agents)) + tuple(
+            int(self._statics.ids[k]) for k in np.flatnonzero(hit_statics))
+        progress = self._tracker.update(np.asarray(ego.center[:2]))
+        return WorldState(
+            t_s=round(self._sim.time_s() - self._t0, 9), step=self._step, ego=ego,
+            agents=tuple(agents), statics=self._statics, collisions=collisions,
+            route_progress_m=progress, traffic_lights=self._sim.traffic_light_states(),
+            events=events)
+
+    # ------------------------------------------------------------------ sensors
+    def scene3d(self, state: WorldState):  # noqa: ANN201 - tps_sim.sensors.scene3d.Scene3D
+        """The 3D scene of ``state`` for the sensor models (agents, statics, road, ego pose)."""
+        from tps_sim.sensors import scene3d as s3d
+
+        if self._road_surface is None:
+            self._road_surface = s3d.RoadSurface(self.road.drivable_polygons(),
+                                                 self.road.marking_polylines())
+        arr = state.agent_arrays()
+        agents = s3d.BoxSet(arr["ids"], arr["centers"], arr["sizes"], arr["yaws"],
+                            arr["class_ids"].astype(np.int16))
+        st = state.statics
+        name_to_mat = {v: k for k, v in s3d.MATERIAL_NAMES.items()}
+        statics = s3d.BoxSet(st.ids, st.centers, st.sizes, st.yaws,
+                             np.array([name_to_mat[k] for k in st.kinds], np.int16))
+        e = state.ego
+        return s3d.Scene3D(agents=agents, statics=statics, road=self._road_surface,
+                           ego_pose=(e.center[0], e.center[1], e.yaw), ego_size=e.size,
+                           time_s=state.t_s)
+
+
+__all__ = ["SimWorld", "ConfigError", "BENCHMARK_SCENARIO", "BENCHMARK_DENSITY"]
