@@ -7,7 +7,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-
 from tps_planner.trajectory import SOURCE_FALLBACK, EgoPose, Trajectory
 
 DT_S = 0.1                         # simulation step of the synchronous loop, s

@@ -19,6 +19,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "controller_node = tps_planner.nodes.controller_node:main",
+            "fallback_node = tps_planner.nodes.fallback_node:main",
+            "trajectory_arbiter = tps_planner.nodes.trajectory_arbiter:main",
         ],
     },
 )

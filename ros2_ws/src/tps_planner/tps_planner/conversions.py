@@ -1,0 +1,180 @@
+"""Message <-> core-type conversions for tps_planner: the only core-adjacent module that imports
+message types (no rclpy). Frames: trajectories, routes and odometry in ``map``."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from carla_msgs.msg import CarlaEgoVehicleControl
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+from nav_msgs.msg import Odometry, Path
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import ColorRGBA, Header
+from tps_inference.conversions import ConversionError, pointcloud2_to_xyzi
+from tps_msgs.msg import MonitorStatus, PlannedTrajectory, TrajectoryPoint
+from visualization_msgs.msg import Marker, MarkerArray
+
+from tps_planner.controller import ControlResult
+from tps_planner.fallback import FallbackResult
+from tps_planner.trajectory import EgoPose, Trajectory
+
+__all__ = [
+    "ConversionError",
+    "control_to_msg",
+    "diagnostic_array",
+    "fallback_markers",
+    "odometry_to_pose",
+    "path_to_xy",
+    "pointcloud_to_xyz",
+    "seconds_to_time",
+    "time_to_seconds",
+    "trajectory_from_msg",
+    "trajectory_to_msg",
+]
+
+DIAG_LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
+
+
+def time_to_seconds(stamp: Time) -> float:
+    """builtin_interfaces/Time -> seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def seconds_to_time(t_s: float) -> Time:
+    """Seconds -> builtin_interfaces/Time (rounded to the nanosecond)."""
+    ns = int(round(t_s * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def _yaw_of(q: Quaternion) -> float:
+    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
+
+
+def _quat_of(yaw: float) -> Quaternion:
+    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
+
+
+def trajectory_from_msg(msg: PlannedTrajectory) -> Trajectory:
+    """PlannedTrajectory -> Trajectory (values are not validated here; see validate_trajectory)."""
+    pts = msg.points
+    n = len(pts)
+    t = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in pts], dtype=float)
+    xy = np.array([[p.pose.position.x, p.pose.position.y] for p in pts], dtype=float).reshape(n, 2)
+    yaw = np.array([_yaw_of(p.pose.orientation) for p in pts], dtype=float)
+    return Trajectory(
+        stamp_s=time_to_seconds(msg.header.stamp), t_s=t, xy=xy, yaw=yaw,
+        speed_mps=np.array([p.speed_mps for p in pts], dtype=float),
+        accel_mps2=np.array([p.acceleration_mps2 for p in pts], dtype=float),
+        source=int(msg.source), confidence=float(msg.confidence), frame_id=msg.header.frame_id,
+        sigma_m=np.array([p.position_sigma_m for p in pts], dtype=float),
+    )
+
+
+def trajectory_to_msg(traj: Trajectory) -> PlannedTrajectory:
+    """Trajectory -> PlannedTrajectory (stamp = the trajectory's sensor stamp)."""
+    msg = PlannedTrajectory()
+    msg.header = Header(stamp=seconds_to_time(traj.stamp_s), frame_id=traj.frame_id)
+    msg.source = int(traj.source)
+    msg.confidence = float(min(max(traj.confidence, 0.0), 1.0))
+    points = []
+    for i in range(len(traj)):
+        ns = int(round(float(traj.t_s[i]) * 1e9))
+        points.append(TrajectoryPoint(
+            time_from_start=Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000),
+            pose=Pose(position=Point(x=float(traj.xy[i, 0]), y=float(traj.xy[i, 1]), z=0.0),
+                      orientation=_quat_of(float(traj.yaw[i]))),
+            speed_mps=float(traj.speed_mps[i]),
+            acceleration_mps2=float(traj.accel_mps2[i]),
+            position_sigma_m=float(traj.sigma_m[i]),
+        ))
+    msg.points = points
+    return msg
+
+
+def odometry_to_pose(msg: Odometry) -> EgoPose:
+    """nav_msgs/Odometry (pose in map) -> EgoPose; speed = |twist.linear| (the twist is in the
+    child frame per REP-105; its norm does not depend on the frame)."""
+    p, tw = msg.pose.pose, msg.twist.twist.linear
+    return EgoPose(time_to_seconds(msg.header.stamp), float(p.position.x), float(p.position.y),
+                   _yaw_of(p.orientation), math.hypot(tw.x, tw.y))
+
+
+def path_to_xy(msg: Path) -> np.ndarray:
+    """nav_msgs/Path -> (N, 2) xy, m."""
+    return np.array([[ps.pose.position.x, ps.pose.position.y] for ps in msg.poses], dtype=float).reshape(-1, 2)
+
+
+def pointcloud_to_xyz(msg: PointCloud2) -> np.ndarray:
+    """PointCloud2 -> (N, 3) float32 xyz (NaN kept). Raises ConversionError if malformed."""
+    return pointcloud2_to_xyzi(msg, intensity_field=None)[:, :3]
+
+
+def monitor_state_of(msg: MonitorStatus) -> tuple[int, tuple[str, ...]]:
+    """MonitorStatus -> (state, reasons)."""
+    return int(msg.state), tuple(msg.reasons)
+
+
+def control_to_msg(res: ControlResult, stamp_s: float) -> CarlaEgoVehicleControl:
+    """ControlResult -> CarlaEgoVehicleControl (CARLA convention: positive steer = turn right)."""
+    msg = CarlaEgoVehicleControl()
+    msg.header = Header(stamp=seconds_to_time(stamp_s), frame_id="ego_vehicle")
+    msg.throttle = float(res.throttle)
+    msg.steer = float(res.steer)
+    msg.brake = float(res.brake)
+    msg.hand_brake = False
+    msg.reverse = False
+    msg.gear = 1
+    msg.manual_gear_shift = False
+    return msg
+
+
+def diagnostic_status(name: str, level: int, message: str, values: dict, hardware_id: str = "") -> DiagnosticStatus:
+    """One DiagnosticStatus; ``level`` 0/1/2 = OK/WARN/ERROR; values become KeyValues."""
+    return DiagnosticStatus(
+        level=DIAG_LEVELS.get(level, DiagnosticStatus.ERROR), name=name, message=message, hardware_id=hardware_id,
+        values=[KeyValue(key=k, value=(f"{v:.4g}" if isinstance(v, float) else str(v))) for k, v in values.items()],
+    )
+
+
+def diagnostic_array(stamp: Time, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
+    """DiagnosticArray with ``statuses``."""
+    return DiagnosticArray(header=Header(stamp=stamp), status=statuses)
+
+
+def fallback_markers(res: FallbackResult, stamp_s: float, ns: str = "fallback") -> MarkerArray:
+    """RViz markers of the fallback's corridor (two line strips), obstacle (cube + text) and plan."""
+    header = Header(stamp=seconds_to_time(stamp_s), frame_id="map")
+    markers = [Marker(header=header, ns=ns, action=Marker.DELETEALL)]
+
+    def strip(mid: int, xy: np.ndarray, colour: ColorRGBA, width: float) -> Marker:
+        m = Marker(header=header, ns=ns, id=mid, type=Marker.LINE_STRIP, action=Marker.ADD)
+        m.scale = Vector3(x=width, y=0.0, z=0.0)
+        m.color = colour
+        m.pose.orientation.w = 1.0
+        m.points = [Point(x=float(x), y=float(y), z=0.05) for x, y in xy]
+        return m
+
+    corridor_colour = ColorRGBA(r=0.2, g=0.6, b=1.0, a=0.8)
+    if len(res.corridor_left):
+        markers.append(strip(1, res.corridor_left, corridor_colour, 0.1))
+        markers.append(strip(2, res.corridor_right, corridor_colour, 0.1))
+    if res.trajectory is not None and len(res.trajectory):
+        markers.append(strip(3, res.trajectory.xy, ColorRGBA(r=0.1, g=0.9, b=0.2, a=0.9), 0.2))
+    if res.obstacle is not None:
+        ob = res.obstacle
+        cube = Marker(header=header, ns=ns, id=4, type=Marker.CUBE, action=Marker.ADD)
+        cube.pose.position = Point(x=float(ob.xy[0]), y=float(ob.xy[1]), z=0.5)
+        cube.pose.orientation.w = 1.0
+        cube.scale = Vector3(x=0.6, y=0.6, z=1.0)
+        cube.color = ColorRGBA(r=1.0, g=0.1, b=0.1, a=0.9)
+        text = Marker(header=header, ns=ns, id=5, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+        text.pose.position = Point(x=float(ob.xy[0]), y=float(ob.xy[1]), z=2.0)
+        text.pose.orientation.w = 1.0
+        text.scale.z = 0.8
+        text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        text.text = f"{ob.gap_m:.1f} m, closing {ob.closing_speed_mps:.1f} m/s"
+        markers += [cube, text]
+    return MarkerArray(markers=markers)

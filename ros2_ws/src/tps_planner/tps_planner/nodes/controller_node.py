@@ -1,0 +1,129 @@
+"""controller_node: tracks the selected PlannedTrajectory, publishes CarlaEgoVehicleControl.
+
+Inputs: ``~/input/trajectory`` (tps_msgs/PlannedTrajectory), ``~/input/odometry``
+(nav_msgs/Odometry), ``/clock`` (with use_sim_time). Output: ``~/output/control``
+(carla_msgs/CarlaEgoVehicleControl, stamped with the trajectory's stamp; remapped to
+/carla/ego_vehicle/vehicle_control_cmd), ``/diagnostics``. When ``/clock`` advances while the
+trajectory is stale or missing, a braking command stamped with the current clock is published so
+the synchronous loop never deadlocks (docs/CONTRACTS.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from carla_msgs.msg import CarlaEgoVehicleControl
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from tps_msgs.msg import PlannedTrajectory
+
+from tps_planner import conversions as conv
+from tps_planner.controller import Controller, ControllerParams, ControlResult
+from tps_planner.nodes.common import (
+    CLOCK_QOS,
+    DIAGNOSTICS_QOS,
+    TRAJECTORY_QOS,
+    load_params,
+    run_node,
+    sensor_qos,
+)
+from tps_planner.trajectory import validate_trajectory
+
+NODE_NAME = "controller"
+
+
+class ControllerNode(Node):
+    """Thin node around :class:`tps_planner.controller.Controller`."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**kwargs)
+        self.core_params, self.cfg = load_params(self, "controller_node", ControllerParams)
+        self.controller = Controller(self.core_params)
+        self.trajectory = None          # last valid Trajectory
+        self.pose = None                # last EgoPose
+        self.last_clock_s = None
+        self.pub_control = self.create_publisher(CarlaEgoVehicleControl, "~/output/control", 10)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(PlannedTrajectory, "~/input/trajectory", self._on_trajectory, TRAJECTORY_QOS)
+        self.create_subscription(Odometry, "~/input/odometry", self._on_odometry,
+                                 sensor_qos(self.cfg["reliable_sensor_qos"]))
+        if self.get_parameter("use_sim_time").value:
+            self.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
+        else:
+            self.create_timer(self.core_params.nominal_dt_s, self._on_wall_tick)
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        self.pose = conv.odometry_to_pose(msg)
+
+    def _on_trajectory(self, msg: PlannedTrajectory) -> None:
+        t0 = time.perf_counter()
+        traj = conv.trajectory_from_msg(msg)
+        now = max(self._now_s(), traj.stamp_s)
+        reason = validate_trajectory(traj, self.core_params.expected_frame)
+        if reason is None:
+            self.trajectory = traj
+            res = self.controller.update(traj, self.pose, now)
+            stamp = traj.stamp_s
+        else:
+            # An invalid trajectory counts as missing: brake, stamped with the current clock.
+            res = self.controller.update(traj, self.pose, now)
+            stamp = now
+        self._publish(res, stamp, time.perf_counter() - t0)
+
+    def _check_stale(self, now: float) -> None:
+        if self.controller.is_stale(self.trajectory, now):
+            t0 = time.perf_counter()
+            res = self.controller.update(self.trajectory, self.pose, now)
+            self._publish(res, now, time.perf_counter() - t0)
+
+    def _on_clock(self, msg: Clock) -> None:
+        now = conv.time_to_seconds(msg.clock)
+        if self.last_clock_s is not None and now <= self.last_clock_s:
+            return
+        self.last_clock_s = now
+        self._check_stale(now)
+
+    def _on_wall_tick(self) -> None:
+        self._check_stale(self._now_s())
+
+    def _publish(self, res: ControlResult, stamp_s: float, dt_s: float) -> None:
+        self.pub_control.publish(conv.control_to_msg(res, stamp_s))
+        name = self.get_name()
+        ms = dt_s * 1e3
+        budget = self.cfg["processing_budget_ms"]
+        values = {
+            "status": res.status, "throttle": res.throttle, "steer": res.steer, "brake": res.brake,
+            "accel_cmd_mps2": res.accel_cmd_mps2, "target_speed_mps": res.target_speed_mps,
+            "speed_error_mps": res.speed_error_mps, "lateral_error_m": res.lateral_error_m,
+            "trajectory_age_ms": res.trajectory_age_s * 1e3, "stamp_s": stamp_s,
+        }
+        level = 0 if res.status == "tracking" else 2
+        msg = "tracking" if level == 0 else f"braking to a stop: {res.reason}"
+        statuses = [
+            conv.diagnostic_status(f"{name}: trajectory", level, msg, values),
+            conv.diagnostic_status(f"{name}: processing_time", 1 if ms > budget else 0,
+                                   f"{ms:.2f} ms" + (f" > budget {budget:.1f} ms" if ms > budget else ""),
+                                   {"processing_time_ms": ms, "budget_ms": budget}),
+        ]
+        self.pub_diag.publish(conv.diagnostic_array(conv.seconds_to_time(stamp_s), statuses))
+        if level:
+            self.get_logger().error(msg, throttle_duration_sec=2.0)
+
+
+NODE_CLASS = ControllerNode
+
+
+def main(args=None) -> None:
+    """Console script ``controller_node``."""
+    sys.exit(run_node(NODE_CLASS, "controller_node", args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""fallback_node: the point-cloud fallback planner (never reads detections).
+
+Inputs: ``~/input/points`` (sensor_msgs/PointCloud2, lidar frame), ``~/input/odometry``
+(nav_msgs/Odometry), ``~/input/route`` (nav_msgs/Path, transient local), ``~/input/monitor_status``
+(tps_msgs/MonitorStatus). Outputs: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, source
+fallback or minimal-risk, stamped with the cloud's stamp), ``~/output/markers``
+(visualization_msgs/MarkerArray), ``/diagnostics``.
+
+Each cloud is planned with the ego pose at the cloud's stamp: if the odometry of that stamp has
+not arrived yet, the cloud waits for it (the synchronous loop publishes both per step).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import sys
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry, Path
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import PointCloud2
+from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+from visualization_msgs.msg import MarkerArray
+
+from tps_planner import conversions as conv
+from tps_planner.fallback import LEVEL_ERROR, FallbackParams, FallbackPlanner
+from tps_planner.nodes.common import (
+    CLOCK_QOS,
+    DIAGNOSTICS_QOS,
+    LATCHED_QOS,
+    TRAJECTORY_QOS,
+    load_params,
+    run_node,
+    sensor_qos,
+)
+from tps_planner.trajectory import STATE_NAMES, EgoPose
+
+NODE_NAME = "fallback"
+ODOM_HISTORY = 50           # poses kept for stamp lookup (5 s at 10 Hz)
+
+
+def interpolate_pose(history: list[EgoPose], stamp_s: float, tolerance_s: float) -> EgoPose | None:
+    """Ego pose at ``stamp_s`` from a stamp-sorted history (linear; None if out of range)."""
+    stamps = [p.stamp_s for p in history]
+    i = bisect.bisect_left(stamps, stamp_s)
+    if i < len(history) and abs(stamps[i] - stamp_s) <= 1e-6:
+        return history[i]
+    if 0 < i < len(history):
+        a, b = history[i - 1], history[i]
+        w = (stamp_s - a.stamp_s) / (b.stamp_s - a.stamp_s)
+        dyaw = math.atan2(math.sin(b.yaw - a.yaw), math.cos(b.yaw - a.yaw))
+        return EgoPose(stamp_s, a.x + w * (b.x - a.x), a.y + w * (b.y - a.y), a.yaw + w * dyaw,
+                       a.speed_mps + w * (b.speed_mps - a.speed_mps))
+    nearest = history[min(i, len(history) - 1)] if history else None
+    if nearest is not None and abs(nearest.stamp_s - stamp_s) <= tolerance_s:
+        return nearest
+    return None
+
+
+class FallbackNode(Node):
+    """Thin node around :class:`tps_planner.fallback.FallbackPlanner`."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**kwargs)
+        self.core_params, self.cfg = load_params(self, "fallback_node", FallbackParams)
+        self.planner = FallbackPlanner(self.core_params)
+        self.poses: list[EgoPose] = []
+        self.pending: PointCloud2 | None = None
+        self.monitor_state: int | None = None
+        self.last_cloud_stamp_s: float | None = None
+        self.route_error = "no route received"
+        qos = sensor_qos(self.cfg["reliable_sensor_qos"])
+        self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
+        self.pub_markers = self.create_publisher(MarkerArray, "~/output/markers", 5)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(PointCloud2, "~/input/points", self._on_points, qos)
+        self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, qos)
+        self.create_subscription(Path, "~/input/route", self._on_route, LATCHED_QOS)
+        self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor, TRAJECTORY_QOS)
+        if self.get_parameter("use_sim_time").value:
+            self.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
+        else:
+            self.create_timer(0.1, lambda: self._check_stale(self.get_clock().now().nanoseconds * 1e-9))
+
+    # ---------------------------------------------------------------- inputs
+    def _on_route(self, msg: Path) -> None:
+        if msg.header.frame_id not in ("map", ""):
+            self.route_error = f"route frame '{msg.header.frame_id}' is not 'map'"
+        else:
+            try:
+                self.planner.set_route(conv.path_to_xy(msg))
+                self.route_error = ""
+                self.get_logger().info(f"route: {len(msg.poses)} poses, {self.planner.route.s[-1]:.0f} m")
+                return
+            except ValueError as exc:
+                self.route_error = f"unusable route: {exc}"
+        self.get_logger().error(self.route_error)
+        self._diag_error("route", self.route_error)
+
+    def _on_monitor(self, msg: MonitorStatus) -> None:
+        state, _ = conv.monitor_state_of(msg)
+        if state not in STATE_NAMES:
+            self._diag_error("monitor", f"unknown monitor state {state}: ignored")
+            return
+        self.monitor_state = state
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        pose = conv.odometry_to_pose(msg)
+        if not all(math.isfinite(v) for v in (pose.x, pose.y, pose.yaw, pose.speed_mps)):
+            self._diag_error("odometry", "odometry contains NaN/inf: ignored")
+            return
+        if self.poses and pose.stamp_s <= self.poses[-1].stamp_s:
+            self.poses = [p for p in self.poses if p.stamp_s < pose.stamp_s]   # time went back (new episode)
+        self.poses.append(pose)
+        del self.poses[:-ODOM_HISTORY]
+        if self.pending is not None and pose.stamp_s >= conv.time_to_seconds(self.pending.header.stamp) - 1e-6:
+            cloud, self.pending = self.pending, None
+            self._process(cloud)
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        stamp = conv.time_to_seconds(msg.header.stamp)
+        if self.pending is not None:
+            cloud, self.pending = self.pending, None
+            self._process(cloud)            # its odometry never came: plan with the nearest pose
+        if self.poses and self.poses[-1].stamp_s >= stamp - 1e-6:
+            self._process(msg)
+        else:
+            self.pending = msg
+
+    def _on_clock(self, msg: Clock) -> None:
+        self._check_stale(conv.time_to_seconds(msg.clock))
+
+    def _check_stale(self, now_s: float) -> None:
+        timeout = self.cfg["cloud_timeout_s"]
+        if self.last_cloud_stamp_s is None:
+            age_txt = "no point cloud received"
+        elif now_s - self.last_cloud_stamp_s > timeout:
+            age_txt = f"point cloud stale: last one {now_s - self.last_cloud_stamp_s:.2f} s ago"
+        else:
+            return
+        self._diag_error("points", f"{age_txt} (timeout {timeout:.2f} s): no fallback trajectory",
+                         stamp_s=now_s)
+
+    # ---------------------------------------------------------------- planning
+    def _process(self, msg: PointCloud2) -> None:
+        t0 = time.perf_counter()
+        stamp = conv.time_to_seconds(msg.header.stamp)
+        self.last_cloud_stamp_s = stamp
+        extra: list[str] = []
+        expected = self.cfg["lidar_frame"]
+        points = None
+        if expected and msg.header.frame_id != expected:
+            extra.append(f"cloud frame '{msg.header.frame_id}' is not '{expected}': cloud ignored")
+        else:
+            try:
+                points = conv.pointcloud_to_xyz(msg)
+            except conv.ConversionError as exc:
+                extra.append(f"malformed point cloud: {exc}")
+        pose = interpolate_pose(self.poses, stamp, self.cfg["pose_tolerance_s"])
+        if pose is None:
+            self._diag_error("planning", "no odometry near the cloud's stamp "
+                             f"{stamp:.3f} s: no trajectory", stamp_s=stamp)
+            return
+        if abs(pose.stamp_s - stamp) > 1e-6 and not any(abs(p.stamp_s - stamp) <= 1e-6 for p in self.poses):
+            extra.append(f"odometry of the cloud's stamp missing: used the pose at {pose.stamp_s:.3f} s")
+        res = self.planner.update(points, stamp, pose, self.monitor_state)
+        if res.trajectory is None:
+            self._diag_error("planning", "; ".join([*res.messages, *extra, self.route_error]).strip("; "),
+                             stamp_s=stamp)
+            return
+        self.pub_traj.publish(conv.trajectory_to_msg(res.trajectory))
+        if self.cfg["publish_markers"]:
+            self.pub_markers.publish(conv.fallback_markers(res, stamp))
+        ms = (time.perf_counter() - t0) * 1e3
+        level = max(res.level, 1 if extra else 0, LEVEL_ERROR if points is None else 0)
+        ob = res.obstacle
+        values = {
+            "nearest_obstacle_m": ob.gap_m if ob is not None else float("inf"),
+            "closing_speed_mps": ob.closing_speed_mps if ob is not None else 0.0,
+            "obstacle_speed_mps": ob.speed_mps if ob is not None else 0.0,
+            "obstacle_measured": ob.measured if ob is not None else False,
+            "required_decel_mps2": res.required_decel_mps2,
+            "point_count": res.n_points, "finite_points": res.n_finite,
+            "obstacle_points": res.n_obstacle_points, "corridor_points": ob.n_points if ob is not None else 0,
+            "nan_fraction": res.nan_fraction, "ego_speed_mps": pose.speed_mps, "route_s_m": res.s_ego_m,
+            "source": "minimal_risk" if res.minimal_risk else "fallback",
+            "plan_speed_end_mps": float(res.trajectory.speed_mps[-1]),
+        }
+        text = "; ".join([*res.messages, *extra]) or "ok"
+        budget = self.cfg["processing_budget_ms"]
+        statuses = [
+            conv.diagnostic_status(f"{self.get_name()}: planning", level, text, values),
+            conv.diagnostic_status(f"{self.get_name()}: processing_time", 1 if ms > budget else 0,
+                                   f"{ms:.2f} ms" + (f" > budget {budget:.1f} ms" if ms > budget else ""),
+                                   {"processing_time_ms": ms, "budget_ms": budget}),
+        ]
+        self.pub_diag.publish(conv.diagnostic_array(msg.header.stamp, statuses))
+
+    def _diag_error(self, aspect: str, text: str, stamp_s: float | None = None) -> None:
+        stamp = conv.seconds_to_time(stamp_s) if stamp_s is not None else self.get_clock().now().to_msg()
+        self.pub_diag.publish(conv.diagnostic_array(
+            stamp, [conv.diagnostic_status(f"{self.get_name()}: {aspect}", 2, text, {})]))
+        self.get_logger().error(text, throttle_duration_sec=2.0)
+
+
+NODE_CLASS = FallbackNode
+
+
+def main(args=None) -> None:
+    """Console script ``fallback_node``."""
+    sys.exit(run_node(NODE_CLASS, "fallback_node", args))
+
+
+if __name__ == "__main__":
+    main()

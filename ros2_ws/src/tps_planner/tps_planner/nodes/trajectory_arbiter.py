@@ -1,0 +1,109 @@
+"""trajectory_arbiter: selects the planner candidate or the fallback trajectory per cycle.
+
+Inputs: ``~/input/candidate_trajectory`` and ``~/input/fallback_trajectory``
+(tps_msgs/PlannedTrajectory), ``~/input/monitor_status`` (tps_msgs/MonitorStatus), ``/clock``.
+Output: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, stamped with the fallback's stamp),
+``/diagnostics`` (mode, transitions, silence of planner and monitor). Triggered by the fallback
+trajectory; the watchdog runs on sim time.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
+from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+
+from tps_planner import conversions as conv
+from tps_planner.arbiter import ArbiterParams, ArbiterResult, TrajectoryArbiter
+from tps_planner.nodes.common import CLOCK_QOS, DIAGNOSTICS_QOS, TRAJECTORY_QOS, load_params, run_node
+from tps_planner.trajectory import SOURCE_NAMES, STATE_NAMES
+
+NODE_NAME = "trajectory_arbiter"
+
+
+class TrajectoryArbiterNode(Node):
+    """Thin node around :class:`tps_planner.arbiter.TrajectoryArbiter`."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("node_name", NODE_NAME)
+        super().__init__(**kwargs)
+        self.core_params, self.cfg = load_params(self, "trajectory_arbiter", ArbiterParams)
+        self.arbiter = TrajectoryArbiter(self.core_params)
+        self.clock_s = -math.inf
+        self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        self.create_subscription(PlannedTrajectory, "~/input/candidate_trajectory", self._on_candidate,
+                                 TRAJECTORY_QOS)
+        self.create_subscription(PlannedTrajectory, "~/input/fallback_trajectory", self._on_fallback,
+                                 TRAJECTORY_QOS)
+        self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor, TRAJECTORY_QOS)
+        if self.get_parameter("use_sim_time").value:
+            self.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
+
+    def _now_s(self) -> float:
+        return max(self.get_clock().now().nanoseconds * 1e-9, self.clock_s)
+
+    def _on_clock(self, msg: Clock) -> None:
+        self.clock_s = max(self.clock_s, conv.time_to_seconds(msg.clock))
+
+    def _on_candidate(self, msg: PlannedTrajectory) -> None:
+        reason = self.arbiter.on_candidate(conv.trajectory_from_msg(msg), self._now_s())
+        if reason is not None:
+            self._diag("candidate", 2, f"planner candidate rejected: {reason}",
+                       {"rejected_candidates": self.arbiter.rejected_candidates})
+
+    def _on_monitor(self, msg: MonitorStatus) -> None:
+        state, reasons = conv.monitor_state_of(msg)
+        reason = self.arbiter.on_monitor(state, self._now_s(), reasons)
+        if reason is not None:
+            self._diag("monitor", 2, f"monitor status rejected: {reason}", {})
+
+    def _on_fallback(self, msg: PlannedTrajectory) -> None:
+        t0 = time.perf_counter()
+        fb = conv.trajectory_from_msg(msg)
+        now = max(self._now_s(), fb.stamp_s)
+        res = self.arbiter.update(fb, now)
+        if res.trajectory is not None:
+            self.pub_traj.publish(conv.trajectory_to_msg(res.trajectory))
+        self._report(res, fb.stamp_s, (time.perf_counter() - t0) * 1e3)
+
+    def _report(self, res: ArbiterResult, stamp_s: float, ms: float) -> None:
+        budget = self.cfg["processing_budget_ms"]
+        values = {
+            "mode": res.mode,
+            "output_source": SOURCE_NAMES.get(res.trajectory.source, "?") if res.trajectory is not None else "none",
+            "mode_transitions": res.transitions, "blending": res.blending, "blend_alpha": res.blend_alpha,
+            "planner_age_ms": res.planner_age_s * 1e3, "monitor_age_ms": res.monitor_age_s * 1e3,
+            "monitor_state": STATE_NAMES.get(res.monitor_state, "none"), "stamp_s": stamp_s,
+        }
+        name = self.get_name()
+        statuses = [
+            conv.diagnostic_status(f"{name}: mode", res.level, res.message, values),
+            conv.diagnostic_status(f"{name}: processing_time", 1 if ms > budget else 0,
+                                   f"{ms:.2f} ms" + (f" > budget {budget:.1f} ms" if ms > budget else ""),
+                                   {"processing_time_ms": ms, "budget_ms": budget}),
+        ]
+        self.pub_diag.publish(conv.diagnostic_array(conv.seconds_to_time(stamp_s), statuses))
+
+    def _diag(self, aspect: str, level: int, text: str, values: dict) -> None:
+        self.pub_diag.publish(conv.diagnostic_array(
+            self.get_clock().now().to_msg(), [conv.diagnostic_status(f"{self.get_name()}: {aspect}", level, text,
+                                                                      values)]))
+        self.get_logger().error(text, throttle_duration_sec=2.0)
+
+
+NODE_CLASS = TrajectoryArbiterNode
+
+
+def main(args=None) -> None:
+    """Console script ``trajectory_arbiter``."""
+    sys.exit(run_node(NODE_CLASS, "trajectory_arbiter", args))
+
+
+if __name__ == "__main__":
+    main()
