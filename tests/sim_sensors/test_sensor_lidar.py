@@ -21,30 +21,12 @@ from tps_sim.sensors.scene3d import (
 )
 from tps_sim.sensors.synthetic import straight_road, synthetic_scene
 
-EXACT_TOL_M = 1e-3            # float32 points at <= 80 m are exact to well under a millimetre
+from tests.sim_sensors.sensor_geometry import EXACT_TOL_M, distance_to_box_surfaces, to_map
+
 NOISE_SIGMA_M = 0.03
 NOISE_TOL_M = 6 * NOISE_SIGMA_M + EXACT_TOL_M
 SEEDS = (0, 1, 2)
 SMALL = LidarParams(beams=16, azimuth_steps=360, range_noise_sigma_m=0.0)
-
-
-def to_map(scene: Scene3D, points: np.ndarray, mount_height_m: float) -> np.ndarray:
-    """Sensor-frame points (N, >=3) -> map frame (N, 3)."""
-    origin, rot = scene.sensor_pose((0.0, 0.0, mount_height_m))
-    return points[:, :3].astype(np.float64) @ rot.T + origin
-
-
-def distance_to_box_surfaces(pts: np.ndarray, boxes: BoxSet) -> np.ndarray:
-    """(N, M) distance [m] of every point to the surface of every box."""
-    rel = pts[:, None, :] - boxes.centers[None, :, :]
-    c, s = np.cos(boxes.yaws)[None, :], np.sin(boxes.yaws)[None, :]
-    lx = c * rel[..., 0] + s * rel[..., 1]
-    ly = -s * rel[..., 0] + c * rel[..., 1]
-    local = np.stack([lx, ly, rel[..., 2]], axis=-1)
-    q = np.abs(local) - boxes.sizes[None, :, :] / 2.0
-    outside = np.linalg.norm(np.maximum(q, 0.0), axis=-1)
-    inside = np.minimum(q.max(axis=-1), 0.0)
-    return np.abs(outside + inside)
 
 
 def brute_force_ranges(model: LidarModel, scene: Scene3D) -> tuple[np.ndarray, np.ndarray]:

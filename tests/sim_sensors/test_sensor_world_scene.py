@@ -1,0 +1,57 @@
+"""Sensor models on scenes from the real SUMO world (tps_sim.world.SimWorld)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tps_sim.world as world_mod
+from tps_sim.sensors.camera import SKY_RGB, CameraModel
+from tps_sim.sensors.lidar import LidarModel, LidarParams
+from tps_sim.sensors.scene3d import GROUND_ID, SURFACE_ASPHALT, SURFACE_MARKING
+
+from tests.sim_sensors.sensor_geometry import EXACT_TOL_M, distance_to_box_surfaces, to_map
+
+SEED = 3  # a train seed
+STEPS = (0, 15, 30)
+SCENARIOS = ("roundabout", "signalised")
+
+
+def world_scenes(scenario: str) -> list:
+    cfg = world_mod.WorldConfig(scenario=scenario, seed=SEED, clutter="high",
+                                ego_driver="expert", duration_s=10.0)
+    world = world_mod.SimWorld(cfg)
+    scenes = []
+    try:
+        state = world.reset()
+        for step in range(max(STEPS) + 1):
+            if step in STEPS:
+                scenes.append(world.scene3d(state))
+            state = world.step(world_mod.EgoControl(throttle=0.0))
+    finally:
+        world.close()
+    return scenes
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_sensors_on_world_scenes(scenario: str) -> None:
+    params = LidarParams(range_noise_sigma_m=0.0)
+    lidar, camera = LidarModel(params), CameraModel()
+    for scene in world_scenes(scenario):
+        scan = lidar.scan(scene, np.random.default_rng(0))
+        assert len(scan) > 1000
+        pts = to_map(scene, scan.points, params.mount_height_m)
+        boxes = scene.all_boxes()
+        dist = np.abs(pts[:, 2])
+        if len(boxes):
+            dist = np.minimum(dist, distance_to_box_surfaces(pts, boxes).min(axis=1))
+        assert dist.max() <= EXACT_TOL_M
+        assert set(np.unique(scan.hit_id[scan.hit_id != GROUND_ID]).tolist()) <= set(
+            boxes.ids.tolist())
+        # The ego stands on the road: the ground returns include asphalt and lane paint.
+        ground = scene.road.surface_at(pts[scan.hit_id == GROUND_ID, :2])
+        assert np.any(ground == SURFACE_ASPHALT) and np.any(ground == SURFACE_MARKING)
+        assert np.any(scan.hit_id != GROUND_ID)  # clutter (high) or traffic is in range
+        image = camera.render(scene)
+        assert image.shape == (360, 640, 3)
+        below = image[int(camera.cy) + 1:]
+        assert not np.any(np.all(below == SKY_RGB, axis=2))  # no sky below the horizon
