@@ -661,6 +661,11 @@ class SimBridge:
             **{k: v for k, v in asdict(self.stats).items()},
         }
 
+    def abort(self, reason: str) -> None:
+        """End the episode now (e.g. the world failed); ``reason`` goes to the log's end_reason."""
+        self._done = True
+        self.stats.end_reason = reason
+
     def close(self) -> Path | None:
         """Write the episode log (when configured) and close the world. Idempotent."""
         if self._closed:

@@ -29,6 +29,8 @@ from tps_sim.bridge import BridgeParams, SimBridge, status_summary
 NODE_NAME = "sim_bridge"
 # Wall period of the polling timer (timeouts, free-running steps) [s].
 POLL_PERIOD_S = 0.005
+# After the episode ended (exit_on_end), keep the node up this long [s] before exiting.
+EXIT_LINGER_S = 0.5
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                         reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -82,10 +84,14 @@ class SimBridgeNode(Node):
     def _on_control(self, msg: CarlaEgoVehicleControl) -> None:
         verdict = self.core.submit_control(conv.control_fields(msg), time.monotonic())
         if verdict.problems:
-            level = "ERROR" if any(lv == "ERROR" for lv, _ in verdict.problems) else "WARN"
             text = "; ".join(t for _, t in verdict.problems)
-            log = self.get_logger().error if level == "ERROR" else self.get_logger().warning
-            log(text, throttle_duration_sec=1.0)
+            # rclpy wants one severity per logging call site: two sites.
+            if any(lv == "ERROR" for lv, _ in verdict.problems):
+                level = "ERROR"
+                self.get_logger().error(text, throttle_duration_sec=1.0)
+            else:
+                level = "WARN"
+                self.get_logger().warning(text, throttle_duration_sec=1.0)
             self.pub_diag.publish(conv.diagnostic_msg(
                 NODE_NAME, [("control", level, text, {"verdict": verdict.status})],
                 self._sim_stamp()))
@@ -95,7 +101,15 @@ class SimBridgeNode(Node):
     def _on_poll(self) -> None:
         if self.finished:
             return
-        frame = self.core.poll(time.monotonic())
+        try:
+            frame = self.core.poll(time.monotonic())
+        except Exception as exc:  # noqa: BLE001 - a world failure ends the episode, not the node
+            self.get_logger().error(f"simulation step failed, episode ended: {exc!r}")
+            self.core.abort(f"world_error: {exc}")
+            self.pub_diag.publish(conv.diagnostic_msg(
+                NODE_NAME, [("sync", "ERROR", f"simulation step failed: {exc}", {})],
+                self._sim_stamp()))
+            frame = None
         if frame is not None:
             if frame.republished:
                 self.get_logger().info("no control yet: re-publishing step 0",
@@ -142,9 +156,18 @@ def main(args=None) -> None:
         executor.add_node(node)
         while rclpy.ok() and not node.finished:
             executor.spin_once(timeout_sec=0.05)
+        # Let reliable subscribers fetch the last step before the writers disappear.
+        linger_until = time.monotonic() + EXIT_LINGER_S
+        while rclpy.ok() and time.monotonic() < linger_until:
+            executor.spin_once(timeout_sec=0.05)
+        if node.core.stats.end_reason.startswith("world_error"):
+            code = 1
     except ParameterError as exc:
-        print(f"sim_bridge: {exc}", file=sys.stderr)
+        print(f"sim_bridge: bad parameter: {exc}", file=sys.stderr)
         code = 2
+    except RuntimeError as exc:  # the world could not start (e.g. SUMO refused the ego)
+        print(f"sim_bridge: could not start the episode: {exc}", file=sys.stderr)
+        code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
