@@ -95,6 +95,39 @@ def test_matches_brute_force_ray_caster(seed: int) -> None:
                                atol=EXACT_TOL_M)
 
 
+RANDOM_SCENES = 40
+RANDOM_LIDAR = LidarParams(beams=12, azimuth_steps=120, range_noise_sigma_m=0.0, min_range_m=0.2,
+                           max_range_m=40.0, vfov_min_deg=-40.0, vfov_max_deg=40.0)
+
+
+def random_boxes(gen: np.random.Generator, n: int, sensor_xy: tuple[float, float]) -> BoxSet:
+    """Boxes of any size and yaw, standing, floating or straddling the sensor's position."""
+    sizes = gen.uniform(0.05, 15.0, (n, 3))
+    centers = np.column_stack([gen.uniform(-35, 35, n), gen.uniform(-35, 35, n),
+                               sizes[:, 2] / 2 + gen.choice([0.0, 0.0, 1.0], n) *
+                               gen.uniform(0, 5, n)])
+    k = min(n, 3)
+    centers[:k, :2] = np.asarray(sensor_xy) + gen.uniform(-1.0, 1.0, (k, 2))  # around the sensor
+    return BoxSet(np.arange(100, 100 + n), centers, sizes, gen.uniform(-np.pi, np.pi, n),
+                  gen.choice([MAT_CAR, MAT_POLE, MAT_BUILDING], n).astype(np.int16))
+
+
+def test_matches_brute_force_on_random_scenes() -> None:
+    """Random boxes (overlapping, floating, enclosing the sensor, any yaw) and random ego poses:
+    the culling never loses or invents a hit."""
+    gen = np.random.default_rng(2024)
+    model = LidarModel(RANDOM_LIDAR)
+    for _ in range(RANDOM_SCENES):
+        ego = (gen.uniform(-5, 5), gen.uniform(-5, 5), gen.uniform(-np.pi, np.pi))
+        scene = Scene3D(random_boxes(gen, int(gen.integers(1, 25)), ego[:2]), BoxSet.empty(),
+                        RoadSurface(), ego, tuple(gen.uniform(0.5, 5.0, 3)))
+        scan = model.scan(scene, np.random.default_rng(0))
+        ref_idx, ref_range = valid_reference(model, scene)
+        np.testing.assert_array_equal(ray_index(model, scan.points), ref_idx)
+        np.testing.assert_allclose(np.linalg.norm(scan.points[:, :3], axis=1), ref_range,
+                                   atol=EXACT_TOL_M)
+
+
 @pytest.mark.parametrize("noise_sigma_m, tol_m", [(0.0, EXACT_TOL_M), (NOISE_SIGMA_M, NOISE_TOL_M)])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_point_on_a_box_clutter_or_ground(seed: int, noise_sigma_m: float,
