@@ -21,6 +21,7 @@ setup(
         "console_scripts": [
             "sim_bridge = tps_sim.nodes.sim_bridge:main",
             "tps-sim = tps_sim.cli:main",
+            "tps-eval = tps_sim.eval.cli:main",
         ],
     },
 )

@@ -136,6 +136,10 @@ class EpisodeTrace:
         node_latency_ms: per node name, processing times from /diagnostics [ms].
         route_length_m: length of the route the episode was asked to drive [m] (None: the
             polyline length).
+        route_progress_m: (T,) the world's own arc length along the route [m] (None: the
+            ego positions are projected onto ``route``).
+        route_goal_m: the episode's goal as a distance along the route from where the ego
+            started [m] (None: the end of the route). Route completion is progress / goal.
         meta: free-form identification (scenario, seed, configuration ...).
     """
 
@@ -156,6 +160,8 @@ class EpisodeTrace:
     e2e_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
     node_latency_ms: dict = field(default_factory=dict)
     route_length_m: float | None = None
+    route_progress_m: np.ndarray | None = None
+    route_goal_m: float | None = None
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -207,6 +213,7 @@ class EpisodeMetrics:
     distance_m: float
     progress_m: float
     route_length_m: float
+    route_goal_m: float
     route_completion: float
     nc: float
     dac: float
@@ -636,11 +643,19 @@ def evaluate_episode(trace: EpisodeTrace,
     ttc_bad = ttc_violations(trace)
     ttc = windowed_score(~ttc_bad, trace.dt_s)
     comfort = windowed_score(comfort_ok(trace.ego_speed, trace.ego_yaw, trace.dt_s), trace.dt_s)
-    progress = route_progress(trace.route, trace.ego_xy)
-    progress_m = float(progress[-1]) if progress.size else 0.0
+    progress = (np.maximum.accumulate(np.asarray(trace.route_progress_m, np.float64))
+                if trace.route_progress_m is not None
+                else route_progress(trace.route, trace.ego_xy))
+    # progress and completion count from where the episode started on the route
+    start_m = float(progress[0]) if progress.size else 0.0
+    progress_m = float(progress[-1]) - start_m if progress.size else 0.0
     route_len = (float(trace.route_length_m) if trace.route_length_m
                  else polyline_length(trace.route))
-    completion = float(np.clip(progress_m / route_len, 0.0, 1.0)) if route_len > 0 else 0.0
+    remaining_m = route_len - start_m
+    if trace.route_goal_m is not None:
+        remaining_m = min(remaining_m, float(trace.route_goal_m))
+    completion = (float(np.clip(progress_m / remaining_m, 0.0, 1.0)) if remaining_m > 0
+                  else 1.0)
     distance = float(np.linalg.norm(np.diff(trace.ego_xy, axis=0), axis=1).sum()) \
         if trace.n_steps > 1 else 0.0
     at_fault = [e for e in events if e.at_fault]
@@ -657,6 +672,7 @@ def evaluate_episode(trace: EpisodeTrace,
         distance_m=distance,
         progress_m=progress_m,
         route_length_m=route_len,
+        route_goal_m=remaining_m,
         route_completion=completion,
         nc=nc,
         dac=dac,
