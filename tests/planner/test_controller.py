@@ -1,0 +1,126 @@
+"""Unit tests of the controller core (no ROS)."""
+
+import math
+
+import numpy as np
+import pytest
+from planner_helpers import DT_S, BicycleVehicle, circle_route, constant_speed_trajectory, straight_route
+from tps_planner.controller import Controller, ControllerParams
+from tps_planner.trajectory import EgoPose, Trajectory
+
+CIRCLE_RADIUS_M = 30.0
+CIRCLE_SPEED_MPS = 8.0
+CONVERGED_LATERAL_ERROR_M = 0.3
+CONVERGED_SPEED_ERROR_MPS = 0.3
+SETTLE_STEPS = 200
+
+
+def _route_s(route):
+    return np.concatenate([[0.0], np.cumsum(np.hypot(*np.diff(route, axis=0).T))])
+
+
+def _drive_circle(mode: str, steps: int = 250):
+    route = circle_route(CIRCLE_RADIUS_M, turns=2)
+    s_route = _route_s(route)
+    veh = BicycleVehicle(x=0.0, y=-1.0, yaw=0.0, v=CIRCLE_SPEED_MPS - 2.0)   # 1 m right of the path, slow
+    ctl = Controller(ControllerParams(lateral_mode=mode))
+    errors, commands = [], []
+    for k in range(steps):
+        t = k * DT_S
+        j = int(np.argmin(np.sum((route - [veh.x, veh.y]) ** 2, axis=1)))
+        traj = constant_speed_trajectory(route, s_route[j], CIRCLE_SPEED_MPS, t)
+        res = ctl.update(traj, veh.pose(t), t)
+        veh.step(res.throttle, res.steer, res.brake)
+        commands.append(res)
+        errors.append((math.hypot(veh.x, veh.y - CIRCLE_RADIUS_M) - CIRCLE_RADIUS_M, veh.v - CIRCLE_SPEED_MPS))
+    return np.array(errors), commands
+
+
+@pytest.mark.parametrize("mode", ["pure_pursuit", "stanley"])
+def test_tracking_on_a_circle_converges(mode):
+    errors, commands = _drive_circle(mode)
+    assert abs(errors[0, 0]) > 0.9                       # started 1 m off the path
+    settled = errors[SETTLE_STEPS:]
+    assert np.max(np.abs(settled[:, 0])) < CONVERGED_LATERAL_ERROR_M
+    assert np.max(np.abs(settled[:, 1])) < CONVERGED_SPEED_ERROR_MPS
+    assert all(c.status == "tracking" for c in commands)
+
+
+@pytest.mark.parametrize("left", [True, False])
+def test_steer_sign_follows_carla_convention(left):
+    """A path curving left needs a left turn: wheel angle > 0 (REP-103), CARLA steer < 0."""
+    route = circle_route(20.0, turns=0.5, left=left)
+    traj = constant_speed_trajectory(route, 0.0, 5.0, 0.0)
+    ctl = Controller()
+    res = None
+    for k in range(10):   # let the steering-rate limiter ramp up
+        res = ctl.update(traj, EgoPose(k * DT_S, 0.0, 0.0, 0.0, 5.0), k * DT_S)
+    if left:
+        assert res.wheel_angle_rad > 0.05 and res.steer < -0.05
+    else:
+        assert res.wheel_angle_rad < -0.05 and res.steer > 0.05
+
+
+def test_speed_pid_reaches_target_without_overshoot():
+    route = straight_route()
+    veh = BicycleVehicle(x=0.0, y=0.0, v=0.0, drag_mps2=0.3)   # resistance the integrator must absorb
+    ctl = Controller()
+    speeds = []
+    for k in range(200):
+        t = k * DT_S
+        traj = constant_speed_trajectory(route, veh.x + 50.0, 10.0, t)
+        res = ctl.update(traj, veh.pose(t), t)
+        veh.step(res.throttle, res.steer, res.brake)
+        speeds.append(veh.v)
+    speeds = np.array(speeds)
+    assert abs(speeds[-1] - 10.0) < 0.2
+    assert speeds.max() < 10.0 + 0.5
+
+
+def test_limits_respected_on_step_inputs():
+    """Jerk, acceleration and steering-rate limits hold on an abrupt stop-and-swerve request."""
+    p = ControllerParams()
+    ctl = Controller(p)
+    route = straight_route(y=3.0)               # 3 m to the left: a steering step
+    accels, wheels = [], []
+    for k in range(40):
+        t = k * DT_S
+        speed_ref = 15.0 if k < 20 else 0.0
+        traj = constant_speed_trajectory(route, 50.0, speed_ref, t)
+        res = ctl.update(traj, EgoPose(t, 0.0, 0.0, 0.0, 10.0), t)
+        accels.append(res.accel_cmd_mps2)
+        wheels.append(res.wheel_angle_rad)
+    accels, wheels = np.array(accels), np.array(wheels)
+    assert accels.max() <= p.max_accel_mps2 + 1e-9
+    assert accels.min() >= -p.max_decel_mps2 - 1e-9
+    jerk = np.diff(accels) / DT_S
+    assert np.all(jerk[accels[1:] >= -p.comfort_decel_mps2] <= p.max_jerk_mps3 + 1e-9)
+    assert np.all(np.abs(jerk) <= p.emergency_jerk_mps3 + 1e-9)
+    assert np.all(np.abs(np.diff(wheels)) <= p.max_steer_rate_rad_s * DT_S + 1e-9)
+    assert np.all(np.abs(wheels) <= p.max_wheel_angle_rad + 1e-9)
+    assert wheels.max() > 0.0                   # it did steer left
+
+
+def test_stale_missing_and_invalid_trajectories_brake():
+    p = ControllerParams()
+    route = straight_route()
+    good = constant_speed_trajectory(route, 50.0, 10.0, 0.0)
+    pose = EgoPose(0.0, 0.0, 0.0, 0.0, 10.0)
+    cases = {
+        "missing": None,
+        "stale": good,
+        "invalid_nan": Trajectory(0.0, good.t_s, np.where(np.arange(len(good))[:, None] == 3, np.nan, good.xy),
+                                  good.yaw, good.speed_mps, good.accel_mps2),
+        "invalid_empty": Trajectory(0.0, np.zeros(0), np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0)),
+        "invalid_frame": Trajectory(0.0, good.t_s, good.xy, good.yaw, good.speed_mps, good.accel_mps2,
+                                    frame_id="base_link"),
+    }
+    for name, traj in cases.items():
+        ctl = Controller(p)
+        now = p.stale_timeout_s + 0.1 if name == "stale" else 0.0
+        res = ctl.update(traj, pose, now)
+        assert res.status == name.split("_")[0], name
+        assert res.throttle == 0.0 and res.brake > 0.0, name
+        assert res.reason, name
+    # A fresh trajectory is tracked.
+    assert Controller(p).update(good, pose, 0.0).status == "tracking"

@@ -1,0 +1,163 @@
+"""Proof-of-life tests of the three nodes over real DDS: each node runs as its own process (its
+console script); this test publishes the inputs and checks the outputs."""
+
+import numpy as np
+import pytest
+import rclpy
+from carla_msgs.msg import CarlaEgoVehicleControl
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import PoseStamped
+from nav_msgs.msg import Odometry, Path
+from planner_helpers import constant_speed_trajectory, lidar_scan, straight_route
+from ros_harness import STARTUP_TIMEOUT_S, spin_until, start_node, stop
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from tps_inference.conversions import xyzi_to_pointcloud2
+from tps_msgs.msg import PlannedTrajectory
+from tps_planner import conversions as conv
+from tps_planner.nodes.common import CLOCK_QOS, LATCHED_QOS, RELIABLE_SENSOR_QOS, TRAJECTORY_QOS
+from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_MINIMAL_RISK
+from visualization_msgs.msg import MarkerArray
+
+pytestmark = pytest.mark.ros
+REPLY_TIMEOUT_S = 10.0
+
+
+@pytest.fixture
+def test_node():
+    rclpy.init()
+    node = rclpy.create_node("planner_test_driver")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()
+
+
+class Inbox:
+    """Collects messages of one topic."""
+
+    def __init__(self, node, msg_type, topic, qos):
+        self.msgs = []
+        node.create_subscription(msg_type, topic, self.msgs.append, qos)
+
+
+def _odometry(t: float, x: float, v: float) -> Odometry:
+    msg = Odometry(header=Header(stamp=conv.seconds_to_time(t), frame_id="map"), child_frame_id="ego_vehicle")
+    msg.pose.pose.position.x = x
+    msg.pose.pose.orientation.w = 1.0
+    msg.twist.twist.linear.x = v
+    return msg
+
+
+def _statuses(inbox: Inbox, name: str) -> list[DiagnosticStatus]:
+    return [s for m in inbox.msgs for s in m.status if s.name == name]
+
+
+def test_controller_node_proof_of_life(test_node, tmp_path):
+    remaps = {"~/input/trajectory": "/t/traj", "~/input/odometry": "/t/odom", "~/output/control": "/t/control"}
+    proc = start_node("controller_node", "controller", remaps, {"use_sim_time": True}, tmp_path)
+    try:
+        pub_clock = test_node.create_publisher(Clock, "/clock", CLOCK_QOS)
+        pub_traj = test_node.create_publisher(PlannedTrajectory, "/t/traj", TRAJECTORY_QOS)
+        pub_odom = test_node.create_publisher(Odometry, "/t/odom", RELIABLE_SENSOR_QOS)
+        controls = Inbox(test_node, CarlaEgoVehicleControl, "/t/control", 10)
+        diags = Inbox(test_node, DiagnosticArray, "/diagnostics", 10)
+        traj = conv.trajectory_to_msg(constant_speed_trajectory(straight_route(), 50.0, 10.0, 1.0))
+
+        def send():
+            pub_clock.publish(Clock(clock=conv.seconds_to_time(1.0)))
+            pub_odom.publish(_odometry(1.0, 0.0, 5.0))
+            pub_traj.publish(traj)
+
+        def tracked():
+            return any(abs(conv.time_to_seconds(c.header.stamp) - 1.0) < 1e-6 and c.throttle > 0 for c in controls.msgs)
+
+        assert spin_until(test_node, tracked, STARTUP_TIMEOUT_S, action=send), "no control for the trajectory"
+        # The clock advances 2 s with no new trajectory: a braking command stamped with the clock.
+        pub_clock.publish(Clock(clock=conv.seconds_to_time(3.0)))
+
+        def braked():
+            return any(abs(conv.time_to_seconds(c.header.stamp) - 3.0) < 1e-6 and c.brake > 0 and c.throttle == 0
+                       for c in controls.msgs)
+
+        assert spin_until(test_node, braked, REPLY_TIMEOUT_S)
+
+        def stale_error():
+            return any(s.level == DiagnosticStatus.ERROR and "s old" in s.message
+                       for s in _statuses(diags, "controller: trajectory"))
+
+        assert spin_until(test_node, stale_error, REPLY_TIMEOUT_S)
+        assert _statuses(diags, "controller: processing_time")
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+
+
+def test_fallback_node_proof_of_life(test_node, tmp_path):
+    remaps = {"~/input/points": "/t/points", "~/input/odometry": "/t/odom", "~/input/route": "/t/route",
+              "~/input/monitor_status": "/t/monitor", "~/output/trajectory": "/t/fb_traj",
+              "~/output/markers": "/t/markers"}
+    proc = start_node("fallback_node", "fallback", remaps, {"use_sim_time": True}, tmp_path)
+    try:
+        pub_clock = test_node.create_publisher(Clock, "/clock", CLOCK_QOS)
+        pub_points = test_node.create_publisher(PointCloud2, "/t/points", RELIABLE_SENSOR_QOS)
+        pub_odom = test_node.create_publisher(Odometry, "/t/odom", RELIABLE_SENSOR_QOS)
+        pub_route = test_node.create_publisher(Path, "/t/route", LATCHED_QOS)
+        trajs = Inbox(test_node, PlannedTrajectory, "/t/fb_traj", TRAJECTORY_QOS)
+        markers = Inbox(test_node, MarkerArray, "/t/markers", 5)
+        diags = Inbox(test_node, DiagnosticArray, "/diagnostics", 10)
+        route = Path(header=Header(frame_id="map"))
+        route.poses = [PoseStamped(header=route.header) for _ in straight_route()]
+        for ps, (x, y) in zip(route.poses, straight_route(), strict=True):
+            ps.pose.position.x, ps.pose.position.y = float(x), float(y)
+            ps.pose.orientation.w = 1.0
+        pub_route.publish(route)
+        xyzi = lidar_scan((0.0, 0.0, 0.0), [(20.0, 0.0, 0.0, 0.8, 0.6, 0.4)])
+
+        def cloud(t, pts):
+            return xyzi_to_pointcloud2(pts, Header(stamp=conv.seconds_to_time(t), frame_id="ego_vehicle/lidar"))
+
+        def send(t, pts):
+            def _send():
+                pub_clock.publish(Clock(clock=conv.seconds_to_time(t)))
+                pub_odom.publish(_odometry(t, 0.0, 8.0))
+                pub_points.publish(cloud(t, pts))
+            return _send
+
+        def got(t):
+            return lambda: any(abs(conv.time_to_seconds(m.header.stamp) - t) < 1e-6 for m in trajs.msgs)
+
+        assert spin_until(test_node, got(1.0), STARTUP_TIMEOUT_S, action=send(1.0, xyzi)), "no fallback trajectory"
+        out = [m for m in trajs.msgs if abs(conv.time_to_seconds(m.header.stamp) - 1.0) < 1e-6][-1]
+        assert out.header.frame_id == "map" and out.source == SOURCE_FALLBACK
+        traj = conv.trajectory_from_msg(out)
+        assert traj.t_s[-1] >= 8.0 - 1e-6 and np.max(np.diff(traj.t_s)) <= 0.5 + 1e-6
+        assert traj.speed_mps[-1] < 1.0                       # stops for the debris
+        assert spin_until(test_node, lambda: markers.msgs, REPLY_TIMEOUT_S)
+        assert spin_until(test_node, lambda: _statuses(diags, "fallback: planning"), REPLY_TIMEOUT_S)
+        planning = _statuses(diags, "fallback: planning")
+        keys = {kv.key: kv.value for kv in planning[-1].values}
+        assert float(keys["nearest_obstacle_m"]) == pytest.approx(20.0 - 0.4 - 2.3, abs=0.5)
+        assert int(keys["point_count"]) == len(xyzi)
+        # A NaN-laden cloud: ERROR and a minimal-risk stop, the node keeps running.
+        nan_pts = xyzi.copy()
+        nan_pts[: int(0.8 * len(nan_pts)), :3] = np.nan
+        assert spin_until(test_node, got(1.1), REPLY_TIMEOUT_S, action=send(1.1, nan_pts))
+        out = [m for m in trajs.msgs if abs(conv.time_to_seconds(m.header.stamp) - 1.1) < 1e-6][-1]
+        assert out.source == SOURCE_MINIMAL_RISK
+
+        def nan_error():
+            return any(s.level == DiagnosticStatus.ERROR and "NaN" in s.message
+                       for s in _statuses(diags, "fallback: planning"))
+
+        assert spin_until(test_node, nan_error, REPLY_TIMEOUT_S)
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+
+
+def test_bad_parameter_exits_nonzero_naming_it(tmp_path):
+    proc = start_node("trajectory_arbiter", "arbiter_bad", {}, {"watchdog_timeout_s": -1.0}, tmp_path)
+    assert proc.wait(timeout=STARTUP_TIMEOUT_S) == 2
+    text = (tmp_path / "arbiter_bad.log").read_text()
+    assert "watchdog_timeout_s" in text and "out of range" in text
