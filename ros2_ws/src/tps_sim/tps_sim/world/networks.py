@@ -19,38 +19,43 @@ ADVERSARY_TYPE = "adversary"
 STALLED_TYPE = "stalled"
 OBSTACLE_TYPE = "obstacle"
 
+# SUMO turns a vehicle by atan(lateral / longitudinal speed) during a lane change: bound the
+# lateral speed by the forward speed and forbid it at standstill, so boxes never swing sideways
+# into the neighbouring lane while (nearly) stopped.
+LCLAT = 'lcMaxSpeedLatStanding="0" lcMaxSpeedLatFactor="0.3"'
+
 VTYPES_XML = f"""<additional>
-  <vType id="{EGO_TYPE}" vClass="passenger" length="{EGO_LENGTH_M}" width="{EGO_WIDTH_M}"
+  <vType id="{EGO_TYPE}" vClass="passenger" {LCLAT} length="{EGO_LENGTH_M}" width="{EGO_WIDTH_M}"
          height="{EGO_HEIGHT_M}" minGap="2.5" accel="2.6" decel="4.5" emergencyDecel="9"
          sigma="0" tau="1.2" speedFactor="1" maxSpeed="40" lcSpeedGain="0.5"/>
-  <vType id="{ADVERSARY_TYPE}" vClass="passenger" length="4.5" width="1.85" height="1.5"
+  <vType id="{ADVERSARY_TYPE}" vClass="passenger" {LCLAT} length="4.5" width="1.85" height="1.5"
          minGap="2.0" accel="2.6" decel="7.5" emergencyDecel="9" sigma="0" speedFactor="1"/>
-  <vType id="{STALLED_TYPE}" vClass="passenger" length="4.5" width="1.85" height="1.5"
+  <vType id="{STALLED_TYPE}" vClass="passenger" {LCLAT} length="4.5" width="1.85" height="1.5"
          minGap="2.0" accel="2.6" decel="4.5" sigma="0" speedFactor="1"/>
-  <vType id="{OBSTACLE_TYPE}" vClass="passenger" length="1.0" width="1.0" height="0.5"
+  <vType id="{OBSTACLE_TYPE}" vClass="passenger" {LCLAT} length="1.0" width="1.0" height="0.5"
          minGap="1.0" accel="1" decel="4.5" sigma="0" speedFactor="1" guiShape="passenger"/>
   <vTypeDistribution id="mix_highway">
-    <vType id="car" vClass="passenger" length="4.5" width="1.85" height="1.5" accel="2.6"
+    <vType id="car" vClass="passenger" {LCLAT} length="4.5" width="1.85" height="1.5" accel="2.6"
            decel="4.5" emergencyDecel="9" sigma="0.4" speedFactor="normc(1,0.08,0.8,1.2)"
            probability="0.78"/>
-    <vType id="truck" vClass="truck" length="12.0" width="2.5" height="3.4" accel="1.1"
+    <vType id="truck" vClass="truck" {LCLAT} length="12.0" width="2.5" height="3.4" accel="1.1"
            decel="4.0" emergencyDecel="7" sigma="0.3" maxSpeed="25" probability="0.12"/>
-    <vType id="bus" vClass="bus" length="12.0" width="2.55" height="3.1" accel="1.2"
+    <vType id="bus" vClass="bus" {LCLAT} length="12.0" width="2.55" height="3.1" accel="1.2"
            decel="4.0" emergencyDecel="7" sigma="0.3" maxSpeed="27" probability="0.05"/>
-    <vType id="motorcycle" vClass="motorcycle" length="2.2" width="0.9" height="1.5"
+    <vType id="motorcycle" vClass="motorcycle" {LCLAT} length="2.2" width="0.9" height="1.5"
            accel="4.0" decel="6.0" emergencyDecel="9" sigma="0.4" probability="0.05"/>
   </vTypeDistribution>
   <vTypeDistribution id="mix_urban">
-    <vType id="ucar" vClass="passenger" length="4.4" width="1.8" height="1.5" accel="2.6"
+    <vType id="ucar" vClass="passenger" {LCLAT} length="4.4" width="1.8" height="1.5" accel="2.6"
            decel="4.5" emergencyDecel="9" sigma="0.5" speedFactor="normc(1,0.1,0.7,1.2)"
            probability="0.80"/>
-    <vType id="utruck" vClass="delivery" length="7.0" width="2.2" height="2.9" accel="1.5"
+    <vType id="utruck" vClass="delivery" {LCLAT} length="7.0" width="2.2" height="2.9" accel="1.5"
            decel="4.0" emergencyDecel="7" sigma="0.4" probability="0.07"/>
-    <vType id="ubus" vClass="bus" length="12.0" width="2.55" height="3.1" accel="1.2"
+    <vType id="ubus" vClass="bus" {LCLAT} length="12.0" width="2.55" height="3.1" accel="1.2"
            decel="4.0" emergencyDecel="7" sigma="0.3" probability="0.04"/>
-    <vType id="umotorcycle" vClass="motorcycle" length="2.2" width="0.9" height="1.5"
+    <vType id="umotorcycle" vClass="motorcycle" {LCLAT} length="2.2" width="0.9" height="1.5"
            accel="4.0" decel="6.0" emergencyDecel="9" sigma="0.4" probability="0.05"/>
-    <vType id="ubicycle" vClass="bicycle" length="1.8" width="0.65" height="1.7" accel="1.2"
+    <vType id="ubicycle" vClass="bicycle" {LCLAT} length="1.8" width="0.65" height="1.7" accel="1.2"
            decel="3.0" emergencyDecel="6" sigma="0.3" maxSpeed="6" probability="0.04"/>
   </vTypeDistribution>
   <vType id="ped" vClass="pedestrian" length="0.4" width="0.6" height="1.75" speedFactor="normc(1,0.1,0.7,1.3)"/>

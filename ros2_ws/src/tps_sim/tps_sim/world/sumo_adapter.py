@@ -239,7 +239,7 @@ class SumoSim:
         args = [os.path.join(SUMO_BIN_DIR, "sumo"), "-n", net_file,
                 "--seed", str(int(seed)), "--step-length", repr(float(step_length_s)),
                 "--time-to-teleport", "-1", "--collision.action", "warn",
-                "--lanechange.duration", "3", "--no-step-log", "true", "--no-warnings", "true",
+                "--lanechange.duration", "3", "--no-step-log", "true", "--no-warnings", os.environ.get("TPS_SUMO_QUIET", "true"),
                 "--duration-log.disable", "true", "--collision.check-junctions", "true",
                 "--default.action-step-length", repr(float(step_length_s))]
         if route_files:

@@ -56,9 +56,10 @@ EGO_SIM_ID = "ego"
 ADV_PREFIX = "adv_"
 ROUTE_END_MARGIN_M = 5.0
 EGO_INSERT_TRIES = 6
-CLEAR_BEHIND_M = 40.0
+CLEAR_BEHIND_M = 80.0
 CLEAR_AHEAD_M = 80.0
 CLEAR_ANY_LANE_M = 12.0
+ADV_CLEAR_AHEAD_M = 200.0
 BENCHMARK_SCENARIO = "highway"
 BENCHMARK_DENSITY = 1.3
 
@@ -211,35 +212,35 @@ class SimWorld:
         lane = sc.ego_depart_lane
         sim.add_route("ego_route", list(sc.ego_edges))
         for attempt in range(EGO_INSERT_TRIES):
-            pos = sc.ego_depart_pos_m + 10.0 * attempt
-            speed = sc.ego_depart_speed_mps * (1.0 - 0.15 * attempt)
+            # SUMO refuses an insertion that a follower could not brake for: try the planned
+            # speed, then the lane's desired speed, moving forward a little each time.
+            pos = sc.ego_depart_pos_m + 5.0 * attempt
+            speed = sc.ego_depart_speed_mps
+            depart_speed = "desired" if attempt % 2 else f"{speed:.2f}"
             self._clear_around(first, lane, pos)
             sim.add_vehicle(EGO_SIM_ID, "ego_route", EGO_TYPE, str(lane), f"{pos:.2f}",
-                            f"{speed:.2f}")
-            self._add_adversary(first, lane, pos, speed)
+                            depart_speed)
             sim.step()
             if sim.has_vehicle(EGO_SIM_ID):
                 if self.config.ego_driver == "external":
                     sim.hand_over(EGO_SIM_ID)
+                self._insert_adversary()
                 return
             sim.remove_vehicle(EGO_SIM_ID)
-            for vid in list(self._adv.values()):
-                if isinstance(vid, str):
-                    try:
-                        sim.remove_vehicle(vid)
-                    except SumoError:
-                        pass
         raise RuntimeError(f"SUMO refused to insert the ego on {first}_{lane} after "
                            f"{EGO_INSERT_TRIES} tries (scenario {sc.name}, seed "
                            f"{self.config.seed})")
 
     def _clear_around(self, edge: str, lane: int, pos: float) -> None:
         keep = {v for v in self._adv.values() if isinstance(v, str)}
-        doomed = set(self._sim.vehicles_near(edge, lane, pos - CLEAR_BEHIND_M, pos + CLEAR_AHEAD_M))
+        ahead = CLEAR_AHEAD_M
+        if "stalled_pos_m" in self._adv:
+            # Keep the approach to the stalled vehicle free (the queue behind it would block
+            # the ego's insertion); the stalled vehicle itself stays.
+            ahead = max(ahead, self._adv["stalled_pos_m"] - pos - 1.0)
+        doomed = set(self._sim.vehicles_near(edge, lane, pos - CLEAR_BEHIND_M, pos + ahead))
         doomed |= set(self._sim.vehicles_near(edge, None, pos - CLEAR_ANY_LANE_M,
                                               pos + CLEAR_ANY_LANE_M))
-        if self.scenario.adversary == "cut_in":
-            doomed |= set(self._sim.vehicles_near(edge, lane + 1, pos - 10.0, pos + 80.0))
         for vid in sorted(doomed - keep):
             self._sim.remove_vehicle(vid)
 
@@ -251,7 +252,7 @@ class SimWorld:
         self._sim.add_route("stalled_route", list(sc.ego_edges))
         self._sim.add_vehicle(vid, "stalled_route", STALLED_TYPE, str(sc.ego_depart_lane),
                               f"{sc.ego_depart_pos_m + gap:.2f}", "0")
-        self._adv = {"stalled": vid}
+        self._adv = {"stalled": vid, "stalled_pos_m": sc.ego_depart_pos_m + gap}
 
     def _hold_stalled(self) -> None:
         vid = self._adv.get("stalled")
@@ -260,24 +261,48 @@ class SimWorld:
             self._sim.hand_over(vid)
             self._adv["stalled_held"] = True
 
-    def _add_adversary(self, edge: str, lane: int, pos: float, speed: float) -> None:
+    def _insert_adversary(self) -> None:
+        """Insert the scripted adversary relative to where the ego actually is (one extra
+        step per try; the episode's t = 0 comes after it)."""
         kind = self.scenario.adversary
-        rng = self._rng
+        if kind not in ("hard_brake", "cut_in"):
+            return
+        rng, sim = self._rng, self._sim
+        # SUMO only inserts a vehicle where the ego (its follower) keeps a secure gap. The lead
+        # (hard_brake) starts 45-65 m ahead and cruises at the speed limit like the ego, so the
+        # expert has no reason to overtake; the cutter starts 40-60 m ahead in the lane to the
+        # RIGHT of the ego (SUMO drivers do not overtake on the right), 3-6 m/s slower, and
+        # cuts in when the gap has shrunk to 7-13 m (see _script_adversary).
+        gap = float(rng.uniform(45.0, 65.0) if kind == "hard_brake" else rng.uniform(40.0, 60.0))
+        ego_speed = self._ego_speed()
+        adv_speed = ego_speed if kind == "hard_brake" else max(
+            ego_speed - float(rng.uniform(3.0, 6.0)), 5.0)
+        vid = ADV_PREFIX + ("lead" if kind == "hard_brake" else "cutter")
+        sim.add_route("adv_route", list(self.scenario.ego_edges))
+        for attempt in range(EGO_INSERT_TRIES):
+            edge, ego_lane, ego_pos = sim.lane_position(EGO_SIM_ID)
+            lane = ego_lane if kind == "hard_brake" else (ego_lane - 1 if ego_lane > 0
+                                                          else ego_lane + 1)
+            pos = ego_pos + gap + 10.0 * attempt
+            # Free the adversary's lane around it and the ego's lane ahead, so that the ego
+            # closes in on the adversary rather than queueing behind background traffic.
+            doomed = set(sim.vehicles_near(edge, lane, pos - 60.0, pos + 80.0))
+            doomed |= set(sim.vehicles_near(edge, ego_lane, ego_pos, pos + ADV_CLEAR_AHEAD_M))
+            for other in sorted(doomed - {EGO_SIM_ID}):
+                sim.remove_vehicle(other)
+            sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane), f"{pos:.2f}",
+                            f"{adv_speed:.2f}")
+            sim.step()
+            if sim.has_vehicle(vid):
+                break
+            sim.remove_vehicle(vid)
+        else:
+            raise RuntimeError(f"SUMO refused to insert the {kind} adversary (scenario "
+                               f"{self.scenario.name}, seed {self.config.seed})")
         if kind == "hard_brake":
-            vid = ADV_PREFIX + "lead"
-            gap = float(rng.uniform(32.0, 45.0))
-            self._sim.add_route("adv_route", list(self.scenario.ego_edges))
-            self._sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane),
-                                  f"{pos + gap:.2f}", f"{speed:.2f}")
-            self._adv.update(lead=vid, brake_at_s=float(rng.uniform(4.0, 8.0)),
-                             cruise=speed, hold_s=3.0, phase="cruise")
-        elif kind == "cut_in":
-            vid = ADV_PREFIX + "cutter"
-            gap = float(rng.uniform(35.0, 50.0))
-            adv_speed = max(speed - float(rng.uniform(3.0, 5.0)), 5.0)
-            self._sim.add_route("adv_route", list(self.scenario.ego_edges))
-            self._sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane + 1),
-                                  f"{pos + gap:.2f}", f"{adv_speed:.2f}")
+            self._adv.update(lead=vid, brake_at_s=float(rng.uniform(3.0, 6.0)),
+                             cruise=-1.0, hold_s=3.0, phase="cruise")
+        else:
             self._adv.update(cutter=vid, cut_gap_m=float(rng.uniform(7.0, 13.0)),
                              adv_speed=adv_speed, phase="approach")
 
@@ -285,6 +310,8 @@ class SimWorld:
         kind = self.scenario.adversary
         sim = self._sim
         t = self._sim.time_s() - self._t0
+        if kind in ("hard_brake", "cut_in") and not self._adv:
+            return
         if kind == "hard_brake":
             vid = self._adv["lead"]
             if not sim.has_vehicle(vid):
@@ -314,15 +341,22 @@ class SimWorld:
                 return
             if not sim.has_vehicle(EGO_SIM_ID):
                 return
-            raw = sim.read_vehicles((vid, EGO_SIM_ID))
-            s_adv, _ = self._tracker.project(raw.centers[0], windowed=False)
-            s_ego, _ = self._tracker.project(raw.centers[1], windowed=False)
-            gap = (s_adv - 0.5 * raw.sizes[0, 0]) - (s_ego + 0.5 * raw.sizes[1, 0])
+            gap = self._gap_to(vid)
             _, adv_lane, _ = sim.lane_position(vid)
             _, ego_lane, _ = sim.lane_position(EGO_SIM_ID)
-            if gap <= self._adv["cut_gap_m"] and adv_lane - ego_lane == 1 and gap > 2.0:
+            if gap <= self._adv["cut_gap_m"] and abs(adv_lane - ego_lane) == 1 and gap > 2.0:
                 sim.change_lane(vid, ego_lane, 1000.0)
                 self._adv["phase"] = "done"
+
+    def _ego_speed(self) -> float:
+        return float(self._sim.read_vehicles((EGO_SIM_ID,)).speeds[0])
+
+    def _gap_to(self, vid: str) -> float:
+        """Bumper-to-bumper gap [m] along the route from the ego to vehicle ``vid``."""
+        raw = self._sim.read_vehicles((vid, EGO_SIM_ID))
+        s_adv, _ = self._tracker.project(raw.centers[0], windowed=False)
+        s_ego, _ = self._tracker.project(raw.centers[1], windowed=False)
+        return (s_adv - 0.5 * raw.sizes[0, 0]) - (s_ego + 0.5 * raw.sizes[1, 0])
 
     # ------------------------------------------------------------------ state building
     def _read_ego(self) -> AgentState:
