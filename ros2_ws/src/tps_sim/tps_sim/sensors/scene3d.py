@@ -236,9 +236,12 @@ class RoadSurface:
             q[:, 1] = (p[:, 1] - y0) * scale - 0.5 * (1 << shift)
             return np.round(q).astype(np.int32)
 
-        polys = [to_px(p) for p in self.drivable_polygons if len(p) >= 3]
-        if polys:
-            cv2.fillPoly(codes, polys, SURFACE_ASPHALT, lineType=cv2.LINE_8, shift=shift)
+        # One call per polygon: a single fillPoly call over several polygons fills by parity,
+        # so where lanes overlap junction shapes it would leave holes.
+        for poly in self.drivable_polygons:
+            if len(poly) >= 3:
+                cv2.fillPoly(codes, [to_px(poly)], SURFACE_ASPHALT, lineType=cv2.LINE_8,
+                             shift=shift)
         lines = [to_px(p) for p in self.marking_polylines if len(p) >= 2]
         if lines:
             thickness = max(1, int(round(self.marking_width_m / cell)))
