@@ -205,6 +205,8 @@ def test_xyzi_to_pointcloud2_matches_contract_layout():
     np.testing.assert_array_equal(pointcloud2_to_xyzi(msg), pts)
     pts[3, 1] = np.nan
     assert xyzi_to_pointcloud2(pts).is_dense is False
+    pts[3, 1], pts[7, 3] = 0.0, np.inf
+    assert xyzi_to_pointcloud2(pts).is_dense is False
     with pytest.raises(ConversionError, match=r"\(N, 3\) or \(N, 4\)"):
         xyzi_to_pointcloud2(np.zeros((5, 5)))
 
@@ -214,6 +216,10 @@ def test_is_dense_reflects_nans():
     assert array_to_pointcloud2(cloud).is_dense is True
     cloud["z"][4] = np.inf
     assert array_to_pointcloud2(cloud).is_dense is False
+    cloud["z"][4] = 0.0
+    cloud["intensity"][2] = np.nan
+    assert array_to_pointcloud2(cloud).is_dense is False
+    assert array_to_pointcloud2(cloud, is_dense=True).is_dense is True
 
 
 def valid_msg() -> PointCloud2:

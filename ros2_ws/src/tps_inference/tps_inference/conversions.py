@@ -362,7 +362,7 @@ def array_to_pointcloud2(
         header: copied into the message (default: an empty header).
         frame_id: if non-empty, overrides ``header.frame_id``.
         is_bigendian: byte order of the message; default: the array's own (native if mixed).
-        is_dense: default: True iff every x/y/z (or, without those, every float field) is finite.
+        is_dense: default: True iff every floating-point field of every point is finite.
 
     Returns:
         The message; ``row_step = width * point_step`` (no row padding).
@@ -409,10 +409,8 @@ def array_to_pointcloud2(
     elif not arr.flags.c_contiguous:
         arr = np.ascontiguousarray(arr)
     if is_dense is None:
-        checked = [n for n in ("x", "y", "z") if n in dtype.names] or [
-            n for n in dtype.names if dtype.fields[n][0].base.kind == "f"
-        ]
-        is_dense = all(bool(np.isfinite(arr[n]).all()) for n in checked)
+        floats = [n for n in dtype.names if dtype.fields[n][0].base.kind == "f"]
+        is_dense = all(bool(np.isfinite(arr[n]).all()) for n in floats)
     msg = PointCloud2()
     if header is not None:
         msg.header = header
@@ -441,7 +439,8 @@ def xyzi_to_pointcloud2(
     """An ``(N, 4)`` (x, y, z, intensity) or ``(N, 3)`` array as the stack's lidar layout.
 
     Layout: x, y, z[, intensity] float32 at offsets 0, 4, 8[, 12], point_step 12 or 16,
-    little-endian on little-endian hosts (native order), unorganised.
+    little-endian on little-endian hosts (native order), unorganised. ``is_dense`` defaults to
+    True iff every value (intensity included) is finite.
 
     Raises:
         ConversionError: not a 2-D array with 3 or 4 columns of real numbers.
@@ -462,7 +461,7 @@ def xyzi_to_pointcloud2(
     msg.is_bigendian = _NATIVE_BIG
     msg.point_step = 4 * k
     msg.row_step = 4 * k * int(pts.shape[0])
-    msg.is_dense = bool(np.isfinite(pts[:, :3]).all()) if is_dense is None else bool(is_dense)
+    msg.is_dense = bool(np.isfinite(pts).all()) if is_dense is None else bool(is_dense)
     msg.data = _to_byte_array(pts)
     return msg
 

@@ -1,0 +1,308 @@
+"""TensorRT engine cache: keys, metadata, staleness and corruption checks, build-or-load.
+
+An engine is only valid for the exact ONNX file, TensorRT version, GPU, precision and input
+shapes (optimisation profile) it was built for. The cache stores each engine beside a metadata
+JSON holding that key::
+
+    <cache_dir>/<onnx stem>.<precision>.engine
+    <cache_dir>/<onnx stem>.<precision>.engine.json   {"key": {...}, "key_digest": ..., "engine_sha256": ...,
+                                                        "engine_bytes": ..., "created_utc": ..., "builder": {...}}
+
+:func:`check_cache` classifies what it finds as ``hit``, ``missing``, ``stale`` (metadata key differs
+from the wanted key -- the message lists each differing field) or ``corrupt`` (unreadable metadata,
+engine file missing/empty/modified). :func:`get_or_build` rebuilds a stale or corrupt engine when
+allowed and otherwise refuses it with :class:`~tps_inference.errors.EngineCacheError`; it never
+uses one silently. The logic here is plain Python (no TensorRT import) so it is unit-tested
+everywhere; only :func:`current_key` and the TensorRT builder need TensorRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import BackendUnavailableError, EngineCacheError
+from .manifest import repo_root, sha256_file
+
+LOG = logging.getLogger("tps_inference.engine_cache")
+METADATA_VERSION = 1
+_KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "precision", "input_shapes")
+
+ShapeProfile = Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
+def _canonical_shapes(shapes: ShapeProfile) -> tuple:
+    """Sorted, hashable ``((name, ((min), (opt), (max))), ...)``."""
+    return tuple(sorted((str(n), tuple(tuple(int(d) for d in s) for s in triple)) for n, triple in shapes.items()))
+
+
+@dataclass(frozen=True)
+class EngineCacheKey:
+    """Everything a TensorRT engine depends on.
+
+    Attributes:
+        onnx_sha256: sha256 of the ONNX file the engine was built from.
+        tensorrt_version: ``tensorrt.__version__``.
+        gpu_name: CUDA device name (engines are GPU-specific).
+        precision: fp32 | fp16 | int8.
+        input_shapes: name -> (min, opt, max) shape of the optimisation profile (fixed inputs
+            have min == opt == max).
+    """
+
+    onnx_sha256: str
+    tensorrt_version: str
+    gpu_name: str
+    precision: str
+    input_shapes: tuple
+
+    def __post_init__(self) -> None:
+        shapes = self.input_shapes
+        if isinstance(shapes, Mapping):
+            shapes = _canonical_shapes(shapes)
+        else:
+            shapes = _canonical_shapes(dict((n, t) for n, t in shapes))
+        object.__setattr__(self, "input_shapes", shapes)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shapes"] = {n: [list(s) for s in triple] for n, triple in self.input_shapes}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> EngineCacheKey:
+        """Raises KeyError/TypeError/ValueError on a malformed dict (caller reports corruption)."""
+        shapes = {n: tuple(tuple(s) for s in triple) for n, triple in d["input_shapes"].items()}
+        return cls(str(d["onnx_sha256"]), str(d["tensorrt_version"]), str(d["gpu_name"]), str(d["precision"]),
+                   shapes)
+
+    def digest(self) -> str:
+        """sha256 of the key's canonical JSON (stable across runs and machines)."""
+        return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
+
+    def differences(self, other: EngineCacheKey) -> list[str]:
+        """``["tensorrt_version: 10.0.1 -> 10.3.0", ...]`` from ``other`` (cached) to ``self`` (wanted)."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return [f"{f}: {theirs[f]} -> {mine[f]}" for f in _KEY_FIELDS if mine[f] != theirs[f]]
+
+
+@dataclass(frozen=True)
+class CacheStatus:
+    """Outcome of :func:`check_cache`: state is hit | missing | stale | corrupt."""
+
+    state: str
+    reason: str
+    engine_path: Path
+    metadata_path: Path
+
+
+def default_cache_dir() -> Path:
+    """``data/engines`` under the repository (git-ignored)."""
+    return repo_root() / "data" / "engines"
+
+
+def engine_paths(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, precision: str) -> tuple[Path, Path]:
+    """(engine file, metadata JSON) for one model and precision."""
+    engine = Path(cache_dir) / f"{Path(onnx_path).stem}.{precision}.engine"
+    return engine, engine.with_name(engine.name + ".json")
+
+
+def write_metadata(engine_path: Path, key: EngineCacheKey, builder: Mapping | None = None) -> Path:
+    """Write the metadata JSON beside a freshly built engine; return its path."""
+    engine_path = Path(engine_path)
+    meta = {
+        "metadata_version": METADATA_VERSION,
+        "key": key.as_dict(),
+        "key_digest": key.digest(),
+        "engine_file": engine_path.name,
+        "engine_sha256": sha256_file(engine_path),
+        "engine_bytes": engine_path.stat().st_size,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "builder": dict(builder or {}),
+    }
+    meta_path = engine_path.with_name(engine_path.name + ".json")
+    tmp = meta_path.with_name(meta_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    tmp.replace(meta_path)
+    return meta_path
+
+
+def read_metadata(metadata_path: Path) -> tuple[dict, EngineCacheKey]:
+    """Parse a metadata JSON; raise :class:`EngineCacheError` naming the file if malformed."""
+    try:
+        meta = json.loads(Path(metadata_path).read_text())
+        key = EngineCacheKey.from_dict(meta["key"])
+        for field in ("engine_sha256", "engine_bytes", "key_digest"):
+            meta[field]  # noqa: B018 -- presence check
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise EngineCacheError(f"engine metadata {metadata_path} is unreadable or incomplete: {exc!r}") from exc
+    if meta["key_digest"] != key.digest():
+        raise EngineCacheError(f"engine metadata {metadata_path}: key_digest does not match its key (edited by hand?)")
+    return meta, key
+
+
+def check_cache(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, key: EngineCacheKey) -> CacheStatus:
+    """Classify the cached engine for ``onnx_path`` at ``key.precision`` against ``key``."""
+    engine, meta_path = engine_paths(cache_dir, onnx_path, key.precision)
+    if not engine.exists() and not meta_path.exists():
+        return CacheStatus("missing", f"no cached engine {engine}", engine, meta_path)
+    if not meta_path.exists():
+        return CacheStatus("corrupt", f"engine {engine} has no metadata file {meta_path.name}", engine, meta_path)
+    try:
+        meta, cached = read_metadata(meta_path)
+    except EngineCacheError as exc:
+        return CacheStatus("corrupt", str(exc), engine, meta_path)
+    if not engine.exists():
+        return CacheStatus("corrupt", f"metadata {meta_path.name} exists but engine file {engine} is missing",
+                           engine, meta_path)
+    size = engine.stat().st_size
+    if size == 0 or size != meta["engine_bytes"]:
+        return CacheStatus("corrupt", f"engine {engine} has {size} bytes; its metadata says {meta['engine_bytes']}",
+                           engine, meta_path)
+    actual = sha256_file(engine)
+    if actual != meta["engine_sha256"]:
+        return CacheStatus("corrupt", f"engine {engine} sha256 {actual[:12]}... does not match its metadata "
+                           f"{str(meta['engine_sha256'])[:12]}...", engine, meta_path)
+    diffs = key.differences(cached)
+    if diffs:
+        return CacheStatus("stale", f"engine {engine} was built for another configuration: " + "; ".join(diffs),
+                           engine, meta_path)
+    return CacheStatus("hit", f"engine {engine} matches (key {key.digest()[:12]})", engine, meta_path)
+
+
+def get_or_build(
+    onnx_path: str | os.PathLike,
+    cache_dir: str | os.PathLike,
+    key: EngineCacheKey,
+    build: Callable[[Path, Path], Mapping | None],
+    *,
+    rebuild: bool = True,
+) -> Path:
+    """The path of a valid cached engine, building it (``build(onnx_path, engine_path)``) if needed.
+
+    Args:
+        build: writes the engine file; may return builder info stored in the metadata.
+        rebuild: rebuild stale/corrupt engines; if False they are refused.
+
+    Raises:
+        EngineCacheError: a stale or corrupt engine with ``rebuild=False``, or a build that did
+            not produce a file.
+    """
+    status = check_cache(cache_dir, onnx_path, key)
+    if status.state == "hit":
+        LOG.info("TensorRT engine cache hit: %s", status.reason)
+        return status.engine_path
+    if status.state in ("stale", "corrupt"):
+        if not rebuild:
+            raise EngineCacheError(f"refusing {status.state} TensorRT engine: {status.reason} "
+                                   "(set rebuild_stale_engine: true or delete it)")
+        LOG.warning("rebuilding %s TensorRT engine: %s", status.state, status.reason)
+        for path in (status.engine_path, status.metadata_path):
+            path.unlink(missing_ok=True)
+    else:
+        LOG.info("building TensorRT engine: %s", status.reason)
+    status.engine_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = status.engine_path.with_name(status.engine_path.name + ".tmp")
+    builder_info = build(Path(onnx_path), tmp)
+    if not tmp.exists() or tmp.stat().st_size == 0:
+        tmp.unlink(missing_ok=True)
+        raise EngineCacheError(f"building {status.engine_path} from {onnx_path} produced no engine")
+    tmp.replace(status.engine_path)
+    write_metadata(status.engine_path, key, builder_info)
+    return status.engine_path
+
+
+# ----------------------------------------------------------------------------------------------
+# TensorRT-specific pieces (need TensorRT; imported lazily)
+
+
+def _import_tensorrt():
+    try:
+        import tensorrt as trt
+    except Exception as exc:
+        raise BackendUnavailableError(f"TensorRT is not importable here ({exc}); the engine cache needs it to build") \
+            from exc
+    return trt
+
+
+def current_key(onnx_path: str | os.PathLike, precision: str, input_shapes: ShapeProfile) -> EngineCacheKey:
+    """The key for building ``onnx_path`` on this machine (needs TensorRT and a CUDA device)."""
+    from .device import cuda_status, gpu_name
+
+    trt = _import_tensorrt()
+    ok, reason = cuda_status()
+    if not ok:
+        raise BackendUnavailableError(f"TensorRT needs a CUDA device: {reason}")
+    return EngineCacheKey(sha256_file(onnx_path), str(trt.__version__), gpu_name(), precision, input_shapes)
+
+
+def onnx_profile_shapes(onnx_path: str | os.PathLike, overrides: ShapeProfile) -> dict:
+    """(min, opt, max) per ONNX input: static inputs from the graph, dynamic ones from ``overrides``.
+
+    Raises:
+        EngineCacheError: a dynamic input without an override (names it).
+    """
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initialisers = {i.name for i in model.graph.initializer}
+    shapes = {}
+    for inp in model.graph.input:
+        if inp.name in initialisers:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+        if inp.name in overrides:
+            shapes[inp.name] = tuple(tuple(s) for s in overrides[inp.name])
+        elif all(d >= 0 for d in dims):
+            shapes[inp.name] = (tuple(dims),) * 3
+        else:
+            raise EngineCacheError(
+                f"ONNX input '{inp.name}' of {onnx_path} has dynamic shape {dims}; give its (min, opt, max) shapes "
+                "in EngineParams.trt_input_shapes"
+            )
+    return shapes
+
+
+def tensorrt_builder(precision: str, input_shapes: ShapeProfile, workspace_mb: int) -> Callable[[Path, Path], dict]:
+    """A ``build(onnx_path, engine_path)`` for :func:`get_or_build` using the TensorRT 10 builder."""
+
+    def build(onnx_path: Path, engine_path: Path) -> dict:
+        trt = _import_tensorrt()
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(Path(onnx_path).read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise EngineCacheError(f"TensorRT could not parse {onnx_path}: {errors}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        if precision == "fp16":
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif precision == "int8":
+            # Explicit quantisation: the ONNX carries QDQ nodes (export/ makes them); FP16 lets
+            # layers without scales fall back to half precision rather than FP32.
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.set_flag(trt.BuilderFlag.FP16)
+        profile = builder.create_optimization_profile()
+        dynamic = False
+        for i in range(network.num_inputs):
+            tensor = network.get_input(i)
+            lo, opt, hi = input_shapes[tensor.name]
+            if any(d < 0 for d in tensor.shape):
+                dynamic = True
+            profile.set_shape(tensor.name, lo, opt, hi)
+        if dynamic:
+            config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise EngineCacheError(f"TensorRT failed to build an engine from {onnx_path} (precision {precision})")
+        Path(engine_path).write_bytes(bytes(serialized))
+        return {"tensorrt_version": str(trt.__version__), "workspace_mb": int(workspace_mb), "precision": precision}
+
+    return build
