@@ -63,6 +63,19 @@ def test_route_progress_is_monotone_and_follows_a_loop():
     assert p[-1] == pytest.approx(m.polyline_length(route), rel=0.02)
 
 
+def test_route_progress_starts_where_the_ego_is():
+    route = np.array([[0.0, 0.0], [500.0, 0.0]])
+    xy = np.stack([np.linspace(117.0, 217.0, 11), np.full(11, 0.5)], axis=1)
+    p = m.route_progress(route, xy)
+    np.testing.assert_allclose(p, xy[:, 0], atol=1e-9)
+    tr = m.EpisodeTrace(DT_S, xy, np.zeros(11), np.full(11, 100.0), EGO_LENGTH_M, EGO_WIDTH_M,
+                        [m.ObjectFrame.empty()] * 11, m.ObjectFrame.empty(), route, [()] * 11,
+                        route_goal_m=200.0)
+    res = m.evaluate_episode(tr)
+    assert res.progress_m == pytest.approx(100.0)
+    assert res.route_completion == pytest.approx(0.5)  # 100 m of the 200-m goal
+
+
 # --- NC ---------------------------------------------------------------------------------------
 def test_front_collision_is_at_fault():
     steps = 20

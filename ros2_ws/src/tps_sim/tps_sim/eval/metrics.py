@@ -315,8 +315,8 @@ def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
                    lookahead_m: float = 30.0) -> np.ndarray:
     """Arc length [m] along ``route`` reached at every step (monotone, non-decreasing).
 
-    Each position is projected onto the route segments whose arc-length range overlaps
-    [s_prev - lookback_m, s_prev + lookahead_m], so a route that passes near itself (a
+    The first position is projected onto the whole route; each later one onto the segments whose
+    arc-length range overlaps [s_prev - lookback_m, s_prev + lookahead_m], so a route that passes near itself (a
     roundabout) is not short-cut. Returns (T,) progress, the running maximum of the projection.
     """
     route = np.asarray(route, np.float64).reshape(-1, 2)
@@ -333,8 +333,9 @@ def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
     best = 0.0
     s_prev = 0.0
     for k in range(xy.shape[0]):
+        # the first position is projected onto the whole route (the ego may start anywhere on it)
         window = (s1 >= s_prev - lookback_m) & (s0 <= s_prev + lookahead_m)
-        idx = np.flatnonzero(window)
+        idx = np.flatnonzero(window) if k > 0 else np.arange(a.shape[0])
         if idx.size == 0:
             idx = np.arange(a.shape[0])
         rel = xy[k] - a[idx]
