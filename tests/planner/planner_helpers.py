@@ -10,7 +10,7 @@ import numpy as np
 from tps_planner.trajectory import SOURCE_FALLBACK, EgoPose, Trajectory
 
 DT_S = 0.1                         # simulation step of the synchronous loop, s
-FULL_THROTTLE_ACCEL_MPS2 = 3.0     # pedal map shared with ControllerParams defaults
+FULL_THROTTLE_ACCEL_MPS2 = 3.5     # pedal map shared with ControllerParams defaults
 FULL_BRAKE_DECEL_MPS2 = 8.0
 
 
@@ -23,9 +23,9 @@ class BicycleVehicle:
     y: float = 0.0
     yaw: float = 0.0
     v: float = 0.0
-    wheelbase_m: float = 2.7
-    rear_axle_offset_m: float = 1.35
-    max_wheel_angle_rad: float = 0.6
+    wheelbase_m: float = 2.8
+    rear_axle_offset_m: float = 1.4
+    max_wheel_angle_rad: float = 0.61
     drag_mps2: float = 0.1
     last_accel_mps2: float = 0.0
 

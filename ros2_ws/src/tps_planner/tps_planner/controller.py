@@ -36,9 +36,10 @@ LATERAL_MODES = ("pure_pursuit", "stanley")
 class ControllerParams:
     """Controller parameters (SI units). See config/schema/controller_node.schema.json."""
 
-    wheelbase_m: float = 2.7
-    max_wheel_angle_rad: float = 0.6
-    rear_axle_offset_m: float = 1.35          # base_link (footprint centre) to rear axle, m
+    # Vehicle defaults match tps_sim.world.ego_model.EgoModelParams (the simulated ego).
+    wheelbase_m: float = 2.8
+    max_wheel_angle_rad: float = 0.61
+    rear_axle_offset_m: float = 1.4           # base_link (footprint centre) to rear axle, m
     lateral_mode: str = "pure_pursuit"
     lookahead_min_m: float = 3.0
     lookahead_time_s: float = 0.5             # lookahead = min + time * speed
@@ -57,7 +58,7 @@ class ControllerParams:
     max_jerk_mps3: float = 4.0
     emergency_jerk_mps3: float = 30.0
     max_steer_rate_rad_s: float = 0.8         # wheel angle rate limit, rad/s
-    full_throttle_accel_mps2: float = 3.0
+    full_throttle_accel_mps2: float = 3.5
     full_brake_decel_mps2: float = 8.0
     stop_speed_mps: float = 0.2               # below this with a stop requested: hold the brake
     hold_brake: float = 0.4                   # brake pedal held at standstill, [0, 1]
