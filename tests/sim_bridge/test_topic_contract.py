@@ -1,0 +1,97 @@
+"""The carla-ros-bridge topic contract over real DDS: expert mode (SUMO drives, no controller),
+every topic of docs/CONTRACTS.md arrives with its type, frame and stamp; route and instruction are
+latched for late subscribers; camera_info matches the image."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+
+import pytest
+import rclpy
+from carla_msgs.msg import CarlaEgoVehicleStatus
+from nav_msgs.msg import Odometry, Path
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sim_bridge_helpers import SCENARIO, SEED, VENV_BIN
+from tps_msgs.msg import DrivingInstruction, GroundTruth
+from tps_sim import conversions as conv
+
+pytestmark = pytest.mark.ros
+
+STEPS = 20
+# Real-time-ish stepping gives the late subscriber time to join before the episode ends.
+STEP_PERIOD_S = 0.05
+LATE_JOIN_S = 0.5
+RUN_TIMEOUT_S = 90.0
+
+
+def test_expert_mode_publishes_the_contract():
+    argv = [str(VENV_BIN / "sim_bridge"), "--ros-args", "-p", f"scenario:={SCENARIO}",
+            "-p", f"seed:={SEED}", "-p", "ego_driver:=expert", "-p", f"duration_s:={STEPS * 0.1}",
+            "-p", f"step_period_s:={STEP_PERIOD_S}", "-p", "exit_on_end:=true",
+            "-p", "camera_enabled:=true", "-p", "camera_every_n:=2",
+            "-p", "lidar_beams:=8", "-p", "lidar_azimuth_steps:=256"]
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    got: dict[str, list] = {t: [] for t in conv.TOPIC_TYPES}
+    proc = None
+    try:
+        node = rclpy.create_node("contract_listener", context=context)
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        subs = {conv.TOPIC_CLOCK: (Clock, reliable), conv.TOPIC_LIDAR: (PointCloud2, qos_profile_sensor_data),
+                conv.TOPIC_IMAGE: (Image, reliable), conv.TOPIC_CAMERA_INFO: (CameraInfo, reliable),
+                conv.TOPIC_ODOMETRY: (Odometry, reliable),
+                conv.TOPIC_STATUS: (CarlaEgoVehicleStatus, reliable),
+                conv.TOPIC_GROUND_TRUTH: (GroundTruth, reliable)}
+        for topic, (cls, qos) in subs.items():
+            node.create_subscription(cls, topic, got[topic].append, qos)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(node)
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # wait for the first message, then join the latched topics late
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while not got[conv.TOPIC_CLOCK] and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        time.sleep(LATE_JOIN_S)
+        node.create_subscription(Path, conv.TOPIC_ROUTE, got[conv.TOPIC_ROUTE].append, latched)
+        node.create_subscription(DrivingInstruction, conv.TOPIC_INSTRUCTION,
+                                 got[conv.TOPIC_INSTRUCTION].append, latched)
+        while proc.poll() is None and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        for _ in range(20):
+            executor.spin_once(timeout_sec=0.02)
+        executor.shutdown()
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+    output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+    for topic, msgs in got.items():
+        assert msgs, f"nothing received on {topic}"
+    assert len(got[conv.TOPIC_ROUTE]) == 1 and len(got[conv.TOPIC_ROUTE][0].poses) > 1
+    assert got[conv.TOPIC_INSTRUCTION][0].text
+    clocks = [conv.stamp_to_ns(m.clock) for m in got[conv.TOPIC_CLOCK]]
+    assert clocks == sorted(clocks) and clocks[-1] == STEPS * 100_000_000
+    gt = got[conv.TOPIC_GROUND_TRUTH][-1]
+    assert gt.header.frame_id == "map" and gt.step == STEPS
+    odom = got[conv.TOPIC_ODOMETRY][-1]
+    assert (odom.header.frame_id, odom.child_frame_id) == ("map", "ego_vehicle")
+    assert odom.pose.pose.position.x == pytest.approx(gt.ego.center.x)
+    pc = got[conv.TOPIC_LIDAR][-1]
+    assert pc.header.frame_id == conv.LIDAR_FRAME and pc.point_step == 16 and pc.width > 0
+    img, info = got[conv.TOPIC_IMAGE][0], got[conv.TOPIC_CAMERA_INFO][0]
+    assert (info.width, info.height) == (img.width, img.height)
+    assert img.header.stamp == info.header.stamp
+    assert conv.stamp_to_ns(img.header.stamp) % 200_000_000 == 0, "camera every 2nd step"
+    status = got[conv.TOPIC_STATUS][-1]
+    assert status.header.stamp == gt.header.stamp
+    assert status.velocity == pytest.approx(math.hypot(gt.ego.velocity.x, gt.ego.velocity.y),
+                                            abs=1e-3)
