@@ -19,6 +19,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "perception_node = tps_perception.nodes.perception_node:main",
         ],
     },
 )

@@ -114,10 +114,10 @@ def to_markdown(res: dict) -> str:
         tp = ov["tp"].get(name, {})
         lines.append(f"| {name} | {ov['num_gt'][name]} | " + " | ".join(f(ap[str(t)]) for t in DIST_THS_M)
                      + f" | {f(ov['map'][name])} | " + " | ".join(f(tp.get(k)) for k in ("ATE", "ASE", "AOE", "AVE")) + " |")
-    lines += ["", "Per clutter level:", "", "| clutter | frames | car mAP | mean AP | " +
-              " | ".join(f"{n} mAP" for n in OUR_NAME.values()) + " |", "|---" * (4 + len(OUR_NAME)) + "|"]
+    lines += ["", "Per clutter level:", "", "| clutter | frames | mean AP | " +
+              " | ".join(f"{n} mAP" for n in OUR_NAME.values()) + " |", "|---" * (3 + len(OUR_NAME)) + "|"]
     for level, m in res["per_clutter"].items():
-        lines.append(f"| {level} | {m['frames']} | {f(m['car_map'])} | {f(m['mean_ap'])} | "
+        lines.append(f"| {level} | {m['frames']} | {f(m['mean_ap'])} | "
                      + " | ".join(f(m["map"][n]) for n in OUR_NAME.values()) + " |")
     return "\n".join(lines) + "\n"
 

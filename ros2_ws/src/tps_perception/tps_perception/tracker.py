@@ -26,6 +26,7 @@ class TrackerParams:
     """Kalman / matching parameters (SI units)."""
 
     gate_m: float = 3.0             # max centre distance (after prediction) to match, m
+    new_track_speed_mps: float = 25.0  # a track with no velocity yet may have moved this fast
     max_misses: int = 3             # frames a track survives without a match
     process_accel_mps2: float = 3.0  # white-acceleration noise, m/s^2
     meas_std_m: float = 0.3          # detection position noise, m
@@ -117,7 +118,11 @@ class Tracker:
             cost = np.linalg.norm(xy[:, None, :] - txy[None, :, :], axis=2)
             tl = np.array([tr.label for tr in self.tracks])
             cost[det.labels[:, None] != tl[None, :]] = _UNMATCHED_COST
-            cost[cost > pr.gate_m] = _UNMATCHED_COST
+            # A one-hit track has no velocity estimate: widen its gate by the distance an agent
+            # can cover in dt (frames may be 0.1 .. 1 s apart).
+            gates = np.array([pr.gate_m + (pr.new_track_speed_mps * dt if tr.hits == 1 else 0.0)
+                              for tr in self.tracks])
+            cost[cost > gates[None, :]] = _UNMATCHED_COST
             rows, cols = linear_sum_assignment(cost)
             hmat = np.zeros((2, 4))
             hmat[0, 0] = hmat[1, 1] = 1.0

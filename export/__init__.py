@@ -1,0 +1,1 @@
+"""Model export entry points (``python -m export.detector``)."""

@@ -1,0 +1,73 @@
+"""Message <-> core-type conversions of tps_perception (the only module that knows messages)."""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Header
+from tps_msgs.msg import DetectedAgent, DetectedAgents
+
+from tps_perception.postprocess import Detections
+
+
+class CloudError(ValueError):
+    """The PointCloud2 cannot be used (malformed, wrong frame)."""
+
+
+def cloud_to_points(msg: PointCloud2, expected_frame: str) -> np.ndarray:
+    """(N, 4) float32 x, y, z, intensity of a lidar cloud in ``expected_frame``.
+
+    NaN points are kept (the detector core rejects them with a count), so a bad cloud is never
+    silently "cleaned".
+
+    Raises:
+        CloudError: wrong frame, or a malformed message (naming what is wrong).
+    """
+    from tps_inference.conversions import ConversionError, pointcloud2_to_xyzi
+
+    if expected_frame and msg.header.frame_id != expected_frame:
+        raise CloudError(f"point cloud in frame '{msg.header.frame_id}', expected '{expected_frame}'")
+    try:
+        return pointcloud2_to_xyzi(msg)
+    except ConversionError as exc:
+        raise CloudError(f"malformed PointCloud2: {exc}") from exc
+
+
+def stamp_to_s(stamp: Time) -> float:
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
+
+
+def detections_to_msg(header_stamp: Time, frame_id: str, det: Detections, ids: np.ndarray, velocities: np.ndarray,
+                      status: int, status_message: str, processing_time_ms: float) -> DetectedAgents:
+    """Build a DetectedAgents (boxes in base_link; velocity z = 0)."""
+    msg = DetectedAgents()
+    msg.header = Header(stamp=header_stamp, frame_id=frame_id)
+    msg.status = int(status)
+    msg.status_message = status_message
+    msg.processing_time_ms = float(processing_time_ms)
+    agents = []
+    for k in range(len(det)):
+        b = det.boxes[k]
+        a = DetectedAgent()
+        a.id = int(ids[k])
+        a.class_id = int(det.labels[k])
+        a.score = float(det.scores[k])
+        a.center.x, a.center.y, a.center.z = float(b[0]), float(b[1]), float(b[2])
+        a.yaw = float(np.arctan2(np.sin(b[6]), np.cos(b[6])))
+        a.size.x, a.size.y, a.size.z = float(b[3]), float(b[4]), float(b[5])
+        a.velocity.x, a.velocity.y = float(velocities[k, 0]), float(velocities[k, 1])
+        agents.append(a)
+    msg.agents = agents
+    return msg
+
+
+def diagnostic(stamp: Time, name: str, level: bytes, message: str, values: dict) -> DiagnosticArray:
+    """One-status DiagnosticArray (``level`` a DiagnosticStatus.OK/WARN/ERROR byte)."""
+    arr = DiagnosticArray()
+    arr.header.stamp = stamp
+    st = DiagnosticStatus(level=level, name=name, message=message, hardware_id="tps_perception")
+    st.values = [KeyValue(key=str(k), value=(f"{v:.3f}" if isinstance(v, float) else str(v))) for k, v in values.items()]
+    arr.status = [st]
+    return arr
