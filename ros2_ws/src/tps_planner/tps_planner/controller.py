@@ -54,8 +54,8 @@ class ControllerParams:
     speed_preview_s: float = 0.2              # reference taken this far ahead in the plan, s
     max_accel_mps2: float = 2.5
     max_decel_mps2: float = 8.0
-    comfort_decel_mps2: float = 3.0           # beyond this the emergency jerk limit applies
-    max_jerk_mps3: float = 4.0
+    comfort_decel_mps2: float = 3.0           # harder only when the plan asks (emergency)
+    max_jerk_mps3: float = 3.0               # PDM comfort bound on longitudinal jerk: 4.13
     emergency_jerk_mps3: float = 30.0
     max_steer_rate_rad_s: float = 0.8         # wheel angle rate limit, rad/s
     full_throttle_accel_mps2: float = 3.5
@@ -150,10 +150,14 @@ class Controller:
         self._prev_now = now_s
         return dt
 
-    def _limit_accel(self, a_cmd: float, dt: float) -> float:
+    def _limit_accel(self, a_cmd: float, dt: float, emergency: bool) -> float:
+        """Clip to the acceleration limits and rate-limit by the jerk limit. Only an emergency
+        (the plan itself braking harder than comfort, or a stale trajectory) may brake harder
+        than ``comfort_decel_mps2`` and use the emergency jerk limit; a speed error alone may not."""
         p = self.params
-        a_cmd = min(max(a_cmd, -p.max_decel_mps2), p.max_accel_mps2)
-        jerk = p.emergency_jerk_mps3 if a_cmd < -p.comfort_decel_mps2 else p.max_jerk_mps3
+        floor = -p.max_decel_mps2 if emergency else -p.comfort_decel_mps2
+        a_cmd = min(max(a_cmd, floor), p.max_accel_mps2)
+        jerk = p.emergency_jerk_mps3 if emergency else p.max_jerk_mps3
         step = jerk * dt
         a = min(max(a_cmd, self._prev_accel - step), self._prev_accel + step)
         self._prev_accel = a
@@ -180,10 +184,10 @@ class Controller:
         self._prev_err = None
         speed = pose.speed_mps if pose is not None else float("inf")
         if speed < p.stop_speed_mps:
-            accel = self._limit_accel(-p.stale_decel_mps2, dt)
+            accel = self._limit_accel(-p.stale_decel_mps2, dt, emergency=True)
             throttle, brake = 0.0, max(p.hold_brake, self._pedals(accel)[1])
         else:
-            accel = self._limit_accel(-p.stale_decel_mps2, dt)
+            accel = self._limit_accel(-p.stale_decel_mps2, dt, emergency=True)
             throttle, brake = self._pedals(accel)
         wheel = self._limit_wheel(self._prev_wheel, dt)
         return ControlResult(throttle, -wheel / p.max_wheel_angle_rad, brake, accel, wheel, status, reason,
@@ -262,14 +266,14 @@ class Controller:
             # Standstill requested and reached: hold the brake, keep the integrator empty.
             self._integral_m = 0.0
             self._prev_err = None
-            accel = self._limit_accel(-p.comfort_decel_mps2 * 0.5, dt)
+            accel = self._limit_accel(-p.comfort_decel_mps2 * 0.5, dt, emergency=False)
             throttle, brake = 0.0, p.hold_brake
         else:
             self._integral_m = min(max(self._integral_m + err * dt, -p.integral_limit_m), p.integral_limit_m)
             derr = 0.0 if self._prev_err is None else (err - self._prev_err) / dt
             self._prev_err = err
             a_cmd = p.feedforward_gain * a_ff + p.speed_kp * err + p.speed_ki * self._integral_m + p.speed_kd * derr
-            accel = self._limit_accel(a_cmd, dt)
+            accel = self._limit_accel(a_cmd, dt, emergency=a_ff < -p.comfort_decel_mps2)
             throttle, brake = self._pedals(accel)
         return ControlResult(
             throttle=throttle,

@@ -358,7 +358,9 @@ class FallbackPlanner:
             t = k * dt
             v_lim = min(p.max_speed_mps, float(np.interp(s, r.s, r.speed_limit_mps)))
             if v_lim > 0.05:
-                a = p.idm_accel_mps2 * (1.0 - (v / v_lim) ** p.idm_delta)
+                # Above the limit (a lower cap, a curve ahead) slow down at IDM's comfortable b:
+                # the curve limit is anticipated with b, so b is enough.
+                a = max(p.idm_accel_mps2 * (1.0 - (v / v_lim) ** p.idm_delta), -p.idm_decel_mps2)
             else:
                 a = -p.idm_decel_mps2 if v > 0 else 0.0
             a_req = 0.0
