@@ -11,7 +11,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
         ("share/" + PACKAGE_NAME, ["package.xml"]),
     ],
-    install_requires=["setuptools"],
+    install_requires=["setuptools", "pyyaml"],
     zip_safe=True,
     maintainer="TPS onboard stack developers",
     maintainer_email="tps-drive@example.org",
@@ -19,6 +19,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
+            "tps-bringup = tps_bringup.cli:main",
+            "tps_demo_talker = tps_bringup.nodes.talker:main",
+            "tps_demo_listener = tps_bringup.nodes.listener:main",
         ],
     },
 )

@@ -1,0 +1,1 @@
+"""Demo nodes used by config/graph/hello.yaml and the runner's tests."""
