@@ -19,13 +19,14 @@ CAMERA_EVERY = 5
 SMALL_LIDAR = {"lidar_beams": 8, "lidar_azimuth_steps": 256}
 
 
-@pytest.fixture(scope="module")
-def mcap_bag(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["plain", "zstd"])
+def mcap_bag(request, tmp_path_factory):
     out = tmp_path_factory.mktemp("bag") / "run.mcap"
     proc = subprocess.run(
         [str(VENV_BIN / "tps-sim"), "record", "--scenario", SCENARIO, "--seed", str(SEED),
          "--duration", str(DURATION_S), "-o", str(out), "--camera-every", str(CAMERA_EVERY),
-         "--lidar-beams", "8", "--lidar-azimuth-steps", "256", "--no-progress"],
+         "--lidar-beams", "8", "--lidar-azimuth-steps", "256", "--no-progress"]
+        + (["--compress"] if request.param else []),
         capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr
     assert out.is_file()

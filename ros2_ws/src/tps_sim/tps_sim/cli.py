@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output: FILE.mcap (one MCAP file) or a rosbag2 directory")
     rec.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"],
                      help="rosbag2 storage plugin")
+    rec.add_argument("--compress", action="store_true",
+                     help="zstd compression (MCAP chunks / sqlite3 messages)")
     rec.add_argument("--camera-every", type=int, default=5,
                      help="record the camera every N steps (0 = no camera)")
     rec.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -139,7 +141,8 @@ def _cmd_record(args: argparse.Namespace) -> int:
     values["camera_enabled"] = args.camera_every > 0
     values["camera_every_n"] = max(1, args.camera_every)
     params = BridgeParams.from_values(values)
-    path = record(params, args.output, storage=args.storage, progress=not args.no_progress)
+    path = record(params, args.output, storage=args.storage, compress=args.compress,
+                  progress=not args.no_progress)
     print(f"wrote {path}")
     return 0
 

@@ -131,8 +131,9 @@ def frame_futures(frames: list, index: int, step_stride: int, count: int = FUTUR
 class BagWriter:
     """rosbag2 writer for the bridge topics (register connections once, write messages)."""
 
-    def __init__(self, path: str | os.PathLike, storage: str = "mcap") -> None:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+    def __init__(self, path: str | os.PathLike, storage: str = "mcap", *,
+                 compress: bool = False) -> None:
+        from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
 
         if storage not in STORAGES:
             raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -149,6 +150,9 @@ class BagWriter:
         self.store = build_typestore()
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         self.writer = Writer(bag_dir, version=ROSBAG_VERSION, storage_plugin=plugin)
+        if compress:  # zstd: MCAP chunks, or per message for sqlite3
+            mode = CompressionMode.STORAGE if storage == "mcap" else CompressionMode.MESSAGE
+            self.writer.set_compression(mode, CompressionFormat.ZSTD)
         self.writer.open()
         self.connections = {}
         for topic, msgtype in conv.TOPIC_TYPES.items():
@@ -188,7 +192,7 @@ class BagWriter:
 
 
 def record(params: BridgeParams, out: str | os.PathLike, *, storage: str = "mcap",
-           progress: bool = True) -> Path:
+           compress: bool = False, progress: bool = True) -> Path:
     """Run one episode through the bridge core (no DDS) and write it as a rosbag2.
 
     Args:
@@ -196,6 +200,7 @@ def record(params: BridgeParams, out: str | os.PathLike, *, storage: str = "mcap
             external (neutral control: the ego coasts) ego; steps never wait for a controller.
         out: output path (see the module docstring for file vs directory).
         storage: ``mcap`` (default) or ``sqlite3``.
+        compress: zstd compression (MCAP chunks; sqlite3: per message).
         progress: show a tqdm bar on stderr.
 
     Returns:
@@ -204,7 +209,7 @@ def record(params: BridgeParams, out: str | os.PathLike, *, storage: str = "mcap
     from tqdm import tqdm
 
     params = BridgeParams(**{**params.__dict__, "synchronous": False, "step_period_s": 0.0})
-    bag = BagWriter(out, storage)
+    bag = BagWriter(out, storage, compress=compress)
     core = None
     try:
         core = SimBridge(params)
