@@ -89,3 +89,23 @@ def models_dir(tmp_path: Path) -> Path:
     add_entry(manifest, "two_inputs", two, made_by="tests/inference/conftest.py build_two_inputs",
               data="none (no weights)", metrics={"exact": True}, notes="elementwise")
     return root
+
+
+LIDAR_ROWS, LIDAR_COLS = 16, 2048
+
+
+def organised_lidar_cloud(seed: int = SEED) -> np.ndarray:
+    """A (16, 2048) organised cloud in a driver layout: x, y, z, intensity float32, ring uint16,
+    6 bytes padding, time float64 (point_step 32), with some NaN returns (no echo)."""
+    dtype = np.dtype({"names": ["x", "y", "z", "intensity", "ring", "time"],
+                      "formats": ["<f4", "<f4", "<f4", "<f4", "<u2", "<f8"],
+                      "offsets": [0, 4, 8, 12, 16, 24], "itemsize": 32})
+    rng = np.random.default_rng(seed)
+    cloud = np.zeros((LIDAR_ROWS, LIDAR_COLS), dtype=dtype)
+    for name in ("x", "y", "z"):
+        cloud[name] = rng.normal(scale=20.0, size=cloud.shape)
+    cloud["intensity"] = rng.uniform(0, 255, cloud.shape)
+    cloud["ring"] = np.arange(LIDAR_ROWS)[:, None]
+    cloud["time"] = np.linspace(0.0, 0.1, LIDAR_COLS)[None, :]
+    cloud["x"][rng.random(cloud.shape) < 0.05] = np.nan
+    return cloud

@@ -24,6 +24,7 @@ from tps_inference import (
     TensorSpec,
     select_backend,
 )
+from tps_inference.backends.onnxruntime_backend import provider_options
 from tps_inference.device import cuda_status, tensorrt_status
 from tps_inference.engine import model_kind
 from tps_inference.manifest import sha256_file
@@ -90,6 +91,21 @@ def test_ort_provider_order_drops_unavailable_providers(models_dir):
         assert "unavailable here: ['CUDAExecutionProvider']" in engine.backend.detail
         with pytest.raises(BackendUnavailableError, match="none of the ONNX Runtime execution providers"):
             ort_engine(models_dir, device="cuda", ort_providers=("CUDAExecutionProvider",))
+
+
+def test_ort_provider_options_carry_precision_and_cache():
+    params = EngineParams(precision="fp16", trt_workspace_mb=256)
+    trt = provider_options("TensorrtExecutionProvider", params, "/cache")
+    assert trt["trt_fp16_enable"] == "True" and trt["trt_int8_enable"] == "False"
+    assert trt["trt_engine_cache_path"] == "/cache" and trt["trt_max_workspace_size"] == str(256 << 20)
+    assert provider_options("TensorrtExecutionProvider", EngineParams(precision="int8"), "/c")["trt_int8_enable"] == "True"
+    assert provider_options("CPUExecutionProvider", params, "/cache") == {}
+
+
+def test_result_diagnostics(models_dir):
+    result = ort_engine(models_dir).run({"x": x_batch()})
+    diag = result.diagnostics()
+    assert set(diag) == {"host_time_ms"} and float(diag["host_time_ms"]) == pytest.approx(result.host_time_ms, abs=1e-3)
 
 
 @pytest.mark.skipif(HAS_TRT_GPU, reason="this machine has TensorRT and a GPU: auto picks TensorRT (tested there)")

@@ -136,6 +136,13 @@ class EngineResult:
     def __getitem__(self, name: str) -> np.ndarray:
         return self.outputs[name]
 
+    def diagnostics(self) -> dict[str, str]:
+        """Timing as diagnostic ``KeyValue`` strings (``device_time_ms`` only where measured)."""
+        values = {"host_time_ms": f"{self.host_time_ms:.3f}"}
+        if self.device_time_ms is not None:
+            values["device_time_ms"] = f"{self.device_time_ms:.3f}"
+        return values
+
 
 class Engine:
     """A model loaded on the best (or the requested) backend.

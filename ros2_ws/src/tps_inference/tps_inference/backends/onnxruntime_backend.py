@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..engine_cache import default_cache_dir
 from ..engine_params import EngineParams
 from ..errors import BackendUnavailableError
 from ..specs import TensorSpec, normalise_dim
@@ -64,6 +65,22 @@ def choose_providers(params: EngineParams, available: list[str]) -> tuple[list[s
     return chosen, dropped
 
 
+def provider_options(provider: str, params: EngineParams, cache_dir: str) -> dict[str, str]:
+    """Options ONNX Runtime gets for one execution provider (precision and engine cache for the
+    TensorRT EP; the CPU EP takes none)."""
+    if provider == "TensorrtExecutionProvider":
+        return {
+            "trt_fp16_enable": str(params.precision in ("fp16", "int8")),
+            "trt_int8_enable": str(params.precision == "int8"),
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": cache_dir,
+            "trt_max_workspace_size": str(params.trt_workspace_mb << 20),
+        }
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": "0"}
+    return {}
+
+
 def _spec(node, allow_nonfinite: frozenset[str] = frozenset()) -> TensorSpec:
     dtype = _ORT_TYPES.get(node.type)
     if dtype is None:
@@ -89,8 +106,10 @@ class OnnxRuntimeBackend(Backend):
             "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
             "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
         }[params.graph_optimization]
+        cache_dir = str(Path(params.engine_cache_dir or default_cache_dir()) / "ort_tensorrt_ep")
+        with_options = [(p, provider_options(p, params, cache_dir)) for p in providers]
         try:
-            self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+            self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=with_options)
         except Exception as exc:  # onnxruntime raises its own (non-exported) exception types
             raise BackendUnavailableError(f"onnxruntime could not load {model_path}: {exc}") from exc
         self.providers = list(self.session.get_providers())
