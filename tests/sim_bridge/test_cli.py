@@ -46,3 +46,16 @@ def test_bad_configuration_names_the_field(tmp_path, args, field):
     assert field in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list(tmp_path.iterdir()), "nothing may be written on a configuration error"
+
+
+@pytest.mark.ros
+def test_run_starts_the_bridge(tmp_path):
+    log = tmp_path / "run_log.json.gz"
+    proc = tps_sim("run", "--scenario", "merge", "--seed", "3", "--ego-driver", "expert",
+                   "--duration", "0.3", "--exit-on-end", "--episode-log", str(log),
+                   "--lidar-beams", "4", "--lidar-azimuth-steps", "64")
+    assert proc.returncode == 0, proc.stderr
+    from tps_sim.bridge import load_episode_log
+
+    data = load_episode_log(log)
+    assert data["meta"]["ego_driver"] == "expert" and len(data["t_s"]) == 4
