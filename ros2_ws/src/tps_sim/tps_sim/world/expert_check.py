@@ -38,6 +38,7 @@ class EpisodeResult:
     collision_kinds: list
     min_gap_m: float
     wall_s: float
+    error: str = ""
 
 
 def run_episode(scenario: str, seed: int, duration_s: float, density: float = 1.0,
@@ -47,7 +48,11 @@ def run_episode(scenario: str, seed: int, duration_s: float, density: float = 1.
     world = SimWorld(WorldConfig(scenario=scenario, seed=seed, density=density, clutter=clutter,
                                  ego_driver="expert", duration_s=duration_s))
     try:
-        state = world.reset()
+        try:
+            state = world.reset()
+        except RuntimeError as exc:  # e.g. SUMO refused to insert the ego
+            return EpisodeResult(scenario, seed, 0, 0.0, 0.0, 0.0, 0, [], [], float("nan"),
+                                 time.perf_counter() - t0, str(exc))
         speeds, ids, kinds = [], set(), []
         collision_steps = 0
         min_gap = np.inf
@@ -88,11 +93,12 @@ def run_expert_check(scenarios: list, seeds: list, duration_s: float, density: f
 
 def summary_table(results: list) -> str:
     """Markdown table: per scenario episodes, collision episodes, mean progress and speed."""
-    rows = ["| scenario | episodes | episodes with collision | collision steps | "
-            "mean progress [m] | mean speed [m/s] |", "|---|---|---|---|---|---|"]
+    rows = ["| scenario | episodes | failed resets | episodes with collision | collision steps "
+            "| mean progress [m] | mean speed [m/s] |", "|---|---|---|---|---|---|---|"]
     for sc in dict.fromkeys(r.scenario for r in results):
         rs = [r for r in results if r.scenario == sc]
-        rows.append(f"| {sc} | {len(rs)} | {sum(1 for r in rs if r.collision_ids)} | "
+        rows.append(f"| {sc} | {len(rs)} | {sum(1 for r in rs if r.error)} | "
+                    f"{sum(1 for r in rs if r.collision_ids)} | "
                     f"{sum(r.collision_steps for r in rs)} | "
                     f"{np.mean([r.route_progress_m for r in rs]):.1f} | "
                     f"{np.mean([r.mean_speed_mps for r in rs]):.1f} |")
@@ -115,10 +121,12 @@ def main(argv: list | None = None) -> int:
     for r in results:
         if r.collision_ids:
             print(f"COLLISION {r.scenario} seed {r.seed}: {r.collision_kinds}")
+        if r.error:
+            print(f"RESET FAILED {r.scenario} seed {r.seed}: {r.error}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump([asdict(r) for r in results], f, indent=1)
-    return 1 if any(r.collision_ids for r in results) else 0
+    return 1 if any(r.collision_ids or r.error for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ class SimWorld:
             pos = sc.ego_depart_pos_m + 5.0 * attempt
             speed = sc.ego_depart_speed_mps
             depart_speed = "desired" if attempt % 2 else f"{speed:.2f}"
-            self._clear_around(first, lane, pos)
+            self._clear_around(first, lane, pos, CLEAR_ANY_LANE_M + 20.0 * attempt)
             sim.add_vehicle(EGO_SIM_ID, "ego_route", EGO_TYPE, str(lane), f"{pos:.2f}",
                             depart_speed)
             sim.step()
@@ -231,7 +231,10 @@ class SimWorld:
                            f"{EGO_INSERT_TRIES} tries (scenario {sc.name}, seed "
                            f"{self.config.seed})")
 
-    def _clear_around(self, edge: str, lane: int, pos: float) -> None:
+    def _clear_around(self, edge: str, lane: int, pos: float, any_lane_m: float) -> None:
+        """Remove background vehicles from the ego's start: its lane 80 m behind to 80 m ahead
+        (or up to a stalled vehicle), and every lane within ``any_lane_m`` (vehicles merging
+        into the ego's lane also make SUMO refuse the insertion; each retry widens this)."""
         keep = {v for v in self._adv.values() if isinstance(v, str)}
         ahead = CLEAR_AHEAD_M
         if "stalled_pos_m" in self._adv:
@@ -239,8 +242,7 @@ class SimWorld:
             # the ego's insertion); the stalled vehicle itself stays.
             ahead = max(ahead, self._adv["stalled_pos_m"] - pos - 1.0)
         doomed = set(self._sim.vehicles_near(edge, lane, pos - CLEAR_BEHIND_M, pos + ahead))
-        doomed |= set(self._sim.vehicles_near(edge, None, pos - CLEAR_ANY_LANE_M,
-                                              pos + CLEAR_ANY_LANE_M))
+        doomed |= set(self._sim.vehicles_near(edge, None, pos - any_lane_m, pos + any_lane_m))
         for vid in sorted(doomed - keep):
             self._sim.remove_vehicle(vid)
 

@@ -1,0 +1,23 @@
+"""Expert check (affordable slice): SUMO driving the ego never collides by our OBB check.
+
+The full check over more test seeds is ``python -m tps_sim.world.expert_check --seeds 20``.
+"""
+
+import pytest
+from tps_sim import splits
+from tps_sim.world import SCENARIOS
+from tps_sim.world.expert_check import run_episode
+
+SEEDS = splits.seeds("test", 2)
+DURATION_S = 20.0
+MIN_PROGRESS_M = 50.0
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_expert_has_no_collisions(scenario):
+    for seed in SEEDS:
+        r = run_episode(scenario, seed, DURATION_S)
+        assert not r.error, r.error
+        assert r.collision_ids == [], f"{scenario} seed {seed}: {r.collision_kinds}"
+        assert r.duration_s == pytest.approx(DURATION_S) or r.route_progress_m > 300.0
+        assert r.route_progress_m > MIN_PROGRESS_M, "the expert must make progress"
