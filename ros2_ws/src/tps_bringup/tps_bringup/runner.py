@@ -381,8 +381,9 @@ class GraphProcess:
         """label -> pid of every started child."""
         return {c.label: c.pid for c in self.children if c.pid is not None}
 
-    def wait_until_up(self, timeout_s: float = 30.0) -> bool:
-        """Wait until every node of the graph is visible on the ROS graph (DDS discovery).
+    def wait_until_up(self, timeout_s: float = 30.0, nodes: list[str] | None = None) -> bool:
+        """Wait until every node of the graph (or only those named in ``nodes``) is visible on the
+        ROS graph (DDS discovery).
 
         Uses rclpy in this process, on the children's ``ROS_DOMAIN_ID``; the other discovery
         settings (``ROS_AUTOMATIC_DISCOVERY_RANGE``) are this process's own, so keep them equal.
@@ -393,7 +394,11 @@ class GraphProcess:
         import rclpy
         from rclpy.signals import SignalHandlerOptions
 
-        expected = {n.full_name for n in self.graph.nodes}
+        wanted = set(nodes) if nodes is not None else {n.name for n in self.graph.nodes}
+        unknown = wanted - {n.name for n in self.graph.nodes}
+        if unknown:
+            raise ValueError(f"no node(s) {sorted(unknown)} in graph '{self.graph.name}'")
+        expected = {n.full_name for n in self.graph.nodes if n.name in wanted}
         domain = int(self.env.get("ROS_DOMAIN_ID", "0") or 0)
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=domain, signal_handler_options=SignalHandlerOptions.NO)
