@@ -280,6 +280,8 @@ def test_conversion_error_is_the_documented_type():
     (np.zeros((2, 2, 2), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")]), r"shape \(N,\) or \(height, width\)"),
     (np.zeros(3, dtype=[("x", "f4"), ("y", "f4"), ("z", "c8")]), "field 'z' has dtype complex64"),
     (np.zeros(3, dtype=[("x", "f4"), ("y", "f4"), ("z", "f2")]), "field 'z' has dtype float16"),
+    (np.zeros(3, dtype={"names": ["x", "y", "z"], "formats": ["f4", "f4", "f4"], "offsets": [0, 2, 8]}),
+     r"fields 'x' \(bytes 0..3\) and 'y' \(bytes 2..5\) overlap"),
 ])
 def test_array_to_pointcloud2_rejects_unrepresentable_arrays(bad, message):
     with pytest.raises(ConversionError, match=message):

@@ -256,11 +256,21 @@ def test_torch_module_backend_matches_onnxruntime(models_dir, caplog):
         engine.run({"x": np.zeros((2, 5), np.float32)})
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
+def test_torch_checkpoint_is_not_mistaken_for_torchscript(tmp_path):
+    torch = pytest.importorskip("torch")
+    ckpt = tmp_path / "detector.pt"
+    torch.save({"state_dict": torch_dense_relu().state_dict()}, str(ckpt))
+    with pytest.raises(BackendUnavailableError, match=rf"{ckpt} is not a TorchScript file .* passed to Engine as an nn.Module"):
+        Engine(ckpt, sha256=sha256_file(ckpt), input_specs=[X_SPEC])
+
+
 def test_torch_module_needs_input_specs():
     with pytest.raises(BackendUnavailableError, match="does not describe its inputs; pass input_specs"):
         Engine(torch_dense_relu(), EngineParams(device="cpu"))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 def test_torchscript_and_exported_program_files(tmp_path):
     torch = pytest.importorskip("torch")
     module = torch_dense_relu()

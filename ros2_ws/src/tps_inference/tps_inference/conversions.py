@@ -390,6 +390,7 @@ def array_to_pointcloud2(
         big = _is_big(base)
         if big is not None:
             orders.add(big)
+    cloud_dtype(fields, dtype.itemsize)  # same layout rules as on the way in (e.g. no overlapping fields)
     if is_bigendian is None:
         is_bigendian = next(iter(orders)) if len(orders) == 1 else _NATIVE_BIG
     target = "<>"[bool(is_bigendian)]

@@ -71,14 +71,23 @@ class TorchBackend(Backend):
         if isinstance(model, (str, Path)):
             path = Path(model)
             if path.suffix in EXPORTED_PROGRAM_SUFFIXES:
-                ep = torch.export.load(str(path))
+                try:
+                    ep = torch.export.load(str(path))
+                except Exception as exc:  # torch raises several types for a bad archive
+                    raise BackendUnavailableError(f"{path} is not a torch.export ExportedProgram: {exc}") from exc
                 specs, names = exported_program_specs(ep, output_names)
                 input_specs = input_specs or specs
                 output_names = names
                 model = ep.module()
                 kind = "ExportedProgram"
             else:
-                model = torch.jit.load(str(path), map_location=self._device)
+                try:
+                    model = torch.jit.load(str(path), map_location=self._device)
+                except Exception as exc:
+                    raise BackendUnavailableError(
+                        f"{path} is not a TorchScript file ({type(exc).__name__}); a torch checkpoint (state_dict) "
+                        "must be loaded by its own package and passed to Engine as an nn.Module"
+                    ) from exc
                 kind = "TorchScript"
         if not input_specs:
             raise BackendUnavailableError(
