@@ -35,8 +35,9 @@ def cuda_status() -> tuple[bool, str]:
     except Exception as exc:
         reasons.append(f"torch not importable ({exc})")
     try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        from .backends.tensorrt_backend import import_cudart
 
+        cudart = import_cudart()
         err, count = cudart.cudaGetDeviceCount()
         if int(err) == 0 and count > 0:
             err, props = cudart.cudaGetDeviceProperties(0)

@@ -30,6 +30,15 @@ def import_tensorrt():
     return trt
 
 
+def import_cudart():
+    """cuda-python's runtime module (``cuda.bindings.runtime`` from 12.6, ``cuda.cudart`` before)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        from cuda import cudart
+    return cudart
+
+
 class _TorchBuffers:
     """Device memory, stream and timing events from torch.cuda."""
 
@@ -73,10 +82,10 @@ class _CudaPythonBuffers:
     """The same with cuda-python's runtime bindings (no torch CUDA needed)."""
 
     def __init__(self):
-        from cuda.bindings import runtime as cudart
-
+        cudart = import_cudart()
         self.rt = cudart
-        self.handle = self._ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._stream = self._ok(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self.handle = int(self._stream)  # TensorRT takes the raw cudaStream_t as an int
         self._start = self._ok(cudart.cudaEventCreate(), "cudaEventCreate")
         self._end = self._ok(cudart.cudaEventCreate(), "cudaEventCreate")
         self._mem: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes); reused between calls
@@ -102,7 +111,7 @@ class _CudaPythonBuffers:
         ptr = self._buffer(name, arr.nbytes)
         self._keep.append(arr)  # the host array must outlive the async copy
         self._ok(self.rt.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes,
-                                         self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.handle),
+                                         self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream),
                  "cudaMemcpyAsync H2D")
         return ptr
 
@@ -111,19 +120,19 @@ class _CudaPythonBuffers:
         return self._buffer(name, int(np.prod(shape)) * np.dtype(dtype).itemsize)
 
     def start(self) -> None:
-        self._ok(self.rt.cudaEventRecord(self._start, self.handle), "cudaEventRecord")
+        self._ok(self.rt.cudaEventRecord(self._start, self._stream), "cudaEventRecord")
 
     def finish(self, names: list[str]) -> tuple[dict[str, np.ndarray], float]:
-        self._ok(self.rt.cudaEventRecord(self._end, self.handle), "cudaEventRecord")
+        self._ok(self.rt.cudaEventRecord(self._end, self._stream), "cudaEventRecord")
         out = {}
         for n in names:
             shape, dtype = self._shapes[n]
             host = np.empty(shape, dtype)
             self._ok(self.rt.cudaMemcpyAsync(host.ctypes.data, self._mem[n][0], host.nbytes,
-                                             self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.handle),
+                                             self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream),
                      "cudaMemcpyAsync D2H")
             out[n] = host
-        self._ok(self.rt.cudaStreamSynchronize(self.handle), "cudaStreamSynchronize")
+        self._ok(self.rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         device_ms = float(self._ok(self.rt.cudaEventElapsedTime(self._start, self._end), "cudaEventElapsedTime"))
         self._keep.clear()
         return out, device_ms
