@@ -161,3 +161,24 @@ def test_sanitize_control():
             rejected, problems = sanitize_control({field: bad})
             assert rejected is None
             assert problems[0][0] == "ERROR" and field in problems[0][1]
+
+
+def test_free_running_applies_newest_control():
+    core = make_core(synchronous=False, step_period_s=0.1)
+    try:
+        f0 = core.start(0.0)
+        assert core.poll(0.05) is None, "steps on the wall period only"
+        f1 = core.poll(0.1)
+        assert f1.control["throttle"] == 0.0, "no control yet: neutral"
+        # an old stamp is fine when free-running; the newest control wins
+        assert core.submit_control(control(f0, throttle=0.2), 0.12).status == "latched"
+        assert core.submit_control(control(f0, throttle=0.4), 0.13).status == "latched"
+        f2 = core.poll(0.21)
+        assert f2.control["throttle"] == pytest.approx(0.4)
+        f3 = core.poll(0.32)
+        assert f3.control["throttle"] == pytest.approx(0.4), "the last control is held"
+        assert core.stats.step_timeouts == 0
+    finally:
+        core.close()
+    rows = core.log.rows
+    assert [r["control_received"] for r in rows] == [False, False, True, False]

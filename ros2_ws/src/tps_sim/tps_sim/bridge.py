@@ -15,7 +15,8 @@ timeout and adds the event ``step_timeout`` to the next step's ground truth. Unt
 control arrives (controller still starting), ``poll`` instead returns the current frame again to
 be re-published (``Frame.republished``), for at most ``wait_for_controller_s``; no timeout is
 counted while waiting. With ``ego_driver = "expert"`` (SUMO drives) or ``synchronous = False``
-the core steps every ``step_period_s`` of wall time regardless of controls.
+the core steps every ``step_period_s`` of wall time regardless of controls; free-running with the
+external driver applies the newest control received (any stamp) at each step.
 
 Everything that decides *what* the world does (which control is applied to which step) depends
 only on the message stamps and the seed, never on wall-clock timing -- except a step timeout,
@@ -187,7 +188,8 @@ class ControlVerdict:
     """What :meth:`SimBridge.submit_control` did with a control message.
 
     ``status`` is one of ``accepted``, ``stale`` (stamp older than the current step), ``duplicate``
-    (a control for this step was already accepted), ``ignored`` (expert / free-running mode),
+    (a control for this step was already accepted), ``latched`` (free-running mode: applied at the
+    next step unless a newer one arrives), ``ignored`` (expert mode),
     ``rejected`` (malformed: not applied). ``problems`` lists (level 'WARN'|'ERROR', text naming
     the field) for clamped or rejected fields.
     """
@@ -468,6 +470,7 @@ class SimBridge:
         self._clock = _Clock()
         self._pending: _Pending | None = None
         self._last_control = dict(NEUTRAL_CONTROL)
+        self._latest_control: dict | None = None  # free-running mode: newest control
         self._next_events: list[str] = []
         self._delayed_lidar: deque = deque()
         self._delayed_image: deque = deque()
@@ -515,7 +518,9 @@ class SimBridge:
         if self.frame is None or self._done:
             return ControlVerdict("ignored", problems)
         stamp_ns = int(fields_in.get("stamp_ns", 0))
-        if stamp_ns < self.current_stamp_ns:
+        free_running = not self.params.synchronous and self.params.ego_driver == "external"
+        # Free-running: the newest control always wins (a controller lags by design there).
+        if stamp_ns < self.current_stamp_ns and not free_running:
             self.stats.stale_controls += 1
             return ControlVerdict("stale", problems)
         if control is None:
@@ -524,6 +529,9 @@ class SimBridge:
         self.stats.controls_received += 1
         if problems:
             self.stats.clamped_controls += 1
+        if free_running:
+            self._latest_control = control
+            return ControlVerdict("latched", problems, control)
         if self._pending is not None:
             self.stats.duplicate_controls += 1
             return ControlVerdict("duplicate", problems, control)
@@ -551,8 +559,9 @@ class SimBridge:
         if not self.step_due(now_s):
             return None
         if not self.waits_for_control:
-            return self._advance(self._last_control, now_s, control_received=False,
-                                 step_timeout=False)
+            latest, self._latest_control = self._latest_control, None
+            return self._advance(latest or self._last_control, now_s,
+                                 control_received=latest is not None, step_timeout=False)
         if self._pending is not None:
             pending, self._pending = self._pending, None
             return self._advance(pending.control, now_s, control_received=True, step_timeout=False)
