@@ -6,7 +6,7 @@ at offsets 0..12, ring uint16 at 16, 6 bytes of padding, time float64 at 24, poi
 first, so ``msg.data`` is the ``array.array`` a subscriber really receives.
 
 Forward: -> contiguous float32 (N, 4) x, y, z, intensity.
-  ours: ``pointcloud2_to_xyzi(msg)``;  loop: ``struct.unpack_from('<ffff', data, i * 32)`` per
+  ours: ``pointcloud2_to_xyzi(msg)`` (also on the same cloud big-endian, the general path);  loop: ``struct.unpack_from('<ffff', data, i * 32)`` per
   point into a list, then ``np.array(..., float32)`` -- on the whole cloud unless
   ``--loop-points`` is smaller (then timed on a prefix and extrapolated per point; the table says so).
 Reverse: numpy -> PointCloud2.
@@ -137,11 +137,16 @@ def main() -> int:
     if bytes(back.data) != bytes(array_to_pointcloud2(cloud[:1024]).data)[: len(back.data)]:
         raise SystemExit("array_to_pointcloud2 bytes disagree with struct.pack_into")
 
+    # The same cloud big-endian: exercises the general path (per-column cast + byte swap).
+    msg_be = deserialize_message(serialize_message(array_to_pointcloud2(cloud, is_bigendian=True)), PointCloud2)
+    if not np.array_equal(pointcloud2_to_xyzi(msg_be), ours):
+        raise SystemExit("big-endian conversion disagrees")
     xyzi = np.ascontiguousarray(ours)
     scale = N_POINTS / n_loop
     t = {
         "ours_xyzi": median_time_s(lambda: pointcloud2_to_xyzi(msg), args.repeats),
         "ours_xyzi_cold": median_time_s(lambda: pointcloud2_to_xyzi(msg), args.repeats, cold=True),
+        "ours_xyzi_bigendian": median_time_s(lambda: pointcloud2_to_xyzi(msg_be), args.repeats),
         "ours_view": median_time_s(lambda: pointcloud2_to_array(msg), args.repeats),
         "loop_xyzi": median_time_s(lambda: loop_to_xyzi(msg, n_loop), args.loop_repeats) * scale,
         "ours_from_struct": median_time_s(lambda: array_to_pointcloud2(cloud), args.repeats),
@@ -167,6 +172,7 @@ def main() -> int:
     rows = [
         row("PointCloud2 -> (N,4) f32   ours pointcloud2_to_xyzi", "ours_xyzi"),
         row("PointCloud2 -> (N,4) f32   ours, cold caches", "ours_xyzi_cold"),
+        row("PointCloud2 -> (N,4) f32   ours, big-endian (general path)", "ours_xyzi_bigendian"),
         row("PointCloud2 -> (N,4) f32   loop struct.unpack", "loop_xyzi", extrap=n_loop < N_POINTS),
         row("PointCloud2 -> structured  ours pointcloud2_to_array (view)", "ours_view"),
         row("structured -> PointCloud2  ours array_to_pointcloud2", "ours_from_struct"),
@@ -217,6 +223,8 @@ def main() -> int:
         "loop_ms": t["loop_xyzi"] * 1e3,
         "ours_points_per_s": N_POINTS / t["ours_xyzi"],
         "loop_points_per_s": N_POINTS / t["loop_xyzi"],
+        "bigendian_ms": t["ours_xyzi_bigendian"] * 1e3,
+        "bigendian_gbps": in_bytes / t["ours_xyzi_bigendian"] / 1e9,
         "view_ms": t["ours_view"] * 1e3,
         "reverse_ours_gbps": in_bytes / t["ours_from_struct"] / 1e9,
         "reverse_ours_ms": t["ours_from_struct"] * 1e3,
