@@ -49,6 +49,7 @@ class SimBridgeNode(Node):
         values = declare_from_schema(self, load_schema("sim_bridge"))
         self.params = BridgeParams.from_values(values)
         self.finished = False
+        self.standalone = False  # main() sets True: it runs the exit itself
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.core = SimBridge(self.params)
         p = self.create_publisher
@@ -121,6 +122,16 @@ class SimBridgeNode(Node):
         if self.core.done and self.params.exit_on_end:
             self.close()
             self.finished = True
+            if not self.standalone:
+                # Hosted on a shared executor (tps-bringup single_process): end the whole
+                # process cleanly by shutting the context down after a short linger.
+                self._exit_timer = self.create_timer(EXIT_LINGER_S, self._shutdown_context,
+                                                     clock=self._wall)
+
+    def _shutdown_context(self) -> None:
+        self._exit_timer.cancel()
+        self.get_logger().info("episode ended (exit_on_end): shutting down")
+        self.context.try_shutdown()
 
     def _sim_stamp(self) -> float:
         return self.core.frame.stamp_s if self.core.frame is not None else 0.0
@@ -152,6 +163,7 @@ def main(args=None) -> None:
     code = 0
     try:
         node = SimBridgeNode()
+        node.standalone = True
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok() and not node.finished:
