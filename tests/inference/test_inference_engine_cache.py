@@ -3,6 +3,7 @@ TensorRT and a GPU exist, a real build + run through Engine."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -13,9 +14,12 @@ from tps_inference import Engine, EngineParams
 from tps_inference.device import cuda_status, tensorrt_status
 from tps_inference.engine_cache import (
     EngineCacheKey,
+    _parse_profile,
     check_cache,
     engine_paths,
     get_or_build,
+    list_cache,
+    main,
     onnx_profile_shapes,
     read_metadata,
 )
@@ -151,6 +155,35 @@ def test_profile_shapes_from_onnx(models_dir):
     assert onnx_profile_shapes(dense, SHAPES) == SHAPES
     two = onnx_profile_shapes(models_dir / "toy" / "two_inputs.onnx", {"a": ((1, 4),) * 3, "b": ((1, 4),) * 3})
     assert two["k"] == ((1,), (1,), (1,))
+
+
+def test_profile_argument_parsing():
+    assert _parse_profile("x=1x3:4x3:16x3") == ("x", ((1, 3), (4, 3), (16, 3)))
+    assert _parse_profile("bev=1x8x64x64") == ("bev", ((1, 8, 64, 64),) * 3)
+    for bad in ("x", "x=1x3:4x3", "x=1xa"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _parse_profile(bad)
+
+
+def test_command_line_list_reports_corruption(onnx_file, tmp_path, capsys):
+    cache = tmp_path / "engines"
+    engine = get_or_build(onnx_file, cache, make_key(), RecordingBuilder())
+    assert main(["list", "--cache", str(cache)]) == 0
+    (row,) = list_cache(cache)
+    assert row["state"] == "ok" and row["precision"] == "fp16" and row["engine"] == "dense_relu.fp16.engine"
+    corrupt_engine_byte(engine, engine.with_name(engine.name + ".json"))
+    assert main(["list", "--cache", str(cache)]) == 1
+    assert "corrupt: sha256 differs from metadata" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(tensorrt_status()[0], reason="TensorRT is installed here")
+def test_command_line_build_without_tensorrt_says_so(models_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TPS_MANIFEST", str(models_dir / "manifest.yaml"))
+    code = main(["build", str(models_dir / "toy" / "dense_relu.onnx"), "--shape", "x=1x3:4x3:16x3",
+                 "--cache", str(tmp_path / "engines")])
+    assert code == 2 and "TensorRT is not importable" in capsys.readouterr().err
+    assert main(["build", str(tmp_path / "unlisted.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import BackendUnavailableError, EngineCacheError
+from .errors import BackendUnavailableError, EngineCacheError, InferenceError
 from .manifest import repo_root, sha256_file
 
 LOG = logging.getLogger("tps_inference.engine_cache")
@@ -306,3 +306,83 @@ def tensorrt_builder(precision: str, input_shapes: ShapeProfile, workspace_mb: i
         return {"tensorrt_version": str(trt.__version__), "workspace_mb": int(workspace_mb), "precision": precision}
 
     return build
+
+
+# ----------------------------------------------------------------------------------------------
+# command line: build engines ahead of time (the `build_only` step), list a cache
+
+
+def _parse_profile(text: str) -> tuple[str, tuple[tuple[int, ...], ...]]:
+    """``x=1x3:4x3:16x3`` -> ("x", ((1, 3), (4, 3), (16, 3))); one shape means min = opt = max."""
+    import argparse
+
+    name, sep, shapes = text.partition("=")
+    try:
+        parts = [tuple(int(d) for d in s.split("x")) for s in shapes.split(":")]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad shape profile {text!r}: {exc}") from exc
+    if not sep or len(parts) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"shape profile must be NAME=MIN:OPT:MAX (e.g. x=1x3:4x3:16x3), got {text!r}")
+    return name, tuple(parts * 3 if len(parts) == 1 else parts)
+
+
+def list_cache(cache_dir: str | os.PathLike) -> list[dict]:
+    """One row per ``*.engine`` in ``cache_dir``: file, size, key fields, and whether the engine
+    still matches its metadata ("ok" or the corruption reason). Needs no TensorRT."""
+    rows = []
+    for engine in sorted(Path(cache_dir).glob("*.engine")):
+        meta_path = engine.with_name(engine.name + ".json")
+        row = {"engine": engine.name, "bytes": engine.stat().st_size}
+        try:
+            meta, key = read_metadata(meta_path)
+            row.update(key.as_dict())
+            row["state"] = "ok" if sha256_file(engine) == meta["engine_sha256"] else "corrupt: sha256 differs from metadata"
+        except EngineCacheError as exc:
+            row["state"] = f"corrupt: {exc}"
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tps_inference.engine_cache {build,list}``."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m tps_inference.engine_cache",
+                                 description="Build TensorRT engines ahead of time, or list a cache.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    build = sub.add_parser("build", help="build (or validate) the cached engine of an ONNX model")
+    build.add_argument("onnx", type=Path)
+    build.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    build.add_argument("--shape", type=_parse_profile, action="append", default=[],
+                       help="dynamic input profile NAME=MIN:OPT:MAX, dims joined by x (repeat per input)")
+    build.add_argument("--cache", type=Path, default=None, help="default: data/engines")
+    build.add_argument("--workspace-mb", type=int, default=1024)
+    build.add_argument("--no-rebuild", action="store_true", help="refuse stale/corrupt engines instead")
+    lst = sub.add_parser("list", help="list cached engines and check them against their metadata")
+    lst.add_argument("--cache", type=Path, default=None)
+    args = ap.parse_args(argv)
+    cache = args.cache or default_cache_dir()
+    try:
+        if args.cmd == "list":
+            rows = list_cache(cache)
+            for row in rows:
+                print(json.dumps(row, sort_keys=True))
+            print(f"{len(rows)} engine(s) in {cache}")
+            return 0 if all(r["state"] == "ok" for r in rows) else 1
+        from .manifest import trusted_path
+
+        onnx_path = trusted_path(args.onnx)
+        shapes = onnx_profile_shapes(onnx_path, dict(args.shape))
+        key = current_key(onnx_path, args.precision, shapes)
+        engine = get_or_build(onnx_path, cache, key, tensorrt_builder(args.precision, shapes, args.workspace_mb),
+                              rebuild=not args.no_rebuild)
+        print(f"{engine} (key {key.digest()[:12]})")
+        return 0
+    except InferenceError as exc:  # missing/untrusted ONNX, no TensorRT, stale engine, ...
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
