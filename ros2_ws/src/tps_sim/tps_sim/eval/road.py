@@ -18,6 +18,9 @@ from shapely.ops import unary_union
 # A footprint overlapping a lane by less than this area [m^2] does not occupy it (driving on the
 # paint of a line is not yet a lane change).
 STRADDLE_MIN_AREA_M2 = 0.3
+# Points this close to the drivable area count as on it: SUMO's junction shapes approximate the
+# paved area (netconvert corner detail), and the expert's corners graze them by millimetres.
+DRIVABLE_TOLERANCE_M = 0.1
 
 
 class RoadQuery:
@@ -29,12 +32,15 @@ class RoadQuery:
         contains: drivable-area test, (N, 2) points -> (N,) bool; default: inside the union of
             the lane and junction polygons.
         marking_polylines: (K, 2) lane-marking polylines [m] (plotting only).
+        tolerance_m: points within this distance of the lane/junction polygons also count as
+            drivable [m].
     """
 
     def __init__(self, lane_polygons: Sequence[np.ndarray],
                  junction_polygons: Sequence[np.ndarray] = (),
                  contains: Callable[[np.ndarray], np.ndarray] | None = None,
-                 marking_polylines: Sequence[np.ndarray] = ()) -> None:
+                 marking_polylines: Sequence[np.ndarray] = (),
+                 tolerance_m: float = DRIVABLE_TOLERANCE_M) -> None:
         self._lanes_xy = [np.asarray(p, float).reshape(-1, 2) for p in lane_polygons
                           if len(p) >= 3]
         self._junctions_xy = [np.asarray(p, float).reshape(-1, 2) for p in junction_polygons
@@ -46,10 +52,11 @@ class RoadQuery:
         self._junction_union = unary_union(self.junctions) if self.junctions else None
         if self._junction_union is not None:
             shapely.prepare(self._junction_union)
+        area = unary_union(self.lanes + self.junctions)
+        shapely.prepare(area)
+        self._area = area
+        self.tolerance_m = float(tolerance_m)
         if contains is None:
-            area = unary_union(self.lanes + self.junctions)
-            shapely.prepare(area)
-
             def contains(xy: np.ndarray) -> np.ndarray:
                 xy = np.asarray(xy, float).reshape(-1, 2)
                 return np.asarray(shapely.contains_xy(area, xy[:, 0], xy[:, 1]), bool)
@@ -63,11 +70,16 @@ class RoadQuery:
                    list(geometry.marking_polylines()))
 
     def contains(self, xy: np.ndarray) -> np.ndarray:
-        """(N,) bool: the points (N, 2) [m] lie on the drivable area."""
+        """(N,) bool: the points (N, 2) [m] lie on the drivable area (within ``tolerance_m``)."""
         xy = np.asarray(xy, float).reshape(-1, 2)
         if xy.shape[0] == 0:
             return np.zeros(0, bool)
-        return np.asarray(self._contains(xy), bool).reshape(-1)
+        inside = np.asarray(self._contains(xy), bool).reshape(-1)
+        if self.tolerance_m > 0 and not inside.all():
+            out = np.flatnonzero(~inside)
+            dist = shapely.distance(self._area, shapely.points(xy[out]))
+            inside[out] = np.asarray(dist) <= self.tolerance_m
+        return inside
 
     def straddling(self, corners: np.ndarray) -> bool:
         """Whether a footprint (4, 2) [m] spans two or more lanes (overlap above

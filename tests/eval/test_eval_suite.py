@@ -1,0 +1,96 @@
+"""Suites, seeds, scoring against the expert and reports (no ROS, no simulator run)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tps_sim.eval import report as R
+from tps_sim.eval import runner
+from tps_sim.eval.suite import SuiteError, load_suite, parse_seeds, parse_suite, plan_episodes
+
+SCENARIO_FAMILIES = 9
+DEFAULT_MIN_EPISODES = 40
+
+
+def test_parse_seeds_forms_and_errors():
+    assert parse_seeds("9000:9003") == [9000, 9001, 9002]
+    assert parse_seeds("5") == [5]
+    assert parse_seeds("1,4,7") == [1, 4, 7]
+    assert parse_seeds({"split": "test", "count": 2}) == [9000, 9001]
+    for bad in ("9:9", "a:b", "-1", "1,1", ""):
+        with pytest.raises(SuiteError, match="seeds"):
+            parse_seeds(bad)
+
+
+def test_shipped_suites_cover_every_scenario_on_test_seeds():
+    from tps_sim import splits
+    from tps_sim.world.scenarios import SCENARIOS
+
+    default = load_suite("default")
+    smoke = load_suite("smoke")
+    for suite in (default, smoke):
+        assert {c.scenario for c in suite.cases} == set(SCENARIOS)
+        assert all(splits.split_of(s) == "test" for s in suite.seeds)
+        assert set(suite.configurations) == {"stack", "expert", "naive"}
+    assert len(SCENARIOS) == SCENARIO_FAMILIES
+    assert len(default.cases) * len(default.seeds) >= DEFAULT_MIN_EPISODES
+    assert len(smoke.seeds) == 1
+    # --seeds overrides the file
+    assert load_suite("smoke", "5:7").seeds == (5, 6)
+
+
+def test_bad_suites_name_the_field(tmp_path):
+    base = {"name": "x", "seeds": "0:1", "cases": [{"scenario": "highway"}]}
+    with pytest.raises(SuiteError, match=r"cases\[0\].scenario"):
+        parse_suite(dict(base, cases=[{"scenario": "moon"}]))
+    with pytest.raises(SuiteError, match="density"):
+        parse_suite(dict(base, cases=[{"scenario": "highway", "density": -1}]))
+    with pytest.raises(SuiteError, match="unknown keys"):
+        parse_suite(dict(base, extra=1))
+    with pytest.raises(SuiteError, match="configurations"):
+        parse_suite(dict(base, configurations=["stack", "genius"]))
+    with pytest.raises(SuiteError, match="no file"):
+        load_suite("no_such_suite")
+    # expert is added when stack/naive need it for EP
+    assert "expert" in parse_suite(dict(base, configurations=["stack"])).configurations
+    specs = plan_episodes(parse_suite(dict(base, seeds="0:2")), tmp_path)
+    assert [s.key for s in specs] == ["highway-s0-stack", "highway-s0-expert", "highway-s0-naive",
+                                     "highway-s1-stack", "highway-s1-expert", "highway-s1-naive"]
+
+
+def _result(cfg: str, seed: int, progress: float, faults: int = 0, status: str = "ok") -> dict:
+    metrics = None if status != "ok" else {
+        "progress_m": progress, "nc": 0.0 if faults else 1.0, "dac": 1.0, "ttc": 1.0,
+        "comfort": 1.0, "ep": None, "pdm_score": None, "route_completion": 1.0,
+        "at_fault_collisions": faults, "collisions": faults, "distance_m": progress,
+        "step_timeouts": 0, "fallback_share": 1.0 if cfg != "expert" else None,
+        "mode_transitions": 0, "e2e_latency_p50_ms": 5.0, "e2e_latency_p99_ms": 9.0,
+        "collision_events": [], "off_road_steps": 0, "end_reason": "duration"}
+    return {"spec": {"case_id": "highway", "scenario": "highway", "seed": seed,
+                     "configuration": cfg},
+            "status": status, "metrics": metrics, "error": "" if status == "ok" else "boom",
+            "log_path": "", "episode_dir": "", "wall_s": 1.0, "diagnostics_errors": []}
+
+
+def test_finalize_scores_against_the_expert_and_counts_errors(tmp_path):
+    results = [_result("expert", 0, 200.0), _result("stack", 0, 100.0),
+               _result("naive", 0, 150.0, faults=1), _result("expert", 1, 3.0),
+               _result("stack", 1, 1.0), _result("naive", 1, 0.0, status="error")]
+    final = runner.finalize(list(reversed(results)))  # order of completion must not matter
+    assert final == runner.finalize(results)
+    by_key = {(r["spec"]["configuration"], r["spec"]["seed"]): r for r in final["episodes"]}
+    assert by_key[("stack", 0)]["metrics"]["ep"] == pytest.approx(0.5)
+    assert by_key[("stack", 1)]["metrics"]["ep"] == 1.0  # expert made < 5 m
+    assert by_key[("expert", 0)]["metrics"]["ep"] == 1.0
+    assert by_key[("naive", 0)]["failures"] == ["collision"]
+    assert by_key[("naive", 1)]["failures"] == ["error"]
+    assert final["stack"]["collision_rate"] == 0.0
+    assert final["naive"]["errors"] == 1 and final["naive"]["collision_rate"] == 1.0
+    assert final["stack"]["pdm_score"] == pytest.approx(((5 + 2.5 + 2) / 12 + 1.0) / 2)
+    paths = R.write_report(final, {"suite": "unit"}, tmp_path,
+                           {"stack": runner.per_case_table(final)})
+    text = open(paths["report"]).read()
+    assert "highway-s1-naive" in text and "boom" in text
+    summary = json.loads(open(paths["summary"]).read())
+    assert set(summary) >= {"stack", "expert", "naive", "episodes", "run"}
