@@ -99,7 +99,7 @@ def test_frames_are_consistent(shard):
                                atol=POSE_TOL_M)
 
 
-def test_generation_is_deterministic(shard, tmp_path):
+def test_generation_is_deterministic(shard, tmp_path):  # across calls, via the files
     _, path = shard
     again = generate_episode(SCENARIO, SEED, tmp_path, duration_s=DURATION_S,
                              frame_stride=FRAME_STRIDE, image_every=IMAGE_EVERY, lidar_beams=16,
@@ -132,3 +132,17 @@ def test_test_seeds_land_in_test_folder(tmp_path):
                             image_every=0, lidar_beams=4, lidar_azimuth_steps=64)
     assert path.parent.parent.name == "test"
     assert load_episode(path).meta["split"] == "test"
+
+
+def test_episode_arrays_equal_the_shard(shard):
+    from tps_sim.dataset import Episode, episode_arrays
+
+    _, path = shard
+    arrays = episode_arrays(SCENARIO, SEED, duration_s=DURATION_S, frame_stride=FRAME_STRIDE,
+                            image_every=IMAGE_EVERY, lidar_beams=16, lidar_azimuth_steps=512)
+    assert set(arrays) == KEYS
+    stored = load_episode(path)
+    ep = Episode(arrays)
+    assert len(ep) == len(stored)
+    np.testing.assert_array_equal(ep.points(1), stored.points(1))
+    np.testing.assert_array_equal(ep.gt(1).boxes, stored.gt(1).boxes)

@@ -133,6 +133,26 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
     Raises:
         ValueError / tps_sim.world.ConfigError: naming the bad argument.
     """
+    split = splits.split_of(seed)
+    path = shard_path(out_dir, split, scenario, seed)
+    if path.exists() and not overwrite:
+        return path
+    arrays = episode_arrays(scenario, seed, duration_s=duration_s, frame_stride=frame_stride,
+                            image_every=image_every, clutter=clutter, density=density,
+                            lidar_beams=lidar_beams, lidar_azimuth_steps=lidar_azimuth_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_stride: int = 5,
+                   image_every: int = 5, clutter: str | None = None, density: float = 1.0,
+                   lidar_beams: int = 32, lidar_azimuth_steps: int = 1024) -> dict[str, np.ndarray]:
+    """Simulate one expert episode and return the shard's arrays without writing anything (for
+    evaluations on fresh held-out seeds). Arguments as :func:`generate_episode`; the result has
+    exactly the shard's keys (``Episode(episode_arrays(...))`` gives the accessors)."""
     from tps_sim.sensors.camera import CameraModel
     from tps_sim.sensors.lidar import LidarModel, LidarParams, to_xyzi
     from tps_sim.sensors.scene3d import LIDAR_HEIGHT_M
@@ -144,9 +164,6 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
         raise ValueError(f"image_every must be >= 0, got {image_every}")
     split = splits.split_of(seed)
     clutter = clutter_for_seed(seed) if clutter is None else clutter
-    path = shard_path(out_dir, split, scenario, seed)
-    if path.exists() and not overwrite:
-        return path
     lidar_params = LidarParams(beams=lidar_beams, azimuth_steps=lidar_azimuth_steps)
     lidar = LidarModel(lidar_params)
     camera = CameraModel() if image_every else None
@@ -207,11 +224,7 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
     arrays["meta_json"] = np.array(json.dumps(meta, sort_keys=True))
     arrays["route"] = route
     arrays["static_boxes"] = static_boxes
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    return arrays
 
 
 def _assemble(frames: list[dict], steps: list[_StepRecord], stride: int) -> dict[str, np.ndarray]:
