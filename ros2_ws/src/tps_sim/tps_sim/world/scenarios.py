@@ -74,6 +74,7 @@ class Scenario:
     adversary: str = ""  # "", "cut_in", "hard_brake", "stalled"
     warmup_s: float | None = None  # overrides WorldConfig.warmup_s when set
     extra_sumo_args: tuple = field(default_factory=tuple)
+    ego_lc_params: tuple = ()  # ((LC2013 parameter, value), ...) for the expert ego
 
 
 # ------------------------------------------------------------------ networks
@@ -137,7 +138,7 @@ def merge_net() -> NetSpec:
     return NetSpec("merge", nodes, edges, conns)
 
 
-def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 12) -> str:
+def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 24) -> str:
     pts = []
     for k in range(n + 1):
         a = a0 + (a1 - a0) * k / n
@@ -147,6 +148,7 @@ def _arc(cx: float, cy: float, r: float, a0: float, a1: float, n: int = 12) -> s
 
 ROUNDABOUT_RADIUS_M = 28.0
 ROUNDABOUT_ARM_M = 200.0
+ROUNDABOUT_LANE_WIDTH_M = 4.0
 
 
 def roundabout_net() -> NetSpec:
@@ -169,8 +171,12 @@ def roundabout_net() -> NetSpec:
             a1 += 2 * math.pi
         eid = f"ring_{k}{nk}"
         ring_ids.append(eid)
+        # Circulating lanes 4 m wide (wider than the arms, as on real roundabouts): on 3.2 m
+        # lanes a car exiting from the outer lane and one circulating on the inner lane
+        # overlapped by a few centimetres on the curve (SUMO does not check that).
         edges.append({"id": eid, "from": f"r{k}", "to": f"r{nk}", "numLanes": 2, "speed": 9.0,
-                      "shape": _arc(0, 0, r, a0, a1), "priority": 3})
+                      "shape": _arc(0, 0, r, a0, a1), "priority": 3,
+                      "width": ROUNDABOUT_LANE_WIDTH_M})
     for k in order:
         edges.append({"id": f"in_{k}", "from": f"o{k}", "to": f"r{k}", "numLanes": 2,
                       "speed": URBAN_SPEED_MPS, "priority": 2})
@@ -178,7 +184,22 @@ def roundabout_net() -> NetSpec:
                       "speed": URBAN_SPEED_MPS, "priority": 2})
     extra = (f'  <roundabout nodes="{" ".join("r" + k for k in order)}" '
              f'edges="{" ".join(ring_ids)}"/>')
-    return NetSpec("roundabout2", _nodes(*rows), _edges(*edges, extra=extra))
+    # Lane-keeping connections: both circulating lanes may enter, continue and exit, so no
+    # driver has to change lanes inside the ring to leave it (SUMO completes such lane
+    # changes sideways even at standstill, rotating boxes into the neighbouring lane).
+    conns = ["<connections>"]
+    for i, k in enumerate(order):
+        prev = order[(i - 1) % 4]
+        nxt = order[(i + 1) % 4]
+        for lane in (0, 1):
+            conns.append(f'  <connection from="ring_{prev}{k}" to="out_{k}" fromLane="{lane}" '
+                         f'toLane="{lane}"/>')
+            conns.append(f'  <connection from="ring_{prev}{k}" to="ring_{k}{nxt}" '
+                         f'fromLane="{lane}" toLane="{lane}"/>')
+            conns.append(f'  <connection from="in_{k}" to="ring_{k}{nxt}" fromLane="{lane}" '
+                         f'toLane="{lane}"/>')
+    conns.append("</connections>")
+    return NetSpec("roundabout2", _nodes(*rows), _edges(*edges, extra=extra), "\n".join(conns))
 
 
 INTERSECTION_ARM_M = 200.0

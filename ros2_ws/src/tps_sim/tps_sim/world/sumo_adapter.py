@@ -409,6 +409,11 @@ class SumoSim:
                                  angle=float(yaw_to_sumo_angle(yaw_rad)), keepRoute=2)
         libsumo.vehicle.setSpeed(veh_id, max(0.0, float(speed_mps)))
 
+    def set_lane_change_params(self, veh_id: str, params: tuple) -> None:
+        """Set LC2013 lane-change model parameters ((name, value), ...) of one vehicle."""
+        for name, value in params:
+            libsumo.vehicle.setParameter(veh_id, f"laneChangeModel.{name}", str(value))
+
     def set_speed(self, veh_id: str, speed_mps: float) -> None:
         """Force a vehicle's speed [m/s] (-1 gives control back to SUMO)."""
         libsumo.vehicle.setSpeed(veh_id, float(speed_mps))

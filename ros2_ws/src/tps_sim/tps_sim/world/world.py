@@ -15,7 +15,8 @@ ego exists is the episode's t = 0 (``reset()``'s state). In "external" mode the 
 kinematic bicycle model (``ego_model``), pushed into SUMO each step with moveToXY(keepRoute=2)
 + setSpeed with SUMO's own speed / lane-change logic switched off for it, so background traffic
 perceives and reacts to it. In "expert" mode SUMO drives the ego along the route (the
-rule-based expert). For a ~50-vehicle benchmark use ``scenario="highway", density=1.3``.
+rule-based expert). For a ~50-vehicle benchmark use ``scenario="highway", density=1.15`` (BENCHMARK_SCENARIO,
+BENCHMARK_DENSITY).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ CLEAR_BEHIND_M = 80.0
 CLEAR_AHEAD_M = 80.0
 CLEAR_ANY_LANE_M = 12.0
 ADV_CLEAR_AHEAD_M = 200.0
+CUT_IN_TTC_S = 1.5
 BENCHMARK_SCENARIO = "highway"
-BENCHMARK_DENSITY = 1.3
+BENCHMARK_DENSITY = 1.15
 
 
 class SimWorld:
@@ -224,6 +226,8 @@ class SimWorld:
             if sim.has_vehicle(EGO_SIM_ID):
                 if self.config.ego_driver == "external":
                     sim.hand_over(EGO_SIM_ID)
+                elif sc.ego_lc_params:
+                    sim.set_lane_change_params(EGO_SIM_ID, sc.ego_lc_params)
                 self._insert_adversary()
                 return
             sim.remove_vehicle(EGO_SIM_ID)
@@ -285,7 +289,7 @@ class SimWorld:
             edge, ego_lane, ego_pos = sim.lane_position(EGO_SIM_ID)
             lane = ego_lane if kind == "hard_brake" else (ego_lane - 1 if ego_lane > 0
                                                           else ego_lane + 1)
-            pos = ego_pos + gap + 10.0 * attempt
+            pos = ego_pos + gap + 15.0 * attempt
             # Free the adversary's lane around it and the ego's lane ahead, so that the ego
             # closes in on the adversary rather than queueing behind background traffic.
             doomed = set(sim.vehicles_near(edge, lane, pos - 60.0, pos + 80.0))
@@ -346,7 +350,11 @@ class SimWorld:
             gap = self._gap_to(vid)
             _, adv_lane, _ = sim.lane_position(vid)
             _, ego_lane, _ = sim.lane_position(EGO_SIM_ID)
-            if gap <= self._adv["cut_gap_m"] and abs(adv_lane - ego_lane) == 1 and gap > 2.0:
+            # Cut in at 7-13 m plus CUT_IN_TTC_S of closing speed: aggressive, but leaves the
+            # ego room to brake (a fixed 7 m gap at 11 m/s closing speed is unavoidable).
+            closing = max(self._ego_speed() - self._adv["adv_speed"], 0.0)
+            trigger = self._adv["cut_gap_m"] + CUT_IN_TTC_S * closing
+            if gap <= trigger and abs(adv_lane - ego_lane) == 1 and gap > 2.0:
                 sim.change_lane(vid, ego_lane, 1000.0)
                 self._adv["phase"] = "done"
 
