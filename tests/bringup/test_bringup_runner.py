@@ -28,6 +28,8 @@ STARTUP_TIMEOUT_S = 60.0  # generous: 2 shared cores, other engineers' jobs
 STOP_LIMIT_S = 5.0  # acceptance: SIGINT stops every process within 5 s
 CRASH_EXIT_AFTER = 3
 MIN_MESSAGES = 3
+PARAM_FILE_EXIT_CODE = 4  # exit_code in config/graph/examples/talker.param.yaml (default is 1)
+INLINE_RATE_HZ = 20.0  # rate_hz inline in EXAMPLE, overriding the parameter file's
 _STARTED_RE = re.compile(r"\[tps-bringup\] started '(\w+)' \(pid (\d+)\)")
 
 
@@ -127,6 +129,7 @@ def _sigint_and_time(runner: Runner) -> tuple[int, float]:
 def test_processes_mode_messages_flow_and_sigint_stops_everything(runners):
     marker = f"flow-{uuid.uuid4().hex[:6]}"
     runner = runners("--set", f"nodes.talker.parameters.message={marker}")
+    runner.wait_for(rf"^\[talker\] .*publishing on {TOPIC} at {INLINE_RATE_HZ} Hz")
     runner.wait_for(rf"^\[listener\] .*heard '{marker} \d+'", count=MIN_MESSAGES)
     received = _subscribe_and_collect(TOPIC, MIN_MESSAGES, STARTUP_TIMEOUT_S)
     assert len(received) >= MIN_MESSAGES and all(m.startswith(marker + " ") for m in received)
@@ -149,7 +152,7 @@ def test_a_crashing_required_node_ends_the_graph_non_zero(runners):
     runner._reader.join(timeout=5)
     assert code != 0
     out = runner.output()
-    assert "node 'talker' exited with code 1" in out
+    assert f"node 'talker' exited with code {PARAM_FILE_EXIT_CODE}" in out  # from the parameter file
     assert "graph 'talker_listener' failed" in out
     _assert_gone(runner.child_pids())
 
@@ -170,12 +173,13 @@ def test_single_process_mode_runs_the_two_node_graph(runners):
 def test_single_process_crash_is_reported(runners):
     runner = runners(
         "--set", "mode=single_process", "--set", f"nodes.talker.parameters.exit_after={CRASH_EXIT_AFTER}",
-        "--set", "nodes.talker.parameters.exit_code=7",
     )
     code = runner.proc.wait(timeout=STARTUP_TIMEOUT_S)
     runner._reader.join(timeout=5)
     assert code != 0
-    assert "single_process host 'talker_listener' exited with code 7" in runner.output()
+    # the parameter file reached the node through cli_args: its exit_code is the host's
+    assert f"single_process host 'talker_listener' exited with code {PARAM_FILE_EXIT_CODE}" in runner.output()
+    assert f"publishing on {TOPIC} at {INLINE_RATE_HZ} Hz" in runner.output()
 
 
 def test_python_api_non_required_crash_keeps_graph_running(capsys):
@@ -189,14 +193,14 @@ def test_python_api_non_required_crash_keeps_graph_running(capsys):
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         while gp.children[0].returncode is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert gp.children[0].returncode == 1
+        assert gp.children[0].returncode == PARAM_FILE_EXIT_CODE
         assert gp.running and gp.poll() is None  # listener still up: talker was not required
         assert gp.wait_until_up(timeout_s=STARTUP_TIMEOUT_S, nodes=["listener"])
     finally:
         code = gp.stop(timeout_s=3 * STOP_LIMIT_S)
     assert code == 0
     out = capsys.readouterr().out
-    assert "node 'talker' exited with code 1 (not required: the graph keeps running)" in out
+    assert f"node 'talker' exited with code {PARAM_FILE_EXIT_CODE} (not required: the graph keeps running)" in out
     _assert_gone(gp.pids())
 
 
