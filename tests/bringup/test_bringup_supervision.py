@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from tps_bringup.graph import load_graph
-from tps_bringup.runner import EXIT_NODE_FAILED, EXIT_OK, GraphProcess, describe_exit
+from tps_bringup.runner import EXIT_NODE_FAILED, EXIT_OK, GraphProcess, describe_exit, run_graph
 
 GRACE_S = 0.5  # short escalation period for these tests
 END_TIMEOUT_S = 30.0
@@ -115,3 +115,15 @@ def test_required_failure_and_optional_failure(tmp_path, bin_dir):
 def test_describe_exit():
     assert describe_exit(2) == "exited with code 2"
     assert describe_exit(-signal.SIGSEGV) == "was killed by signal SIGSEGV"
+
+
+def test_run_graph_duration_stops_cleanly(tmp_path, bin_dir):
+    graph, env = _graph(tmp_path, bin_dir, [("alpha", "env_node", True)])
+    out = io.StringIO()
+    t0 = time.monotonic()
+    code = run_graph(graph, env={"PATH": env["PATH"]}, output=out, grace_s=GRACE_S, handle_signals=False,
+                     duration_s=GRACE_S)
+    assert code == EXIT_OK
+    assert time.monotonic() - t0 < END_TIMEOUT_S
+    assert "--duration-s 0.5 s reached" in out.getvalue()
+    assert "graph 'sup' stopped" in out.getvalue()

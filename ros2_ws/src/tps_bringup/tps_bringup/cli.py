@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment variable for every node, e.g. ROS_DOMAIN_ID=51 (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="validate and print the commands; start nothing")
+    p.add_argument("--duration-s", type=float, default=None,
+                   help="stop the graph cleanly (SIGINT) after this many seconds (default: run until stopped)")
     p.add_argument("--grace-s", type=float, default=DEFAULT_GRACE_S,
                    help="seconds to wait after each stop signal before escalating (default %(default)s)")
     p.add_argument("--executor", choices=("multi_threaded", "single_threaded"), default="multi_threaded",
@@ -69,7 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         for label, command in gp.commands():
             print(f"[{label}] {shlex.join(command)}")
         return 0
-    return run_graph(graph, env=env, grace_s=args.grace_s, colour=args.colour, executor=args.executor)
+    if args.duration_s is not None and args.duration_s <= 0:
+        print(f"tps-bringup: error: --duration-s must be > 0, got {args.duration_s}", file=sys.stderr)
+        return EXIT_BAD_GRAPH
+    return run_graph(graph, env=env, grace_s=args.grace_s, colour=args.colour, executor=args.executor,
+                     duration_s=args.duration_s)
 
 
 if __name__ == "__main__":

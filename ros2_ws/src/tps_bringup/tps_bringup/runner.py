@@ -445,11 +445,13 @@ def run_graph(
     colour: bool | None = None,
     executor: str = "multi_threaded",
     handle_signals: bool = True,
+    duration_s: float | None = None,
 ) -> int:
     """Run a graph in the foreground until it ends or SIGINT/SIGTERM arrives; return the exit code.
 
     With ``handle_signals`` (main thread only) SIGINT/SIGTERM are forwarded to every child; a
-    second one escalates immediately.
+    second one escalates immediately. With ``duration_s`` the graph is stopped (SIGINT, a clean
+    stop) after that many seconds of wall-clock time.
     """
     gp = GraphProcess(graph, env=env, grace_s=grace_s, output=output, colour=colour, executor=executor)
     previous = {}
@@ -462,10 +464,15 @@ def run_graph(
         except RuntimeError as exc:
             gp.log(str(exc))
             return EXIT_NODE_FAILED
+        deadline = time.monotonic() + duration_s if duration_s is not None else None
         while True:
             code = gp.wait(0.2)  # short waits so signal handlers run promptly in the main thread
             if code is not None:
                 break
+            if deadline is not None and time.monotonic() >= deadline:
+                gp.log(f"--duration-s {duration_s:g} s reached")
+                gp.request_stop(signal.SIGINT)
+                deadline = None
         if gp.failure:
             gp.log(f"graph '{graph.name}' failed: {gp.failure}")
         else:
