@@ -106,6 +106,7 @@ def test_malformed_parameter_file_is_named(tmp_path):
         (_graph(_node(package=None)), "node 'talker': 'package' is missing"),
         (_graph(_node(parameters={"use_sim_time": True})), "set 'use_sim_time' at the graph's top level"),
         (_graph(_node(parameters={"gains": []})), "parameter 'gains' has no value"),
+        (_graph(_node(parameters={"mixed": [1, "a"]})), "parameter 'mixed' = [1, 'a'] is not a ROS parameter value"),
         (_graph(_node(args=["--verbose"]), mode="single_process"), "'args' cannot be passed in single_process"),
         (_graph(), "'nodes' must be a non-empty list"),
     ],
@@ -232,6 +233,10 @@ def test_launch_kwargs_carry_the_same_translation_as_ros_args():
 def test_parameter_values_round_trip_through_yaml(value, text):
     assert format_parameter_value(value) == text
     assert yaml.safe_load(format_parameter_value(value)) == value
+
+
+def test_mixed_numeric_list_is_written_as_doubles():
+    assert format_parameter_value([1, 2.5]) == "[1.0, 2.5]"
 
 
 def test_entry_point_of_a_console_script():

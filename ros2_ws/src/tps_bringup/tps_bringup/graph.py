@@ -23,6 +23,7 @@ place where a graph entry becomes node arguments: :meth:`NodeInvocation.ros_args
 
 from __future__ import annotations
 
+import copy
 import difflib
 import functools
 import importlib.metadata
@@ -194,7 +195,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
     Raises:
         GraphError: naming the override that does not apply (no such node, not a mapping, ...).
     """
-    out: dict[str, Any] = json.loads(json.dumps(dict(data), default=str))  # deep copy of plain data
+    if not isinstance(data, Mapping):
+        raise GraphError(f"cannot apply --set to a graph that is not a mapping (got {type(data).__name__})")
+    out: dict[str, Any] = copy.deepcopy(dict(data))
     for text in overrides:
         path, value = parse_override(text)
         if path[0] != "nodes":
@@ -437,6 +440,16 @@ def parse_graph(
     return Graph(name=name, mode=mode, use_sim_time=use_sim_time, nodes=tuple(nodes), root=root, source=source)
 
 
+def _is_ros_parameter_value(value: Any) -> bool:
+    scalar = (bool, int, float, str)
+    if isinstance(value, scalar):
+        return True
+    if isinstance(value, list) and value:
+        kinds = {bool if isinstance(v, bool) else (float if isinstance(v, (int, float)) else type(v)) for v in value}
+        return len(kinds) == 1 and kinds <= {bool, float, str}
+    return False
+
+
 def _parse_node(
     raw: Any, index: int, root: Path, mode: Any, check_executables: bool, env: Mapping[str, str] | None
 ) -> tuple[NodeSpec | None, list[str]]:
@@ -486,6 +499,11 @@ def _parse_node(
     for pname, pvalue in parameters.items():
         if pvalue is None or (isinstance(pvalue, list) and not pvalue):
             problems.append(f"{label}: parameter '{pname}' has no value ({pvalue!r}); ROS cannot infer its type")
+        elif not _is_ros_parameter_value(pvalue):
+            problems.append(
+                f"{label}: parameter '{pname}' = {pvalue!r} is not a ROS parameter value "
+                "(bool, int, float, string, or a list of one of them)"
+            )
 
     remaps_raw = raw.get("remaps") or {}
     remaps: list[tuple[str, str]] = []
@@ -571,7 +589,10 @@ def load_graph(
 
 
 def format_parameter_value(value: Any) -> str:
-    """A parameter value as the YAML text ``-p name:=VALUE`` expects (strings quoted when needed)."""
+    """A parameter value as the YAML text ``-p name:=VALUE`` expects (strings quoted when needed;
+    a numeric list holding any float is written all-float, since rcl wants one type per array)."""
+    if isinstance(value, list) and any(isinstance(v, float) for v in value):
+        value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
     text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
     if text.endswith("\n..."):
         text = text[: -len("\n...")]
