@@ -79,7 +79,7 @@ def test_steer_right_turns_clockwise(tmp_path):
     res = run_closed_loop(tmp_path, constant(0.3, STEER_RIGHT), steps=STEER_STEPS)
     assert res.returncode == 0, res.output
     log = load_episode_log(res.log_path)
-    assert log["meta"]["step_timeouts"] == 0
+    assert log["meta"]["step_timeouts"] == 0, res.output
     yaw = np.unwrap(log["ego"][:, YAW_COL])
     # CARLA convention: positive steer = turn right = yaw decreases (REP-103)
     assert yaw[-1] < yaw[0] - MIN_YAW_CHANGE_RAD, yaw
@@ -105,7 +105,7 @@ def test_malformed_control_is_reported_and_survived(tmp_path):
     log = load_episode_log(res.log_path)
     assert log["meta"]["malformed_controls"] == 1
     assert log["meta"]["clamped_controls"] == 1
-    assert log["meta"]["step_timeouts"] == 0
+    assert log["meta"]["step_timeouts"] == 0, res.output
     assert len(log["t_s"]) == 11, "the bridge kept stepping after the bad control"
     assert log["control"][bad_step + 1, 2] == 1.0, "the clamped brake was applied"
     statuses = [s for arr in res.diagnostics for s in arr.status if s.name == "sim_bridge: control"]

@@ -152,6 +152,12 @@ class SimBridgeNode(Node):
         if path is not None:
             self.get_logger().info(f"episode log written to {path}")
 
+    def destroy_node(self) -> None:
+        # A host that stops the graph (single_process mode) only destroys the node: the
+        # episode log must still be written.
+        self.close()
+        super().destroy_node()
+
 
 NODE_CLASS = SimBridgeNode
 
