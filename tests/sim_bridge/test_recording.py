@@ -86,6 +86,12 @@ def test_mcap_ros2_support_decodes(mcap_bag):
     counts: Counter = Counter()
     with open(mcap_bag, "rb") as fh:
         reader = make_reader(fh, decoder_factories=[DecoderFactory()])
+        # what Foxglove needs to open and seek the file: ros2 profile, cdr, a summary with
+        # chunk indexes
+        assert reader.get_header().profile == "ros2"
+        summary = reader.get_summary()
+        assert summary is not None and summary.chunk_indexes
+        assert {c.message_encoding for c in summary.channels.values()} == {"cdr"}
         for schema, channel, _message, msg in reader.iter_decoded_messages():
             counts[channel.topic] += 1
             assert schema.encoding == "ros2msg"
