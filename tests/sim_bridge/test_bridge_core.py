@@ -182,3 +182,39 @@ def test_free_running_applies_newest_control():
         core.close()
     rows = core.log.rows
     assert [r["control_received"] for r in rows] == [False, False, True, False]
+
+
+def test_clock_jump_offsets_stamps_and_sync_uses_published_stamp():
+    faults = '{"clock_jump": {"onset_s": 0.2, "offset_s": 5.0}}'
+    core = make_core(faults=faults)
+    try:
+        frame = core.start(0.0)
+        now = 0.0
+        frames = [frame]
+        while not core.done:
+            now += 0.01
+            verdict = core.submit_control(control(frame), now)
+            assert verdict.status == "accepted", (frame.step, verdict)
+            frame = core.poll(now)
+            frames.append(frame)
+        assert core.stats.step_timeouts == 0
+    finally:
+        core.close()
+    for f in frames:
+        jumped = f.t_s >= 0.2 - 1e-9
+        assert f.stamp_s == pytest.approx(f.t_s + (5.0 if jumped else 0.0))
+        assert ("fault:clock_jump" in f.events) == jumped
+
+
+def test_message_drop_drops_lidar():
+    faults = '{"message_drop": {"onset_s": 0.0, "duration_s": 100.0, "lidar_probability": 1.0, "camera_probability": 0.0}}'
+    core = make_core(lidar_enabled=True, lidar_beams=4, lidar_azimuth_steps=32, faults=faults,
+                     ego_driver="expert", step_period_s=0.0)
+    try:
+        frames = [core.start(0.0)]
+        while not core.done:
+            frames.append(core.poll(1.0))
+    finally:
+        core.close()
+    assert all(f.lidar_points is None for f in frames)
+    assert all("fault:message_drop" in f.events for f in frames)
