@@ -716,7 +716,8 @@ def aggregate(episodes: Sequence[dict]) -> dict:
     collision_rate: share of episodes with >= 1 at-fault collision; route_completion,
     pdm_score, nc, dac, ttc, ep, comfort, fallback_share: means over episodes (None-valued
     entries skipped); at_fault_per_km: at-fault collisions / total km driven; off_road_rate:
-    share of episodes with DAC 0; e2e latency p50/p99: medians of the per-episode values.
+    share of episodes with DAC 0; e2e latency p50/p99 and per-node processing time p50/p99:
+    medians of the per-episode values.
     """
     n = len(episodes)
     if n == 0:
@@ -748,7 +749,20 @@ def aggregate(episodes: Sequence[dict]) -> dict:
         "step_timeouts": sum(e["step_timeouts"] for e in episodes),
         "e2e_latency_p50_ms": _median_or_none(e.get("e2e_latency_p50_ms") for e in episodes),
         "e2e_latency_p99_ms": _median_or_none(e.get("e2e_latency_p99_ms") for e in episodes),
+        "node_latency_ms": _node_latency(episodes),
     }
+
+
+def _node_latency(episodes: Sequence[dict]) -> dict:
+    """Per node: medians over episodes of the per-episode p50 and p99 processing times [ms]."""
+    nodes = sorted({n for e in episodes for n in (e.get("node_latency_ms") or {})})
+    out = {}
+    for n in nodes:
+        per = [e["node_latency_ms"][n] for e in episodes if n in (e.get("node_latency_ms") or {})]
+        out[n] = {"p50": _median_or_none(p.get("p50") for p in per),
+                  "p99": _median_or_none(p.get("p99") for p in per),
+                  "samples": int(sum(p.get("n", 0) for p in per))}
+    return out
 
 
 def _median_or_none(values) -> float | None:

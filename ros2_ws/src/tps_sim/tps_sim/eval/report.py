@@ -99,6 +99,15 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
               "see tps_sim/eval/metrics.py.", "", "## Aggregates per configuration", ""]
     cols = (("configuration", "configuration", "{}"),) + AGG_COLUMNS
     lines += [markdown_table(aggregate_rows(final), cols), ""]
+    lat_rows = [{"configuration": c, "node": n, **v} for c in ("stack", "naive", "expert")
+                if c in final for n, v in (final[c].get("node_latency_ms") or {}).items()]
+    if lat_rows:
+        lines += ["## Per-node processing time (from /diagnostics; medians of per-episode "
+                  "percentiles, wall clock)", "",
+                  markdown_table(lat_rows, (("configuration", "configuration", "{}"),
+                                            ("node", "node", "{}"), ("p50", "p50 [ms]", "{:.2f}"),
+                                            ("p99", "p99 [ms]", "{:.2f}"),
+                                            ("samples", "samples", "{:d}"))), ""]
     for cfg, rows in (case_rows or {}).items():
         lines += [f"## Per case: {cfg}", "", markdown_table(rows, CASE_COLUMNS), ""]
     lines += ["## Failed episodes", ""]
