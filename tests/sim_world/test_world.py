@@ -86,6 +86,34 @@ def test_clutter_off_road_obstacle_in_lane_and_ids_stable(highway_world):
                 assert ids_by_sim[a.sim_id] == a.id
 
 
+def test_obstacle_blocks_the_lane_for_sumo_and_hits_the_external_ego():
+    obstacle = ({"kind": "debris", "route_s_m": 110.0, "lateral_m": 0.0},)
+    results = {}
+    for driver in ("expert", "external"):
+        w = SimWorld(WorldConfig(scenario="highway", seed=9001, ego_driver=driver,
+                                 clutter="none", duration_s=15.0, obstacles=obstacle))
+        try:
+            s = w.reset()
+            ob_id = int(s.statics.ids[s.statics.in_lane][0])
+            ob_x = float(s.statics.centers[s.statics.in_lane][0, 0])
+            # route_s_m counts from the ego's start: the debris is ~110 m ahead of it.
+            assert ob_x - s.ego.center[0] == pytest.approx(110.0, abs=25.0)
+            assert s.route_progress_m == pytest.approx(w.start_s_m, abs=25.0)
+            hits = set()
+            while not w.is_done(s):
+                s = w.step(EgoControl(throttle=0.3))
+                assert not any(a.sim_id.startswith("obst_") for a in s.agents)
+                hits |= set(s.collisions)
+            passed_beside = s.ego.center[0] > ob_x and abs(s.ego.center[1]) > 1.5
+            stopped_short = s.ego.center[0] < ob_x and abs(s.ego.speed_mps) < 0.5
+            results[driver] = (ob_id in hits, passed_beside or stopped_short)
+        finally:
+            w.close()
+    # SUMO sees the placeholder: the expert either changes lane around the debris or stops.
+    assert results["expert"] == (False, True), results
+    assert results["external"][0], "a straight-driving external ego must hit the debris"
+
+
 def test_clutter_levels_scale():
     counts = {}
     for level in ("none", "low", "high"):

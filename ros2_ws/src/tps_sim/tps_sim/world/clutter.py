@@ -98,14 +98,17 @@ def place_clutter(road: RoadGeometry, route: np.ndarray, level: str,
         sizes=b[:, [3, 4, 5]].copy(), in_lane=np.zeros(n, bool))
 
 
-def place_obstacles(route: np.ndarray, obstacles: tuple, first_id: int) -> StaticObjects:
-    """In-lane obstacles from WorldConfig.obstacles, placed relative to the route."""
+def place_obstacles(route: np.ndarray, obstacles: tuple, first_id: int,
+                    start_s_m: float = 0.0) -> StaticObjects:
+    """In-lane obstacles from WorldConfig.obstacles: ``route_s_m`` metres along the route
+    ahead of ``start_s_m`` (the ego's start), ``lateral_m`` left of the centreline."""
     if not obstacles:
         return StaticObjects.empty()
     rows, kinds = [], []
     for ob in obstacles:
         size = tuple(ob.get("size_m", OBSTACLE_DEFAULT_SIZE_M[ob["kind"]]))
-        x, y, h = pose_on_route(route, float(ob["route_s_m"]), float(ob.get("lateral_m", 0.0)))
+        x, y, h = pose_on_route(route, start_s_m + float(ob["route_s_m"]),
+                                float(ob.get("lateral_m", 0.0)))
         rows.append([x, y, h + float(ob.get("yaw_rad", 0.0)), *size])
         kinds.append(ob["kind"])
     b = np.array(rows, dtype=np.float64)

@@ -112,8 +112,10 @@ class WorldConfig:
         duration_s: episode length [s].
         dt_s: simulation step [s].
         obstacles: extra static objects placed relative to the ego route, each a mapping with
-            "kind" (debris/barrier/parked_car/pole), "route_s_m" (arc length along the route
-            [m]), "lateral_m" (left of the route centreline [m]), optional "size_m" [l, w, h].
+            "kind" (debris/barrier/parked_car/pole), "route_s_m" (distance along the route
+            AHEAD OF THE EGO'S START [m]), "lateral_m" (left of the route centreline [m]),
+            optional "size_m" [l, w, h] and "yaw_rad" (relative to the route heading). SUMO
+            traffic and the expert see them (a stopped placeholder vehicle blocks the lane).
         warmup_s: seconds of SUMO traffic simulated before t = 0 so the roads are populated.
     """
 

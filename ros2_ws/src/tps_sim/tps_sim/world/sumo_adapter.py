@@ -409,6 +409,18 @@ class SumoSim:
                                  angle=float(yaw_to_sumo_angle(yaw_rad)), keepRoute=2)
         libsumo.vehicle.setSpeed(veh_id, max(0.0, float(speed_mps)))
 
+    def road_position(self, xy: np.ndarray) -> tuple[str, float, int]:
+        """(edge id, lane position [m], lane index) of the drivable lane nearest to map ``xy``."""
+        sx, sy = self.to_sumo(np.asarray(xy, dtype=np.float64))
+        edge, pos, lane = libsumo.simulation.convertRoad(float(sx), float(sy), False, "passenger")
+        return edge, float(pos), int(lane)
+
+    def set_size(self, veh_id: str, length_m: float, width_m: float, height_m: float) -> None:
+        """Resize one vehicle (its own copy of the vType) [m]."""
+        libsumo.vehicle.setLength(veh_id, float(length_m))
+        libsumo.vehicle.setWidth(veh_id, float(width_m))
+        libsumo.vehicle.setHeight(veh_id, float(height_m))
+
     def set_lane_change_params(self, veh_id: str, params: tuple) -> None:
         """Set LC2013 lane-change model parameters ((name, value), ...) of one vehicle."""
         for name, value in params:

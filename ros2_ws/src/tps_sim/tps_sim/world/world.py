@@ -36,6 +36,7 @@ from tps_sim.world.networks import (
     EGO_LENGTH_M,
     EGO_TYPE,
     EGO_WIDTH_M,
+    OBSTACLE_TYPE,
     STALLED_TYPE,
     build_network,
     flows_file,
@@ -54,6 +55,7 @@ from tps_sim.world.sumo_adapter import (
 )
 
 EGO_SIM_ID = "ego"
+BLOCKER_PREFIX = "obst_"  # SUMO placeholders of in-lane obstacles (reported as statics)
 ADV_PREFIX = "adv_"
 ROUTE_END_MARGIN_M = 5.0
 EGO_INSERT_TRIES = 6
@@ -90,6 +92,9 @@ class SimWorld:
         self.route = route_polyline(self._net, self.scenario.ego_edges,
                                     self.scenario.ego_depart_lane)
         self.instruction: Instruction = self.scenario.instruction
+        # Route arc length of the ego's nominal start (the route starts at the beginning of
+        # the ego's first edge); obstacles are placed relative to it.
+        self.start_s_m = float(min(self.scenario.ego_depart_pos_m, len(self.route) - 1.0))
         self._sim = SumoSim(self._net.offset)
         self._road_surface = None
         self._reset_episode_fields()
@@ -107,6 +112,9 @@ class SimWorld:
         self._adv: dict = {}
         self._rng = np.random.default_rng(0)
         self._done_reason = ""
+        self._blockers: dict = {}
+        self._blocker_ids: set = set()
+        self._blocker_pos: dict = {}
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> WorldState:
@@ -119,15 +127,17 @@ class SimWorld:
         self._sim.start(self._net_path, [str(flows_file(sc, cfg.density))],
                         [str(vtypes_file())], cfg.seed, cfg.dt_s, sc.extra_sumo_args)
         warmup_s = sc.warmup_s if sc.warmup_s is not None else cfg.warmup_s
+        statics = place_clutter(self.road, self.route, cfg.clutter, self._rng)
+        obstacles = place_obstacles(self.route, cfg.obstacles, STATIC_ID_BASE + len(statics),
+                                    self.start_s_m)
+        self._statics = concat_statics(statics, obstacles)
         if sc.adversary == "stalled":
             self._setup_stalled()
+        self._setup_obstacle_blockers(obstacles)
         for _ in range(int(round(warmup_s / cfg.dt_s))):
             self._sim.step()
             self._hold_stalled()
         self._insert_ego()
-        statics = place_clutter(self.road, self.route, cfg.clutter, self._rng)
-        first = STATIC_ID_BASE + len(statics)
-        self._statics = concat_statics(statics, place_obstacles(self.route, cfg.obstacles, first))
         self._t0 = self._sim.time_s()
         self._ids = {EGO_SIM_ID: EGO_ID}
         ego = self._read_ego()
@@ -224,6 +234,7 @@ class SimWorld:
                             depart_speed)
             sim.step()
             if sim.has_vehicle(EGO_SIM_ID):
+                self.insert_attempts = attempt + 1
                 if self.config.ego_driver == "external":
                     sim.hand_over(EGO_SIM_ID)
                 elif sc.ego_lc_params:
@@ -239,12 +250,15 @@ class SimWorld:
         """Remove background vehicles from the ego's start: its lane 80 m behind to 80 m ahead
         (or up to a stalled vehicle), and every lane within ``any_lane_m`` (vehicles merging
         into the ego's lane also make SUMO refuse the insertion; each retry widens this)."""
-        keep = {v for v in self._adv.values() if isinstance(v, str)}
+        keep = {v for v in self._adv.values() if isinstance(v, str)} | self._blocker_ids
         ahead = CLEAR_AHEAD_M
         if "stalled_pos_m" in self._adv:
             # Keep the approach to the stalled vehicle free (the queue behind it would block
             # the ego's insertion); the stalled vehicle itself stays.
             ahead = max(ahead, self._adv["stalled_pos_m"] - pos - 1.0)
+        for b_edge, b_lane, b_pos in self._blocker_pos.values():
+            if b_edge == edge and b_lane == lane and b_pos > pos:
+                ahead = max(ahead, b_pos - pos - 1.0)  # the queue behind an obstacle
         doomed = set(self._sim.vehicles_near(edge, lane, pos - CLEAR_BEHIND_M, pos + ahead))
         doomed |= set(self._sim.vehicles_near(edge, None, pos - any_lane_m, pos + any_lane_m))
         for vid in sorted(doomed - keep):
@@ -260,12 +274,40 @@ class SimWorld:
                               f"{sc.ego_depart_pos_m + gap:.2f}", "0")
         self._adv = {"stalled": vid, "stalled_pos_m": sc.ego_depart_pos_m + gap}
 
+    def _setup_obstacle_blockers(self, obstacles: StaticObjects) -> None:
+        """A stopped placeholder SUMO vehicle (hidden from the agents) on the lane of each
+        in-lane obstacle, so that traffic and the expert treat the lane as blocked."""
+        self._blockers = {}
+        self._blocker_ids = set()
+        self._blocker_pos = {}
+        for k in range(len(obstacles)):
+            xy = obstacles.centers[k, :2]
+            if not self.road.contains(xy[None])[0]:
+                continue
+            edge, pos, lane = self._sim.road_position(xy)
+            if edge.startswith(":"):
+                continue  # inside a junction: SUMO cannot park a vehicle there
+            length = float(obstacles.sizes[k, 0])
+            vid = f"{BLOCKER_PREFIX}{k}"
+            self._sim.add_route(f"{vid}_route", [edge])
+            self._sim.add_vehicle(vid, f"{vid}_route", OBSTACLE_TYPE, str(lane),
+                                  f"{pos + 0.5 * length:.2f}", "0")
+            self._blockers[vid] = tuple(obstacles.sizes[k])
+            self._blocker_ids.add(vid)
+            self._blocker_pos[vid] = (edge, lane, pos)
+
     def _hold_stalled(self) -> None:
         vid = self._adv.get("stalled")
         if vid and self._sim.has_vehicle(vid) and not self._adv.get("stalled_held"):
             self._sim.set_speed(vid, 0.0)
             self._sim.hand_over(vid)
             self._adv["stalled_held"] = True
+        for vid, size in list(self._blockers.items()):
+            if self._sim.has_vehicle(vid):
+                self._sim.set_speed(vid, 0.0)
+                self._sim.hand_over(vid)
+                self._sim.set_size(vid, *size)
+                del self._blockers[vid]
 
     def _insert_adversary(self) -> None:
         """Insert the scripted adversary relative to where the ego actually is (one extra
@@ -294,7 +336,7 @@ class SimWorld:
             # closes in on the adversary rather than queueing behind background traffic.
             doomed = set(sim.vehicles_near(edge, lane, pos - 60.0, pos + 80.0))
             doomed |= set(sim.vehicles_near(edge, ego_lane, ego_pos, pos + ADV_CLEAR_AHEAD_M))
-            for other in sorted(doomed - {EGO_SIM_ID}):
+            for other in sorted(doomed - {EGO_SIM_ID} - self._blocker_ids):
                 sim.remove_vehicle(other)
             sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane), f"{pos:.2f}",
                             f"{adv_speed:.2f}")
@@ -409,7 +451,7 @@ class SimWorld:
         agents = []
         for raw, prefix in ((self._sim.read_vehicles(), ""), (self._sim.read_persons(), "p:")):
             for i, sid in enumerate(raw.sim_ids):
-                if sid == EGO_SIM_ID:
+                if sid == EGO_SIM_ID or sid.startswith(BLOCKER_PREFIX):
                     continue
                 key = prefix + sid
                 agents.append(self._agent_from_raw(raw, i, self._agent_id(key),
@@ -422,6 +464,9 @@ class SimWorld:
         hit_statics = obb_overlap(ego_box, self._statics.boxes2d())
         collisions = tuple(int(agents[k].id) for k in np.flatnonzero(hit_agents)) + tuple(
             int(self._statics.ids[k]) for k in np.flatnonzero(hit_statics))
+        if self._step == 0:  # first fix: search the whole route, then track in a window
+            self._tracker.progress_m, _ = self._tracker.project(np.asarray(ego.center[:2]),
+                                                                windowed=False)
         progress = self._tracker.update(np.asarray(ego.center[:2]))
         return WorldState(
             t_s=round(self._sim.time_s() - self._t0, 9), step=self._step, ego=ego,
