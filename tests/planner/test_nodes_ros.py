@@ -64,6 +64,16 @@ def test_controller_node_proof_of_life(test_node, tmp_path):
         diags = Inbox(test_node, DiagnosticArray, "/diagnostics", 10)
         traj = conv.trajectory_to_msg(constant_speed_trajectory(straight_route(), 50.0, 10.0, 1.0))
 
+        # Start-up: /clock ticks before any trajectory give an ERROR diagnostic but no control,
+        # so the synchronous bridge waits for the stack instead of stepping with brakes.
+        def waiting():
+            return any(s.level == DiagnosticStatus.ERROR and "no trajectory received yet" in s.message
+                       for s in _statuses(diags, "controller: trajectory"))
+
+        assert spin_until(test_node, waiting, STARTUP_TIMEOUT_S,
+                          action=lambda: pub_clock.publish(Clock(clock=conv.seconds_to_time(0.5))))
+        assert not controls.msgs
+
         def send():
             pub_clock.publish(Clock(clock=conv.seconds_to_time(1.0)))
             pub_odom.publish(_odometry(1.0, 0.0, 5.0))

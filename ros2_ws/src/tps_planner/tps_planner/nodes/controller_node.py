@@ -78,6 +78,11 @@ class ControllerNode(Node):
         self._publish(res, stamp, time.perf_counter() - t0)
 
     def _check_stale(self, now: float) -> None:
+        if self.trajectory is None and not self.cfg["brake_before_first_trajectory"]:
+            # Start-up: stay silent, so the synchronous bridge keeps re-publishing step 0 until
+            # the stack is up (a deterministic start), but say so.
+            self._diag_waiting(now)
+            return
         if self.controller.is_stale(self.trajectory, now):
             t0 = time.perf_counter()
             res = self.controller.update(self.trajectory, self.pose, now)
@@ -92,6 +97,12 @@ class ControllerNode(Node):
 
     def _on_wall_tick(self) -> None:
         self._check_stale(self._now_s())
+
+    def _diag_waiting(self, now: float) -> None:
+        self.pub_diag.publish(conv.diagnostic_array(conv.seconds_to_time(now), [conv.diagnostic_status(
+            f"{self.get_name()}: trajectory", 2, "no trajectory received yet: no control published "
+            "(brake_before_first_trajectory is false)", {"stamp_s": now})]))
+        self.get_logger().error("no trajectory received yet", throttle_duration_sec=2.0)
 
     def _publish(self, res: ControlResult, stamp_s: float, dt_s: float) -> None:
         self.pub_control.publish(conv.control_to_msg(res, stamp_s))
