@@ -109,3 +109,54 @@ def make_backend(name: str, model_dir: Path | None = None, threads: int = DEFAUL
             raise FileNotFoundError(f"ONNX model not found: {path} (run `python -m export.detector`)")
         return ort_backend(path, threads)
     raise ValueError(f"unknown detector backend {name!r}; expected one of {BACKENDS}")
+
+
+MANIFEST_NAMES = {"fp32": "detector_fp32", "int8": "detector_int8"}
+
+
+def engine_backend(model_name: str, backend: str = "auto", threads: int = DEFAULT_THREADS,
+                   model_dir: Path | None = None) -> tuple[Backend, dict, str]:
+    """The network through :class:`tps_inference.Engine` (sha256-verified via models/manifest.yaml).
+
+    Args:
+        model_name: manifest name of an ONNX model (``detector_int8``, ``detector_fp32``).
+        backend: tps_inference backend: auto | onnxruntime | tensorrt | torch. ``torch`` loads
+            ``detector.pt`` (a state dict, verified against the manifest entry ``detector_torch``)
+            into the module and hands it to the Engine.
+        threads: intra-op threads.
+        model_dir: folder of ``detector.json``; default: the folder of the manifest entry's file.
+
+    Returns:
+        (backend callable, detector metadata, a one-line description of what was loaded).
+
+    Raises:
+        tps_inference.errors.InferenceError subclasses (missing/modified/unlisted file, backend
+        unavailable), FileNotFoundError (metadata).
+    """
+    from tps_inference.engine import Engine
+    from tps_inference.engine_params import EngineParams
+    from tps_inference.manifest import Manifest, verify_sha256
+
+    params = EngineParams(backend=backend, intra_op_threads=threads, inter_op_threads=1)
+    man = Manifest.load()
+    if backend == "torch":
+        from tps_inference.specs import TensorSpec
+
+        entry = man["detector_torch"]
+        verify_sha256(entry.path, entry.sha256, what="model 'detector_torch' file")
+        meta = load_meta(Path(model_dir) if model_dir else entry.path.parent)
+        model, _ = load_torch_model(entry.path)
+        size = int(round(2 * meta["grid"]["range_m"] / meta["grid"]["cell_m"]))
+        spec = TensorSpec("bev", np.float32, (1, meta["net"]["in_channels"], size, size))
+        engine = Engine(model, params, input_specs=[spec], output_names=("heatmap", "regression"),
+                        model_name="detector_torch")
+    else:
+        entry = man[model_name]
+        meta = load_meta(Path(model_dir) if model_dir else entry.path.parent)
+        engine = Engine.from_manifest(model_name, params, manifest=man)
+
+    def run(bev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = engine({"bev": np.ascontiguousarray(bev[None], dtype=np.float32)})
+        return np.asarray(out["heatmap"])[0], np.asarray(out["regression"])[0]
+
+    return run, meta, engine.describe()

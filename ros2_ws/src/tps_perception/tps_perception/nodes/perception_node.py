@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -26,7 +25,7 @@ from sensor_msgs.msg import PointCloud2
 from tps_inference.params import declare_from_schema, load_schema
 from tps_msgs.msg import DetectedAgents
 
-from tps_perception.backends import load_meta, make_backend, repo_root
+from tps_perception.backends import engine_backend
 from tps_perception.conversions import CloudError, cloud_to_points, detections_to_msg, diagnostic, stamp_to_s
 from tps_perception.detector import Detector, DetectorParams
 from tps_perception.faults import FaultInjector, FaultParams
@@ -36,29 +35,16 @@ from tps_perception.postprocess import Detections
 ODOM_HISTORY = 50
 
 
-def resolve_backend(name: str, model_dir: Path) -> str:
-    """auto -> the fastest artifact present (ORT INT8, ORT FP32, torch)."""
-    if name != "auto":
-        return name
-    for cand, fname in (("onnxruntime-int8", "detector_int8.onnx"), ("onnxruntime", "detector.onnx")):
-        if (model_dir / fname).exists():
-            return cand
-    return "torch"
-
-
 class PerceptionNode(Node):
     def __init__(self, **kwargs):
         super().__init__(kwargs.pop("node_name", "perception"), **kwargs)
         p = declare_from_schema(self, load_schema("perception_node"))
         self.p = p
-        model_dir = Path(p["model_dir"])
-        if not model_dir.is_absolute():
-            model_dir = repo_root() / model_dir
-        self.backend_name = resolve_backend(p["backend"], model_dir)
-        meta = load_meta(model_dir)
+        backend, meta, what = engine_backend(p["model_name"], p["backend"], p["threads"])
+        self.backend_name = what
         params = DetectorParams.from_meta(meta, score_threshold=p["score_threshold"],
                                           lidar_height_m=p["lidar_height_m"], track=p["track"])
-        self.detector = Detector(params, make_backend(self.backend_name, model_dir, p["threads"]))
+        self.detector = Detector(params, backend)
         self.faults = FaultInjector(FaultParams(
             blackout=p["fault_blackout"], drop_rate=p["fault_drop_rate"], phantom_rate=p["fault_phantom_rate"],
             position_noise_m=p["fault_position_noise_m"], heading_noise_rad=p["fault_heading_noise_rad"],
@@ -70,7 +56,7 @@ class PerceptionNode(Node):
         self.create_subscription(PointCloud2, "~/input/points", self.on_cloud, qos_profile_sensor_data)
         if p["use_odometry"]:
             self.create_subscription(Odometry, "~/input/odometry", self.on_odom, 10)
-        self.get_logger().info(f"perception ready: model {model_dir}, backend {self.backend_name}"
+        self.get_logger().info(f"perception ready: model {p['model_name']} on {what}"
                                + (f", FAULTS: {self.faults.params.describe()}" if self.faults.params.any_active else ""))
 
     def on_odom(self, msg: Odometry) -> None:
@@ -127,7 +113,7 @@ class PerceptionNode(Node):
         self.diag_pub.publish(diagnostic(msg.header.stamp, f"{self.get_name()}: processing_time", level, dtext, {
             "processing_time_ms": ms, "budget_ms": self.p["budget_ms"], "preprocess_ms": res.preprocess_ms,
             "network_ms": res.network_ms, "postprocess_ms": res.postprocess_ms, "detections": len(fr.detections),
-            "backend": self.backend_name, "velocity_frame": "relative" if res.velocity_is_relative else "over_ground"}))
+            "model": self.p["model_name"], "velocity_frame": "relative" if res.velocity_is_relative else "over_ground"}))
 
 
 NODE_CLASS = PerceptionNode
