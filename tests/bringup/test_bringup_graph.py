@@ -107,6 +107,8 @@ def test_malformed_parameter_file_is_named(tmp_path):
         (_graph(_node(parameters={"use_sim_time": True})), "set 'use_sim_time' at the graph's top level"),
         (_graph(_node(parameters={"gains": []})), "parameter 'gains' has no value"),
         (_graph(_node(parameters={"mixed": [1, "a"]})), "parameter 'mixed' = [1, 'a'] is not a ROS parameter value"),
+        (_graph(_node(parameters={"rate_hz": -1})), "parameter 'rate_hz' = -1 is out of range; allowed (0.0, 1000.0] Hz"),
+        (_graph(_node(parameters={"rate": 5.0})), "unknown parameter 'rate' for tps_demo_talker (schema built-in"),
         (_graph(_node(args=["--verbose"]), mode="single_process"), "'args' cannot be passed in single_process"),
         (_graph(), "'nodes' must be a non-empty list"),
     ],
@@ -145,9 +147,8 @@ def test_set_overrides_top_level_parameters_and_remaps():
         [
             "use_sim_time=true",
             "mode=single_process",
-            "nodes.talker.parameters.rate_hz=5",
-            "nodes.talker.parameters.message=10",  # YAML scalar: becomes the int 10
-            "nodes.talker.parameters.nested.gain=0.5",
+            "nodes.talker.parameters.rate_hz=5",  # int widened to float by the node's schema
+            'nodes.talker.parameters.message="10"',  # quoted YAML: the string "10"
             "nodes.talker.remaps./extra=/x",
             "nodes.listener.required=false",
             "nodes.listener.namespace=demo",
@@ -155,7 +156,8 @@ def test_set_overrides_top_level_parameters_and_remaps():
     )
     assert graph.use_sim_time is True and graph.mode == "single_process"
     talker = graph.node("talker")
-    assert talker.parameters == {"rate_hz": 5, "message": 10, "nested.gain": 0.5}
+    assert talker.parameters == {"rate_hz": 5.0, "message": "10"}
+    assert isinstance(talker.parameters["rate_hz"], float)
     assert dict(talker.remaps) == {"~/output/chatter": "/bringup_test/chatter", "/extra": "/x"}
     listener = graph.node("listener")
     assert listener.required is False and listener.namespace == "/demo" and listener.full_name == "/demo/listener"
@@ -206,7 +208,7 @@ def test_ros_args_follow_the_contract():
 
 
 def test_launch_kwargs_carry_the_same_translation_as_ros_args():
-    graph = load_graph(EXAMPLE, ["nodes.talker.parameters.flag=true"])
+    graph = load_graph(EXAMPLE, ["nodes.talker.parameters.exit_after=2"])
     for inv in invocations(graph):
         kw = inv.launch_kwargs()
         args = inv.ros_args()
@@ -222,7 +224,7 @@ def test_launch_kwargs_carry_the_same_translation_as_ros_args():
         remaps = [tuple(args[i + 1].split(":=")) for i, a in enumerate(args) if a == "-r"][1:]
         assert kw["remappings"] == remaps
         assert (kw["package"], kw["executable"], kw["namespace"]) == (inv.package, inv.executable, "")
-    assert graph.node("talker").parameters["flag"] is True
+    assert graph.node("talker").parameters["exit_after"] == 2
 
 
 @pytest.mark.parametrize(
@@ -253,7 +255,7 @@ def test_cli_dry_run_prints_one_command_per_node(capsys):
     assert [line.split()[0] for line in lines] == ["[talker]", "[listener]"]
     talker_cmd = shlex.split(lines[0].split(" ", 1)[1])
     assert talker_cmd[0] == str(VENV_BIN / "tps_demo_talker")
-    assert "rate_hz:=2" in talker_cmd
+    assert "rate_hz:=2.0" in talker_cmd
 
 
 def test_cli_dry_run_single_process_shows_node_cli_args(capsys):
@@ -301,3 +303,22 @@ def test_launch_file_compiles_and_uses_the_shared_translation():
     called = {n.func.attr if isinstance(n.func, ast.Attribute) else getattr(n.func, "id", "")
               for n in ast.walk(tree) if isinstance(n, ast.Call)}
     assert {"load_graph", "invocations", "launch_kwargs", "Node"} <= called
+
+
+def test_inline_parameters_are_checked_against_the_node_schema(tmp_path):
+    # an integer for a number parameter is widened (rclpy would refuse rate_hz:=5 for a double)
+    graph = load_graph(EXAMPLE, ["nodes.talker.parameters.rate_hz=5"])
+    assert graph.node("talker").parameters["rate_hz"] == 5.0
+    assert "rate_hz:=5.0" in node_invocation(graph.node("talker"), graph).ros_args()
+    # a schema in <root>/config/schema/<executable>.schema.json takes precedence over a built-in one
+    schema_dir = tmp_path / "config" / "schema"
+    schema_dir.mkdir(parents=True)
+    (schema_dir / "tps_demo_listener.schema.json").write_text(
+        '{"node": "tps_demo_listener", "parameters": {"gain": {"type": "number", "default": 1.0, "maximum": 3}}}'
+    )
+    path = _write_graph(tmp_path, _graph(_node(name="l", executable="tps_demo_listener", parameters={"gain": 2})))
+    assert load_graph(path, root=tmp_path).node("l").parameters == {"gain": 2.0}
+    with pytest.raises(GraphError, match=r"parameter 'gain' = 4 is out of range.*config/schema/tps_demo_listener"):
+        load_graph(path, ["nodes.l.parameters.gain=4"], root=tmp_path)
+    with pytest.raises(GraphError, match="parameter 'message' must be a string, got 10"):
+        load_graph(EXAMPLE, ["nodes.talker.parameters.message=10"])

@@ -6,10 +6,11 @@ Exit codes: 0 clean stop; 1 a node failed (or did not stop cleanly); 2 the graph
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
-from tps_bringup.graph import GraphError, load_graph
+from tps_bringup.graph import Graph, GraphError, load_graph
 from tps_bringup.runner import DEFAULT_GRACE_S, GraphProcess, run_graph
 
 EXIT_BAD_GRAPH = 2
@@ -52,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _print_dry_run(graph: Graph, env: dict[str, str], executor: str) -> None:
+    """Print the graph summary and every command that would be started."""
+    gp = GraphProcess(graph, env=env, executor=executor)
+    print(f"# graph '{graph.name}' ({graph.mode}, use_sim_time={str(graph.use_sim_time).lower()}), "
+          f"{len(graph.nodes)} node(s), root {graph.root}")
+    if graph.mode == "single_process":
+        for inv in gp.node_invocations():
+            print(f"# node {inv.name}: cli_args = {shlex.join(inv.ros_args())}")
+    for label, command in gp.commands():
+        print(f"[{label}] {shlex.join(command)}")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script ``tps-bringup``."""
     args = build_parser().parse_args(argv)
@@ -62,14 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tps-bringup: error: {exc}", file=sys.stderr)
         return EXIT_BAD_GRAPH
     if args.dry_run:
-        gp = GraphProcess(graph, env=env, executor=args.executor)
-        print(f"# graph '{graph.name}' ({graph.mode}, use_sim_time={str(graph.use_sim_time).lower()}), "
-              f"{len(graph.nodes)} node(s), root {graph.root}")
-        if graph.mode == "single_process":
-            for inv in gp.node_invocations():
-                print(f"# node {inv.name}: cli_args = {shlex.join(inv.ros_args())}")
-        for label, command in gp.commands():
-            print(f"[{label}] {shlex.join(command)}")
+        try:
+            _print_dry_run(graph, env, args.executor)
+        except BrokenPipeError:  # piped into `head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if args.duration_s is not None and args.duration_s <= 0:
         print(f"tps-bringup: error: --duration-s must be > 0, got {args.duration_s}", file=sys.stderr)

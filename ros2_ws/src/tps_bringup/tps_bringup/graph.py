@@ -37,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tps_inference.params import ParameterError, load_schema, validate_value
+
+from tps_bringup.demo import LISTENER_SCHEMA, TALKER_SCHEMA
 
 MODES = ("processes", "single_process")
 TOP_LEVEL_KEYS = ("name", "mode", "use_sim_time", "nodes")
@@ -440,6 +443,49 @@ def parse_graph(
     return Graph(name=name, mode=mode, use_sim_time=use_sim_time, nodes=tuple(nodes), root=root, source=source)
 
 
+# Schemas of nodes that do not keep theirs in config/schema/ (the demo nodes of this package).
+BUILTIN_SCHEMAS: dict[str, dict] = {"tps_demo_talker": TALKER_SCHEMA, "tps_demo_listener": LISTENER_SCHEMA}
+
+
+def node_schema(executable: str, root: Path) -> tuple[dict | None, str]:
+    """The parameter schema of a node executable: ``<root>/config/schema/<executable>.schema.json``
+    (the naming every node uses with ``tps_inference.params.load_schema``), else a built-in one.
+
+    Returns:
+        (schema or None, where it came from).
+    """
+    path = root / "config" / "schema" / f"{executable}.schema.json"
+    if path.is_file():
+        return load_schema(path), str(path.relative_to(root))
+    if executable in BUILTIN_SCHEMAS:
+        return BUILTIN_SCHEMAS[executable], "built-in"
+    return None, ""
+
+
+def _check_against_schema(label: str, executable: str, parameters: dict[str, Any], root: Path) -> list[str]:
+    """Validate inline parameters against the node's schema in place (ints widened to floats for
+    number parameters, as rclpy would otherwise refuse ``max_speed_mps:=10`` for a double)."""
+    try:
+        schema, where = node_schema(executable, root)
+    except ParameterError as exc:
+        return [f"{label}: {exc}"]
+    if schema is None:
+        return []
+    specs = schema.get("parameters", {})
+    problems = []
+    for name in list(parameters):
+        if name not in specs:
+            problems.append(
+                f"{label}: unknown parameter '{name}' for {executable} (schema {where}; known: {', '.join(sorted(specs))})"
+            )
+            continue
+        try:
+            parameters[name] = validate_value(name, parameters[name], specs[name])
+        except ParameterError as exc:
+            problems.append(f"{label}: {exc} (schema {where})")
+    return problems
+
+
 def _is_ros_parameter_value(value: Any) -> bool:
     scalar = (bool, int, float, str)
     if isinstance(value, scalar):
@@ -504,6 +550,9 @@ def _parse_node(
                 f"{label}: parameter '{pname}' = {pvalue!r} is not a ROS parameter value "
                 "(bool, int, float, string, or a list of one of them)"
             )
+
+    if not problems:
+        problems.extend(_check_against_schema(label, executable, parameters, root))
 
     remaps_raw = raw.get("remaps") or {}
     remaps: list[tuple[str, str]] = []
