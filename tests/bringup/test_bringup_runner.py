@@ -212,3 +212,15 @@ def test_python_api_wait_until_up_and_stop():
     assert code == 0
     assert not gp.running
     _assert_gone(gp.pids())
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [("rate_hz:=0.0", "parameter 'rate_hz' = 0.0 is out of range"), ("rate_hz:=fast", "expecting type 'DOUBLE'")],
+)
+def test_demo_node_refuses_a_bad_parameter_with_a_message(override, expected):
+    exe = Path(sys.executable).parent / "tps_demo_talker"
+    proc = subprocess.run([str(exe), "--ros-args", "-p", override], capture_output=True, text=True,
+                          timeout=STARTUP_TIMEOUT_S)
+    assert proc.returncode == 2
+    assert expected in proc.stderr

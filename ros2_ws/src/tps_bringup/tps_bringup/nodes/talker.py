@@ -11,6 +11,7 @@ import sys
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.exceptions import InvalidParameterTypeException
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
@@ -69,7 +70,7 @@ def main(args: list[str] | None = None) -> None:
     try:
         node = NODE_CLASS()
         rclpy.spin(node)
-    except ParameterError as exc:
+    except (ParameterError, InvalidParameterTypeException) as exc:  # a bad parameter: message, exit 2
         print(f"tps_demo_talker: {exc}", file=sys.stderr)
         sys.exit(2)
     except DemoExit as exc:
