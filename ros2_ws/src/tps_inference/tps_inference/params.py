@@ -164,9 +164,13 @@ def declare_from_schema(node, schema: dict) -> dict:
                 "string_array": Parameter.Type.STRING_ARRAY,
             }[spec["type"]]
             node.declare_parameter(name, ptype)
+        elif spec["type"] == "number":
+            # Dynamic typing: a parameter file that writes `10` for a double must not be refused
+            # by rclpy's type check; validate() below checks (and widens) the value instead.
+            from rcl_interfaces.msg import ParameterDescriptor  # local, as above
+
+            node.declare_parameter(name, float(default), ParameterDescriptor(dynamic_typing=True))
         else:
-            if spec["type"] == "number":
-                default = float(default)
             node.declare_parameter(name, default)
         value = node.get_parameter(name).value
         if spec["type"] == "number" and isinstance(value, int) and not isinstance(value, bool):
