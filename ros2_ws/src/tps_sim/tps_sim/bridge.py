@@ -418,7 +418,6 @@ class _Clock:
 
     published_wall_s: float = 0.0
     started_wall_s: float = 0.0
-    last_republish_wall_s: float = 0.0
 
 
 class SimBridge:
@@ -475,7 +474,6 @@ class SimBridge:
         self._delayed_lidar: deque = deque()
         self._delayed_image: deque = deque()
         self._step_for_delay = 0
-        self._last_image: np.ndarray | None = None
         self._done = False
         self._closed = False
 
@@ -505,7 +503,7 @@ class SimBridge:
     def start(self, now_s: float) -> Frame:
         """Reset the world and produce step 0."""
         state = self.world.reset()
-        self._clock = _Clock(published_wall_s=now_s, started_wall_s=now_s, last_republish_wall_s=now_s)
+        self._clock = _Clock(published_wall_s=now_s, started_wall_s=now_s)
         frame = self._make_frame(state, dict(NEUTRAL_CONTROL), [])
         self._commit(frame, control_received=False, step_timeout=False, now_s=now_s)
         return frame
