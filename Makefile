@@ -12,7 +12,7 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE :=
 # Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
 PYTEST_ARGS ?=
 
-.PHONY: help setup build demo test test-fast bench lint dataset train-detector export-detector eval-detector clean distclean
+.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ setup:  ## create .venv (pinned), build ros2_ws interfaces, write scripts/env.sh
 	@bash scripts/setup.sh
 
 build: setup  ## rebuild the workspace after editing .msg files or setup.py (alias of setup)
+
+hello: setup  ## the smallest graph: talker -> listener over DDS for 5 s (tps-bringup)
+	@$(VENV)/bin/tps-bringup config/graph/hello.yaml --duration-s 5
 
 demo: setup  ## closed-loop smoke suite with the fallback driving; prints a table (<= 10 min)
 	@$(PY) -m tps_sim.eval.cli demo
