@@ -25,7 +25,7 @@ import json
 import os
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,4 +273,3 @@ def per_case_table(final: dict, configuration: str = "stack") -> list[dict]:
     return out
 
 
-ProgressCallback = Callable[[dict], None]
