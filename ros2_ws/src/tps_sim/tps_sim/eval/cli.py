@@ -73,8 +73,10 @@ def run_suite(suite_name: str, seeds: str | None, out: Path, executor: str, work
     wall_s = time.monotonic() - t0
     final = finalize(results)
     bev_paths: dict = {}
+    first = None
     if bev:
         todo = [r for r in final["episodes"] if r["failures"] and Path(r["log_path"]).is_file()]
+        first = None
         if bev_episode:
             first = next((r for r in final["episodes"]
                           if r["spec"]["configuration"] == bev_episode
@@ -100,6 +102,8 @@ def run_suite(suite_name: str, seeds: str | None, out: Path, executor: str, work
     paths = R.write_report(final, run_info, out, case_rows, bev_paths)
     final["run"] = run_info
     final["paths"] = dict(paths, bev=bev_paths)
+    if bev and first is not None and first.get("bev", {}).get("gif"):
+        final["paths"]["animation"] = first["bev"]["gif"]
     final["case_rows"] = case_rows
     return final
 
@@ -155,8 +159,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"wall time: {final['run']['wall_s']:.0f} s")
     print(f"report: {final['paths']['report']}")
     gifs = [v for v in final["paths"]["bev"].values() if str(v).endswith(".gif")]
-    if gifs:
-        print(f"BEV animation: {gifs[0]}")
+    animation = final["paths"].get("animation") or (gifs[0] if gifs else None)
+    if animation:
+        print(f"BEV animation: {animation}")
     return 0 if any(r["status"] == "ok" for r in final["episodes"]) else EXIT_ALL_FAILED
 
 
