@@ -11,7 +11,8 @@ Output: with MCAP storage and a path ending in ``.mcap``, one self-contained ``.
 otherwise a rosbag2 directory (``metadata.yaml`` + ``.mcap`` or ``.db3``). Bag time = the sim
 time the message was published at (the episode starts at t = 0); header stamps are the data's.
 
-CDR bytes come from ``rclpy.serialization.serialize_message`` (the real rosidl types); the
+CDR bytes come from ``rclpy.serialization.serialize_message`` (the real rosidl types, padding
+zeroed by a rosbags round trip so equal episodes give equal bytes); the
 schemas come from a ``rosbags`` typestore (ROS 2 Jazzy types plus ``tps_msgs``/``carla_msgs``
 registered from their ``.msg`` files), so each channel carries the full concatenated message
 definition and a RIHS01 hash; :func:`check_type_hashes` verifies those equal rosidl's.
@@ -163,10 +164,17 @@ class BagWriter:
         self.count = 0
 
     def write(self, topic: str, msg, stamp_ns: int) -> None:
-        """Serialize an rclpy message to CDR and write it at bag time ``stamp_ns``."""
+        """Serialize an rclpy message to CDR and write it at bag time ``stamp_ns``.
+
+        rclpy's serializer leaves CDR alignment padding uninitialised (the bytes differ between
+        runs); a round trip through the rosbags typestore zeroes it (~1 ms for a 30k-point
+        cloud), so the same episode gives byte-identical bags."""
         from rclpy.serialization import serialize_message
 
-        self.writer.write(self.connections[topic], int(stamp_ns), serialize_message(msg))
+        msgtype = conv.TOPIC_TYPES[topic]
+        raw = self.store.serialize_cdr(self.store.deserialize_cdr(serialize_message(msg), msgtype),
+                                       msgtype)
+        self.writer.write(self.connections[topic], int(stamp_ns), raw)
         self.count += 1
 
     def close(self) -> Path:
