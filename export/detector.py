@@ -84,8 +84,22 @@ def calibration_frames(count: int, root: Path | None = None, seed: int = 0) -> l
     return frames[:count]
 
 
-def quantize_int8(onnx_path: Path, out_path: Path, calib_bev: list[np.ndarray]) -> Path:
-    """Static INT8 QDQ quantisation (per-channel int8 weights, uint8 activations, MinMax calibration)."""
+def output_nodes(onnx_path: Path) -> list[str]:
+    """Names of the nodes that produce the graph outputs (the two 1x1 head convs)."""
+    import onnx
+
+    g = onnx.load(str(onnx_path)).graph
+    outs = {o.name for o in g.output}
+    return [n.name for n in g.node if outs & set(n.output)]
+
+
+def quantize_int8(onnx_path: Path, out_path: Path, calib_bev: list[np.ndarray], keep_heads_fp32: bool = True) -> Path:
+    """Static INT8 QDQ quantisation (per-channel int8 weights, uint8 activations, MinMax calibration).
+
+    ``keep_heads_fp32`` leaves the two final 1x1 output convs (5 + 8 channels, <1 % of the
+    compute) in FP32: the heatmap logits and box regression then keep full precision, which is
+    what the decoded boxes and scores depend on.
+    """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     if not calib_bev:
@@ -109,8 +123,9 @@ def quantize_int8(onnx_path: Path, out_path: Path, calib_bev: list[np.ndarray]) 
     except Exception as exc:  # noqa: BLE001 - any failure: quantise the plain graph instead
         print(f"quant_pre_process failed ({exc}); quantising without it")
         src_q = src
+    exclude = output_nodes(src_q) if keep_heads_fp32 else []
     quantize_static(str(src_q), str(out_path), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
     if src_q != src:
         src_q.unlink(missing_ok=True)
     return Path(out_path)

@@ -36,14 +36,21 @@ def _parse_seeds(text: str) -> list[int]:
     return list(range(int(a), int(b)))
 
 
-def generated_episodes(seeds: list[int], scenario: str | None) -> Iterator[list[Frame]]:
-    """Fresh episodes from the dataset generator (held-out seeds; nothing is stored)."""
+def generated_episodes(seeds: list[int], scenarios: list[str], duration_s: float,
+                       frame_stride: int) -> Iterator[list[Frame]]:
+    """Fresh episodes from the dataset generator (``tps_sim.dataset.episode_arrays``; nothing is
+    stored). An episode the simulator cannot start is reported and skipped."""
     from tps_sim import dataset
 
     for s in seeds:
-        kwargs = {"scenario": scenario} if scenario else {}
-        arrays = dataset.generate_episode(seed=s, **kwargs)
-        yield list(episode_frames_from_arrays(arrays, seed=s))
+        for sc in scenarios:
+            try:
+                arrays = dataset.episode_arrays(sc, s, duration_s=duration_s, frame_stride=frame_stride,
+                                                image_every=0)
+            except Exception as exc:  # noqa: BLE001 - one failed episode must not end the evaluation
+                print(f"warning: episode {sc}/seed{s} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
+            yield list(episode_frames_from_arrays(arrays, seed=s, scenario=sc))
 
 
 def stored_episodes(split: str, root: Path | None, max_episodes: int | None) -> Iterator[list[Frame]]:
@@ -127,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group()
     src.add_argument("--split", default="test", choices=("train", "val", "test"))
     src.add_argument("--seeds", help="A:B -- generate fresh episodes for seeds A..B-1 (held-out: use test seeds)")
-    ap.add_argument("--scenario", default=None, help="scenario for --seeds (default: the generator's choice)")
+    ap.add_argument("--scenarios", default="all", help="for --seeds: 'all' or a comma-separated list")
+    ap.add_argument("--duration", type=float, default=20.0, help="for --seeds: episode length, s")
+    ap.add_argument("--frame-stride", type=int, default=10, help="for --seeds: keep every N-th 0.1 s step")
     ap.add_argument("--data-root", type=Path, default=None)
     ap.add_argument("--max-episodes", type=int, default=None)
     ap.add_argument("--backend", default="torch", choices=BACKENDS)
@@ -150,8 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     detector = Detector(params, backend)
     if args.seeds:
         seeds = _parse_seeds(args.seeds)
-        episodes = generated_episodes(seeds, args.scenario)
-        source = f"generated seeds {args.seeds}"
+        from tps_sim.splits import split_of
+        from tps_sim.world import SCENARIOS
+
+        try:
+            trained_on = [s for s in seeds if split_of(s) == "train"]
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if trained_on:
+            print(f"error: seeds {trained_on[0]}.. are TRAIN seeds; evaluate on held-out (val/test) seeds",
+                  file=sys.stderr)
+            return 2
+
+        scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+        episodes = generated_episodes(seeds, scenarios, args.duration, args.frame_stride)
+        source = (f"generated seeds {args.seeds} x {len(scenarios)} scenarios, {args.duration:g} s, "
+                  f"frame stride {args.frame_stride}")
     else:
         episodes = stored_episodes(args.split, args.data_root, args.max_episodes)
         source = f"split {args.split}"
