@@ -127,3 +127,17 @@ def test_stale_missing_and_invalid_trajectories_brake():
         assert res.reason, name
     # A fresh trajectory is tracked.
     assert Controller(p).update(good, pose, 0.0).status == "tracking"
+
+
+def test_repeated_updates_at_one_time_do_not_advance_the_limiters():
+    """The bridge re-publishes a frame while it waits for the stack: many updates at the same
+    sim time must give the same command as one (no jerk / steering-rate ramp in zero time)."""
+    traj = constant_speed_trajectory(straight_route(y=2.0), 50.0, 0.0, 0.0)   # stop, to the left
+    once = Controller().update(traj, EgoPose(0.0, 0.0, 0.0, 0.0, 10.0), 0.0)
+    ctl = Controller()
+    for _ in range(20):
+        repeated = ctl.update(traj, EgoPose(0.0, 0.0, 0.0, 0.0, 10.0), 0.0)
+    assert repeated.accel_cmd_mps2 == pytest.approx(once.accel_cmd_mps2)
+    assert repeated.wheel_angle_rad == pytest.approx(once.wheel_angle_rad)
+    p = ControllerParams()
+    assert abs(repeated.accel_cmd_mps2) <= p.max_jerk_mps3 * p.nominal_dt_s + 1e-9

@@ -137,17 +137,30 @@ class Controller:
         self._prev_accel = 0.0
         self._prev_wheel = 0.0
         self._prev_now = None
+        self._snapshot = self._state()
+        self._last_dt = self.params.nominal_dt_s
 
     # ------------------------------------------------------------------ helpers
     def is_stale(self, traj: Trajectory | None, now_s: float) -> bool:
         """True if ``traj`` is missing or older than ``stale_timeout_s`` at ``now_s``."""
         return traj is None or (now_s - traj.stamp_s) > self.params.stale_timeout_s
 
+    def _state(self) -> tuple:
+        return (self._integral_m, self._prev_err, self._prev_accel, self._prev_wheel)
+
     def _dt(self, now_s: float) -> float:
+        """Time since the previous update. A repeated update at the same sim time (the
+        synchronous bridge re-publishes a frame while it waits) restarts from the state before
+        the first update at that time, so repeats never advance the integrator or rate limiters."""
+        if self._prev_now is not None and abs(now_s - self._prev_now) <= 1e-9:
+            (self._integral_m, self._prev_err, self._prev_accel, self._prev_wheel) = self._snapshot
+            return self._last_dt
         dt = self.params.nominal_dt_s
         if self._prev_now is not None and 0.0 < now_s - self._prev_now <= 1.0:
             dt = now_s - self._prev_now
         self._prev_now = now_s
+        self._snapshot = self._state()
+        self._last_dt = dt
         return dt
 
     def _limit_accel(self, a_cmd: float, dt: float, emergency: bool) -> float:

@@ -190,6 +190,7 @@ class FallbackPlanner:
         self._s_ego: float | None = None
         self._track: tuple[float, float, float, int] | None = None   # (stamp, s_abs, v, n_updates)
         self._prev_plan_accel = 0.0
+        self._plan_accel_base = 0.0
         self._prev_stamp: float | None = None
 
     def set_route(self, xy: np.ndarray) -> None:
@@ -478,8 +479,12 @@ class FallbackPlanner:
                                     closing_speed_mps=pose.speed_mps - v_obs, n_points=int(len(s_in)),
                                     measured=measured)
                 lead = (s_obs, max(v_obs, 0.0))
-        if self._prev_stamp is not None and stamp_s - self._prev_stamp > 1.0:
-            self._prev_plan_accel = 0.0       # long gap: the previous plan no longer applies
+        if self._prev_stamp is not None and abs(stamp_s - self._prev_stamp) <= 1e-9:
+            self._prev_plan_accel = self._plan_accel_base   # the same frame again: same start
+        else:
+            if self._prev_stamp is not None and stamp_s - self._prev_stamp > 1.0:
+                self._prev_plan_accel = 0.0   # long gap: the previous plan no longer applies
+            self._plan_accel_base = self._prev_plan_accel
         self._prev_stamp = stamp_s
 
         t, s, v, a, a_req = self._speed_profile(s_ego, pose.speed_mps, lead, minimal_risk)
