@@ -8,6 +8,14 @@ imports libsumo/traci/sumolib:
   counter-clockwise from +x = east).
 - netconvert shifts network coordinates by ``netOffset``: ``sumo_xy = map_xy + offset``.
 
+- During a lane change SUMO turns a vehicle by the ratio of lateral to forward motion, and its
+  continuous lane-change model keeps moving sideways at standstill, so a stopped vehicle's
+  heading can drift 40 deg off its lane (and keep it after the change ends) and its box swing
+  into the next lane. For vehicles changing lanes or slower than 3 m/s the heading we report
+  deviates from the lane's (at the front bumper) by at most 0.3 rad (body vs. tangent on a
+  tight curve) + atan(|lateral speed| / max(speed, 3 m/s)); SUMO's own angle is kept whenever
+  it is within that bound (all ordinary driving).
+
 libsumo holds ONE global simulation per process, so :class:`SumoSim` refuses to start a second
 one while another is running (``close()`` first).
 """
@@ -35,6 +43,10 @@ from tps_sim.world.config import (
 
 SUMO_BIN_DIR = os.path.join(_sumo_pkg.SUMO_HOME, "bin")
 NETCONVERT_TIMEOUT_S = 120.0
+LANE_CHANGE_MIN_SPEED_MPS = 3.0  # see the module docstring (heading during lane changes)
+# A body on a curve points off the lane tangent at its front by up to ~length / (2 radius):
+# 0.3 rad covers tight junction turns (radius ~8 m).
+BODY_VS_LANE_YAW_RAD = 0.3
 
 # SUMO vehicle classes -> tps_msgs/DetectedAgent class ids.
 VCLASS_TO_CLASS_ID = {
@@ -318,9 +330,18 @@ class SumoSim:
                 self._static_cache[vid] = st
             cls[i] = st[0]
             size[i] = st[1:]
-        yaw = sumo_angle_to_yaw(angle) if n else np.zeros(0)
+        yaw = np.asarray(sumo_angle_to_yaw(angle), dtype=np.float64).reshape(-1) if n \
+            else np.zeros(0)
+        # Changing lanes, or slow (SUMO keeps a stale lane-change angle while standing).
+        for i in np.flatnonzero((np.abs(lat) > 1e-6) | (np.abs(speed) < LANE_CHANGE_MIN_SPEED_MPS)):
+            lane_yaw = sumo_angle_to_yaw(libsumo.lane.getAngle(v.getLaneID(ids[i]),
+                                                               v.getLanePosition(ids[i])))
+            limit = BODY_VS_LANE_YAW_RAD + math.atan2(
+                abs(lat[i]), max(abs(speed[i]), LANE_CHANGE_MIN_SPEED_MPS))
+            dev = min(max(wrap_angle(yaw[i] - lane_yaw), -limit), limit)
+            yaw[i] = wrap_angle(lane_yaw + dev)
         centers = front_to_center(self.to_map(front), yaw, size[:, 0]) if n else np.zeros((0, 2))
-        return RawAgents(ids, cls, centers, np.asarray(yaw).reshape(-1), size, speed, lat, acc)
+        return RawAgents(ids, cls, centers, yaw, size, speed, lat, acc)
 
     def read_persons(self) -> RawAgents:
         """Pedestrians (SUMO persons) in project conventions."""

@@ -336,6 +336,11 @@ class SimWorld:
             # closes in on the adversary rather than queueing behind background traffic.
             doomed = set(sim.vehicles_near(edge, lane, pos - 60.0, pos + 80.0))
             doomed |= set(sim.vehicles_near(edge, ego_lane, ego_pos, pos + ADV_CLEAR_AHEAD_M))
+            # Fast vehicles between the ego and the adversary (in any lane: they may be changing
+            # into its lane) would need a longer secure gap than they have, and SUMO refuses
+            # the insertion: remove them too (before t = 0, so no one vanishes on record).
+            reach = 15.0 + 10.0 * attempt
+            doomed |= set(sim.vehicles_near(edge, None, ego_pos + 1.0, pos + reach))
             for other in sorted(doomed - {EGO_SIM_ID} - self._blocker_ids):
                 sim.remove_vehicle(other)
             sim.add_vehicle(vid, "adv_route", ADVERSARY_TYPE, str(lane), f"{pos:.2f}",
