@@ -20,8 +20,8 @@ STALLED_TYPE = "stalled"
 OBSTACLE_TYPE = "obstacle"
 
 # SUMO turns a vehicle by atan(lateral / longitudinal speed) during a lane change: bound the
-# lateral speed by the forward speed and forbid it at standstill, so boxes never swing sideways
-# into the neighbouring lane while (nearly) stopped.
+# lateral speed by the forward speed (observed to work) and ask for none at standstill (not
+# honoured by SUMO 1.28's continuous lane changes; sumo_adapter bounds the heading instead).
 LCLAT = 'lcMaxSpeedLatStanding="0" lcMaxSpeedLatFactor="0.3"'
 
 VTYPES_XML = f"""<additional>
