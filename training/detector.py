@@ -49,13 +49,15 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def reg_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked L1 over all regression channels, normalised by the positives."""
+    """L1 over all regression channels weighted by ``mask`` (1 at centres, less at neighbours),
+    normalised by the number of centres."""
     m = mask[:, None]
-    return (F.l1_loss(pred * m, target * m, reduction="sum")) / mask.sum().clamp(min=1.0)
+    return F.l1_loss(pred * m, target * m, reduction="sum") / mask.eq(1).sum().clamp(min=1.0)
 
 
 def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Global yaw rotation (+-45 deg), y-flip and scale (0.95..1.05) of points and boxes together."""
+    """Global yaw rotation (+-45 deg), y-flip and horizontal scale (0.95..1.05) of points and boxes
+    together (x, y, length, width only: heights above the ground stay true)."""
     pts = points.copy()
     bx = boxes.copy()
     if rng.random() < 0.5:
@@ -70,8 +72,8 @@ def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> 
     bx[:, 0], bx[:, 1] = c * x - s * y, s * x + c * y
     bx[:, 6] = bx[:, 6] + a
     sc = rng.uniform(0.95, 1.05)
-    pts[:, :3] *= sc
-    bx[:, :6] *= sc
+    pts[:, :2] *= sc
+    bx[:, [0, 1, 3, 4]] *= sc
     return pts, bx
 
 

@@ -82,7 +82,7 @@ LABELS = np.array([1, 2, 4, 5, 3], np.uint8)
 
 def test_decode_of_encoded_targets_gives_the_boxes_back():
     hm, reg, mask = encode_targets(BOXES, LABELS, DEC, OUT_SIZE)
-    assert mask.sum() == len(BOXES)
+    assert (mask == 1).sum() == len(BOXES)
     det = decode(_logits(hm), reg, DecodeParams(**{**DEC.__dict__, "score_threshold": 0.5}))
     assert len(det) == len(BOXES)
     for box, lab in zip(BOXES, LABELS, strict=True):
@@ -91,6 +91,17 @@ def test_decode_of_encoded_targets_gives_the_boxes_back():
         np.testing.assert_allclose(det.boxes[k, :6], box[:6], atol=DECODE_TOL_M)
         assert np.cos(det.boxes[k, 6] - box[6]) == pytest.approx(1.0, abs=1e-6)
         assert det.scores[k] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_neighbour_cells_regress_the_same_centre():
+    """Dense regression: decoding from a cell next to the centre gives the same box centre."""
+    hm, reg, mask = encode_targets(BOXES[:1], LABELS[:1], DEC, OUT_SIZE)
+    i, j = np.argwhere(mask == 1)[0]
+    for di, dj in ((1, 0), (0, -1), (-1, 0)):
+        assert 0 < mask[i + di, j + dj] < 1
+        x = (i + di + reg[0, i + di, j + dj]) * DEC.out_cell_m - DEC.range_m
+        y = (j + dj + reg[1, i + di, j + dj]) * DEC.out_cell_m - DEC.range_m
+        assert (x, y) == pytest.approx((BOXES[0, 0], BOXES[0, 1]), abs=DECODE_TOL_M)
 
 
 def test_score_threshold_and_topk():

@@ -134,8 +134,15 @@ def gaussian_radius(length_cells: float, width_cells: float, min_overlap: float 
     return float(min(r1, r2, r3))
 
 
+# Regression targets are written on the centre cell and its 8 neighbours (offsets relative to
+# each cell), weighted by the heatmap value there: a peak one cell off still decodes the true
+# centre, which matters at 1.6 m output cells.
+NEIGHBOUR_WEIGHT_MIN = 0.05
+
+
 def encode_targets(boxes: np.ndarray, labels: np.ndarray, params: DecodeParams, size: int,
-                   min_radius_cells: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   min_radius_cells: int = 1, dense_regression: bool = True
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Training targets for one frame.
 
     Args:
@@ -144,15 +151,19 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, params: DecodeParams, 
         params: decode parameters (range, output cell).
         size: output map side (cells).
         min_radius_cells: smallest Gaussian radius.
+        dense_regression: also regress from the 8 neighbours of the centre cell.
 
     Returns:
         heatmap (K, size, size) in [0, 1] with 1 at box centres; regression (8, size, size);
-        mask (size, size) 1 where the regression target is defined.
+        mask (size, size) regression loss weight: 1 at centres, the Gaussian value at neighbours,
+        0 where no target is defined. A cell claimed by two boxes keeps the one whose centre is
+        closer.
     """
     k_classes = len(CLASS_IDS)
     hm = np.zeros((k_classes, size, size), np.float32)
     reg = np.zeros((len(REG_CHANNELS), size, size), np.float32)
     mask = np.zeros((size, size), np.float32)
+    owner_d2 = np.full((size, size), np.inf, np.float32)
     cell = params.out_cell_m
     for b, lab in zip(boxes, labels, strict=True):
         if int(lab) not in CLASS_IDS:
@@ -171,7 +182,20 @@ def encode_targets(boxes: np.ndarray, labels: np.ndarray, params: DecodeParams, 
         gj = np.arange(j0, j1)[None, :] - j
         g = np.exp(-(gi ** 2 + gj ** 2) / (2 * sigma ** 2)).astype(np.float32)
         hm[k, i0:i1, j0:j1] = np.maximum(hm[k, i0:i1, j0:j1], g)
-        reg[:, i, j] = (ci - i, cj - j, b[2], np.log(b[3]), np.log(b[4]), np.log(b[5]),
-                        np.sin(b[6]), np.cos(b[6]))
-        mask[i, j] = 1.0
+        shape_terms = (b[2], np.log(b[3]), np.log(b[4]), np.log(b[5]), np.sin(b[6]), np.cos(b[6]))
+        reach = 1 if dense_regression else 0
+        for di in range(-reach, reach + 1):
+            for dj in range(-reach, reach + 1):
+                ii, jj = i + di, j + dj
+                if not (0 <= ii < size and 0 <= jj < size):
+                    continue
+                d2 = (ci - ii - 0.5) ** 2 + (cj - jj - 0.5) ** 2
+                if d2 >= owner_d2[ii, jj]:
+                    continue
+                w = 1.0 if (di, dj) == (0, 0) else float(np.exp(-(di * di + dj * dj) / (2 * sigma ** 2)))
+                if w < NEIGHBOUR_WEIGHT_MIN:
+                    continue
+                owner_d2[ii, jj] = d2
+                reg[:, ii, jj] = (ci - ii, cj - jj, *shape_terms)
+                mask[ii, jj] = w
     return hm, reg, mask
