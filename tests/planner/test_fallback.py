@@ -167,3 +167,39 @@ def test_bad_route_raises():
         FallbackPlanner().set_route(np.array([[1.0, 1.0], [1.0, 1.0]]))
     res = FallbackPlanner().update(np.zeros((0, 3)), 0.0, EgoPose(0.0, 0.0, 0.0, 0.0, 0.0))
     assert res.trajectory is None and res.level == LEVEL_ERROR and "no route" in res.messages[0]
+
+
+def test_vehicle_alongside_is_not_an_obstacle():
+    """A car beside the ego, overlapping the corridor laterally but not ahead of the front bumper
+    (a merge, an overtaker), does not make the ego brake; once its body reaches past our bumper
+    it is an obstacle."""
+    pose = EgoPose(0.0, 0.0, 0.0, 0.0, 10.0)
+    fb = FallbackPlanner()
+    fb.set_route(straight_route())
+    res = fb.update(lidar_scan((0.0, 0.0, 0.0), [(-1.0, 1.8, 0.0, *CAR)]), 0.0, pose)
+    assert res.n_obstacle_points > 0 and res.obstacle is None
+    fb = FallbackPlanner()
+    fb.set_route(straight_route())
+    res = fb.update(lidar_scan((0.0, 0.0, 0.0), [(4.0, 1.8, 0.0, *CAR)]), 0.0, pose)
+    assert res.obstacle is not None and res.obstacle.gap_m < 1.0
+
+
+def test_new_obstacle_at_the_bumper_gets_one_comfort_frame():
+    """A car that slides in right at the bumper moving with the ego: the first frame (speed
+    unknown) brakes at comfort, the second knows it moves with us and needs no emergency."""
+    p = FallbackParams()
+    fb = FallbackPlanner(p)
+    fb.set_route(straight_route())
+    for k, expect_obstacle in ((0, True), (1, True)):
+        t = k * DT_S
+        ego_x = 10.0 * t
+        res = fb.update(lidar_scan((ego_x, 0.0, 0.0), [(ego_x + 5.0, 1.8, 0.0, *CAR)], seed=k), t,
+                        EgoPose(t, ego_x, 0.0, 0.0, 10.0))
+        assert (res.obstacle is not None) == expect_obstacle
+        assert res.trajectory.accel_mps2[0] >= -p.comfort_decel_mps2 - 1e-9, k
+    assert res.obstacle.speed_mps == pytest.approx(10.0, abs=1.0)
+    # Without the one-frame grace the same first frame is an emergency stop.
+    fb = FallbackPlanner(FallbackParams(new_track_near_gap_m=0.0))
+    fb.set_route(straight_route())
+    res = fb.update(lidar_scan((0.0, 0.0, 0.0), [(5.0, 1.8, 0.0, *CAR)]), 0.0, EgoPose(0.0, 0.0, 0.0, 0.0, 10.0))
+    assert res.trajectory.accel_mps2[0] < -p.comfort_decel_mps2

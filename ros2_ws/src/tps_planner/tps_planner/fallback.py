@@ -71,6 +71,7 @@ class FallbackParams:
     emergency_decel_mps2: float = 7.0
     emergency_margin: float = 1.15            # emergency braking = required deceleration x this
     stop_margin_m: float = 1.0                # gap kept when computing the required deceleration
+    closing_deadband_mps: float = 0.5         # closing speeds below this need no emergency braking
     plan_jerk_mps3: float = 3.0               # jerk limit inside the plan unless emergency
     max_lateral_accel_mps2: float = 2.0
     max_yaw_rate_rad_s: float = 0.5
@@ -85,6 +86,7 @@ class FallbackParams:
     max_route_offset_m: float = 8.0           # ego farther than this from the route -> ERROR
     track_window: int = 10                    # frames in the obstacle-speed regression
     track_gate_m: float = 3.0
+    new_track_near_gap_m: float = 5.0         # a new track this close: one frame at comfort braking
     track_coast_s: float = 1.5                # keep an unseen obstacle this long (beam gaps), s
     ego_height_m: float = 1.5                 # the roof shadows the lidar's lowest beams near the ego
     nan_error_fraction: float = 0.5           # more NaN points than this -> ERROR
@@ -168,11 +170,13 @@ def make_route(xy: np.ndarray, params: FallbackParams) -> Route:
     return Route(xy=rxy, s=s, yaw=yaw, curvature=kappa, speed_limit_mps=v_allow)
 
 
-def required_decel(v_mps: float, v_lead_mps: float, gap_m: float, stop_margin_m: float) -> float:
+def required_decel(v_mps: float, v_lead_mps: float, gap_m: float, stop_margin_m: float,
+                   closing_deadband_mps: float = 0.0) -> float:
     """Constant deceleration (m/s^2, >= 0) that brings the closing speed to zero within
-    ``gap_m - stop_margin_m``. Returns inf when the gap is already used up while closing."""
+    ``gap_m - stop_margin_m``. Returns inf when the gap is already used up while closing.
+    Closing speeds up to ``closing_deadband_mps`` (tracking noise) count as zero."""
     closing = v_mps - max(v_lead_mps, 0.0)
-    if closing <= 0.0:
+    if closing <= closing_deadband_mps:
         return 0.0
     room = gap_m - stop_margin_m
     if room <= 1e-3:
@@ -245,7 +249,8 @@ class FallbackPlanner:
 
     def corridor_occupancy(self, pts_map: np.ndarray, s_ego: float, length_m: float
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Along-route arc lengths of the points inside the corridor ``(s_ego, s_ego + length_m]``.
+        """Along-route arc lengths of the points inside the corridor: from the ego's front bumper
+        to ``s_ego + length_m`` along the route.
 
         Args:
             pts_map: (M, 3) map points (x, y, height) from :meth:`obstacle_points_map`.
@@ -278,7 +283,10 @@ class FallbackPlanner:
         along = np.einsum("ij,ij->i", rel, tan)
         lat = tan[:, 0] * rel[:, 1] - tan[:, 1] * rel[:, 0]
         s_pt = cs[j] + along
-        inside = (np.abs(lat) <= half) & (np.abs(along) <= p.route_resolution_m) & (s_pt > s_ego) & (
+        # Only what is ahead of the front bumper blocks the ego: a vehicle alongside (a merge, an
+        # overtaker sliding in) is a lateral conflict that braking cannot resolve.
+        s_front = s_ego + p.ego_length_m / 2
+        inside = (np.abs(lat) <= half) & (np.abs(along) <= p.route_resolution_m) & (s_pt > s_front) & (
             s_pt <= s_ego + length_m)
         return s_pt[inside], cand[inside], cand_z[inside], left, right
 
@@ -339,7 +347,7 @@ class FallbackPlanner:
 
     # ---------------------------------------------------------------- speed profile
     def _speed_profile(self, s0: float, v0: float, lead: tuple[float, float] | None,
-                       minimal_risk: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+                       minimal_risk: bool, allow_emergency: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
         """Integrate IDM. Returns output times, arc lengths, speeds, accelerations and the
         required deceleration at t = 0."""
         p, r = self.params, self.route
@@ -370,10 +378,10 @@ class FallbackPlanner:
                 gap = s_obs_t - (s + half_len)
                 s_star = p.idm_min_gap_m + max(0.0, v * p.idm_time_headway_s + v * (v - v_obs) / (2 * sqrt_ab))
                 a -= p.idm_accel_mps2 * (s_star / max(gap, 0.1)) ** 2
-                a_req = max(a_req, required_decel(v, v_obs, gap, p.stop_margin_m))
+                a_req = max(a_req, required_decel(v, v_obs, gap, p.stop_margin_m, p.closing_deadband_mps))
             if minimal_risk and v > 0.0:
                 a = min(a, -p.mrm_decel_mps2)
-            emergency = a_req > p.comfort_decel_mps2
+            emergency = allow_emergency and a_req > p.comfort_decel_mps2
             if emergency:
                 # Exactly as hard as needed (plus a small margin), never beyond the emergency limit.
                 a = max(min(a, -a_req), -min(p.emergency_decel_mps2, a_req * p.emergency_margin))
@@ -487,7 +495,11 @@ class FallbackPlanner:
             self._plan_accel_base = self._prev_plan_accel
         self._prev_stamp = stamp_s
 
-        t, s, v, a, a_req = self._speed_profile(s_ego, pose.speed_mps, lead, minimal_risk)
+        # A new obstacle right at the bumper came in from the side (a merging or overtaking vehicle):
+        # its speed is unknown for one frame, so that frame brakes at comfort, not as for a wall.
+        allow_emergency = not (obstacle is not None and obstacle.measured and self._track is not None
+                               and len(self._track["hist"]) == 1 and obstacle.gap_m < p.new_track_near_gap_m)
+        t, s, v, a, a_req = self._speed_profile(s_ego, pose.speed_mps, lead, minimal_risk, allow_emergency)
         if a_req > p.comfort_decel_mps2:
             level = max(level, LEVEL_WARN)
             msgs.append(f"required deceleration {a_req:.1f} m/s^2 exceeds comfort "
