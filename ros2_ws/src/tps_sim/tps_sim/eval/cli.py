@@ -7,9 +7,9 @@
 
 Seeds: ``A:B`` is the half-open range [A, B) (``9000:9005`` = five seeds), ``A`` or ``A,B,C``.
 Output (``--out``, default ``runs/eval/<suite>-<UTC timestamp>/``): ``episodes/<episode>/``
-(bridge log, graph output, metrics.json), ``summary.json``, ``report.md``, ``bev/`` (a PNG and a
-GIF of every failed episode). ``--json PATH`` writes ``{"stack": {...}, "expert": {...},
-"naive": {...}, "episodes": [...]}``.
+(bridge log, graph output, metrics.json), ``summary.json``, ``report.md``, ``bev/`` (a PNG of
+the key frame of every failed episode; ``--bev-gifs`` adds a GIF of each). ``--json PATH``
+writes ``{"stack": {...}, "expert": {...}, "naive": {...}, "episodes": [...]}``.
 """
 
 from __future__ import annotations
@@ -40,10 +40,13 @@ def _default_out(suite: str, prefix: str = "eval") -> Path:
 
 def run_suite(suite_name: str, seeds: str | None, out: Path, executor: str, workers: int,
               domain_base: int | None, ray_address: str | None, bev: bool = True,
-              bev_episode: str | None = None, progress: bool = True) -> dict:
+              bev_episode: str | None = None, progress: bool = True,
+              bev_gifs: bool = False) -> dict:
     """Run a suite end to end and write its reports; returns the final dict with ``paths``.
 
     Args:
+        bev: a BEV PNG (key frame) of every failed episode.
+        bev_gifs: also an animated GIF of every failed episode (~10-20 s each on 2 cores).
         bev_episode: also render a GIF of the first episode of this configuration (the demo
             shows one animation even when nothing failed).
     """
@@ -87,7 +90,7 @@ def run_suite(suite_name: str, seeds: str | None, out: Path, executor: str, work
             s = r["spec"]
             key = f"{s['case_id']}-s{s['seed']}-{s['configuration']}"
             try:
-                paths = R.episode_bev(r, out / "bev")
+                paths = R.episode_bev(r, out / "bev", gif=bev_gifs or r is first)
                 bev_paths[key] = paths.get("gif") or paths["png"]
                 r["bev"] = paths
             except Exception as exc:  # noqa: BLE001 - a plot failure never loses the run
@@ -128,7 +131,8 @@ def _json_payload(final: dict) -> dict:
 def cmd_closedloop(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(Path(args.suite).stem)
     final = run_suite(args.suite, args.seeds, out, args.executor, args.workers, args.domain_base,
-                      args.ray_address, bev=not args.no_bev, progress=not args.quiet)
+                      args.ray_address, bev=not args.no_bev, progress=not args.quiet,
+                      bev_gifs=args.bev_gifs)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local "
                    "Ray with --workers CPUs)")
     c.add_argument("--no-bev", action="store_true", help="skip the BEV plots of failed episodes")
+    c.add_argument("--bev-gifs", action="store_true", help="also an animated GIF of every failed "
+                   "episode (default: a PNG of its key frame)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_closedloop)
     d = sub.add_parser("demo", help="the make-demo run: smoke suite + table + BEV animation")
