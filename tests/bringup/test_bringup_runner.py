@@ -216,7 +216,7 @@ def test_python_api_wait_until_up_and_stop():
 
 @pytest.mark.parametrize(
     ("override", "expected"),
-    [("rate_hz:=0.0", "parameter 'rate_hz' = 0.0 is out of range"), ("rate_hz:=fast", "expecting type 'DOUBLE'")],
+    [("rate_hz:=0.0", "parameter 'rate_hz' = 0.0 is out of range"), ("rate_hz:=fast", "parameter 'rate_hz' must be a number, got 'fast'")],
 )
 def test_demo_node_refuses_a_bad_parameter_with_a_message(override, expected):
     exe = Path(sys.executable).parent / "tps_demo_talker"

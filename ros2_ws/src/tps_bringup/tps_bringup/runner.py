@@ -67,8 +67,19 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
+def _default_signals_preexec() -> None:  # pragma: no cover - runs in the forked child
+    """Give the child default SIGINT/SIGTERM handling. A runner started in the background by a
+    non-interactive shell (nohup, `cmd &`, some CI runners) inherits SIGINT *ignored*; children
+    would inherit that too (Python and sh then never see the forwarded SIGINT) and every stop
+    would have to escalate to SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _pdeathsig_preexec() -> None:  # pragma: no cover - runs in the forked child
-    """Ask the kernel to SIGTERM the child if the thread that started it dies (runner killed)."""
+    """Default signals, and ask the kernel to SIGTERM the child if the thread that started it
+    dies (runner killed)."""
+    _default_signals_preexec()
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except Exception:
@@ -213,7 +224,8 @@ class GraphProcess:
         return self
 
     def _spawn_all(self) -> None:
-        preexec = _pdeathsig_preexec if (self.kill_on_parent_death and sys.platform.startswith("linux")) else None
+        linux = sys.platform.startswith("linux")
+        preexec = _pdeathsig_preexec if (self.kill_on_parent_death and linux) else _default_signals_preexec
         for i, child in enumerate(self.children):
             child.popen = subprocess.Popen(
                 child.command,
