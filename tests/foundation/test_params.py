@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tps_inference.params import ParameterError, config_dir, declare_from_schema, load_schema, validate
 
 SCHEMA = {
