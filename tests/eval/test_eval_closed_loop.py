@@ -87,12 +87,11 @@ def test_ray_executor_gives_the_local_aggregates(tmp_path):
     for run in (local, ray_run):
         assert all(r["status"] == "ok" for r in run["episodes"]), [r["error"] for r in run["episodes"]]
         assert run["stack"]["fallback_share"] == 1.0
-    # The expert episode is a pure function of the seed, so its aggregates must match exactly;
-    # the stack's match exactly once the stack itself is deterministic (test above).
-    for key in AGGREGATE_KEYS:
-        assert ray_run["expert"][key] == local["expert"][key], ("expert", key)
-    assert ray_run["stack"]["episodes"] == local["stack"]["episodes"]
-    assert ray_run["stack"]["collision_rate"] == local["stack"]["collision_rate"]
+    # Every episode is a pure function of its seed (synchronous loop, test above), so the
+    # aggregates of both configurations must match exactly.
+    for config in ("expert", "stack"):
+        for key in AGGREGATE_KEYS:
+            assert ray_run[config][key] == local[config][key], (config, key)
 
 
 def test_fallback_stops_for_debris_the_naive_driver_hits(tmp_path):

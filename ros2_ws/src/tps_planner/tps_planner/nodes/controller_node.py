@@ -6,6 +6,12 @@ Inputs: ``~/input/trajectory`` (tps_msgs/PlannedTrajectory), ``~/input/odometry`
 /carla/ego_vehicle/vehicle_control_cmd), ``/diagnostics``. When ``/clock`` advances while the
 trajectory is stale or missing, a braking command stamped with the current clock is published so
 the synchronous loop never deadlocks (docs/CONTRACTS.md).
+
+Each trajectory is tracked from the ego pose *of its stamp* (the odometry published with the
+sensor data it was planned from). DDS does not order messages across topics, so when that
+odometry has not arrived yet the trajectory waits for it; tracking from "the latest pose" made two
+runs of the same seed diverge. If the odometry never comes, the next clock tick tracks it from the
+nearest pose and says so in the diagnostics.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from tps_planner.nodes.common import (
     run_node,
     sensor_qos,
 )
-from tps_planner.trajectory import validate_trajectory
+from tps_planner.trajectory import PoseHistory, validate_trajectory
 
 NODE_NAME = "controller"
+ODOM_HISTORY = 50            # poses kept for stamp lookup (5 s at 10 Hz)
+POSE_TOLERANCE_S = 0.25      # nearest pose accepted when the trajectory's own is missing, s
 
 
 class ControllerNode(Node):
@@ -44,7 +52,8 @@ class ControllerNode(Node):
         self.core_params, self.cfg = load_params(self, "controller_node", ControllerParams)
         self.controller = Controller(self.core_params)
         self.trajectory = None          # last valid Trajectory
-        self.pose = None                # last EgoPose
+        self.poses = PoseHistory(ODOM_HISTORY)
+        self.pending = None             # trajectory waiting for the odometry of its stamp
         self.last_clock_s = None
         self.pub_control = self.create_publisher(CarlaEgoVehicleControl, "~/output/control", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
@@ -59,25 +68,47 @@ class ControllerNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
+    @property
+    def pose(self):
+        """The newest ego pose (None before the first odometry)."""
+        return self.poses.latest
+
     def _on_odometry(self, msg: Odometry) -> None:
-        self.pose = conv.odometry_to_pose(msg)
+        self.poses.append(conv.odometry_to_pose(msg))
+        if self.pending is not None and self.poses.reached(self.pending.stamp_s):
+            traj, self.pending = self.pending, None
+            self._track(traj)
 
     def _on_trajectory(self, msg: PlannedTrajectory) -> None:
-        t0 = time.perf_counter()
         traj = conv.trajectory_from_msg(msg)
+        if self.pending is not None:
+            stale, self.pending = self.pending, None
+            self._track(stale)          # its odometry never came: tracked from the nearest pose
+        if validate_trajectory(traj, self.core_params.expected_frame) is None and not self.poses.reached(traj.stamp_s):
+            self.pending = traj         # wait for the odometry of this stamp
+            return
+        self._track(traj)
+
+    def _track(self, traj) -> None:
+        t0 = time.perf_counter()
         now = max(self._now_s(), traj.stamp_s)
         reason = validate_trajectory(traj, self.core_params.expected_frame)
+        pose = self.poses.at(traj.stamp_s, POSE_TOLERANCE_S) or self.pose
         if reason is None:
             self.trajectory = traj
-            res = self.controller.update(traj, self.pose, now)
+            res = self.controller.update(traj, pose, now)
             stamp = traj.stamp_s
         else:
             # An invalid trajectory counts as missing: brake, stamped with the current clock.
-            res = self.controller.update(traj, self.pose, now)
+            res = self.controller.update(traj, pose, now)
             stamp = now
-        self._publish(res, stamp, time.perf_counter() - t0)
+        note = None if self.poses.has(traj.stamp_s) else f"no odometry of stamp {traj.stamp_s:.3f} s: nearest pose used"
+        self._publish(res, stamp, time.perf_counter() - t0, note)
 
     def _check_stale(self, now: float) -> None:
+        if self.pending is not None and now > self.pending.stamp_s + 1e-6:
+            traj, self.pending = self.pending, None
+            self._track(traj)           # the clock moved on without its odometry
         if self.trajectory is None and not self.cfg["brake_before_first_trajectory"]:
             # Start-up: stay silent, so the synchronous bridge keeps re-publishing step 0 until
             # the stack is up (a deterministic start), but say so.
@@ -104,7 +135,7 @@ class ControllerNode(Node):
             "(brake_before_first_trajectory is false)", {"stamp_s": now})]))
         self.get_logger().error("no trajectory received yet", throttle_duration_sec=2.0)
 
-    def _publish(self, res: ControlResult, stamp_s: float, dt_s: float) -> None:
+    def _publish(self, res: ControlResult, stamp_s: float, dt_s: float, note: str | None = None) -> None:
         self.pub_control.publish(conv.control_to_msg(res, stamp_s))
         name = self.get_name()
         ms = dt_s * 1e3
@@ -117,6 +148,9 @@ class ControllerNode(Node):
         }
         level = 0 if res.status == "tracking" else 2
         msg = "tracking" if level == 0 else f"braking to a stop: {res.reason}"
+        if note is not None:
+            level = max(level, 1)
+            msg = f"{msg}; {note}"
         statuses = [
             conv.diagnostic_status(f"{name}: trajectory", level, msg, values),
             conv.diagnostic_status(f"{name}: processing_time", 1 if ms > budget else 0,

@@ -12,7 +12,6 @@ not arrived yet, the cloud waits for it (the synchronous loop publishes both per
 
 from __future__ import annotations
 
-import bisect
 import math
 import sys
 import time
@@ -36,28 +35,12 @@ from tps_planner.nodes.common import (
     run_node,
     sensor_qos,
 )
-from tps_planner.trajectory import STATE_NAMES, EgoPose
+from tps_planner.trajectory import STATE_NAMES, PoseHistory
 
 NODE_NAME = "fallback"
 ODOM_HISTORY = 50           # poses kept for stamp lookup (5 s at 10 Hz)
 
 
-def interpolate_pose(history: list[EgoPose], stamp_s: float, tolerance_s: float) -> EgoPose | None:
-    """Ego pose at ``stamp_s`` from a stamp-sorted history (linear; None if out of range)."""
-    stamps = [p.stamp_s for p in history]
-    i = bisect.bisect_left(stamps, stamp_s)
-    if i < len(history) and abs(stamps[i] - stamp_s) <= 1e-6:
-        return history[i]
-    if 0 < i < len(history):
-        a, b = history[i - 1], history[i]
-        w = (stamp_s - a.stamp_s) / (b.stamp_s - a.stamp_s)
-        dyaw = math.atan2(math.sin(b.yaw - a.yaw), math.cos(b.yaw - a.yaw))
-        return EgoPose(stamp_s, a.x + w * (b.x - a.x), a.y + w * (b.y - a.y), a.yaw + w * dyaw,
-                       a.speed_mps + w * (b.speed_mps - a.speed_mps))
-    nearest = history[min(i, len(history) - 1)] if history else None
-    if nearest is not None and abs(nearest.stamp_s - stamp_s) <= tolerance_s:
-        return nearest
-    return None
 
 
 class FallbackNode(Node):
@@ -68,7 +51,7 @@ class FallbackNode(Node):
         super().__init__(**kwargs)
         self.core_params, self.cfg = load_params(self, "fallback_node", FallbackParams)
         self.planner = FallbackPlanner(self.core_params)
-        self.poses: list[EgoPose] = []
+        self.poses = PoseHistory(ODOM_HISTORY)
         self.pending: PointCloud2 | None = None
         self.monitor_state: int | None = None
         self.last_cloud_stamp_s: float | None = None
@@ -113,10 +96,7 @@ class FallbackNode(Node):
         if not all(math.isfinite(v) for v in (pose.x, pose.y, pose.yaw, pose.speed_mps)):
             self._diag_error("odometry", "odometry contains NaN/inf: ignored")
             return
-        if self.poses and pose.stamp_s <= self.poses[-1].stamp_s:
-            self.poses = [p for p in self.poses if p.stamp_s < pose.stamp_s]   # time went back (new episode)
         self.poses.append(pose)
-        del self.poses[:-ODOM_HISTORY]
         if self.pending is not None and pose.stamp_s >= conv.time_to_seconds(self.pending.header.stamp) - 1e-6:
             cloud, self.pending = self.pending, None
             self._process(cloud)
@@ -126,7 +106,7 @@ class FallbackNode(Node):
         if self.pending is not None:
             cloud, self.pending = self.pending, None
             self._process(cloud)            # its odometry never came: plan with the nearest pose
-        if self.poses and self.poses[-1].stamp_s >= stamp - 1e-6:
+        if self.poses.reached(stamp):
             self._process(msg)
         else:
             self.pending = msg
@@ -160,12 +140,12 @@ class FallbackNode(Node):
                 points = conv.pointcloud_to_xyz(msg)
             except conv.ConversionError as exc:
                 extra.append(f"malformed point cloud: {exc}")
-        pose = interpolate_pose(self.poses, stamp, self.cfg["pose_tolerance_s"])
+        pose = self.poses.at(stamp, self.cfg["pose_tolerance_s"])
         if pose is None:
             self._diag_error("planning", "no odometry near the cloud's stamp "
                              f"{stamp:.3f} s: no trajectory", stamp_s=stamp)
             return
-        if abs(pose.stamp_s - stamp) > 1e-6 and not any(abs(p.stamp_s - stamp) <= 1e-6 for p in self.poses):
+        if abs(pose.stamp_s - stamp) > 1e-6 and not self.poses.has(stamp):
             extra.append(f"odometry of the cloud's stamp missing: used the pose at {pose.stamp_s:.3f} s")
         res = self.planner.update(points, stamp, pose, self.monitor_state)
         if res.trajectory is None:
