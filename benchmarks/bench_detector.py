@@ -7,7 +7,8 @@ generator (32 beams x 1024 azimuth steps; only rays that hit something return a 
 Postprocess = decode (sigmoid, 3x3 max-pool peaks, top-k, circle NMS) + tracker update.
 
 Prints a table and writes benchmarks/results/detector.json (median and p90 per stage, ms).
-The machine load is recorded too: on a shared host the numbers are noisy.
+The backends run round-robin (one frame each per round) so that a shared host's load hits them
+alike; the machine load is recorded too: on a shared host the numbers are noisy.
 
     python benchmarks/bench_detector.py [--iters 50] [--threads 2]
 """
@@ -62,23 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     meta = load_meta(args.model_dir)
     load_before = os.getloadavg()
     rows = {}
+    detectors = {}
     for name in BACKENDS:
         try:
-            backend = make_backend(name, args.model_dir, args.threads)
+            detectors[name] = Detector(DetectorParams.from_meta(meta), make_backend(name, args.model_dir, args.threads))
         except (FileNotFoundError, ValueError) as exc:
             rows[name] = {"skipped": str(exc)}
-            continue
-        det = Detector(DetectorParams.from_meta(meta), backend)
-        pre, net, post, tot = [], [], [], []
-        for k in range(args.warmup + args.iters):
+    # Round-robin over the backends, one frame each per round: on a shared host the load then
+    # hits every backend alike, so the side-by-side comparison stays fair.
+    samples = {name: {"pre": [], "net": [], "post": [], "tot": []} for name in detectors}
+    last = {}
+    for k in range(args.warmup + args.iters):
+        for name, det in detectors.items():
             res = det.run(frame.points, frame.t_s + 0.1 * k, frame.ego_pose)
+            last[name] = res
             if k >= args.warmup:
-                pre.append(res.preprocess_ms)
-                net.append(res.network_ms)
-                post.append(res.postprocess_ms)
-                tot.append(res.total_ms)
-        rows[name] = {"preprocess_ms": stats(pre), "network_ms": stats(net), "postprocess_ms": stats(post),
-                      "total_ms": stats(tot), "detections": len(res.detections)}
+                sm = samples[name]
+                sm["pre"].append(res.preprocess_ms)
+                sm["net"].append(res.network_ms)
+                sm["post"].append(res.postprocess_ms)
+                sm["tot"].append(res.total_ms)
+    for name, sm in samples.items():
+        rows[name] = {"preprocess_ms": stats(sm["pre"]), "network_ms": stats(sm["net"]),
+                      "postprocess_ms": stats(sm["post"]), "total_ms": stats(sm["tot"]),
+                      "detections": len(last[name].detections)}
+    rows = {name: rows[name] for name in BACKENDS if name in rows}
     load_after = os.getloadavg()
     import onnxruntime
     import torch
