@@ -47,9 +47,13 @@ PIP_LOG="$ROOT/build/setup-pip.log"
 # already-satisfied lines of a re-run); the full log stays in build/setup-pip.log. A pip failure
 # fails the setup.
 pip_install() {
-  local rc=0
-  "${PIP[@]}" install --progress-bar off "$@" > "$PIP_LOG" 2>&1 || rc=$?
-  grep -v -e "is ignored: it is neither" -e "^Requirement already satisfied" -e "^Looking in" "$PIP_LOG" || true
+  local rc
+  # Streamed (pip's Collecting/Downloading lines are the progress of a first setup).
+  set +e +o pipefail
+  "${PIP[@]}" install --progress-bar off "$@" 2>&1 | tee "$PIP_LOG" \
+    | grep --line-buffered -v -e "is ignored: it is neither" -e "^Requirement already satisfied" -e "^Looking in"
+  rc=${PIPESTATUS[0]}
+  set -e -o pipefail
   [ "$rc" = 0 ] || log "pip failed (exit $rc); full log: $PIP_LOG"
   return "$rc"
 }
