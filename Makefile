@@ -40,11 +40,18 @@ bench: setup  ## every benchmark in benchmarks/, tables printed, JSON under benc
 lint: setup  ## ruff
 	@$(VENV)/bin/ruff check .
 
-dataset: setup  ## simulation training datasets under data/ (train/val/test split by seed)
-	@$(VENV)/bin/tps-sim dataset --scenarios all -o data/sim
+# The detector's data (models/manifest.yaml): 1 Hz frames of 20 s expert episodes, no camera.
+DATASET_ARGS ?= --scenarios all --duration 20 --frame-stride 10 --image-every 0 -o data/sim
+dataset: setup  ## the detector's datasets under data/sim: train 16, val 2, test 8 seeds per scenario
+	@$(VENV)/bin/tps-sim dataset --split train --episodes 16 $(DATASET_ARGS)
+	@$(VENV)/bin/tps-sim dataset --split val --episodes 2 $(DATASET_ARGS)
+	@$(VENV)/bin/tps-sim dataset --split test --episodes 8 $(DATASET_ARGS)
 
-train-detector: setup  ## train the lidar detector (fixed seed, <= 45 min on 2 cores)
-	@$(PY) -m training.detector
+# The shipped model's command (models/manifest.yaml); add TRAIN_ARGS=--ship to replace it.
+# Training stops on a wall-clock budget, so a faster or busier machine trains more or fewer steps.
+TRAIN_ARGS ?=
+train-detector: setup  ## train the lidar detector (fixed seed, 40 min budget on 2 cores; needs make dataset)
+	@$(PY) -m training.detector --epochs 12 --time-budget-min 40 --threads 1 $(TRAIN_ARGS)
 
 export-detector: setup  ## ONNX + ORT INT8 (+ TensorRT where a GPU exists), parity report
 	@$(PY) -m export.detector
