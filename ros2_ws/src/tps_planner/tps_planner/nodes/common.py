@@ -14,6 +14,12 @@ from tps_inference.params import ParameterError, declare_from_schema, load_schem
 # ``reliable_sensor_qos: false`` gives the sensor-data profile (best effort) for a real vehicle.
 RELIABLE_SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
 TRAJECTORY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE)
+# The selected trajectory also keeps its recent history for late joiners (transient local): the
+# evaluation's recorder and a person's RViz/recorder may finish discovery after the first cycles
+# of a fast synchronous episode. Volatile subscribers (the controller) are unaffected.
+SELECTED_TRAJECTORY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
+                                     reliability=ReliabilityPolicy.RELIABLE,
+                                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CLOCK_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)

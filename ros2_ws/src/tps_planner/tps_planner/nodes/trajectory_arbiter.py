@@ -20,7 +20,14 @@ from tps_msgs.msg import MonitorStatus, PlannedTrajectory
 
 from tps_planner import conversions as conv
 from tps_planner.arbiter import ArbiterParams, ArbiterResult, TrajectoryArbiter
-from tps_planner.nodes.common import CLOCK_QOS, DIAGNOSTICS_QOS, TRAJECTORY_QOS, load_params, run_node
+from tps_planner.nodes.common import (
+    CLOCK_QOS,
+    DIAGNOSTICS_QOS,
+    SELECTED_TRAJECTORY_QOS,
+    TRAJECTORY_QOS,
+    load_params,
+    run_node,
+)
 from tps_planner.trajectory import SOURCE_NAMES, STATE_NAMES
 
 NODE_NAME = "trajectory_arbiter"
@@ -35,7 +42,7 @@ class TrajectoryArbiterNode(Node):
         self.core_params, self.cfg = load_params(self, "trajectory_arbiter", ArbiterParams)
         self.arbiter = TrajectoryArbiter(self.core_params)
         self.clock_s = -math.inf
-        self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
+        self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", SELECTED_TRAJECTORY_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.create_subscription(PlannedTrajectory, "~/input/candidate_trajectory", self._on_candidate,
                                  TRAJECTORY_QOS)

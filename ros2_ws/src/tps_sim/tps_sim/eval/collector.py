@@ -49,7 +49,7 @@ class Collector:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from tps_msgs.msg import PlannedTrajectory
 
         self._rclpy = rclpy
@@ -59,8 +59,12 @@ class Collector:
         rclpy.init(context=self.context, domain_id=int(domain_id))
         self.node = rclpy.create_node(node_name, context=self.context)
         qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+        # The arbiter keeps its selected trajectories for late joiners (transient local): a fast
+        # synchronous episode can be seconds old before discovery with this recorder completes.
+        latched = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(PlannedTrajectory, TOPIC_SELECTED_TRAJECTORY,
-                                      self._on_trajectory, qos)
+                                      self._on_trajectory, latched)
         self.node.create_subscription(DiagnosticArray, TOPIC_DIAGNOSTICS, self._on_diagnostics,
                                       qos)
         self.executor = SingleThreadedExecutor(context=self.context)
