@@ -76,39 +76,38 @@ class ControllerNode(Node):
     def _on_odometry(self, msg: Odometry) -> None:
         self.poses.append(conv.odometry_to_pose(msg))
         if self.pending is not None and self.poses.reached(self.pending.stamp_s):
-            traj, self.pending = self.pending, None
-            self._track(traj)
+            self._track_pending()
 
     def _on_trajectory(self, msg: PlannedTrajectory) -> None:
         traj = conv.trajectory_from_msg(msg)
         if self.pending is not None:
-            stale, self.pending = self.pending, None
-            self._track(stale)          # its odometry never came: tracked from the nearest pose
-        if validate_trajectory(traj, self.core_params.expected_frame) is None and not self.poses.reached(traj.stamp_s):
+            self._track_pending()       # its odometry never came: tracked from the nearest pose
+        reason = validate_trajectory(traj, self.core_params.expected_frame)
+        if reason is None and not self.poses.reached(traj.stamp_s):
             self.pending = traj         # wait for the odometry of this stamp
             return
-        self._track(traj)
+        self._track(traj, reason)
 
-    def _track(self, traj) -> None:
+    def _track_pending(self) -> None:
+        traj, self.pending = self.pending, None
+        self._track(traj, None)         # only valid trajectories wait
+
+    def _track(self, traj, reason: str | None) -> None:
+        """Track ``traj`` from the pose of its stamp; ``reason`` says why it is invalid (None if
+        valid). An invalid trajectory counts as missing: brake, stamped with the current clock."""
         t0 = time.perf_counter()
         now = max(self._now_s(), traj.stamp_s)
-        reason = validate_trajectory(traj, self.core_params.expected_frame)
         pose = self.poses.at(traj.stamp_s, POSE_TOLERANCE_S) or self.pose
         if reason is None:
             self.trajectory = traj
-            res = self.controller.update(traj, pose, now)
-            stamp = traj.stamp_s
-        else:
-            # An invalid trajectory counts as missing: brake, stamped with the current clock.
-            res = self.controller.update(traj, pose, now)
-            stamp = now
+        res = self.controller.update(traj, pose, now)
+        stamp = traj.stamp_s if reason is None else now
         note = None if self.poses.has(traj.stamp_s) else f"no odometry of stamp {traj.stamp_s:.3f} s: nearest pose used"
         self._publish(res, stamp, time.perf_counter() - t0, note)
 
     def _check_stale(self, now: float) -> None:
         if self.pending is not None and now > self.pending.stamp_s + 1e-6:
-            traj, self.pending = self.pending, None
-            self._track(traj)           # the clock moved on without its odometry
+            self._track_pending()       # the clock moved on without its odometry
         if self.trajectory is None and not self.cfg["brake_before_first_trajectory"]:
             # Start-up: stay silent, so the synchronous bridge keeps re-publishing step 0 until
             # the stack is up (a deterministic start), but say so.
