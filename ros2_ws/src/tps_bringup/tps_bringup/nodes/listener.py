@@ -11,6 +11,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from std_msgs.msg import String
 from tps_inference.params import ParameterError, declare_from_schema
+from tps_inference.ros_spin import spin_until_shutdown
 
 from tps_bringup.demo import LISTENER_SCHEMA, Listener
 
@@ -56,7 +57,7 @@ def main(args: list[str] | None = None) -> None:
     node = None
     try:
         node = NODE_CLASS()
-        rclpy.spin(node)
+        spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
     except (ParameterError, InvalidParameterTypeException) as exc:  # a bad parameter: message, exit 2
         print(f"tps_demo_listener: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -23,6 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from tps_inference.params import declare_from_schema, load_schema
+from tps_inference.ros_spin import spin_until_shutdown
 from tps_msgs.msg import DetectedAgents
 
 from tps_perception.backends import engine_backend
@@ -124,7 +125,7 @@ def main(args=None) -> None:
     node = None
     try:
         node = PerceptionNode()
-        rclpy.spin(node)
+        spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

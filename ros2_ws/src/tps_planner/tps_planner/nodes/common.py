@@ -9,6 +9,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from tps_inference.params import ParameterError, declare_from_schema, load_schema
+from tps_inference.ros_spin import spin_until_shutdown
 
 # Reliable sensor inputs keep the synchronous loop deterministic (no lost frame on a busy host);
 # ``reliable_sensor_qos: false`` gives the sensor-data profile (best effort) for a real vehicle.
@@ -67,7 +68,7 @@ def run_node(node_cls, executable: str, args=None) -> int:
         rclpy.try_shutdown()
         return 2
     try:
-        rclpy.spin(node)
+        spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
