@@ -23,6 +23,20 @@ def test_eval_cli_writes_json_and_markdown(tmp_path):
     assert set(res["per_clutter"]) == {"medium"}
     assert 0.0 <= res["overall"]["map"]["car"] <= 1.0
     assert "car" in out.with_suffix(".md").read_text()
+    assert res["ground_truth"].startswith("traffic + parked cars")
+
+
+def test_eval_cli_traffic_only_scores_fewer_cars(tmp_path):
+    """Seed 1002 is medium clutter: its parked cars are in the default ground truth only."""
+    runs = {}
+    for name, extra in (("all", []), ("traffic", ["--traffic-only"])):
+        out = tmp_path / f"{name}.json"
+        assert main(["--seeds", SEEDS, "--scenarios", "cut_in", "--duration", "2", "--frame-stride", "10",
+                     "--backend", "onnxruntime-int8", "--model-dir", str(SHIPPED_MODEL_DIR), "--threads", "1",
+                     "--json", str(out), *extra]) == 0
+        runs[name] = json.loads(out.read_text())
+    assert runs["traffic"]["ground_truth"].startswith("traffic only")
+    assert 0 < runs["traffic"]["overall"]["num_gt"]["car"] < runs["all"]["overall"]["num_gt"]["car"]
 
 
 def test_eval_cli_refuses_training_seeds(tmp_path, capsys):

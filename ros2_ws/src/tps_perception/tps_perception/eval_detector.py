@@ -6,6 +6,12 @@ the node) over every frame of held-out episodes and scores it with the nuScenes 
 ATE/ASE/AOE/AVE, within 50 m; overall and per clutter level. Velocities come from the tracker
 (the network sees one frame), so each episode is run in time order with a fresh tracker.
 
+Ground truth is every agent the lidar hit within 50 m, parked cars included as cars (nuScenes
+annotates them as ``vehicle.car``; see :mod:`tps_perception.data`). ``--traffic-only`` scores the
+traffic alone: parked cars leave the ground truth and every detection whose centre lies on a
+parked car (its footprint grown by :data:`IGNORE_MARGIN_M`) is ignored -- neither a true nor a false
+positive, like an ignore region.
+
 Episodes come from stored shards (``--split``) or are generated fresh with
 ``tps_sim.dataset.generate_episode`` (``--seeds A:B``). Writes JSON (``--json``) and Markdown
 (``--md``, default next to the JSON).
@@ -24,11 +30,23 @@ import numpy as np
 from tqdm import tqdm
 
 from tps_perception.backends import BACKENDS, default_model_dir, load_meta, make_backend
-from tps_perception.data import Frame, episode_frames, episode_frames_from_arrays, shard_paths
+from tps_perception.data import PARKED_ID_BASE, Frame, episode_frames, episode_frames_from_arrays, shard_paths
 from tps_perception.detector import Detector, DetectorParams
 from tps_perception.metrics import DIST_THS_M, OUR_NAME, FrameBoxes, evaluate_boxes
 
 CLUTTER_LEVELS = ("none", "low", "medium", "high")
+IGNORE_MARGIN_M = 1.0  # --traffic-only: a detection this close to a parked car's footprint is ignored
+
+
+def on_boxes(xy: np.ndarray, boxes: np.ndarray, margin_m: float) -> np.ndarray:
+    """(N,) bool: which points ``xy`` (N, 2) lie in any of the footprints ``boxes`` (B, >=7),
+    each grown by ``margin_m`` on every side."""
+    hit = np.zeros(len(xy), bool)
+    for b in boxes:
+        dx, dy = xy[:, 0] - b[0], xy[:, 1] - b[1]
+        c, s = np.cos(b[6]), np.sin(b[6])
+        hit |= (np.abs(c * dx + s * dy) <= 0.5 * b[3] + margin_m) & (np.abs(-s * dx + c * dy) <= 0.5 * b[4] + margin_m)
+    return hit
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -37,7 +55,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def generated_episodes(seeds: list[int], scenarios: list[str], duration_s: float,
-                       frame_stride: int) -> Iterator[list[Frame]]:
+                       frame_stride: int, parked_cars: bool = True) -> Iterator[list[Frame]]:
     """Fresh episodes from the dataset generator (``tps_sim.dataset.episode_arrays``; nothing is
     stored). An episode the simulator cannot start is reported and skipped."""
     from tps_sim import dataset
@@ -50,10 +68,11 @@ def generated_episodes(seeds: list[int], scenarios: list[str], duration_s: float
             except Exception as exc:  # noqa: BLE001 - one failed episode must not end the evaluation
                 print(f"warning: episode {sc}/seed{s} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
-            yield list(episode_frames_from_arrays(arrays, seed=s, scenario=sc))
+            yield list(episode_frames_from_arrays(arrays, seed=s, scenario=sc, parked_cars=parked_cars))
 
 
-def stored_episodes(split: str, root: Path | None, max_episodes: int | None) -> Iterator[list[Frame]]:
+def stored_episodes(split: str, root: Path | None, max_episodes: int | None,
+                    parked_cars: bool = True) -> Iterator[list[Frame]]:
     paths = shard_paths(split, root)
     if max_episodes:
         paths = paths[:max_episodes]
@@ -61,11 +80,14 @@ def stored_episodes(split: str, root: Path | None, max_episodes: int | None) -> 
         raise FileNotFoundError(f"no shards for split {split!r} under {root or 'data/sim'}; "
                                 f"run `tps-sim dataset --split {split}` or use --seeds")
     for p in paths:
-        yield list(episode_frames(p))
+        yield list(episode_frames(p, parked_cars=parked_cars))
 
 
-def run_detector(episodes, detector: Detector, progress: bool = True):
-    """Detect over every frame; return (gt, pred, timings_ms) lists of FrameBoxes."""
+def run_detector(episodes, detector: Detector, progress: bool = True, traffic_only: bool = False):
+    """Detect over every frame; return (gt, pred, timings_ms) lists of FrameBoxes.
+
+    ``traffic_only``: parked cars (ids from PARKED_ID_BASE) leave the ground truth and detections
+    on them are dropped (ignored)."""
     gt, pred, times = [], [], []
     bar = tqdm(desc="eval", unit="frame", disable=not progress)
     for frames in episodes:
@@ -73,10 +95,16 @@ def run_detector(episodes, detector: Detector, progress: bool = True):
         for f in frames:
             token = f"{f.scenario}/{f.seed}/{f.index}"
             res = detector.run(f.points, f.t_s, f.ego_pose)
-            d = res.detections
-            gt.append(FrameBoxes(token, f.gt_boxes[:, :7], f.gt_class, f.gt_boxes[:, 7:9],
-                                 num_pts=f.gt_num_points, group=f.clutter))
-            pred.append(FrameBoxes(token, d.boxes, d.labels, res.velocities, scores=d.scores, group=f.clutter))
+            d, vel = res.detections, res.velocities
+            g = np.ones(len(f.gt_id), bool)
+            if traffic_only:
+                parked = f.gt_id >= PARKED_ID_BASE
+                g = ~parked
+                keep = ~on_boxes(d.boxes[:, :2], f.gt_boxes[parked], IGNORE_MARGIN_M)
+                d, vel = d.select(keep), vel[keep]
+            gt.append(FrameBoxes(token, f.gt_boxes[g, :7], f.gt_class[g], f.gt_boxes[g, 7:9],
+                                 num_pts=f.gt_num_points[g], group=f.clutter))
+            pred.append(FrameBoxes(token, d.boxes, d.labels, vel, scores=d.scores, group=f.clutter))
             times.append(res.total_ms)
             bar.update(1)
     bar.close()
@@ -111,6 +139,7 @@ def to_markdown(res: dict) -> str:
         return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f}"
 
     lines = [f"# Detector evaluation ({res['backend']}, {res['source']}, {res['frames']} frames)", "",
+             f"Ground truth: {res.get('ground_truth', 'traffic + parked cars (as car)')}.", "",
              f"car mAP {f(res['car_map'])}, mean AP over classes {f(res['mean_ap'])} "
              f"(nuScenes centre distance {res['dist_ths_m']} m, within {res['max_range_m']} m)", "",
              "| class | #GT | AP@0.5 | AP@1 | AP@2 | AP@4 | mAP | ATE | ASE | AOE | AVE |",
@@ -144,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-threshold", type=float, default=0.05,
                     help="AP needs the low-score tail; the node uses its own (higher) threshold")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--traffic-only", action="store_true",
+                    help="score the traffic alone: parked cars leave the ground truth and detections on "
+                         "them are ignored")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--md", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -181,12 +213,14 @@ def main(argv: list[str] | None = None) -> int:
         source = f"split {args.split}"
     t0 = time.time()
     try:
-        gt, pred, times = run_detector(episodes, detector)
+        gt, pred, times = run_detector(episodes, detector, traffic_only=args.traffic_only)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     res = summarize(gt, pred, args.backend, source, times)
     res["model_dir"] = str(model_dir)
+    res["ground_truth"] = ("traffic only (parked cars and detections on them ignored)" if args.traffic_only
+                           else "traffic + parked cars (as car)")
     res["eval_wall_s"] = round(time.time() - t0, 1)
     md = to_markdown(res)
     print(md)
