@@ -42,9 +42,9 @@ lint: setup  ## ruff
 
 # The detector's data (models/manifest.yaml): 1 Hz frames of 20 s expert episodes, no camera.
 DATASET_ARGS ?= --scenarios all --duration 20 --frame-stride 10 --image-every 0 -o data/sim
-dataset: setup  ## the detector's datasets under data/sim: train 16, val 2, test 8 seeds per scenario
-	@$(VENV)/bin/tps-sim dataset --split train --episodes 16 $(DATASET_ARGS)
-	@$(VENV)/bin/tps-sim dataset --split val --episodes 2 $(DATASET_ARGS)
+dataset: setup  ## the detector's datasets under data/sim: train 80, val 8, test 8 seeds per scenario (~10 min)
+	@$(VENV)/bin/tps-sim dataset --split train --episodes 80 $(DATASET_ARGS)
+	@$(VENV)/bin/tps-sim dataset --split val --episodes 8 $(DATASET_ARGS)
 	@$(VENV)/bin/tps-sim dataset --split test --episodes 8 $(DATASET_ARGS)
 
 # The shipped model's command (models/manifest.yaml); add TRAIN_ARGS=--ship to replace it.
