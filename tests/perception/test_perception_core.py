@@ -240,3 +240,15 @@ def test_detector_end_to_end_on_a_cloud():
     res = det.run(pts, 0.0)
     assert len(res.track_ids) == len(res.detections) == len(res.velocities)
     assert res.preprocess_ms > 0 and res.network_ms > 0 and res.postprocess_ms > 0
+
+
+def test_align_headings_turns_backward_boxes_of_moving_agents_only():
+    from tps_perception.tracker import align_headings
+
+    yaw = np.array([0.0, np.pi - 0.1, np.pi, 0.5, -3.0])
+    vel = np.array([[10.0, 0.0], [10.0, 0.0], [0.5, 0.0], [0.0, 5.0], [-3.0, 0.0]])
+    out = align_headings(yaw, vel, 2.0)
+    # along the velocity: kept; backwards and moving: turned by pi; slow: kept
+    np.testing.assert_allclose(out, [0.0, -0.1, np.pi, 0.5, -3.0], atol=1e-6)
+    assert np.all((out > -np.pi) & (out <= np.pi))
+    np.testing.assert_allclose(align_headings(yaw, vel, 0.0), yaw.astype(np.float32), atol=1e-6)

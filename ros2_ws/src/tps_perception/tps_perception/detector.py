@@ -14,7 +14,9 @@ import numpy as np
 from tps_perception.backends import Backend
 from tps_perception.pillars import BevGridParams, points_to_bev
 from tps_perception.postprocess import DecodeParams, Detections, decode
-from tps_perception.tracker import Tracker, TrackerParams
+from tps_perception.tracker import Tracker, TrackerParams, align_headings
+
+HEADING_MIN_SPEED_MPS = 2.0
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,9 @@ class DetectorParams:
     decode: DecodeParams = field(default_factory=DecodeParams)
     tracker: TrackerParams = field(default_factory=TrackerParams)
     track: bool = True
+    # headings of agents tracked moving at least this fast over ground point along their velocity
+    # (tracker.align_headings); 0 turns it off. Needs the ego pose (over-ground velocity).
+    heading_min_speed_mps: float = HEADING_MIN_SPEED_MPS
 
     @staticmethod
     def from_meta(meta: dict, *, score_threshold: float | None = None,
@@ -87,6 +92,8 @@ class Detector:
         if self.params.track:
             tr = self.tracker.update(det, t_s, ego_pose)
             ids, vel, rel = tr.ids, tr.velocities, tr.velocity_is_relative
+            if not rel and len(det):
+                det.boxes[:, 6] = align_headings(det.boxes[:, 6], vel, self.params.heading_min_speed_mps)
         else:
             ids, vel, rel = np.zeros(len(det), np.uint32), np.zeros((len(det), 2), np.float32), True
         t3 = time.perf_counter()
