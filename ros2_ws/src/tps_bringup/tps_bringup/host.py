@@ -21,6 +21,7 @@ import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
+from tps_inference.ros_spin import is_requested_shutdown
 
 from tps_bringup.graph import Graph, find_entry_point, graph_from_json, node_invocation
 
@@ -84,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code if isinstance(exc.code, int) else 1
         print(f"{LOG_PREFIX} a node requested exit with code {code}", file=sys.stderr, flush=True)
     except Exception as exc:  # noqa: BLE001 - any failure ends the host with a message and code 1
-        traceback.print_exc()
-        code = getattr(exc, "exit_code", 1)
-        code = code if isinstance(code, int) and not isinstance(code, bool) and code != 0 else 1
-        print(f"{LOG_PREFIX} {type(exc).__name__}: {exc} (exit code {code})", file=sys.stderr, flush=True)
+        if not is_requested_shutdown(exc):  # a signal mid wait-set build raises RCLError: a clean stop
+            traceback.print_exc()
+            code = getattr(exc, "exit_code", 1)
+            code = code if isinstance(code, int) and not isinstance(code, bool) and code != 0 else 1
+            print(f"{LOG_PREFIX} {type(exc).__name__}: {exc} (exit code {code})", file=sys.stderr, flush=True)
     finally:
         executor.shutdown(timeout_sec=1.0)
         for node in nodes:

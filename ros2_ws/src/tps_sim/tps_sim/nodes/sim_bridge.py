@@ -21,6 +21,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tps_inference.params import ParameterError, declare_from_schema, load_schema
+from tps_inference.ros_spin import is_requested_shutdown
 from tps_msgs.msg import DrivingInstruction, GroundTruth
 
 from tps_sim import conversions as conv
@@ -183,11 +184,13 @@ def main(args=None) -> None:
     except ParameterError as exc:
         print(f"sim_bridge: bad parameter: {exc}", file=sys.stderr)
         code = 2
-    except RuntimeError as exc:  # the world could not start (e.g. SUMO refused the ego)
-        print(f"sim_bridge: could not start the episode: {exc}", file=sys.stderr)
-        code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError as exc:
+        if not is_requested_shutdown(exc):  # a signal mid wait-set build raises RCLError: a clean stop
+            # the world could not start (e.g. SUMO refused the ego)
+            print(f"sim_bridge: could not start the episode: {exc}", file=sys.stderr)
+            code = 1
     finally:
         if node is not None:
             node.close()
