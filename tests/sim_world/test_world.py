@@ -173,3 +173,23 @@ def test_scene3d_and_futures():
         for a in s.agents:
             later = states[k + 30].agent_by_id(a.id)
             assert futures[k].valid[a.id][-1] == (later is not None)
+
+
+def test_an_obstacle_close_ahead_of_the_start_slows_the_start_or_is_named():
+    """SUMO refuses to insert the ego with a stopped obstacle inside its stopping distance: the
+    retries start slower where that helps; where nothing helps the error names the obstacle."""
+    w = SimWorld(WorldConfig(scenario="highway", seed=1000, obstacles=({"kind": "debris", "route_s_m": 50.0},)))
+    try:
+        st = w.reset()
+        assert w.insert_attempts >= 2, "a 50 m obstacle used to make the first (full-speed) try fail"
+        stop_m = st.ego.speed_mps ** 2 / 2.0 / 3.0
+        assert stop_m < 50.0, f"the ego starts at a speed it cannot stop from ({stop_m:.0f} m)"
+    finally:
+        w.close()
+    w = SimWorld(WorldConfig(scenario="highway", seed=1000, obstacles=({"kind": "debris", "route_s_m": 60.0},
+                                                                        {"kind": "debris", "route_s_m": 12.0})))
+    try:
+        with pytest.raises(RuntimeError, match=r"obstacles\[1\]\.route_s_m = 12 m"):
+            w.reset()
+    finally:
+        w.close()

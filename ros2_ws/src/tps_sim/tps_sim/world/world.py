@@ -62,6 +62,11 @@ EGO_INSERT_TRIES = 6
 CLEAR_BEHIND_M = 80.0
 CLEAR_AHEAD_M = 80.0
 CLEAR_ANY_LANE_M = 12.0
+# An in-lane obstacle closer than the ego's stopping distance makes SUMO refuse to insert the ego
+# (no secure gap). The ego then starts at a speed it can stop from with this deceleration, short
+# of the obstacle by OBSTACLE_START_MARGIN_M.
+OBSTACLE_START_DECEL_MPS2 = 3.0
+OBSTACLE_START_MARGIN_M = 15.0
 ADV_CLEAR_AHEAD_M = 200.0
 CUT_IN_TTC_S = 1.5
 BENCHMARK_SCENARIO = "highway"
@@ -223,12 +228,15 @@ class SimWorld:
         first = sc.ego_edges[0]
         lane = sc.ego_depart_lane
         sim.add_route("ego_route", list(sc.ego_edges))
+        cap, nearest = self._obstacle_start_speed_cap()
         for attempt in range(EGO_INSERT_TRIES):
             # SUMO refuses an insertion that a follower could not brake for: try the planned
-            # speed, then the lane's desired speed, moving forward a little each time.
-            pos = sc.ego_depart_pos_m + 5.0 * attempt
-            speed = sc.ego_depart_speed_mps
-            depart_speed = "desired" if attempt % 2 else f"{speed:.2f}"
+            # speed, then the lane's desired speed, moving forward a little each time. With an
+            # in-lane obstacle ahead, the retries start slower instead, where it can stop.
+            capped = cap is not None and attempt > 0
+            pos = sc.ego_depart_pos_m + (0.0 if capped else 5.0 * attempt)
+            speed = min(sc.ego_depart_speed_mps, cap * 0.8 ** (attempt - 1)) if capped else sc.ego_depart_speed_mps
+            depart_speed = "desired" if (attempt % 2 and not capped) else f"{speed:.2f}"
             self._clear_around(first, lane, pos, CLEAR_ANY_LANE_M + 20.0 * attempt)
             sim.add_vehicle(EGO_SIM_ID, "ego_route", EGO_TYPE, str(lane), f"{pos:.2f}",
                             depart_speed)
@@ -242,9 +250,26 @@ class SimWorld:
                 self._insert_adversary()
                 return
             sim.remove_vehicle(EGO_SIM_ID)
+        hint = ""
+        if nearest is not None:
+            k, s_m = nearest
+            hint = (f"; in-lane obstacles[{k}].route_s_m = {s_m:g} m is the nearest obstacle ahead of the "
+                    f"ego's start: move it farther along the route")
         raise RuntimeError(f"SUMO refused to insert the ego on {first}_{lane} after "
                            f"{EGO_INSERT_TRIES} tries (scenario {sc.name}, seed "
-                           f"{self.config.seed})")
+                           f"{self.config.seed}){hint}")
+
+    def _obstacle_start_speed_cap(self) -> tuple[float | None, tuple[int, float] | None]:
+        """(speed cap m/s or None, (index, route_s_m) of the nearest in-lane obstacle or None):
+        the ego's start speed from which it stops OBSTACLE_START_MARGIN_M short of the nearest
+        obstacle that SUMO treats as blocking a lane (one with a placeholder vehicle)."""
+        ahead = [(int(vid[len(BLOCKER_PREFIX):]), float(self.config.obstacles[int(vid[len(BLOCKER_PREFIX):])]["route_s_m"]))
+                 for vid in self._blocker_pos]
+        if not ahead:
+            return None, None
+        k, s_m = min(ahead, key=lambda t: t[1])
+        room = max(0.0, s_m - OBSTACLE_START_MARGIN_M)
+        return float(np.sqrt(2.0 * OBSTACLE_START_DECEL_MPS2 * room)), (k, s_m)
 
     def _clear_around(self, edge: str, lane: int, pos: float, any_lane_m: float) -> None:
         """Remove background vehicles from the ego's start: its lane 80 m behind to 80 m ahead
