@@ -49,7 +49,8 @@ static_boxes         (S, 8) float32   clutter/obstacles x, y, z, l, w, h, yaw, m
 ===================  ===============  =====================================================
 
 Every agent alive at a frame is listed (also far or occluded ones: filter by ``gt_num_points``
-and range). All randomness is seeded by the episode seed: a shard is reproducible.
+and range). Parked cars are static clutter here (``static_boxes``, material MAT_PARKED_CAR), not
+agents; the detector's ground truth adds them as cars (``tps_perception.data``). All randomness is seeded by the episode seed: a shard is reproducible.
 """
 
 from __future__ import annotations
