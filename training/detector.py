@@ -37,6 +37,7 @@ from tqdm import tqdm
 REG_WEIGHT = 1.0
 WARMUP = 0.05  # share of the schedule spent warming up the learning rate
 MIN_POINTS_FOR_TARGET = 1  # boxes the lidar did not hit cannot be learnt; they are left out
+RARE_CLASSES = (2, 3, 4, 5)  # truck, bus, pedestrian, cyclist: in 6-9 % of the training frames each
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -91,6 +92,19 @@ def sample_tensors(frame: Frame, grid: BevGridParams, dec: DecodeParams, out_siz
     bev = points_to_bev(pts, grid)
     hm, reg, mask = encode_targets(boxes, labels, dec, out_size)
     return bev, hm, reg, mask
+
+
+def sampling_weights(frames: list[Frame], balance: float) -> np.ndarray | None:
+    """Class-balanced sampling (CBGS-like): a frame holding a lidar-hit box of a rare class is
+    drawn ``1 + balance`` times as often as one without; None (a plain permutation per epoch) for
+    ``balance`` 0."""
+    if balance <= 0:
+        return None
+    w = np.ones(len(frames))
+    for k, f in enumerate(frames):
+        if np.isin(f.gt_class[f.gt_num_points >= MIN_POINTS_FOR_TARGET], RARE_CLASSES).any():
+            w[k] += balance
+    return w / w.sum()
 
 
 def load_frames(split: str, root: Path | None, max_episodes: int | None, stride: int) -> list[Frame]:
@@ -151,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-name", default="shipped")
     ap.add_argument("--ship", action="store_true", help="copy the final weights to models/detector/")
     ap.add_argument("--val-frames", type=int, default=40)
+    ap.add_argument("--balance", type=float, default=0.0,
+                    help="class-balanced sampling: frames with a truck/bus/pedestrian/cyclist are drawn "
+                         "1 + BALANCE times as often (0: every frame once per epoch)")
     ap.add_argument("--synthetic-episodes", type=int, default=0,
                     help="smoke runs only: train on N tps_sim synthetic road scenes (real lidar model, "
                          "no SUMO) instead of dataset shards")
@@ -211,8 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         writer = csv.writer(fh)
         writer.writerow(["epoch", "step", "train_loss", "train_hm", "train_reg", "val_loss", "lr", "elapsed_s"])
         step = 0
+        weights = sampling_weights(frames, args.balance)
+        if weights is not None:
+            print(f"class-balanced sampling: {int((weights > weights.min()).sum())} of {len(frames)} frames "
+                  f"hold a rare class, drawn {1 + args.balance:g}x as often")
         for epoch in range(args.epochs):
-            order = rng.permutation(len(frames))
+            order = (rng.permutation(len(frames)) if weights is None
+                     else rng.choice(len(frames), size=len(frames), p=weights))
             sums = np.zeros(3)
             n_ep = 0
             bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step")

@@ -10,7 +10,7 @@ import numpy as np
 from tps_perception.backends import load_torch_model, torch_backend
 from tps_perception.pillars import BevGridParams, points_to_bev
 
-from training.detector import focal_loss, main
+from training.detector import focal_loss, main, sampling_weights
 
 SMOKE_ARGS = ["--synthetic-episodes", "2", "--synthetic-frames", "2", "--epochs", "1", "--batch-size", "2",
               "--threads", "1", "--run-name", "smoke", "--val-frames", "2"]
@@ -25,6 +25,21 @@ def test_focal_loss_is_lower_for_the_right_heatmap():
     good[0, 0, 3, 3] = 6.0
     bad = -good
     assert focal_loss(good, target) < 0.01 < focal_loss(bad, target)
+
+
+def test_class_balanced_sampling_favours_frames_with_rare_classes():
+    from tps_perception.data import Frame
+
+    def frame(classes, points):
+        n = len(classes)
+        return Frame(np.zeros((1, 4), np.float32), np.zeros((n, 9), np.float32), np.array(classes, np.uint8),
+                     np.arange(n, dtype=np.int32), np.array(points, np.int32), 0.0, None, "none", 0, "unit", 0)
+
+    frames = [frame([1, 1], [5, 5]), frame([1, 3], [5, 9]), frame([4], [0]), frame([], [])]
+    w = sampling_weights(frames, 2.0)
+    # the bus frame is drawn 3x as often; a pedestrian the lidar did not hit does not count
+    np.testing.assert_allclose(w, np.array([1, 3, 1, 1]) / 6.0)
+    assert sampling_weights(frames, 0.0) is None
 
 
 def test_training_smoke_run_writes_artifacts(tmp_path, monkeypatch):
