@@ -50,8 +50,8 @@ dataset: setup  ## the detector's datasets under data/sim: train 80, val 8, test
 # The shipped model's command (models/manifest.yaml); add TRAIN_ARGS=--ship to replace it.
 # Training stops on a wall-clock budget, so a faster or busier machine trains more or fewer steps.
 TRAIN_ARGS ?=
-train-detector: setup  ## train the lidar detector (fixed seed, 42 min budget on one core; needs make dataset)
-	@$(PY) -m training.detector --epochs 6 --time-budget-min 42 --threads 1 --out-stride 2 --val-frames 64 $(TRAIN_ARGS)
+train-detector: setup  ## train the lidar detector (fixed seed, 42 min budget on 2 cores; needs make dataset)
+	@$(PY) -m training.detector --epochs 10 --time-budget-min 42 --threads 2 --out-stride 2 --val-frames 64 --balance 2 $(TRAIN_ARGS)
 
 export-detector: setup  ## ONNX + ORT INT8 (+ TensorRT where a GPU exists), parity report
 	@$(PY) -m export.detector
