@@ -54,6 +54,7 @@ class ControllerNode(Node):
         self.trajectory = None          # last valid Trajectory
         self.poses = PoseHistory(ODOM_HISTORY)
         self.pending = None             # trajectory waiting for the odometry of its stamp
+        self.published = False          # any command sent yet (start-up ends with the first)
         self.last_clock_s = None
         self.pub_control = self.create_publisher(CarlaEgoVehicleControl, "~/output/control", 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
@@ -80,13 +81,21 @@ class ControllerNode(Node):
 
     def _on_trajectory(self, msg: PlannedTrajectory) -> None:
         traj = conv.trajectory_from_msg(msg)
-        if self.pending is not None:
+        if self.pending is not None and not self._starting_blind():
             self._track_pending()       # its odometry never came: tracked from the nearest pose
         reason = validate_trajectory(traj, self.core_params.expected_frame)
         if reason is None and not self.poses.reached(traj.stamp_s):
             self.pending = traj         # wait for the odometry of this stamp
             return
         self._track(traj, reason)
+
+    def _starting_blind(self) -> bool:
+        """Start-up without any odometry yet: a waiting trajectory is superseded, not tracked.
+        Tracking it would publish a "no valid odometry" emergency brake whose jerk state depends
+        on whether the first odometry or the first trajectory won the DDS race (seen as a
+        nondeterministic first step); the synchronous bridge re-publishes step 0 until a
+        command arrives, so waiting for the odometry keeps the start deterministic."""
+        return self.pose is None and not self.published
 
     def _track_pending(self) -> None:
         traj, self.pending = self.pending, None
@@ -106,7 +115,7 @@ class ControllerNode(Node):
         self._publish(res, stamp, time.perf_counter() - t0, note)
 
     def _check_stale(self, now: float) -> None:
-        if self.pending is not None and now > self.pending.stamp_s + 1e-6:
+        if self.pending is not None and now > self.pending.stamp_s + 1e-6 and not self._starting_blind():
             self._track_pending()       # the clock moved on without its odometry
         if self.trajectory is None and not self.cfg["brake_before_first_trajectory"]:
             # Start-up: stay silent, so the synchronous bridge keeps re-publishing step 0 until
@@ -136,6 +145,7 @@ class ControllerNode(Node):
 
     def _publish(self, res: ControlResult, stamp_s: float, dt_s: float, note: str | None = None) -> None:
         self.pub_control.publish(conv.control_to_msg(res, stamp_s))
+        self.published = True
         name = self.get_name()
         ms = dt_s * 1e3
         budget = self.cfg["processing_budget_ms"]
