@@ -114,6 +114,7 @@ class BridgeParams:
     faults: str = ""
     obstacles: str = ""
     exit_on_end: bool = False
+    exit_linger_s: float = 0.5
     episode_log: str = ""
 
     @classmethod

@@ -69,6 +69,13 @@ def episode_dir(spec: EpisodeSpec) -> Path:
     return Path(spec.out_dir) / "episodes" / spec.key
 
 
+# The graph stays up this long after the episode so the collector, which discovers the stack's
+# nodes over DDS in parallel with the episode, still gets the arbiter's (transient-local) selected
+# trajectories: with the bridge's default 0.5 s, 1 in 7 six-second episodes ended unmeasured
+# (fallback_share None) on this 2-core machine.
+EXIT_LINGER_S = 2.0
+
+
 def bridge_overrides(spec: EpisodeSpec, edir: Path) -> list[str]:
     """``tps_bringup`` ``--set`` overrides that configure the bridge for ``spec``."""
     faults = ""
@@ -84,7 +91,7 @@ def bridge_overrides(spec: EpisodeSpec, edir: Path) -> list[str]:
     return [f"{p}scenario='{spec.scenario}'", f"{p}seed={int(spec.seed)}",
             f"{p}density={float(spec.density)}", f"{p}clutter='{spec.clutter}'",
             f"{p}duration_s={float(spec.duration_s)}", f"{p}faults='{faults}'",
-            f"{p}obstacles='{obstacles}'", f"{p}exit_on_end=true",
+            f"{p}obstacles='{obstacles}'", f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
             f"{p}episode_log='{edir / LOG_NAME}'"]
 
 

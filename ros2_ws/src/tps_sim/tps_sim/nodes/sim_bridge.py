@@ -30,8 +30,6 @@ from tps_sim.bridge import BridgeParams, SimBridge, status_summary
 NODE_NAME = "sim_bridge"
 # Wall period of the polling timer (timeouts, free-running steps) [s].
 POLL_PERIOD_S = 0.005
-# After the episode ended (exit_on_end), keep the node up this long [s] before exiting.
-EXIT_LINGER_S = 0.5
 SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
                         reliability=ReliabilityPolicy.RELIABLE)
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -126,7 +124,7 @@ class SimBridgeNode(Node):
             if not self.standalone:
                 # Hosted on a shared executor (tps-bringup single_process): end the whole
                 # process cleanly by shutting the context down after a short linger.
-                self._exit_timer = self.create_timer(EXIT_LINGER_S, self._shutdown_context,
+                self._exit_timer = self.create_timer(self.params.exit_linger_s, self._shutdown_context,
                                                      clock=self._wall)
 
     def _shutdown_context(self) -> None:
@@ -176,7 +174,7 @@ def main(args=None) -> None:
         while rclpy.ok() and not node.finished:
             executor.spin_once(timeout_sec=0.05)
         # Let reliable subscribers fetch the last step before the writers disappear.
-        linger_until = time.monotonic() + EXIT_LINGER_S
+        linger_until = time.monotonic() + node.params.exit_linger_s
         while rclpy.ok() and time.monotonic() < linger_until:
             executor.spin_once(timeout_sec=0.05)
         if node.core.stats.end_reason.startswith("world_error"):
