@@ -70,6 +70,15 @@ def _ego_pose_xyyaw(ego: np.ndarray | None, k: int) -> np.ndarray | None:
     return np.array([row[0], row[1], row[5] if ego.shape[1] >= 6 else row[-1]], np.float64)
 
 
+def in_footprint(xy: np.ndarray, box: np.ndarray, margin_m: float) -> np.ndarray:
+    """(N,) bool: which points ``xy`` (N, >=2) lie in the oriented footprint of ``box`` (>=7:
+    x, y, z, l, w, h, yaw), grown by ``margin_m`` on every side."""
+    dx, dy = xy[:, 0] - box[0], xy[:, 1] - box[1]
+    c, s = np.cos(box[6]), np.sin(box[6])
+    return ((np.abs(c * dx + s * dy) <= 0.5 * box[3] + margin_m)
+            & (np.abs(-s * dx + c * dy) <= 0.5 * box[4] + margin_m))
+
+
 def points_in_boxes(points_bl: np.ndarray, boxes: np.ndarray, margin_m: float = 0.05) -> np.ndarray:
     """Number of points inside each oriented box.
 
@@ -90,11 +99,7 @@ def points_in_boxes(points_bl: np.ndarray, boxes: np.ndarray, margin_m: float = 
         if not near.any():
             continue
         p = points_bl[near]
-        dx, dy = p[:, 0] - b[0], p[:, 1] - b[1]
-        c, s = np.cos(b[6]), np.sin(b[6])
-        lx, ly = c * dx + s * dy, -s * dx + c * dy
-        inside = ((np.abs(lx) <= 0.5 * b[3] + margin_m) & (np.abs(ly) <= 0.5 * b[4] + margin_m)
-                  & (np.abs(p[:, 2] - b[2]) <= 0.5 * b[5] + margin_m))
+        inside = in_footprint(p, b, margin_m) & (np.abs(p[:, 2] - b[2]) <= 0.5 * b[5] + margin_m)
         out[k] = int(inside.sum())
     return out
 

@@ -30,7 +30,14 @@ import numpy as np
 from tqdm import tqdm
 
 from tps_perception.backends import BACKENDS, default_model_dir, load_meta, make_backend
-from tps_perception.data import PARKED_ID_BASE, Frame, episode_frames, episode_frames_from_arrays, shard_paths
+from tps_perception.data import (
+    PARKED_ID_BASE,
+    Frame,
+    episode_frames,
+    episode_frames_from_arrays,
+    in_footprint,
+    shard_paths,
+)
 from tps_perception.detector import Detector, DetectorParams
 from tps_perception.metrics import DIST_THS_M, OUR_NAME, FrameBoxes, evaluate_boxes
 
@@ -43,9 +50,7 @@ def on_boxes(xy: np.ndarray, boxes: np.ndarray, margin_m: float) -> np.ndarray:
     each grown by ``margin_m`` on every side."""
     hit = np.zeros(len(xy), bool)
     for b in boxes:
-        dx, dy = xy[:, 0] - b[0], xy[:, 1] - b[1]
-        c, s = np.cos(b[6]), np.sin(b[6])
-        hit |= (np.abs(c * dx + s * dy) <= 0.5 * b[3] + margin_m) & (np.abs(-s * dx + c * dy) <= 0.5 * b[4] + margin_m)
+        hit |= in_footprint(xy, b, margin_m)
     return hit
 
 
@@ -55,7 +60,7 @@ def _parse_seeds(text: str) -> list[int]:
 
 
 def generated_episodes(seeds: list[int], scenarios: list[str], duration_s: float,
-                       frame_stride: int, parked_cars: bool = True) -> Iterator[list[Frame]]:
+                       frame_stride: int) -> Iterator[list[Frame]]:
     """Fresh episodes from the dataset generator (``tps_sim.dataset.episode_arrays``; nothing is
     stored). An episode the simulator cannot start is reported and skipped."""
     from tps_sim import dataset
@@ -68,11 +73,10 @@ def generated_episodes(seeds: list[int], scenarios: list[str], duration_s: float
             except Exception as exc:  # noqa: BLE001 - one failed episode must not end the evaluation
                 print(f"warning: episode {sc}/seed{s} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 continue
-            yield list(episode_frames_from_arrays(arrays, seed=s, scenario=sc, parked_cars=parked_cars))
+            yield list(episode_frames_from_arrays(arrays, seed=s, scenario=sc))
 
 
-def stored_episodes(split: str, root: Path | None, max_episodes: int | None,
-                    parked_cars: bool = True) -> Iterator[list[Frame]]:
+def stored_episodes(split: str, root: Path | None, max_episodes: int | None) -> Iterator[list[Frame]]:
     paths = shard_paths(split, root)
     if max_episodes:
         paths = paths[:max_episodes]
@@ -80,7 +84,7 @@ def stored_episodes(split: str, root: Path | None, max_episodes: int | None,
         raise FileNotFoundError(f"no shards for split {split!r} under {root or 'data/sim'}; "
                                 f"run `tps-sim dataset --split {split}` or use --seeds")
     for p in paths:
-        yield list(episode_frames(p, parked_cars=parked_cars))
+        yield list(episode_frames(p))
 
 
 def run_detector(episodes, detector: Detector, progress: bool = True, traffic_only: bool = False):

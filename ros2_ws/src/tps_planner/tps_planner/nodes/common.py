@@ -6,7 +6,6 @@ import dataclasses
 import sys
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from tps_inference.params import ParameterError, declare_from_schema, load_schema
 from tps_inference.ros_spin import spin_until_shutdown
@@ -69,8 +68,6 @@ def run_node(node_cls, executable: str, args=None) -> int:
         return 2
     try:
         spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

@@ -263,11 +263,10 @@ class SimWorld:
         """(speed cap m/s or None, (index, route_s_m) of the nearest in-lane obstacle or None):
         the ego's start speed from which it stops OBSTACLE_START_MARGIN_M short of the nearest
         obstacle that SUMO treats as blocking a lane (one with a placeholder vehicle)."""
-        ahead = [(int(vid[len(BLOCKER_PREFIX):]), float(self.config.obstacles[int(vid[len(BLOCKER_PREFIX):])]["route_s_m"]))
-                 for vid in self._blocker_pos]
-        if not ahead:
+        indices = [int(vid[len(BLOCKER_PREFIX):]) for vid in self._blocker_pos]  # vid = obst_<k>
+        if not indices:
             return None, None
-        k, s_m = min(ahead, key=lambda t: t[1])
+        s_m, k = min((float(self.config.obstacles[i]["route_s_m"]), i) for i in indices)
         room = max(0.0, s_m - OBSTACLE_START_MARGIN_M)
         return float(np.sqrt(2.0 * OBSTACLE_START_DECEL_MPS2 * room)), (k, s_m)
 
