@@ -26,7 +26,7 @@ hello: setup  ## the smallest graph: talker -> listener over DDS for 5 s (tps-br
 	@$(VENV)/bin/tps-bringup config/graph/hello.yaml --duration-s 5
 
 demo: setup  ## closed-loop smoke suite with the fallback driving; prints a table (<= 10 min)
-	@$(PY) -m tps_sim.eval.cli demo
+	@$(PY) -m tps_eval.cli demo
 
 test: setup  ## the full test suite (what CI runs)
 	@$(PY) -m pytest $(PYTEST_ARGS)
@@ -57,7 +57,7 @@ export-detector: setup  ## ONNX + ORT INT8 (+ TensorRT where a GPU exists), pari
 	@$(PY) -m export.detector
 
 eval-detector: setup  ## detection AP on the held-out test split
-	@$(PY) -m tps_perception.eval_detector --split test
+	@$(PY) -m tps_eval.cli detector --split test
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build log ros2_ws/build ros2_ws/install ros2_ws/log

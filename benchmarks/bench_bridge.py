@@ -89,7 +89,7 @@ def bench_dds(scenario: str, seed: int, steps: int) -> dict:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
-    from tps_sim.bridge import load_episode_log
+    from tps_sim.episode_log import load_episode_log
 
     os.environ.setdefault("ROS_DOMAIN_ID", ROS_DOMAIN_ID)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -33,7 +33,7 @@ BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 
 
 def real_frame():
-    from tps_perception.data import episode_frames
+    from tps_eval.detector.data import episode_frames
     from tps_sim.dataset import generate_episode
 
     with tempfile.TemporaryDirectory() as tmp:

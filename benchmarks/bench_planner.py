@@ -20,10 +20,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tps_common.stamp_sync import EgoPose
 from tps_planner.arbiter import ArbiterParams, TrajectoryArbiter
 from tps_planner.controller import Controller, ControllerParams
 from tps_planner.fallback import FallbackPlanner
-from tps_planner.trajectory import SOURCE_PLANNER, STATE_FALLBACK, STATE_NOMINAL, EgoPose, retime
+from tps_planner.trajectory import SOURCE_PLANNER, STATE_FALLBACK, STATE_NOMINAL, retime
 from tps_sim.sensors.lidar import LidarModel, to_xyzi
 from tps_sim.sensors.synthetic import synthetic_scene
 

@@ -31,8 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tps_eval.detector.data import Frame, episode_frames, shard_paths, synthetic_frames
 from tps_perception.backends import default_model_dir, load_meta, load_torch_model, make_backend
-from tps_perception.data import Frame, episode_frames, shard_paths, synthetic_frames
 from tps_perception.pillars import BevGridParams, points_to_bev
 
 OPSET = 17
@@ -244,8 +244,8 @@ def head_errors(ref: list[tuple[np.ndarray, np.ndarray]], other: list[tuple[np.n
 
 def parity(model_dir: Path, frames_by_episode: list[list[Frame]], backends: list[str]) -> dict:
     """Head-output errors and car/mean AP difference of each backend vs torch on the given frames."""
+    from tps_eval.detector.evaluate import run_detector, summarize
     from tps_perception.detector import Detector, DetectorParams
-    from tps_perception.eval_detector import run_detector, summarize
 
     meta = load_meta(model_dir)
     grid = BevGridParams(**meta["grid"])

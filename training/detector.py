@@ -3,7 +3,7 @@
 Reads dataset shards of the TRAIN split (data/sim/train/<scenario>/seed<seed>.npz, written by
 ``tps-sim dataset``), trains :class:`tps_perception.model.CenterNet` with a CenterNet focal loss on
 the class heatmaps and an L1 loss on the box regression, with global rotation / flip / scale
-augmentation. Ground truth includes parked cars as cars (:mod:`tps_perception.data`). The
+augmentation. Ground truth includes parked cars as cars (:mod:`tps_eval.detector.data`). The
 network runs channels-last under bfloat16 autocast by default (``--precision``; about 2x the fp32
 step rate on AVX512-BF16 CPUs); weights, losses and the optimiser stay fp32. Fixed seed, tqdm progress, a checkpoint per epoch and a CSV log under
 ``runs/detector/<run>/``; ``--ship`` copies the final weights + metadata to ``models/detector/``.
@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tps_common.geometry import rotate_vectors
+from tps_eval.detector.data import Frame, episode_frames, shard_paths, synthetic_frames
 from tps_perception.backends import default_model_dir, repo_root
-from tps_perception.data import Frame, episode_frames, shard_paths, synthetic_frames
 from tps_perception.model import CLASS_IDS, CenterNet, NetConfig
 from tps_perception.pillars import BevGridParams, points_to_bev
 from tps_perception.postprocess import DecodeParams, encode_targets
@@ -68,11 +69,8 @@ def augment(points: np.ndarray, boxes: np.ndarray, rng: np.random.Generator) -> 
         bx[:, 1] = -bx[:, 1]
         bx[:, 6] = -bx[:, 6]
     a = rng.uniform(-np.pi / 4, np.pi / 4)
-    c, s = np.cos(a), np.sin(a)
-    x, y = pts[:, 0].copy(), pts[:, 1].copy()
-    pts[:, 0], pts[:, 1] = c * x - s * y, s * x + c * y
-    x, y = bx[:, 0].copy(), bx[:, 1].copy()
-    bx[:, 0], bx[:, 1] = c * x - s * y, s * x + c * y
+    pts[:, :2] = rotate_vectors(pts[:, :2], a)
+    bx[:, :2] = rotate_vectors(bx[:, :2], a)
     bx[:, 6] = bx[:, 6] + a
     sc = rng.uniform(0.95, 1.05)
     pts[:, :2] *= sc

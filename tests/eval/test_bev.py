@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from tps_sim import bev
-from tps_sim.eval.metrics import ObjectFrame
+from tps_eval import bev
+from tps_eval.metrics import ObjectFrame
 
 FRAMES = 6
 LANE_WIDTH_M = 3.5

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tps_sim.eval.cli import run_suite
-from tps_sim.eval.episode_log import BOX, load_episode_log
-from tps_sim.eval.executors import MAX_DOMAIN_ID, default_domain_base
-from tps_sim.eval.metrics import EpisodeMetrics
+from tps_eval.cli import run_suite
+from tps_eval.executors import MAX_DOMAIN_ID, default_domain_base
+from tps_eval.metrics import EpisodeMetrics
+from tps_sim.episode_log import BOX, load_episode_log
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -1,15 +1,14 @@
-"""Unit tests of tps_sim.eval.metrics on hand-made trajectories (no ROS, no simulator)."""
+"""Unit tests of tps_eval.metrics on hand-made trajectories (no ROS, no simulator)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from tps_sim.eval import metrics as m
+from tps_eval import metrics as m
 
 DT_S = 0.1
 EGO_LENGTH_M = 4.6
 EGO_WIDTH_M = 1.9
-TOL = 1e-9
 
 
 def straight_trace(speed_mps: float = 10.0, steps: int = 100, agents=None, statics=None,
@@ -34,25 +33,7 @@ def one_agent(x: float, y: float, vx: float = 0.0, yaw: float = 0.0, oid: int = 
     return m.ObjectFrame([oid], [[x, y]], [yaw], [length], [width], [[vx, 0.0]], [1])
 
 
-# --- geometry ---------------------------------------------------------------------------------
-def test_box_corners_order_and_rotation():
-    c = m.box_corners([[1.0, 2.0]], [np.pi / 2], [4.0], [2.0])[0]
-    # yaw 90 deg: the front is +y; front-left is (-1 in x, +2 in y) from the centre.
-    np.testing.assert_allclose(c[0], [0.0, 4.0], atol=TOL)
-    np.testing.assert_allclose(c[1], [2.0, 4.0], atol=TOL)
-    np.testing.assert_allclose(c[2], [2.0, 0.0], atol=TOL)
-
-
-def test_polygons_intersect_separated_touching_rotated():
-    a = m.box_corners([[0.0, 0.0]], [0.0], [4.0], [2.0])[0]
-    b = m.box_corners([[4.5, 0.0], [3.9, 0.0], [0.0, 2.5], [3.2, 1.8]],
-                      [0.0, 0.0, 0.0, np.pi / 4], [4.0, 4.0, 4.0, 2.0], [2.0, 2.0, 2.0, 1.0])
-    # far apart, overlapping, side-by-side gap of 0.5 m, rotated box whose AABB would overlap
-    # the ego's but the box itself does not.
-    np.testing.assert_array_equal(m.polygons_intersect(a, b), [False, True, False, False])
-    assert m.polygons_intersect(a, np.zeros((0, 4, 2))).shape == (0,)
-
-
+# --- route progress ---------------------------------------------------------------------------
 def test_route_progress_is_monotone_and_follows_a_loop():
     theta = np.linspace(0, 2 * np.pi, 73)
     route = np.stack([20 * np.cos(theta), 20 * np.sin(theta)], axis=1)  # circle, r = 20 m

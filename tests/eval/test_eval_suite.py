@@ -5,22 +5,22 @@ from __future__ import annotations
 import json
 
 import pytest
-from tps_sim.eval import report as R
-from tps_sim.eval import runner
-from tps_sim.eval.suite import SuiteError, load_suite, parse_seeds, parse_suite, plan_episodes
+from tps_eval import report as R
+from tps_eval import runner
+from tps_eval.suite import SuiteError, load_suite, parse_suite, plan_episodes
 
 SCENARIO_FAMILIES = 9
 DEFAULT_MIN_EPISODES = 40
 
 
-def test_parse_seeds_forms_and_errors():
-    assert parse_seeds("9000:9003") == [9000, 9001, 9002]
-    assert parse_seeds("5") == [5]
-    assert parse_seeds("1,4,7") == [1, 4, 7]
-    assert parse_seeds({"split": "test", "count": 2}) == [9000, 9001]
+def test_suite_seeds_errors_name_the_field_and_label_the_split():
+    base = {"cases": [{"scenario": "highway"}]}
     for bad in ("9:9", "a:b", "-1", "1,1", ""):
         with pytest.raises(SuiteError, match="seeds"):
-            parse_seeds(bad)
+            parse_suite(dict(base, seeds=bad))
+    suite = parse_suite(dict(base, seeds={"split": "val", "count": 2}))
+    assert suite.seeds == (1000, 1001)
+    assert suite.seed_set.split == "val" and not suite.seed_set.held_out
 
 
 def test_shipped_suites_cover_every_scenario_on_test_seeds():

@@ -1,10 +1,10 @@
-"""tps_inference.params: schema validation, and every shipped parameter file against its schema."""
+"""tps_common.params: schema validation, and every shipped parameter file against its schema."""
 
 from pathlib import Path
 
 import pytest
 import yaml
-from tps_inference.params import ParameterError, config_dir, declare_from_schema, load_schema, validate
+from tps_common.params import ParameterError, config_dir, declare_from_schema, load_schema, validate
 
 SCHEMA = {
     "node": "demo",

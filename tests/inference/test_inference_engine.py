@@ -9,6 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from inference_models import IN_FEATURES, OUT_FEATURES, dense_relu_reference, dense_relu_weights
+from tps_common.params import ParameterError
 from tps_inference import (
     ArtifactChecksumError,
     ArtifactMissingError,
@@ -28,7 +29,6 @@ from tps_inference.backends.onnxruntime_backend import provider_options
 from tps_inference.device import cuda_status, tensorrt_status
 from tps_inference.engine import model_kind
 from tps_inference.manifest import sha256_file
-from tps_inference.params import ParameterError
 
 ATOL = 1e-5  # float32 matmul of 3 terms; ORT and numpy may sum in different orders
 BATCH = 5

@@ -1,4 +1,4 @@
-"""Which exceptions out of spinning mean a requested shutdown (tps_inference.ros_spin)."""
+"""Which exceptions out of spinning mean a requested shutdown (tps_common.node)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 rclpy = pytest.importorskip("rclpy")
 
 from rclpy.executors import ExternalShutdownException  # noqa: E402
-from tps_inference.ros_spin import is_requested_shutdown  # noqa: E402
+from tps_common.node import is_requested_shutdown  # noqa: E402
 
 
 def test_rcl_error_is_a_shutdown_only_once_the_context_is_down():

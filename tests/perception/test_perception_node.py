@@ -20,9 +20,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
 from nav_msgs.msg import Odometry  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+from tps_eval.detector.data import Frame, episode_frames  # noqa: E402
 from tps_inference.conversions import xyzi_to_pointcloud2  # noqa: E402
 from tps_msgs.msg import DetectedAgents  # noqa: E402
-from tps_perception.data import Frame, episode_frames  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
@@ -37,6 +37,7 @@ MATCH_RADIUS_M = 2.0
 MIN_AGENT_POINTS = 40      # an agent this well seen in every frame must be tracked
 MAX_AGENT_RANGE_M = 35.0
 MIN_DETECTED_SHARE = 0.9   # of the STABLE_FRAMES frames
+ORIGIN_POSE = np.zeros(3)  # x, y, yaw of the odometry sent with clouds that have no scene pose
 
 
 def _start(log: Path, name: str = NODE, **params) -> subprocess.Popen:
@@ -88,8 +89,9 @@ class Harness:
         assert proc.poll() is None, f"perception_node exited with {proc.returncode}"
         assert ok, "perception_node did not come up"
 
-    def send(self, msg: PointCloud2, odom_pose: np.ndarray | None = None) -> DetectedAgents:
-        """Publish one cloud (stamped with a fresh time) and wait for the detections of that stamp."""
+    def send(self, msg: PointCloud2, odom_pose: np.ndarray | None = ORIGIN_POSE) -> DetectedAgents:
+        """Publish one cloud (stamped with a fresh time) and the odometry of its stamp (the node
+        waits for it: tps_common.stamp_sync), and wait for the detections of that stamp."""
         self.stamp_ns += 100_000_000
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(self.stamp_ns, 1_000_000_000)
         if odom_pose is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from perception_helpers import REPO
-from tps_inference.params import ParameterError, load_schema, validate
+from tps_common.params import ParameterError, load_schema, validate
 
 SCHEMA = load_schema("perception_node")
 
@@ -19,7 +19,7 @@ def test_param_file_matches_schema():
 
 
 @pytest.mark.parametrize("name, value", [
-    ("fault_drop_rate", 1.5), ("score_threshold", -0.1), ("budget_ms", 0.0), ("backend", "cuda"),
+    ("fault_drop_rate", 1.5), ("score_threshold", -0.1), ("processing_budget_ms", 0.0), ("backend", "cuda"),
     ("model_name", "yolo"), ("threads", 0),
 ])
 def test_bad_values_name_the_parameter(name, value):

@@ -28,7 +28,7 @@ def test_focal_loss_is_lower_for_the_right_heatmap():
 
 
 def test_class_balanced_sampling_favours_frames_with_rare_classes():
-    from tps_perception.data import Frame
+    from tps_eval.detector.data import Frame
 
     def frame(classes, points):
         n = len(classes)
@@ -51,7 +51,7 @@ def test_training_smoke_run_writes_artifacts(tmp_path, monkeypatch):
     meta = json.loads((run / "final" / "detector.json").read_text())
     assert meta["info"]["epochs_done"] == 1 and meta["grid"]["cell_m"] == BevGridParams().cell_m
     model, ckpt = load_torch_model(run / "epoch01" / "detector.pt")
-    from tps_perception.data import synthetic_frames
+    from tps_eval.detector.data import synthetic_frames
 
     bev = points_to_bev(synthetic_frames(0, 1)[0].points, BevGridParams(**ckpt["grid"]))
     hm, reg = torch_backend(model, threads=1)(bev)

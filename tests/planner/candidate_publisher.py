@@ -12,9 +12,9 @@ import rclpy
 from planner_helpers import constant_speed_trajectory, straight_route
 from rosgraph_msgs.msg import Clock
 from std_msgs.msg import Header
+from tps_common.qos import CLOCK_QOS, TRAJECTORY_QOS
 from tps_msgs.msg import MonitorStatus, PlannedTrajectory
 from tps_planner import conversions as conv
-from tps_planner.nodes.common import CLOCK_QOS, TRAJECTORY_QOS
 from tps_planner.trajectory import SOURCE_PLANNER
 
 LATERAL_OFFSET_M = 1.0      # the candidate runs 1 m left of the route, so it is recognisable

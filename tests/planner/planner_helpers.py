@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from tps_planner.trajectory import SOURCE_FALLBACK, EgoPose, Trajectory
+from tps_common.stamp_sync import EgoPose
+from tps_planner.trajectory import SOURCE_FALLBACK, Trajectory
 
 DT_S = 0.1                         # simulation step of the synchronous loop, s
 FULL_THROTTLE_ACCEL_MPS2 = 3.5     # pedal map shared with ControllerParams defaults

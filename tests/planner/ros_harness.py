@@ -17,9 +17,12 @@ STARTUP_TIMEOUT_S = 30.0     # process start + discovery on a loaded 2-core host
 
 
 def start_node(executable: str, node_name: str, remaps: dict, params: dict | None = None,
-               log_dir: Path | None = None) -> subprocess.Popen:
-    """Start ``executable`` (a console script of the venv) with ROS args; output to a log file."""
+               log_dir: Path | None = None, params_file: Path | None = None) -> subprocess.Popen:
+    """Start ``executable`` (a console script of the venv) with ROS args (a parameter file first,
+    then single parameters); output to a log file."""
     args = [str(VENV_BIN / executable), "--ros-args", "-r", f"__node:={node_name}"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
     for src, dst in remaps.items():
         args += ["-r", f"{src}:={dst}"]
     for k, v in (params or {}).items():

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 from planner_helpers import DT_S, BicycleVehicle, circle_route, constant_speed_trajectory, straight_route
+from tps_common.stamp_sync import EgoPose
 from tps_planner.controller import Controller, ControllerParams
-from tps_planner.trajectory import EgoPose, Trajectory
+from tps_planner.trajectory import Trajectory
 
 CIRCLE_RADIUS_M = 30.0
 CIRCLE_SPEED_MPS = 8.0

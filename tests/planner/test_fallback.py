@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 from planner_helpers import DT_S, BicycleVehicle, circle_route, lidar_scan, straight_route
+from tps_common.stamp_sync import EgoPose
 from tps_planner.controller import Controller
 from tps_planner.fallback import LEVEL_ERROR, LEVEL_OK, LEVEL_WARN, FallbackParams, FallbackPlanner
-from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_MINIMAL_RISK, STATE_MINIMAL_RISK, EgoPose
+from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_MINIMAL_RISK, STATE_MINIMAL_RISK
 
 DEBRIS = (0.8, 0.6, 0.4)            # l, w, h of S1's debris, m
 CAR = (4.5, 1.9, 1.5)

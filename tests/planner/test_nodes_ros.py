@@ -13,10 +13,10 @@ from ros_harness import STARTUP_TIMEOUT_S, spin_until, start_node, stop
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
+from tps_common.qos import CLOCK_QOS, LATCHED_QOS, RELIABLE_SENSOR_QOS, TRAJECTORY_QOS
 from tps_inference.conversions import xyzi_to_pointcloud2
 from tps_msgs.msg import PlannedTrajectory
 from tps_planner import conversions as conv
-from tps_planner.nodes.common import CLOCK_QOS, LATCHED_QOS, RELIABLE_SENSOR_QOS, TRAJECTORY_QOS
 from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_MINIMAL_RISK
 from visualization_msgs.msg import MarkerArray
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 import yaml
-from tps_inference.params import ParameterError, config_dir, load_schema, validate
+from tps_common.params import ParameterError, config_dir, load_schema, validate
 from tps_planner.arbiter import ArbiterParams
 from tps_planner.controller import ControllerParams
 from tps_planner.fallback import FallbackParams

@@ -14,9 +14,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 from planner_helpers import constant_speed_trajectory, straight_route
 from ros_harness import STARTUP_TIMEOUT_S, spin_until, start_node, stop
 from rosgraph_msgs.msg import Clock
+from tps_common.qos import CLOCK_QOS, TRAJECTORY_QOS
 from tps_msgs.msg import PlannedTrajectory
 from tps_planner import conversions as conv
-from tps_planner.nodes.common import CLOCK_QOS, TRAJECTORY_QOS
 from tps_planner.trajectory import SOURCE_BLEND, SOURCE_FALLBACK, SOURCE_PLANNER
 
 pytestmark = pytest.mark.ros

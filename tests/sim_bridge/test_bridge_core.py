@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 from sim_bridge_helpers import SCENARIO, SEED
-from tps_inference.params import ParameterError, load_schema, validate
-from tps_sim.bridge import BridgeParams, SimBridge, load_episode_log, sanitize_control
+from tps_common.levels import ERROR, WARN
+from tps_common.params import ParameterError, load_schema, validate
+from tps_sim.bridge import BridgeParams, SimBridge, sanitize_control
+from tps_sim.episode_log import load_episode_log
 
 TIMEOUT_S = 0.5
 STEPS = 5
@@ -154,13 +156,13 @@ def test_sanitize_control():
     assert ok["throttle"] == 0.5 and not problems
     clamped, problems = sanitize_control({"throttle": 1.5, "steer": -3.0, "brake": -0.1})
     assert (clamped["throttle"], clamped["steer"], clamped["brake"]) == (1.0, -1.0, 0.0)
-    assert [lv for lv, _ in problems] == ["WARN"] * 3
+    assert [lv for lv, _ in problems] == [WARN] * 3
     assert "throttle" in problems[0][1] and "steer" in problems[1][1]
     for field in ("throttle", "steer", "brake"):
         for bad in (math.nan, math.inf, -math.inf):
             rejected, problems = sanitize_control({field: bad})
             assert rejected is None
-            assert problems[0][0] == "ERROR" and field in problems[0][1]
+            assert problems[0][0] == ERROR and field in problems[0][1]
 
 
 def test_free_running_applies_newest_control():

@@ -55,7 +55,7 @@ def test_run_starts_the_bridge(tmp_path):
                    "--duration", "0.3", "--exit-on-end", "--episode-log", str(log),
                    "--lidar-beams", "4", "--lidar-azimuth-steps", "64")
     assert proc.returncode == 0, proc.stderr
-    from tps_sim.bridge import load_episode_log
+    from tps_sim.episode_log import load_episode_log
 
     data = load_episode_log(log)
     assert data["meta"]["ego_driver"] == "expert" and len(data["t_s"]) == 4

@@ -9,7 +9,8 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from sim_bridge_helpers import SCENARIO, SEED, run_closed_loop
 from tps_sim import conversions as conv
-from tps_sim.bridge import BridgeParams, SimBridge, load_episode_log
+from tps_sim.bridge import BridgeParams, SimBridge
+from tps_sim.episode_log import load_episode_log
 
 STEPS = 100
 THROTTLE = 0.6

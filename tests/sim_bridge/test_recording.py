@@ -37,7 +37,8 @@ def expected_counts() -> dict:
     n_img = len(range(0, STEPS, CAMERA_EVERY))
     return {conv.TOPIC_CLOCK: STEPS, conv.TOPIC_LIDAR: STEPS, conv.TOPIC_ODOMETRY: STEPS,
             conv.TOPIC_STATUS: STEPS, conv.TOPIC_GROUND_TRUTH: STEPS, conv.TOPIC_IMAGE: n_img,
-            conv.TOPIC_CAMERA_INFO: n_img, conv.TOPIC_ROUTE: 1, conv.TOPIC_INSTRUCTION: 1}
+            conv.TOPIC_CAMERA_INFO: n_img, conv.TOPIC_ROUTE: 1, conv.TOPIC_INSTRUCTION: 1,
+            conv.TOPIC_TF: STEPS, conv.TOPIC_TF_STATIC: 1}
 
 
 def test_rosbags_reads_back_custom_types(mcap_bag):
@@ -48,6 +49,7 @@ def test_rosbags_reads_back_custom_types(mcap_bag):
 
     counts: Counter = Counter()
     gts, statuses = [], []
+    tf_static = None
     with AnyReader([mcap_bag], default_typestore=build_typestore()) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
         assert types[conv.TOPIC_GROUND_TRUTH] == "tps_msgs/msg/GroundTruth"
@@ -60,11 +62,17 @@ def test_rosbags_reads_back_custom_types(mcap_bag):
                 assert deserialize_message(bytes(raw), GroundTruth).step == gts[-1][1].step
             elif conn.topic == conv.TOPIC_STATUS:
                 statuses.append(deserialize_message(bytes(raw), CarlaEgoVehicleStatus))
+            elif conn.topic == conv.TOPIC_TF_STATIC:
+                assert t_ns == 0 and conn.msgtype == "tf2_msgs/msg/TFMessage"
+                tf_static = reader.deserialize(raw, conn.msgtype).transforms
             elif conn.topic == conv.TOPIC_LIDAR:
                 pc = reader.deserialize(raw, conn.msgtype)
                 assert pc.point_step == 16 and pc.header.frame_id == conv.LIDAR_FRAME
                 assert [f.name for f in pc.fields] == ["x", "y", "z", "intensity"]
     assert dict(counts) == expected_counts()
+    assert tf_static is not None and [(t.header.frame_id, t.child_frame_id) for t in tf_static] == [
+        ("ego_vehicle", "base_link"), ("ego_vehicle", "ego_vehicle/lidar"),
+        ("ego_vehicle", "ego_vehicle/rgb_front")]
     steps = [g.step for _, g in gts]
     assert steps == list(range(STEPS))
     for t_ns, g in gts:
@@ -114,6 +122,73 @@ def test_type_hashes_equal_rosidl():
     from tps_sim.recording import rosidl_type_hash
 
     assert rosidl_type_hash("tps_msgs/msg/GroundTruth") is not None
+
+
+def test_tf2_msgs_copy_has_the_upstream_type_hash():
+    """The workspace tf2_msgs (or the real one where installed) is field for field upstream's:
+    rosidl's RIHS01 hash of TFMessage equals the one rosbags knows for ROS 2 Jazzy."""
+    from rosbags.typesys import Stores, get_typestore
+    from tps_sim.recording import rosidl_type_hash
+
+    upstream = get_typestore(Stores.ROS2_JAZZY).hash_rihs01("tf2_msgs/msg/TFMessage")
+    assert rosidl_type_hash("tf2_msgs/msg/TFMessage") == upstream
+    assert build_typestore().hash_rihs01("tf2_msgs/msg/TFMessage") == upstream
+
+
+# A tilted lidar (the issue's example mount): x 1.2 m, z 2.0 m, pitch 2 deg, yaw 1 deg.
+TILTED_LIDAR_MOUNT = (1.2, 0.0, 2.0, 0.0, float(np.radians(2.0)), float(np.radians(1.0)))
+# Ground returns through the recorded frame tree land on z = 0 within the range noise.
+GROUND_TOL_M = 0.1
+
+
+def test_bag_frame_tree_places_a_tilted_lidar(tmp_path):
+    """/tf_static and /tf recorded with a non-default lidar mount: the tree from the bag alone
+    puts the points back on the world (ground returns at z = 0 in map)."""
+    from rosbags.highlevel import AnyReader
+    from tps_common.frames import TransformBuffer
+
+    params = BridgeParams(scenario=SCENARIO, seed=SEED, duration_s=0.3, ego_driver="expert",
+                          lidar_mount=TILTED_LIDAR_MOUNT, **SMALL_LIDAR)
+    path = record(params, tmp_path / "tilted.mcap", progress=False)
+    buf = TransformBuffer()
+    clouds, tfs = [], {}
+    with AnyReader([path], default_typestore=build_typestore()) as reader:
+        for conn, _t_ns, raw in reader.messages():
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.topic == conv.TOPIC_TF_STATIC:
+                for t in msg.transforms:
+                    buf.set_transform(t.header.frame_id, t.child_frame_id, _rigid(t.transform),
+                                      static=True)
+            elif conn.topic == conv.TOPIC_TF:
+                t = msg.transforms[0]
+                tfs[conv.stamp_to_ns(t.header.stamp)] = t
+            elif conn.topic == conv.TOPIC_LIDAR:
+                xyz = np.frombuffer(msg.data, np.float32).reshape(-1, 4)[:, :3]
+                clouds.append((conv.stamp_to_ns(msg.header.stamp), msg.header.frame_id, xyz))
+    assert buf.lookup("ego_vehicle", "ego_vehicle/lidar").almost_equal(
+        _from_mount(TILTED_LIDAR_MOUNT), tol_m=1e-9, tol_rad=1e-9)
+    assert buf.lookup("base_link", "ego_vehicle/lidar").almost_equal(
+        _from_mount(TILTED_LIDAR_MOUNT), tol_m=1e-9, tol_rad=1e-9)
+    assert len(clouds) == 4 and set(tfs) == {c[0] for c in clouds}
+    for stamp_ns, frame_id, xyz in clouds:
+        t = tfs[stamp_ns]
+        buf.set_transform(t.header.frame_id, t.child_frame_id, _rigid(t.transform), static=False)
+        z_map = buf.lookup("map", frame_id).apply(xyz.astype(np.float64))[:, 2]
+        assert np.percentile(z_map, 1) > -GROUND_TOL_M  # nothing below the ground
+        assert np.mean(np.abs(z_map) < GROUND_TOL_M) > 0.3  # the ground is seen where it is
+
+
+def _rigid(transform):
+    from tps_common.frames import RigidTransform
+
+    t, q = transform.translation, transform.rotation
+    return RigidTransform.from_xyz_quaternion((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+
+
+def _from_mount(mount):
+    from tps_common.frames import RigidTransform
+
+    return RigidTransform.from_xyz_rpy(mount[:3], mount[3:])
 
 
 def test_sqlite3_storage(tmp_path):

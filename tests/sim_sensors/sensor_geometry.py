@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
+from tps_common.frames import RigidTransform
 from tps_sim.sensors.scene3d import BoxSet, Scene3D
 
 # float32 points at <= 80 m are exact to well under a millimetre
 EXACT_TOL_M = 1e-3
 
 
-def to_map(scene: Scene3D, points: np.ndarray, mount_height_m: float) -> np.ndarray:
-    """Sensor-frame points (N, >=3) -> map frame (N, 3)."""
-    origin, rot = scene.sensor_pose((0.0, 0.0, mount_height_m))
-    return points[:, :3].astype(np.float64) @ rot.T + origin
+def to_map(scene: Scene3D, points: np.ndarray, mount: tuple) -> np.ndarray:
+    """Sensor-frame points (N, >=3) -> map frame (N, 3), for a sensor at ``mount`` (x, y, z,
+    roll, pitch, yaw) in base_link; composed with tps_common.frames, independently of the
+    sensor models' own pose code."""
+    base_from_sensor = RigidTransform.from_xyz_rpy(mount[:3], mount[3:])
+    x, y, yaw = scene.ego_pose
+    map_from_base = RigidTransform.from_xyz_rpy((x, y, 0.0), (0.0, 0.0, yaw))
+    return (map_from_base @ base_from_sensor).apply(points[:, :3].astype(np.float64))
 
 
 def distance_to_box_surfaces(pts: np.ndarray, boxes: BoxSet) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tps_common.frames import RigidTransform
 from tps_sim.sensors.camera import (
     MATERIAL_RGB,
     SKY_RGB,
@@ -185,10 +186,102 @@ def test_render_is_deterministic() -> None:
     ("hfov_deg", -10.0),
     ("near_clip_m", 0.0),
     ("far_clip_m", 0.1),
-    ("mount_offset_m", (1.0, 0.0)),
+    ("mount", (1.0, 0.0)),
+    ("mount", (1.5, 0.0, -0.2, 0.0, 0.0, 0.0)),
+    ("mount", (1.5, 0.0, 1.5, 0.0, 2.0, 0.0)),
 ])
 def test_bad_params_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         CameraParams(**{field: value})
     with pytest.raises(ValueError, match="lens"):
         CameraParams.from_dict({"lens": "fisheye"})
+
+
+# -- 6-DOF mounts ---------------------------------------------------------------------------------
+# (x, y, z, roll, pitch, yaw) of the camera body frame in base_link.
+TILTED_MOUNTS = {
+    "pitched_down": (1.5, 0.0, 1.5, 0.0, np.radians(6.0), 0.0),
+    "rolled_yawed": (1.2, 0.3, 1.7, np.radians(4.0), np.radians(-3.0), np.radians(-8.0)),
+}
+# Pixels whose colour may differ from an independent inverse projection: ground points within
+# rounding of a raster-cell border.
+GROUND_MISMATCH_FRACTION = 0.002
+
+
+def optical_from_map(mount: tuple, ego_pose: tuple) -> RigidTransform:
+    """T_optical<-map composed from the documented frames with tps_common.frames: map -> base_link
+    (ego pose) -> camera body (mount) -> optical (x right, y down, z forward)."""
+    x, y, yaw = ego_pose
+    map_from_base = RigidTransform.from_xyz_rpy((x, y, 0.0), (0.0, 0.0, yaw))
+    base_from_body = RigidTransform.from_xyz_rpy(mount[:3], mount[3:])
+    body_from_optical = RigidTransform(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0],
+                                                 [0.0, -1.0, 0.0]]), np.zeros(3))
+    return (map_from_base @ base_from_body @ body_from_optical).inverse()
+
+
+@pytest.mark.parametrize("mount", list(TILTED_MOUNTS.values()), ids=list(TILTED_MOUNTS))
+def test_tilted_camera_projects_and_renders_like_the_frame_chain(mount: tuple) -> None:
+    cam = CameraModel(CameraParams(mount=mount))
+    ego = (10.0, -3.0, 0.7)
+    c, s = np.cos(ego[2]), np.sin(ego[2])
+    car = boxes((3, (ego[0] + c * 14.0 + s * 1.0, ego[1] + s * 14.0 - c * 1.0, 0.75),
+                 (4.5, 1.9, 1.5), ego[2] + 0.3, MAT_CAR))
+    road = straight_road()
+    corners = car.corners()[0]
+    opt = optical_from_map(mount, ego).apply(corners)
+    k = cam.intrinsics()
+    uv = (opt @ k.T)[:, :2] / opt[:, 2:3]
+    uv_model, in_front = cam.project(Scene3D(car, EMPTY, road, ego), corners)
+    assert in_front.all()
+    np.testing.assert_allclose(uv_model, uv, atol=1e-9)
+    img = cam.render(Scene3D(car, EMPTY, road, ego))
+    background = cam.render(Scene3D(EMPTY, EMPTY, road, ego))
+    expected = (np.ceil(uv[:, 0].min()), np.ceil(uv[:, 1].min()), np.floor(uv[:, 0].max()),
+                np.floor(uv[:, 1].max()))
+    got = changed_pixels_bbox(img, background)
+    assert np.all(np.abs(np.array(got) - np.array(expected)) <= PIXEL_TOL), (got, expected)
+    # CameraModel.optical_mount is the transform /tf_static publishes for the optical frame
+    x, y, yaw = ego
+    map_from_base = RigidTransform.from_xyz_rpy((x, y, 0.0), (0.0, 0.0, yaw))
+    assert (map_from_base @ cam.optical_mount).inverse().almost_equal(optical_from_map(mount, ego))
+
+
+@pytest.mark.parametrize("mount", list(TILTED_MOUNTS.values()), ids=list(TILTED_MOUNTS))
+def test_tilted_camera_sky_and_ground(mount: tuple) -> None:
+    """Every pixel whose ray points up (in base_link) is sky; every other one shows the road
+    surface where its ray meets the ground (inverse projection through the frame chain)."""
+    cam = CameraModel(CameraParams(mount=mount))
+    scene = synthetic_scene(0, n_vehicles=0, clutter="none")
+    img = cam.render(scene)
+    vv, uu = np.mgrid[0:360, 0:640]
+    rays_opt = np.stack([(uu - cam.cx) / cam.fx, (vv - cam.cy) / cam.fy, np.ones(uu.shape)], -1)
+    map_from_optical = optical_from_map(mount, scene.ego_pose).inverse()
+    origin = map_from_optical.translation
+    rays = map_from_optical.apply_vectors(rays_opt.reshape(-1, 3))
+    down = rays[:, 2] < 0.0
+    sky = np.all(img.reshape(-1, 3) == SKY_RGB, axis=1)
+    np.testing.assert_array_equal(sky, ~down)
+    depth = -origin[2] / rays[down, 2]
+    hits = origin[:2] + depth[:, None] * rays[down, :2]
+    codes = scene.road.surface_at(hits)
+    codes[depth > cam.params.far_clip_m] = 0
+    expected = np.array([SURFACE_RGB[int(c)] for c in range(3)])[codes]
+    mismatch = np.any(img.reshape(-1, 3)[down] != expected, axis=1)
+    assert mismatch.mean() <= GROUND_MISMATCH_FRACTION
+    assert len(set(codes.tolist())) == 3
+    if mount[3] == 0.0:  # no roll: the horizon is the row where the optical axis' pitch is
+        horizon_v = cam.cy - cam.fy * np.tan(mount[4])
+        assert np.all(sky.reshape(360, 640)[:int(np.floor(horizon_v)) - 1])
+        assert not np.any(sky.reshape(360, 640)[int(np.ceil(horizon_v)) + 1:])
+
+
+def test_general_ground_table_agrees_with_the_level_one() -> None:
+    """The any-mount ground table, forced on the default mount, renders what the level table
+    renders (up to raster-cell border rounding)."""
+    level = CameraModel()
+    general = CameraModel()
+    general._general_ground_table()
+    assert general._ground_v0 == level._ground_v0
+    scene = synthetic_scene(1)
+    a, b = level.render(scene), general.render(scene)
+    assert np.mean(np.any(a != b, axis=2)) <= GROUND_MISMATCH_FRACTION

@@ -3,11 +3,14 @@ self-occlusion by the ego, dropout, noise, intensity by surface, layout and para
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from tps_sim.sensors.lidar import LidarModel, LidarParams, LidarScan, to_xyzi
 from tps_sim.sensors.scene3d import (
     GROUND_ID,
+    LIDAR_MOUNT,
     MAT_BUILDING,
     MAT_CAR,
     MAT_GROUND,
@@ -27,6 +30,7 @@ NOISE_SIGMA_M = 0.03
 NOISE_TOL_M = 6 * NOISE_SIGMA_M + EXACT_TOL_M
 SEEDS = (0, 1, 2)
 SMALL = LidarParams(beams=16, azimuth_steps=360, range_noise_sigma_m=0.0)
+MOUNTS_TILTED = (1.2, 0.0, 2.0, 0.0, np.radians(2.0), np.radians(1.0))  # the issue's example
 
 
 def brute_force_ranges(model: LidarModel, scene: Scene3D) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +41,8 @@ def brute_force_ranges(model: LidarModel, scene: Scene3D) -> tuple[np.ndarray, n
     """
     p = model.params
     boxes = BoxSet.concat(scene.ego_box(), scene.agents, scene.statics)
-    origin, rot = scene.sensor_pose((0.0, 0.0, p.mount_height_m))
-    dirs = model.directions.transpose(1, 0, 2).reshape(-1, 3) @ rot.T  # map frame
+    origin = to_map(scene, np.zeros((1, 3)), p.mount)[0]
+    dirs = to_map(scene, model.directions.transpose(1, 0, 2).reshape(-1, 3), p.mount) - origin
     best = np.full(dirs.shape[0], np.inf)
     what = np.full(dirs.shape[0], -2)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -81,11 +85,12 @@ def ray_index(model: LidarModel, points: np.ndarray) -> np.ndarray:
     return k * p.beams + b
 
 
+@pytest.mark.parametrize("mount", [LIDAR_MOUNT, MOUNTS_TILTED], ids=["default", "tilted"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_matches_brute_force_ray_caster(seed: int) -> None:
+def test_matches_brute_force_ray_caster(seed: int, mount: tuple) -> None:
     """The culled numba caster returns exactly the rays and ranges of the brute-force caster."""
     scene = synthetic_scene(seed, n_vehicles=30, clutter="high", length_m=200.0)
-    model = LidarModel(SMALL)
+    model = LidarModel(replace(SMALL, mount=mount))
     scan = model.scan(scene, np.random.default_rng(seed))
     ref_idx, ref_range = valid_reference(model, scene)
     assert len(scan) == ref_idx.size > 1000
@@ -112,11 +117,22 @@ def random_boxes(gen: np.random.Generator, n: int, sensor_xy: tuple[float, float
                   gen.choice([MAT_CAR, MAT_POLE, MAT_BUILDING], n).astype(np.int16))
 
 
-def test_matches_brute_force_on_random_scenes() -> None:
-    """Random boxes (overlapping, floating, enclosing the sensor, any yaw) and random ego poses:
-    the culling never loses or invents a hit."""
+# Mounts (x, y, z, roll, pitch, yaw): the default, a level mount turned about z, the issue's
+# example (x 1.2 m, z 2.0 m, pitch 2 deg, yaw 1 deg) and a strongly tilted one.
+MOUNTS = {
+    "default": LIDAR_MOUNT,
+    "yawed": (0.5, -0.3, 1.6, 0.0, 0.0, 0.4),
+    "issue_example": (1.2, 0.0, 2.0, 0.0, np.radians(2.0), np.radians(1.0)),
+    "tilted": (-0.4, 0.2, 2.2, np.radians(8.0), np.radians(-12.0), np.radians(30.0)),
+}
+
+
+@pytest.mark.parametrize("mount", list(MOUNTS.values()), ids=list(MOUNTS))
+def test_matches_brute_force_on_random_scenes(mount: tuple) -> None:
+    """Random boxes (overlapping, floating, enclosing the sensor, any yaw) and random ego poses,
+    for level and tilted mounts: the culling never loses or invents a hit."""
     gen = np.random.default_rng(2024)
-    model = LidarModel(RANDOM_LIDAR)
+    model = LidarModel(replace(RANDOM_LIDAR, mount=mount))
     for _ in range(RANDOM_SCENES):
         ego = (gen.uniform(-5, 5), gen.uniform(-5, 5), gen.uniform(-np.pi, np.pi))
         scene = Scene3D(random_boxes(gen, int(gen.integers(1, 25)), ego[:2]), BoxSet.empty(),
@@ -128,15 +144,16 @@ def test_matches_brute_force_on_random_scenes() -> None:
                                    atol=EXACT_TOL_M)
 
 
+@pytest.mark.parametrize("mount", [LIDAR_MOUNT, MOUNTS_TILTED], ids=["default", "tilted"])
 @pytest.mark.parametrize("noise_sigma_m, tol_m", [(0.0, EXACT_TOL_M), (NOISE_SIGMA_M, NOISE_TOL_M)])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_every_point_on_a_box_clutter_or_ground(seed: int, noise_sigma_m: float,
-                                                tol_m: float) -> None:
+                                                tol_m: float, mount: tuple) -> None:
     scene = synthetic_scene(seed, n_vehicles=50, clutter="medium")
-    params = LidarParams(range_noise_sigma_m=noise_sigma_m)
+    params = LidarParams(range_noise_sigma_m=noise_sigma_m, mount=mount)
     scan = LidarModel(params).scan(scene, np.random.default_rng(seed))
     assert len(scan) > 5000
-    pts = to_map(scene, scan.points, params.mount_height_m)
+    pts = to_map(scene, scan.points, params.mount)
     boxes = scene.all_boxes()
     dist = np.concatenate([distance_to_box_surfaces(pts, boxes),
                            np.abs(pts[:, 2:3])], axis=1)  # last column: the ground plane z = 0
@@ -191,11 +208,11 @@ def test_known_box_gives_expected_ranges(ego_yaw: float) -> None:
     step = 2 * np.pi / params.azimuth_steps
     k = np.arange(-params.azimuth_steps // 4 + 1, params.azimuth_steps // 4)  # ahead only
     n_az = np.sum(np.abs(front_m * np.tan(k * step)) <= width_m / 2.0)
-    z_at_face = params.mount_height_m + front_m * np.tan(model.elevations_rad)
+    z_at_face = params.mount[2] + front_m * np.tan(model.elevations_rad)
     beams = (z_at_face >= 0.0) & (z_at_face <= height_m)
     # Low beams are cut by the ego's own roof ahead of the sensor; count only beams that clear it.
     ego_front_m, roof_m = 4.6 / 2.0, 1.5
-    clears = params.mount_height_m + ego_front_m * np.tan(model.elevations_rad) > roof_m
+    clears = params.mount[2] + ego_front_m * np.tan(model.elevations_rad) > roof_m
     assert len(pts) == n_az * np.sum(beams & clears)
     e_flat = model.elevations_rad[np.abs(model.elevations_rad).argmin()]
     straight = (np.abs(az) < step / 2) & (np.abs(el - e_flat) < 1e-5)
@@ -222,8 +239,7 @@ def test_no_points_from_inside_the_ego_box() -> None:
     params = LidarParams(range_noise_sigma_m=NOISE_SIGMA_M)
     model = LidarModel(params)
     scan = model.scan(scene, np.random.default_rng(4))
-    # base_link = sensor frame shifted down by the mount height.
-    xyz = scan.points[:, :3].astype(np.float64) + [0.0, 0.0, params.mount_height_m]
+    xyz = model.mount.apply(scan.points[:, :3].astype(np.float64))  # base_link
     length, width, height = scene.ego_size
     inside = ((np.abs(xyz[:, 0]) <= length / 2 + NOISE_TOL_M)
               & (np.abs(xyz[:, 1]) <= width / 2 + NOISE_TOL_M) & (xyz[:, 2] <= height + NOISE_TOL_M))
@@ -274,7 +290,7 @@ def test_intensity_by_surface() -> None:
     params = LidarParams(range_noise_sigma_m=0.0, beams=64)
     scan = LidarModel(params).scan(scene, np.random.default_rng(0))
     ground = scan.hit_id == GROUND_ID
-    pts = to_map(scene, scan.points[ground], params.mount_height_m)
+    pts = to_map(scene, scan.points[ground], params.mount)
     surface = scene.road.surface_at(pts[:, :2])
     rng_m = np.linalg.norm(scan.points[ground, :3], axis=1)
     band = (rng_m > 5) & (rng_m < 25)
@@ -321,7 +337,10 @@ def test_box_in_range_but_outside_every_beam_is_not_hit() -> None:
     ("vfov_min_deg", 20.0),
     ("dropout_prob", 1.0),
     ("range_noise_sigma_m", -0.1),
-    ("mount_height_m", 0.0),
+    ("mount", (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("mount", (0.0, 0.0, 1.8)),
+    ("mount", (0.0, 0.0, 1.8, 0.0, 1.7, 0.0)),
+    ("mount", (0.0, 0.0, float("inf"), 0.0, 0.0, 0.0)),
     ("rate_hz", float("nan")),
 ])
 def test_bad_params_name_the_field(field: str, value: float) -> None:

@@ -39,7 +39,7 @@ def test_sensors_on_world_scenes(scenario: str) -> None:
     for scene in world_scenes(scenario):
         scan = lidar.scan(scene, np.random.default_rng(0))
         assert len(scan) > 1000
-        pts = to_map(scene, scan.points, params.mount_height_m)
+        pts = to_map(scene, scan.points, params.mount)
         boxes = scene.all_boxes()
         dist = np.abs(pts[:, 2])
         if len(boxes):

@@ -15,13 +15,12 @@ setup(
     zip_safe=True,
     maintainer="TPS onboard stack developers",
     maintainer_email="tps-drive@example.org",
-    description="SUMO-based closed-loop world, lidar/camera sensor models, CARLA-ROS-bridge-compatible bridge, faults, datasets, recording, closed-loop evaluation.",
+    description="SUMO-based closed-loop world, lidar/camera sensor models, CARLA-ROS-bridge-compatible bridge, faults, datasets, recording, the per-step episode log.",
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
             "sim_bridge = tps_sim.nodes.sim_bridge:main",
             "tps-sim = tps_sim.cli:main",
-            "tps-eval = tps_sim.eval.cli:main",
         ],
     },
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Parameter schemas in the format of tps_inference.params (validated at node start-up). They live
+# Parameter schemas in the format of tps_common.params (validated at node start-up). They live
 # here rather than in config/schema/ because the demo nodes are part of the runner package.
 TALKER_SCHEMA: dict = {
     "node": "tps_demo_talker",

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tps_inference.params import ParameterError, load_schema, validate_value
+from tps_common.params import ParameterError, load_schema, validate_value
 
 from tps_bringup.demo import LISTENER_SCHEMA, TALKER_SCHEMA
 
@@ -449,7 +449,7 @@ BUILTIN_SCHEMAS: dict[str, dict] = {"tps_demo_talker": TALKER_SCHEMA, "tps_demo_
 
 def node_schema(executable: str, root: Path) -> tuple[dict | None, str]:
     """The parameter schema of a node executable: ``<root>/config/schema/<executable>.schema.json``
-    (the naming every node uses with ``tps_inference.params.load_schema``), else a built-in one.
+    (the naming every node uses with ``tps_common.params.load_schema``), else a built-in one.
 
     Returns:
         (schema or None, where it came from).

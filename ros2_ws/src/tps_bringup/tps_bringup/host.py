@@ -21,7 +21,7 @@ import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from tps_inference.ros_spin import is_requested_shutdown
+from tps_common.node import is_requested_shutdown
 
 from tps_bringup.graph import Graph, find_entry_point, graph_from_json, node_invocation
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from tps_msgs.msg import DetectedAgent, DetectedAgents
@@ -35,10 +34,6 @@ def cloud_to_points(msg: PointCloud2, expected_frame: str) -> np.ndarray:
         raise CloudError(f"malformed PointCloud2: {exc}") from exc
 
 
-def stamp_to_s(stamp: Time) -> float:
-    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
-
-
 def detections_to_msg(header_stamp: Time, frame_id: str, det: Detections, ids: np.ndarray, velocities: np.ndarray,
                       status: int, status_message: str, processing_time_ms: float) -> DetectedAgents:
     """Build a DetectedAgents (boxes in base_link; velocity z = 0)."""
@@ -61,13 +56,3 @@ def detections_to_msg(header_stamp: Time, frame_id: str, det: Detections, ids: n
         agents.append(a)
     msg.agents = agents
     return msg
-
-
-def diagnostic(stamp: Time, name: str, level: bytes, message: str, values: dict) -> DiagnosticArray:
-    """One-status DiagnosticArray (``level`` a DiagnosticStatus.OK/WARN/ERROR byte)."""
-    arr = DiagnosticArray()
-    arr.header.stamp = stamp
-    st = DiagnosticStatus(level=level, name=name, message=message, hardware_id="tps_perception")
-    st.values = [KeyValue(key=str(k), value=(f"{v:.3f}" if isinstance(v, float) else str(v))) for k, v in values.items()]
-    arr.status = [st]
-    return arr

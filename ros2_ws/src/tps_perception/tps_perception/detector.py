@@ -7,12 +7,12 @@ the perception node and the evaluation both call exactly this.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from tps_perception.backends import Backend
-from tps_perception.pillars import BevGridParams, points_to_bev
+from tps_perception.pillars import BevGridParams, points_to_bev, validate_points
 from tps_perception.postprocess import DecodeParams, Detections, decode
 from tps_perception.tracker import Tracker, TrackerParams, align_headings
 
@@ -72,19 +72,24 @@ class Detector:
     def reset(self) -> None:
         self.tracker.reset()
 
-    def run(self, points: np.ndarray, t_s: float = 0.0, ego_pose: np.ndarray | None = None) -> DetectionResult:
+    def run(self, points: np.ndarray, t_s: float = 0.0, ego_pose: np.ndarray | None = None,
+            sensor_to_base=None) -> DetectionResult:
         """Detect (and track) agents in one lidar-frame cloud.
 
         Args:
             points: (N, 4) x, y, z, intensity in the lidar frame, m.
             t_s: cloud time, s (for the tracker).
             ego_pose: (3,) map x, y, yaw of base_link, or None (tracks in base_link).
+            sensor_to_base: the lidar extrinsic ``T_base_link<-lidar``
+                (:class:`tps_common.frames.RigidTransform`); None = the grid's
+                ``lidar_height_m`` straight above base_link.
 
         Raises:
             tps_perception.pillars.PreprocessError: bad cloud (shape, empty, NaN).
         """
         t0 = time.perf_counter()
-        bev = points_to_bev(points, self.params.grid)
+        points, grid = self._in_base_link(points, sensor_to_base)
+        bev = points_to_bev(points, grid)
         t1 = time.perf_counter()
         hm, reg = self.backend(bev)
         t2 = time.perf_counter()
@@ -98,3 +103,16 @@ class Detector:
             ids, vel, rel = np.zeros(len(det), np.uint32), np.zeros((len(det), 2), np.float32), True
         t3 = time.perf_counter()
         return DetectionResult(det, ids, vel, rel, 1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (t3 - t2))
+
+    def _in_base_link(self, points: np.ndarray, sensor_to_base) -> tuple[np.ndarray, BevGridParams]:
+        """Points and grid such that the BEV is built in base_link. A mount straight above
+        base_link keeps the historical z offset (bit-identical); any other mount transforms the
+        points (the network was trained on base_link geometry, so a tilted or shifted lidar still
+        gives boxes in base_link)."""
+        grid = self.params.grid
+        if sensor_to_base is None:
+            return points, grid
+        height = sensor_to_base.height_only()
+        if height is not None:
+            return points, replace(grid, lidar_height_m=height)
+        return sensor_to_base.apply(validate_points(points)), replace(grid, lidar_height_m=0.0)

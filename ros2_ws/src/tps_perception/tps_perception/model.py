@@ -29,12 +29,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from tps_perception.head_layout import CLASS_IDS, CLASS_NAMES, REG_CHANNELS
 from tps_perception.pillars import BEV_CHANNELS
 
-CLASS_NAMES = ("car", "truck", "bus", "pedestrian", "cyclist")
-# DetectedAgent.CLASS_* ids of the heatmap channels (index k -> class id k + 1).
-CLASS_IDS = (1, 2, 3, 4, 5)
-REG_CHANNELS = ("dx", "dy", "z", "log_l", "log_w", "log_h", "sin_yaw", "cos_yaw")
+__all__ = ["CLASS_IDS", "CLASS_NAMES", "REG_CHANNELS", "CenterNet", "NetConfig"]
 
 
 @dataclass(frozen=True)

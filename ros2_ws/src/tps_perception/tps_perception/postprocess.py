@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import maximum_filter
 
-from tps_perception.model import CLASS_IDS, REG_CHANNELS
+from tps_perception.head_layout import CLASS_IDS, REG_CHANNELS
 
 # Circle-NMS radius per class (m): two peaks of one class closer than this are one object.
 # Large vehicles span several 1.6 m output cells, so their radius is larger.

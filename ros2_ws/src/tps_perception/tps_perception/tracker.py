@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+from tps_common.geometry import to_global, to_local
 
 from tps_perception.postprocess import Detections
 
@@ -80,16 +81,6 @@ def align_headings(yaw: np.ndarray, velocities: np.ndarray, min_speed_mps: float
     return np.arctan2(np.sin(out), np.cos(out)).astype(np.float32)
 
 
-def _to_map(xy: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    return np.stack([pose[0] + c * xy[:, 0] - s * xy[:, 1], pose[1] + s * xy[:, 0] + c * xy[:, 1]], axis=1)
-
-
-def _rot_to_base(v: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    c, s = np.cos(pose[2]), np.sin(pose[2])
-    return np.stack([c * v[:, 0] + s * v[:, 1], -s * v[:, 0] + c * v[:, 1]], axis=1)
-
-
 @dataclass
 class Tracker:
     """Stateful tracker; call :meth:`update` once per frame in time order."""
@@ -135,7 +126,7 @@ class Tracker:
         xy = det.boxes[:, :2].astype(np.float64)
         pose = None if ego_pose is None else np.asarray(ego_pose, dtype=np.float64)
         if pose is not None and n:
-            xy = _to_map(xy, pose)
+            xy = to_global(xy, pose[:2], float(pose[2]))
         ids = np.zeros(n, np.uint32)
         vel = np.zeros((n, 2), np.float64)
         matched_tracks: set[int] = set()
@@ -178,5 +169,5 @@ class Tracker:
                 ids[r] = tr.track_id
                 self.next_id += 1
         if pose is not None and n:
-            vel = _rot_to_base(vel, pose)
+            vel = to_local(vel, (0.0, 0.0), float(pose[2]))
         return TrackerResult(ids, vel.astype(np.float32), pose is None, len(self.tracks))

@@ -20,6 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from tps_common.levels import ERROR as LEVEL_ERROR
+from tps_common.levels import OK as LEVEL_OK
+from tps_common.levels import WARN as LEVEL_WARN
+
 from tps_planner.trajectory import (
     SOURCE_BLEND,
     SOURCE_MINIMAL_RISK,
@@ -39,7 +43,6 @@ MODE_PLANNER = "planner"
 MODE_FALLBACK = "fallback"
 MODE_MINIMAL_RISK = "minimal_risk"
 MODES = (MODE_PLANNER, MODE_FALLBACK, MODE_MINIMAL_RISK)
-LEVEL_OK, LEVEL_WARN, LEVEL_ERROR = 0, 1, 2
 # Float slack so "silent for 0.2 s" triggers at exactly 0.2 s of sim time despite rounding.
 _TIME_EPS_S = 1e-6
 

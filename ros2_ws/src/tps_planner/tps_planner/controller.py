@@ -18,9 +18,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from tps_common.stamp_sync import EgoPose
 
 from tps_planner.trajectory import (
-    EgoPose,
     Trajectory,
     arc_length,
     point_at_arclength,

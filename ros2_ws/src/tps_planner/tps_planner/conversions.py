@@ -6,64 +6,46 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from builtin_interfaces.msg import Duration, Time
 from carla_msgs.msg import CarlaEgoVehicleControl
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+from geometry_msgs.msg import Point, Pose, Vector3
 from nav_msgs.msg import Odometry, Path
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import ColorRGBA, Header
+from tps_common.conversions import (
+    quaternion_msg_to_yaw,
+    seconds_to_duration,
+    seconds_to_time,
+    time_to_seconds,
+    yaw_to_quaternion_msg,
+)
+from tps_common.stamp_sync import EgoPose
 from tps_inference.conversions import ConversionError, pointcloud2_to_xyzi
 from tps_msgs.msg import MonitorStatus, PlannedTrajectory, TrajectoryPoint
 from visualization_msgs.msg import Marker, MarkerArray
 
 from tps_planner.controller import ControlResult
 from tps_planner.fallback import FallbackResult
-from tps_planner.trajectory import EgoPose, Trajectory
+from tps_planner.trajectory import Trajectory
 
 __all__ = [
     "ConversionError",
     "control_to_msg",
-    "diagnostic_array",
     "fallback_markers",
     "odometry_to_pose",
     "path_to_xy",
     "pointcloud_to_xyz",
-    "seconds_to_time",
-    "time_to_seconds",
     "trajectory_from_msg",
     "trajectory_to_msg",
 ]
-
-DIAG_LEVELS = {0: DiagnosticStatus.OK, 1: DiagnosticStatus.WARN, 2: DiagnosticStatus.ERROR}
-
-
-def time_to_seconds(stamp: Time) -> float:
-    """builtin_interfaces/Time -> seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
-
-
-def seconds_to_time(t_s: float) -> Time:
-    """Seconds -> builtin_interfaces/Time (rounded to the nanosecond)."""
-    ns = int(round(t_s * 1e9))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def _yaw_of(q: Quaternion) -> float:
-    return math.atan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z))
-
-
-def _quat_of(yaw: float) -> Quaternion:
-    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
 
 
 def trajectory_from_msg(msg: PlannedTrajectory) -> Trajectory:
     """PlannedTrajectory -> Trajectory (values are not validated here; see validate_trajectory)."""
     pts = msg.points
     n = len(pts)
-    t = np.array([p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in pts], dtype=float)
+    t = np.array([time_to_seconds(p.time_from_start) for p in pts], dtype=float)
     xy = np.array([[p.pose.position.x, p.pose.position.y] for p in pts], dtype=float).reshape(n, 2)
-    yaw = np.array([_yaw_of(p.pose.orientation) for p in pts], dtype=float)
+    yaw = np.array([quaternion_msg_to_yaw(p.pose.orientation) for p in pts], dtype=float)
     return Trajectory(
         stamp_s=time_to_seconds(msg.header.stamp), t_s=t, xy=xy, yaw=yaw,
         speed_mps=np.array([p.speed_mps for p in pts], dtype=float),
@@ -81,11 +63,10 @@ def trajectory_to_msg(traj: Trajectory) -> PlannedTrajectory:
     msg.confidence = float(min(max(traj.confidence, 0.0), 1.0))
     points = []
     for i in range(len(traj)):
-        ns = int(round(float(traj.t_s[i]) * 1e9))
         points.append(TrajectoryPoint(
-            time_from_start=Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000),
+            time_from_start=seconds_to_duration(float(traj.t_s[i])),
             pose=Pose(position=Point(x=float(traj.xy[i, 0]), y=float(traj.xy[i, 1]), z=0.0),
-                      orientation=_quat_of(float(traj.yaw[i]))),
+                      orientation=yaw_to_quaternion_msg(float(traj.yaw[i]))),
             speed_mps=float(traj.speed_mps[i]),
             acceleration_mps2=float(traj.accel_mps2[i]),
             position_sigma_m=float(traj.sigma_m[i]),
@@ -99,7 +80,7 @@ def odometry_to_pose(msg: Odometry) -> EgoPose:
     child frame per REP-105; its norm does not depend on the frame)."""
     p, tw = msg.pose.pose, msg.twist.twist.linear
     return EgoPose(time_to_seconds(msg.header.stamp), float(p.position.x), float(p.position.y),
-                   _yaw_of(p.orientation), math.hypot(tw.x, tw.y))
+                   quaternion_msg_to_yaw(p.orientation), math.hypot(tw.x, tw.y))
 
 
 def path_to_xy(msg: Path) -> np.ndarray:
@@ -129,19 +110,6 @@ def control_to_msg(res: ControlResult, stamp_s: float) -> CarlaEgoVehicleControl
     msg.gear = 1
     msg.manual_gear_shift = False
     return msg
-
-
-def diagnostic_status(name: str, level: int, message: str, values: dict, hardware_id: str = "") -> DiagnosticStatus:
-    """One DiagnosticStatus; ``level`` 0/1/2 = OK/WARN/ERROR; values become KeyValues."""
-    return DiagnosticStatus(
-        level=DIAG_LEVELS.get(level, DiagnosticStatus.ERROR), name=name, message=message, hardware_id=hardware_id,
-        values=[KeyValue(key=k, value=(f"{v:.4g}" if isinstance(v, float) else str(v))) for k, v in values.items()],
-    )
-
-
-def diagnostic_array(stamp: Time, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
-    """DiagnosticArray with ``statuses``."""
-    return DiagnosticArray(header=Header(stamp=stamp), status=statuses)
 
 
 def fallback_markers(res: FallbackResult, stamp_s: float, ns: str = "fallback") -> MarkerArray:

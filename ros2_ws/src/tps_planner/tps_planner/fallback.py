@@ -7,7 +7,8 @@ not share the learned models' failure modes.
 Per lidar frame:
 1. Validate the cloud (empty / NaN-laden -> ERROR and a comfortable stop; partial NaN -> WARN,
    NaN points dropped).
-2. Lidar frame -> ``base_link`` (+``lidar_height_m`` in z); drop ground (z below
+2. Lidar frame -> ``base_link`` (the lidar extrinsic, :meth:`FallbackPlanner.set_lidar_extrinsic`;
+   by default ``DEFAULT_LIDAR_HEIGHT_M`` straight above base_link); drop ground (z below
    ``ground_threshold_m``; the ground is flat at z = 0), overhead points and the ego's own body.
 3. Ego-motion compensation: transform to ``map`` with the ego pose at the frame's stamp.
 4. Corridor: the route ahead of the ego, from its projection over a speed-dependent length,
@@ -31,18 +32,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.spatial import cKDTree
+from tps_common.levels import ERROR as LEVEL_ERROR
+from tps_common.levels import OK as LEVEL_OK
+from tps_common.levels import WARN as LEVEL_WARN
+from tps_common.stamp_sync import EgoPose
 
 from tps_planner.trajectory import (
     SOURCE_FALLBACK,
     SOURCE_MINIMAL_RISK,
     STATE_MINIMAL_RISK,
-    EgoPose,
     Trajectory,
     arc_length,
     wrap_angle,
 )
 
-LEVEL_OK, LEVEL_WARN, LEVEL_ERROR = 0, 1, 2
+# The default lidar mount (docs/CONTRACTS.md): straight above base_link. Nodes set the real
+# extrinsic (from /tf_static or their lidar_extrinsic parameter) with set_lidar_extrinsic.
+DEFAULT_LIDAR_HEIGHT_M = 1.8
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,6 @@ class FallbackParams:
     corridor_min_length_m: float = 40.0
     corridor_time_s: float = 5.0              # corridor length = max(min, time * speed), m
     corridor_max_length_m: float = 90.0
-    lidar_height_m: float = 1.8
     ground_threshold_m: float = 0.15          # points below this height (base_link z) are ground
     max_obstacle_height_m: float = 2.5        # points above this height do not block the ego
     ego_body_margin_m: float = 0.3            # points this close to the footprint are the ego's own
@@ -196,6 +201,7 @@ class FallbackPlanner:
         self._prev_plan_accel = 0.0
         self._plan_accel_base = 0.0
         self._prev_stamp: float | None = None
+        self.set_lidar_extrinsic(None)
 
     def set_route(self, xy: np.ndarray) -> None:
         """Install a new route (map frame). Raises ValueError on an unusable route."""
@@ -233,12 +239,28 @@ class FallbackPlanner:
         yaw = np.arctan2(np.interp(s, r.s, np.sin(r.yaw)), np.interp(s, r.s, np.cos(r.yaw)))
         return xy, yaw
 
+    def set_lidar_extrinsic(self, sensor_to_base) -> None:
+        """Use the lidar extrinsic ``T_base_link<-lidar`` (:class:`tps_common.frames.RigidTransform`);
+        None = ``DEFAULT_LIDAR_HEIGHT_M`` straight above base_link."""
+        self._extrinsic = sensor_to_base
+        height = sensor_to_base.height_only() if sensor_to_base is not None else DEFAULT_LIDAR_HEIGHT_M
+        self._height_only = height
+        if sensor_to_base is None:
+            self._sensor_xz = (0.0, DEFAULT_LIDAR_HEIGHT_M)
+        else:
+            t = sensor_to_base.translation
+            self._sensor_xz = (0.0, height) if height is not None else (float(t[0]), float(t[2]))
+
     def obstacle_points_map(self, points: np.ndarray, pose: EgoPose) -> np.ndarray:
         """Lidar-frame points (N, >=3), finite -> (M, 3) map points (x, y, height above ground)
         that can block the ego (ground, overhead and ego-body points removed)."""
         p = self.params
-        z = points[:, 2] + p.lidar_height_m
-        x, y = points[:, 0], points[:, 1]
+        if self._height_only is not None:   # mounted straight above base_link: a z offset
+            z = points[:, 2] + self._height_only
+            x, y = points[:, 0], points[:, 1]
+        else:
+            base = self._extrinsic.apply(points[:, :3])
+            x, y, z = base[:, 0], base[:, 1], base[:, 2]
         keep = (z > p.ground_threshold_m) & (z < p.max_obstacle_height_m)
         body = (np.abs(x) <= p.ego_length_m / 2 + p.ego_body_margin_m) & (
             np.abs(y) <= p.ego_width_m / 2 + p.ego_body_margin_m)
@@ -296,12 +318,13 @@ class FallbackPlanner:
         above the ground hides under the lidar's roof shadow (rays steeper than the line from the
         sensor over the front edge of the roof hit the ego itself)."""
         p = self.params
-        half_len = p.ego_length_m / 2
-        drop = p.lidar_height_m - p.ego_height_m
-        if drop <= 0.0 or top_height_m >= p.lidar_height_m:
+        sensor_x, sensor_z = self._sensor_xz
+        to_roof_edge = p.ego_length_m / 2 - sensor_x   # sensor -> front edge of the roof, m
+        drop = sensor_z - p.ego_height_m
+        if drop <= 0.0 or to_roof_edge <= 0.0 or top_height_m >= sensor_z:
             return False
-        shadow_range = (p.lidar_height_m - top_height_m) * half_len / drop   # from the sensor, m
-        return gap_m + half_len < shadow_range
+        shadow_range = (sensor_z - top_height_m) * to_roof_edge / drop   # from the sensor, m
+        return gap_m + to_roof_edge < shadow_range
 
     def _update_track(self, stamp_s: float, s_meas: float | None, top_m: float, s_ego: float
                       ) -> tuple[float, float, bool] | None:

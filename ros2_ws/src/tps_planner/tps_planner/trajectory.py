@@ -1,16 +1,19 @@
-"""Core trajectory and pose types shared by the controller, the fallback planner and the arbiter.
+"""Core trajectory types shared by the controller, the fallback planner and the arbiter.
 
-Plain numpy; no ROS imports. Frames: trajectories and poses are in ``map`` (REP-103, metres,
-radians); times are simulation seconds.
+Plain numpy; no ROS imports. Frames: trajectories are in ``map`` (REP-103, metres, radians);
+times are simulation seconds. The ego pose types (``EgoPose``, ``PoseHistory``) live in
+:mod:`tps_common.stamp_sync`; they are re-exported here only for code not yet moved over.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+
+# Re-exported (``X as X``) for the nodes and conversions until they import tps_common.stamp_sync.
+from tps_common.geometry import wrap_angle
 
 # PlannedTrajectory.SOURCE_* mirrored here so the core needs no message import.
 SOURCE_PLANNER = 0
@@ -36,72 +39,6 @@ STATE_NAMES = {
     STATE_MINIMAL_RISK: "MINIMAL_RISK",
 }
 
-
-def wrap_angle(a):
-    """Wrap an angle (rad, float or array) into [-pi, pi)."""
-    return (a + math.pi) % (2.0 * math.pi) - math.pi
-
-
-@dataclass(frozen=True)
-class EgoPose:
-    """Ego state in ``map``: position (m), yaw (rad), longitudinal speed (m/s) at ``stamp_s``."""
-
-    stamp_s: float
-    x: float
-    y: float
-    yaw: float
-    speed_mps: float = 0.0
-
-
-class PoseHistory:
-    """The recent ego poses, sorted by stamp, for looking up the pose *of a given stamp*.
-
-    Both the fallback (clouds) and the controller (trajectories) plan with the pose of their
-    input's stamp, not with whatever odometry arrived last: DDS does not order messages across
-    topics, and using the latest pose made two runs of the same seed diverge.
-    """
-
-    def __init__(self, capacity: int = 50) -> None:
-        self.capacity = capacity
-        self.poses: list[EgoPose] = []
-
-    def append(self, pose: EgoPose) -> None:
-        """Add a pose; a stamp not after the newest one means time went back (a new episode)."""
-        if self.poses and pose.stamp_s <= self.poses[-1].stamp_s:
-            self.poses = [p for p in self.poses if p.stamp_s < pose.stamp_s]
-        self.poses.append(pose)
-        del self.poses[: -self.capacity]
-
-    @property
-    def latest(self) -> EgoPose | None:
-        return self.poses[-1] if self.poses else None
-
-    def has(self, stamp_s: float, tol_s: float = 1e-6) -> bool:
-        """True when a pose with exactly this stamp (within ``tol_s``) is stored."""
-        return any(abs(p.stamp_s - stamp_s) <= tol_s for p in self.poses)
-
-    def reached(self, stamp_s: float, tol_s: float = 1e-6) -> bool:
-        """True when the newest pose is at or after ``stamp_s``."""
-        return bool(self.poses) and self.poses[-1].stamp_s >= stamp_s - tol_s
-
-    def at(self, stamp_s: float, tolerance_s: float) -> EgoPose | None:
-        """Pose at ``stamp_s``: the stored one, else linear interpolation between neighbours,
-        else the nearest within ``tolerance_s``; None if there is none."""
-        history = self.poses
-        stamps = [p.stamp_s for p in history]
-        i = bisect.bisect_left(stamps, stamp_s - 1e-6)
-        if i < len(history) and abs(stamps[i] - stamp_s) <= 1e-6:
-            return history[i]
-        if 0 < i < len(history):
-            a, b = history[i - 1], history[i]
-            w = (stamp_s - a.stamp_s) / (b.stamp_s - a.stamp_s)
-            dyaw = math.atan2(math.sin(b.yaw - a.yaw), math.cos(b.yaw - a.yaw))
-            return EgoPose(stamp_s, a.x + w * (b.x - a.x), a.y + w * (b.y - a.y), a.yaw + w * dyaw,
-                           a.speed_mps + w * (b.speed_mps - a.speed_mps))
-        nearest = history[min(i, len(history) - 1)] if history else None
-        if nearest is not None and abs(nearest.stamp_s - stamp_s) <= tolerance_s:
-            return nearest
-        return None
 
 
 @dataclass(frozen=True)

@@ -22,67 +22,38 @@ Everything that decides *what* the world does (which control is applied to which
 only on the message stamps and the seed, never on wall-clock timing -- except a step timeout,
 which is counted and reported -- so a closed-loop run without timeouts is bit-for-bit repeatable.
 
-Episode log (``episode_log`` parameter; ``.npz``, or ``.json.gz`` with the same keys as lists)
-----------------------------------------------------------------------------------------------
-One row per simulated step t = 0..T-1 (row 0 = the state after reset). Frames: map (REP-103).
-
-=====================  ==================  ===================================================
-key                    shape / dtype       meaning
-=====================  ==================  ===================================================
-meta_json              str                 JSON: scenario, seed, density, clutter, ego_driver,
-                                           dt_s, synchronous, sync_timeout_s, faults, obstacles,
-                                           instruction {text, command, exit_number,
-                                           target_speed_mps}, step_timeouts, stale_controls,
-                                           malformed_controls, controls_received, num_steps,
-                                           end_reason, format_version, ``box_columns``
-t_s                    (T,) float64        sim time of the step [s]
-step                   (T,) int64          step index
-stamp_s                (T,) float64        stamp published for the step (t_s + clock-jump
-                                           fault offset) [s]
-ego                    (T, 12) float64     ego box: x, y, z, yaw, length, width, height, vx, vy,
-                                           speed_mps, accel_mps2, yaw_rate (``box_columns``)
-route_progress_m       (T,) float64        distance along the route [m]
-agent_offsets          (T+1,) int64        agents of step t: rows agent_offsets[t]:[t+1]
-agent_id               (A,) int64          stable agent id of the episode
-agent_class            (A,) uint8          tps_msgs DetectedAgent.CLASS_* id
-agent_box              (A, 12) float64     same columns as ``ego``
-static_id              (S,) int64          static objects (clutter, debris), constant in time
-static_box             (S, 8) float64      x, y, z, length, width, height, yaw, material (MAT_*)
-collision_offsets      (T+1,) int64        ids the ego's box overlapped at step t:
-collision_ids          (C,) int64          rows collision_offsets[t]:[t+1]
-control                (T, 5) float64      control applied to *reach* step t: throttle, steer
-                                           (+ = right, CARLA), brake, hand_brake, reverse (row 0:
-                                           zeros)
-control_received       (T,) bool           a control for step t-1 arrived in time (False on a
-                                           timeout, in expert / free-running mode, and row 0)
-step_timeout           (T,) bool           the transition into step t was a step timeout
-e2e_latency_s          (T,) float64        wall time from publishing step t's sensor data to
-                                           receiving the control stamped for step t [s]; NaN
-                                           when none arrived
-wall_time_s            (T,) float64        wall clock (time.monotonic) when step t was produced
-events_json            str                 JSON list (length T) of the event lists of each step
-route                  (R, 2) float64      ego route polyline [m]
-=====================  ==================  ===================================================
+Episode log
+-----------
+With the ``episode_log`` parameter set, every step is appended to a
+:class:`tps_sim.episode_log.EpisodeLog` and written when the episode ends; the format (keys,
+shapes, units) and its validating reader are documented in :mod:`tps_sim.episode_log`.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import math
-import os
 from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tps_inference.params import ParameterError
+from tps_common.levels import ERROR, OK, WARN
+from tps_common.params import ParameterError
+
+from tps_sim.episode_log import EpisodeLog
+from tps_sim.sensors.rig import (
+    BASE_FRAME,
+    CAMERA_FRAME,
+    CAMERA_MOUNT,
+    LIDAR_FRAME,
+    LIDAR_MOUNT,
+    MAP_FRAME,
+    VEHICLE_FRAME,
+    SensorRig,
+)
 
 EGO_DRIVERS = ("external", "expert")
-BOX_COLUMNS = ("x", "y", "z", "yaw", "length", "width", "height", "vx", "vy", "speed_mps",
-               "accel_mps2", "yaw_rate")
-LOG_FORMAT_VERSION = 1
 CONTROL_LIMITS = {"throttle": (0.0, 1.0), "steer": (-1.0, 1.0), "brake": (0.0, 1.0)}
 NEUTRAL_CONTROL = {"throttle": 0.0, "steer": 0.0, "brake": 0.0, "hand_brake": False,
                    "reverse": False}
@@ -116,12 +87,23 @@ class BridgeParams:
     exit_on_end: bool = False
     exit_linger_s: float = 0.5
     episode_log: str = ""
+    # Frame names and sensor mounts (tps_sim.sensors.rig.SensorRig: /tf_static and the sensor
+    # models): carla-ros-bridge's names; mounts x, y, z [m], roll, pitch, yaw [rad] in base_link.
+    map_frame: str = MAP_FRAME
+    vehicle_frame: str = VEHICLE_FRAME
+    base_frame: str = BASE_FRAME
+    lidar_frame: str = LIDAR_FRAME
+    camera_frame: str = CAMERA_FRAME
+    lidar_mount: tuple[float, ...] = LIDAR_MOUNT
+    camera_mount: tuple[float, ...] = CAMERA_MOUNT
 
     @classmethod
     def from_values(cls, values: dict) -> BridgeParams:
         """Build from a dict of (already schema-validated) values; unknown keys are ignored."""
         names = {f for f in cls.__dataclass_fields__}
-        params = cls(**{k: v for k, v in values.items() if k in names})
+        params = cls(**{k: (tuple(v) if k.endswith("_mount") else v)
+                        for k, v in values.items() if k in names})
+        SensorRig.from_values(asdict(params))  # frame names and mounts, naming the parameter
         if params.ego_driver not in EGO_DRIVERS:
             raise ParameterError(f"parameter 'ego_driver' = {params.ego_driver!r} is not one of "
                                  f"{list(EGO_DRIVERS)}")
@@ -191,7 +173,8 @@ class ControlVerdict:
     ``status`` is one of ``accepted``, ``stale`` (stamp older than the current step), ``duplicate``
     (a control for this step was already accepted), ``latched`` (free-running mode: applied at the
     next step unless a newer one arrives), ``ignored`` (expert mode),
-    ``rejected`` (malformed: not applied). ``problems`` lists (level 'WARN'|'ERROR', text naming
+    ``rejected`` (malformed: not applied). ``problems`` lists (level WARN | ERROR of
+    :mod:`tps_common.levels`, text naming
     the field) for clamped or rejected fields.
     """
 
@@ -210,20 +193,20 @@ def sanitize_control(fields_in: dict) -> tuple[dict | None, list[tuple[str, str]
         try:
             value = float(value)
         except (TypeError, ValueError):
-            problems.append(("ERROR", f"control field '{name}' is not a number ({value!r})"))
+            problems.append((ERROR, f"control field '{name}' is not a number ({value!r})"))
             continue
         if not math.isfinite(value):
-            problems.append(("ERROR", f"control field '{name}' is {value} (not finite): "
+            problems.append((ERROR, f"control field '{name}' is {value} (not finite): "
                                       "control rejected"))
             continue
         if value < lo or value > hi:
-            problems.append(("WARN", f"control field '{name}' = {value:.4g} out of range "
+            problems.append((WARN, f"control field '{name}' = {value:.4g} out of range "
                                      f"[{lo}, {hi}]: clamped"))
             value = min(max(value, lo), hi)
         out[name] = value
     out["hand_brake"] = bool(fields_in.get("hand_brake", False))
     out["reverse"] = bool(fields_in.get("reverse", False))
-    if any(level == "ERROR" for level, _ in problems):
+    if any(level == ERROR for level, _ in problems):
         return None, problems
     return out, problems
 
@@ -279,134 +262,6 @@ class BridgeStats:
     end_reason: str = ""
 
 
-def box_row(agent) -> list[float]:
-    """The 12 ``BOX_COLUMNS`` of a world ``AgentState``."""
-    return [float(agent.center[0]), float(agent.center[1]), float(agent.center[2]),
-            float(agent.yaw), float(agent.size[0]), float(agent.size[1]), float(agent.size[2]),
-            float(agent.velocity[0]), float(agent.velocity[1]), float(agent.speed_mps),
-            float(agent.accel_mps2), float(agent.yaw_rate)]
-
-
-def static_rows(statics) -> tuple[np.ndarray, np.ndarray]:
-    """(ids (S,) int64, boxes (S, 8) float64 x, y, z, l, w, h, yaw, material) of a BoxSet."""
-    if statics is None or len(statics) == 0:
-        return np.zeros(0, np.int64), np.zeros((0, 8))
-    boxes = np.concatenate([statics.centers, statics.sizes, statics.yaws[:, None],
-                            statics.materials[:, None].astype(np.float64)], axis=1)
-    return statics.ids.astype(np.int64), boxes
-
-
-class EpisodeLog:
-    """Accumulates the per-step episode log (format in the module docstring)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict] = []
-        self.static_id = np.zeros(0, np.int64)
-        self.static_box = np.zeros((0, 8))
-
-    def add(self, frame: Frame, *, control_received: bool, step_timeout: bool,
-            wall_time_s: float) -> None:
-        """Append the row of a new step."""
-        state = frame.state
-        if not self.rows and frame.scene is not None:
-            self.static_id, self.static_box = static_rows(frame.scene.statics)
-        c = frame.control
-        self.rows.append({
-            "t_s": float(frame.t_s), "step": int(frame.step), "stamp_s": float(frame.stamp_s),
-            "ego": box_row(state.ego),
-            "route_progress_m": float(getattr(state, "route_progress_m", float("nan"))),
-            "agent_id": [int(a.id) for a in state.agents],
-            "agent_class": [int(a.class_id) for a in state.agents],
-            "agent_box": [box_row(a) for a in state.agents],
-            "collision_ids": [int(i) for i in state.collisions],
-            "control": [c["throttle"], c["steer"], c["brake"], float(c["hand_brake"]),
-                        float(c["reverse"])],
-            "control_received": bool(control_received), "step_timeout": bool(step_timeout),
-            "e2e_latency_s": float("nan"), "wall_time_s": float(wall_time_s),
-            "events": list(frame.events),
-        })
-
-    def set_latency(self, step: int, latency_s: float) -> None:
-        """Record the e2e latency of the control that answered ``step``."""
-        if self.rows and self.rows[-1]["step"] == step and math.isnan(self.rows[-1]["e2e_latency_s"]):
-            self.rows[-1]["e2e_latency_s"] = float(latency_s)
-
-    def arrays(self, meta: dict, route: np.ndarray) -> dict[str, np.ndarray]:
-        """The log as a dict of numpy arrays (the ``.npz`` keys)."""
-        rows = self.rows
-        counts = [len(r["agent_id"]) for r in rows]
-        ccounts = [len(r["collision_ids"]) for r in rows]
-        agent_box = [b for r in rows for b in r["agent_box"]]
-        meta = dict(meta, num_steps=len(rows), format_version=LOG_FORMAT_VERSION,
-                    box_columns=list(BOX_COLUMNS))
-        return {
-            "meta_json": np.array(json.dumps(meta, sort_keys=True)),
-            "t_s": np.array([r["t_s"] for r in rows], np.float64),
-            "step": np.array([r["step"] for r in rows], np.int64),
-            "stamp_s": np.array([r["stamp_s"] for r in rows], np.float64),
-            "ego": np.array([r["ego"] for r in rows], np.float64).reshape(-1, len(BOX_COLUMNS)),
-            "route_progress_m": np.array([r["route_progress_m"] for r in rows], np.float64),
-            "agent_offsets": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
-            "agent_id": np.array([i for r in rows for i in r["agent_id"]], np.int64),
-            "agent_class": np.array([i for r in rows for i in r["agent_class"]], np.uint8),
-            "agent_box": np.array(agent_box, np.float64).reshape(-1, len(BOX_COLUMNS)),
-            "static_id": self.static_id,
-            "static_box": self.static_box,
-            "collision_offsets": np.concatenate([[0], np.cumsum(ccounts)]).astype(np.int64),
-            "collision_ids": np.array([i for r in rows for i in r["collision_ids"]], np.int64),
-            "control": np.array([r["control"] for r in rows], np.float64).reshape(-1, 5),
-            "control_received": np.array([r["control_received"] for r in rows], bool),
-            "step_timeout": np.array([r["step_timeout"] for r in rows], bool),
-            "e2e_latency_s": np.array([r["e2e_latency_s"] for r in rows], np.float64),
-            "wall_time_s": np.array([r["wall_time_s"] for r in rows], np.float64),
-            "events_json": np.array(json.dumps([r["events"] for r in rows])),
-            "route": np.asarray(route, np.float64).reshape(-1, 2),
-        }
-
-    def write(self, path: str | os.PathLike, meta: dict, route: np.ndarray) -> Path:
-        """Write to ``path`` (``.npz`` or ``.json.gz``; written to a temp name, then renamed)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = self.arrays(meta, route)
-        tmp = path.with_name(path.name + ".tmp")
-        if path.name.endswith(".json.gz"):
-            doc = {k: (v.item() if v.ndim == 0 else v.tolist()) for k, v in arrays.items()}
-            # NaN is not JSON: null stands for a missing latency.
-            doc["e2e_latency_s"] = [None if math.isnan(v) else v for v in doc["e2e_latency_s"]]
-            with gzip.open(tmp, "wt") as fh:
-                json.dump(doc, fh)
-        else:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-        return path
-
-
-def load_episode_log(path: str | os.PathLike) -> dict[str, Any]:
-    """Read an episode log (``.npz`` or ``.json.gz``) into a dict of numpy arrays plus ``meta``
-    (parsed meta_json) and ``events`` (parsed events_json)."""
-    path = Path(path)
-    if path.name.endswith(".json.gz"):
-        with gzip.open(path, "rt") as fh:
-            doc = json.load(fh)
-        out = {}
-        for k, v in doc.items():
-            if k in ("meta_json", "events_json"):
-                out[k] = v
-            elif k == "e2e_latency_s":
-                out[k] = np.array([np.nan if x is None else x for x in v], np.float64)
-            else:
-                out[k] = np.asarray(v)
-    else:
-        with np.load(path) as npz:
-            out = {k: npz[k] for k in npz.files}
-        out["meta_json"] = str(out["meta_json"])
-        out["events_json"] = str(out["events_json"])
-    out["meta"] = json.loads(out["meta_json"])
-    out["events"] = json.loads(out["events_json"])
-    return out
-
-
 @dataclass
 class _Pending:
     control: dict
@@ -442,21 +297,24 @@ class SimBridge:
             except ConfigError as exc:
                 raise ParameterError(f"bad world configuration: {exc}") from exc
         self.world = world
+        # One source of truth for frame names and mounts: the sensor models and /tf_static.
+        self.rig = SensorRig.from_values(asdict(params))
         self.lidar = None
         if params.lidar_enabled:
             from tps_sim.sensors.lidar import LidarModel, LidarParams
 
             try:
                 self.lidar = LidarModel(LidarParams(beams=params.lidar_beams,
-                                                    azimuth_steps=params.lidar_azimuth_steps))
+                                                    azimuth_steps=params.lidar_azimuth_steps,
+                                                    mount=self.rig.lidar_mount))
             except ValueError as exc:
                 raise ParameterError(f"parameter 'lidar_beams'/'lidar_azimuth_steps': {exc}") from exc
         self.camera = None
         self.camera_info_fields: dict | None = None
         if params.camera_enabled:
-            from tps_sim.sensors.camera import CameraModel
+            from tps_sim.sensors.camera import CameraModel, CameraParams
 
-            self.camera = CameraModel()
+            self.camera = CameraModel(CameraParams(mount=self.rig.camera_mount))
             self.camera_info_fields = self.camera.camera_info_fields()
         self.injector = None
         if self.faults_config is not None:
@@ -692,7 +550,7 @@ class SimBridge:
 class StatusSummary:
     """Numbers the node reports on /diagnostics."""
 
-    level: str
+    level: int            # tps_common.levels
     message: str
     values: dict = field(default_factory=dict)
 
@@ -707,6 +565,6 @@ def status_summary(bridge: SimBridge) -> StatusSummary:
               "e2e_latency_ms": f"{s.last_e2e_latency_s * 1e3:.2f}",
               "synchronous": bridge.params.synchronous, "ego_driver": bridge.params.ego_driver}
     if s.step_timeouts or s.malformed_controls:
-        return StatusSummary("WARN", f"{s.step_timeouts} step timeout(s), "
+        return StatusSummary(WARN, f"{s.step_timeouts} step timeout(s), "
                                      f"{s.malformed_controls} malformed control(s)", values)
-    return StatusSummary("OK", "running" if not bridge.done else f"ended ({s.end_reason})", values)
+    return StatusSummary(OK, "running" if not bridge.done else f"ended ({s.end_reason})", values)

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from tps_inference.params import ParameterError, load_schema, validate
+from tps_common.params import ParameterError, load_schema, validate
 
 EXIT_BAD_CONFIG = 2
 EXIT_FAILED = 1

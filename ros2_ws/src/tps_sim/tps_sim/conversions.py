@@ -6,8 +6,14 @@ numpy arrays (what :mod:`tps_sim.bridge` produces) and returns a message, so the
 the recorder publish byte-identical messages for the same step.
 
 Conventions (docs/CONTRACTS.md): SI units, REP-103 axes; ``map`` is the world frame,
-``ego_vehicle`` (carla-ros-bridge's name for base_link) the ego frame, points in
-``ego_vehicle/lidar``; ``CarlaEgoVehicleControl.steer`` keeps CARLA's sign (positive = right).
+``ego_vehicle`` (carla-ros-bridge's name for the vehicle; the stack's ``base_link`` is an identity
+child of it) the ego frame, points in ``ego_vehicle/lidar``, images in the optical frame
+``ego_vehicle/rgb_front``; the frame names are ``sim_bridge`` parameters
+(:class:`tps_sim.sensors.rig.SensorRig`), these are the defaults. ``/tf_static`` carries the
+vehicle -> base_link, lidar and camera transforms, ``/tf`` map -> vehicle every step.
+``CarlaEgoVehicleControl.steer`` keeps CARLA's sign (positive = right). Stamps and headers come
+from :mod:`tps_common.conversions` (``stamp``/``stamp_to_s``/``stamp_to_ns``/``header`` here are
+those functions under the names this package's callers use).
 """
 
 from __future__ import annotations
@@ -16,20 +22,23 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from builtin_interfaces.msg import Time
 from carla_msgs.msg import CarlaEgoVehicleControl, CarlaEgoVehicleStatus
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, PoseStamped, Quaternion, Vector3
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, PoseStamped, Vector3
 from nav_msgs.msg import Odometry, Path
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
+from tps_common import diagnostics
+from tps_common.conversions import header, seconds_to_time, time_to_ns, time_to_seconds
+from tps_common.conversions import yaw_to_quaternion_msg as yaw_quaternion
+from tps_common.geometry import yaw_to_quaternion
+from tps_common.tf import transform_stamped
 from tps_msgs.msg import DrivingInstruction, GroundTruth, GroundTruthAgent
 
-MAP_FRAME = "map"
-EGO_FRAME = "ego_vehicle"
-LIDAR_FRAME = "ego_vehicle/lidar"
-CAMERA_FRAME = "ego_vehicle/rgb_front"
+from tps_sim.sensors.rig import CAMERA_FRAME, LIDAR_FRAME, MAP_FRAME, SensorRig
+from tps_sim.sensors.rig import VEHICLE_FRAME as EGO_FRAME
 
 # Topics of the carla-ros-bridge contract (docs/CONTRACTS.md "Topics").
 TOPIC_CLOCK = "/clock"
@@ -43,10 +52,13 @@ TOPIC_GROUND_TRUTH = "/tps/sim/ground_truth"
 TOPIC_ROUTE = "/planning/route"
 TOPIC_INSTRUCTION = "/tps/instruction"
 TOPIC_DIAGNOSTICS = "/diagnostics"
+TOPIC_TF = "/tf"
+TOPIC_TF_STATIC = "/tf_static"
 
 # Topic -> ROS type name, in the order the bridge publishes them each step.
 TOPIC_TYPES: dict[str, str] = {
     TOPIC_CLOCK: "rosgraph_msgs/msg/Clock",
+    TOPIC_TF: "tf2_msgs/msg/TFMessage",
     TOPIC_LIDAR: "sensor_msgs/msg/PointCloud2",
     TOPIC_IMAGE: "sensor_msgs/msg/Image",
     TOPIC_CAMERA_INFO: "sensor_msgs/msg/CameraInfo",
@@ -55,8 +67,10 @@ TOPIC_TYPES: dict[str, str] = {
     TOPIC_GROUND_TRUTH: "tps_msgs/msg/GroundTruth",
     TOPIC_ROUTE: "nav_msgs/msg/Path",
     TOPIC_INSTRUCTION: "tps_msgs/msg/DrivingInstruction",
+    TOPIC_TF_STATIC: "tf2_msgs/msg/TFMessage",
 }
-LATCHED_TOPICS = (TOPIC_ROUTE, TOPIC_INSTRUCTION)
+LATCHED_TOPICS = (TOPIC_ROUTE, TOPIC_INSTRUCTION, TOPIC_TF_STATIC)
+DEFAULT_RIG = SensorRig()
 
 POINT_STEP = 16  # x, y, z, intensity float32 (carla-ros-bridge layout)
 _XYZI_FIELDS = tuple(
@@ -67,30 +81,10 @@ _XYZI_FIELDS = tuple(
 GT_FUTURE_STEP_S = 0.5
 
 
-def stamp(t_s: float) -> Time:
-    """A ``builtin_interfaces/Time`` for ``t_s`` seconds (rounded to the nanosecond; >= 0)."""
-    ns = max(0, int(round(t_s * 1e9)))
-    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
-
-
-def stamp_to_s(t: Time) -> float:
-    """Seconds of a ``builtin_interfaces/Time``."""
-    return t.sec + t.nanosec * 1e-9
-
-
-def stamp_to_ns(t: Time) -> int:
-    """Integer nanoseconds of a ``builtin_interfaces/Time`` (exact, for comparisons)."""
-    return int(t.sec) * 1_000_000_000 + int(t.nanosec)
-
-
-def header(t_s: float, frame_id: str) -> Header:
-    """A ``std_msgs/Header`` stamped ``t_s`` seconds in ``frame_id``."""
-    return Header(stamp=stamp(t_s), frame_id=frame_id)
-
-
-def yaw_quaternion(yaw: float) -> Quaternion:
-    """Quaternion of a rotation by ``yaw`` rad about +z."""
-    return Quaternion(x=0.0, y=0.0, z=math.sin(yaw / 2.0), w=math.cos(yaw / 2.0))
+# One implementation of each (tps_common.conversions), under this module's historical names.
+stamp = seconds_to_time
+stamp_to_s = time_to_seconds
+stamp_to_ns = time_to_ns
 
 
 def clock_msg(t_s: float) -> Clock:
@@ -152,11 +146,12 @@ def camera_info_msg(fields: dict, t_s: float, frame_id: str = CAMERA_FRAME) -> C
 
 
 def odometry_msg(pose_xyzyaw: Sequence[float], speed_mps: float, yaw_rate: float,
-                 t_s: float) -> Odometry:
-    """``nav_msgs/Odometry`` of the ego: pose of base_link in ``map`` (z = 0), twist in the child
-    frame ``ego_vehicle`` (x forward = speed [m/s], angular z = yaw rate [rad/s])."""
+                 t_s: float, frame_id: str = MAP_FRAME, child_frame_id: str = EGO_FRAME) -> Odometry:
+    """``nav_msgs/Odometry`` of the ego: pose of the vehicle (= base_link) in ``map`` (z = 0),
+    twist in the child frame ``ego_vehicle`` (x forward = speed [m/s], angular z = yaw rate
+    [rad/s])."""
     x, y, yaw = (float(v) for v in pose_xyzyaw)
-    msg = Odometry(header=header(t_s, MAP_FRAME), child_frame_id=EGO_FRAME)
+    msg = Odometry(header=header(t_s, frame_id), child_frame_id=child_frame_id)
     msg.pose.pose.position = Point(x=x, y=y, z=0.0)
     msg.pose.pose.orientation = yaw_quaternion(yaw)
     msg.twist.twist.linear = Vector3(x=float(speed_mps), y=0.0, z=0.0)
@@ -272,42 +267,58 @@ def instruction_msg(instruction, t_s: float = 0.0) -> DrivingInstruction:
                               target_speed_mps=float(-1.0 if target is None else target))
 
 
-_LEVELS = {"OK": DiagnosticStatus.OK, "WARN": DiagnosticStatus.WARN,
-           "ERROR": DiagnosticStatus.ERROR, "STALE": DiagnosticStatus.STALE}
-
-
 def diagnostic_msg(node_name: str, statuses: Iterable[tuple[str, str, str, dict]],
                    t_s: float) -> DiagnosticArray:
-    """``diagnostic_msgs/DiagnosticArray`` from (aspect, level 'OK'|'WARN'|'ERROR'|'STALE',
-    message, values) tuples; each status is named ``<node_name>: <aspect>``."""
-    msg = DiagnosticArray(header=header(t_s, ""))
-    out = []
-    for aspect, level, text, values in statuses:
-        out.append(DiagnosticStatus(
-            level=_LEVELS[level], name=f"{node_name}: {aspect}", message=str(text),
-            hardware_id="tps_sim",
-            values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()]))
-    msg.status = out
-    return msg
+    """``diagnostic_msgs/DiagnosticArray`` from (aspect, level (:mod:`tps_common.levels`),
+    message, values) tuples; each status is named ``<node_name>: <aspect>`` (built by
+    :mod:`tps_common.diagnostics`, the project's one diagnostics convention)."""
+    return diagnostics.array(stamp(t_s), [
+        diagnostics.status(f"{node_name}: {aspect}", diagnostics.level_of(level), str(text), values,
+                           hardware_id="tps_sim")
+        for aspect, level, text, values in statuses])
+
+
+def tf_static_msg(rig: SensorRig = DEFAULT_RIG, t_s: float = 0.0, *, lidar: bool = True,
+                  camera: bool = True) -> TFMessage:
+    """``tf2_msgs/TFMessage`` for ``/tf_static``: every fixed edge of the rig in one message (as
+    tf2's static broadcaster sends them: the topic keeps one message per publisher): vehicle ->
+    base_link (identity), vehicle -> lidar, vehicle -> camera optical frame."""
+    return TFMessage(transforms=[transform_stamped(parent, child, tr, t_s)
+                                 for parent, child, tr in rig.static_transforms(lidar=lidar,
+                                                                                camera=camera)])
+
+
+def tf_msg(pose_xyzyaw: Sequence[float], t_s: float, rig: SensorRig = DEFAULT_RIG) -> TFMessage:
+    """``tf2_msgs/TFMessage`` for ``/tf``: map -> vehicle at the ego pose (x, y, yaw) of one step,
+    stamped with the step (the odometry's pose and quaternion, bit for bit)."""
+    x, y, yaw = (float(v) for v in pose_xyzyaw)
+    return TFMessage(transforms=[transform_stamped(
+        rig.map_frame, rig.vehicle_frame, rig.vehicle_transform((x, y, yaw)), t_s,
+        quaternion=yaw_to_quaternion(yaw))])
 
 
 def frame_messages(frame, scenario: str, seed: int, camera_info_fields: dict | None = None,
-                   futures: dict[int, np.ndarray] | None = None) -> list[tuple[str, object]]:
+                   futures: dict[int, np.ndarray] | None = None,
+                   rig: SensorRig = DEFAULT_RIG) -> list[tuple[str, object]]:
     """Every message of one bridge ``Frame`` (tps_sim.bridge), as (topic, message) in publication
-    order: /clock first, then sensors, odometry, vehicle status and ground truth (all stamped
-    ``frame.stamp_s``, delayed sensor data keeps its own stamp). The live bridge publishes and the
-    recorder writes exactly this list."""
+    order: /clock first, then /tf (map -> vehicle), sensors, odometry, vehicle status and ground
+    truth (all stamped ``frame.stamp_s``, delayed sensor data keeps its own stamp), frame ids from
+    ``rig``. The live bridge publishes and the recorder writes exactly this list; ``/tf_static``
+    (:func:`tf_static_msg`) is published once, latched."""
     t = frame.stamp_s
-    out: list[tuple[str, object]] = [(TOPIC_CLOCK, clock_msg(t))]
-    if frame.lidar_points is not None:
-        out.append((TOPIC_LIDAR, pointcloud_msg(frame.lidar_points, frame.lidar_stamp_s)))
-    if frame.image is not None:
-        out.append((TOPIC_IMAGE, image_msg(frame.image, frame.image_stamp_s)))
-        if camera_info_fields is not None:
-            out.append((TOPIC_CAMERA_INFO, camera_info_msg(camera_info_fields, frame.image_stamp_s)))
     ego = frame.state.ego
-    out.append((TOPIC_ODOMETRY, odometry_msg((ego.center[0], ego.center[1], ego.yaw),
-                                             ego.speed_mps, ego.yaw_rate, t)))
+    pose = (ego.center[0], ego.center[1], ego.yaw)
+    out: list[tuple[str, object]] = [(TOPIC_CLOCK, clock_msg(t)), (TOPIC_TF, tf_msg(pose, t, rig))]
+    if frame.lidar_points is not None:
+        out.append((TOPIC_LIDAR, pointcloud_msg(frame.lidar_points, frame.lidar_stamp_s,
+                                                rig.lidar_frame)))
+    if frame.image is not None:
+        out.append((TOPIC_IMAGE, image_msg(frame.image, frame.image_stamp_s, rig.camera_frame)))
+        if camera_info_fields is not None:
+            out.append((TOPIC_CAMERA_INFO, camera_info_msg(camera_info_fields, frame.image_stamp_s,
+                                                           rig.camera_frame)))
+    out.append((TOPIC_ODOMETRY, odometry_msg(pose, ego.speed_mps, ego.yaw_rate, t, rig.map_frame,
+                                             rig.vehicle_frame)))
     out.append((TOPIC_STATUS, vehicle_status_msg(ego.speed_mps, ego.accel_mps2, ego.yaw,
                                                  frame.control, t)))
     out.append((TOPIC_GROUND_TRUTH, ground_truth_msg(frame.state, scenario, seed, frame.events, t,

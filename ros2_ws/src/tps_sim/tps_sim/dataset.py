@@ -50,19 +50,19 @@ static_boxes         (S, 8) float32   clutter/obstacles x, y, z, l, w, h, yaw, m
 
 Every agent alive at a frame is listed (also far or occluded ones: filter by ``gt_num_points``
 and range). Parked cars are static clutter here (``static_boxes``, material MAT_PARKED_CAR), not
-agents; the detector's ground truth adds them as cars (``tps_perception.data``). All randomness is seeded by the episode seed: a shard is reproducible.
+agents; the detector's ground truth adds them as cars (``tps_eval.detector.data``). All randomness is seeded by the episode seed: a shard is reproducible.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tps_common.geometry import to_local, wrap_angle
 
 from tps_sim import splits
 
@@ -84,22 +84,10 @@ def shard_path(out_dir: str | os.PathLike, split: str, scenario: str, seed: int)
     return Path(out_dir) / split / scenario / f"seed{seed}.npz"
 
 
-def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2.0 * np.pi) - np.pi
-
-
 def to_base_link(xy: np.ndarray, pose: tuple[float, float, float]) -> np.ndarray:
     """Map points (..., 2) [m] into the base_link frame of ``pose`` = (x, y, yaw)."""
-    x, y, yaw = pose
-    c, s = math.cos(yaw), math.sin(yaw)
-    d = np.asarray(xy, dtype=np.float64) - np.array([x, y])
-    return np.stack([c * d[..., 0] + s * d[..., 1], -s * d[..., 0] + c * d[..., 1]], axis=-1)
-
-
-def _rotate_into(vxy: np.ndarray, yaw: float) -> np.ndarray:
-    c, s = math.cos(yaw), math.sin(yaw)
-    v = np.asarray(vxy, dtype=np.float64)
-    return np.stack([c * v[..., 0] + s * v[..., 1], -s * v[..., 0] + c * v[..., 1]], axis=-1)
+    xy = np.asarray(xy, dtype=np.float64)
+    return to_local(xy.reshape(-1, 2), pose[:2], pose[2]).reshape(xy.shape)
 
 
 @dataclass(frozen=True)
@@ -246,8 +234,8 @@ def _assemble(frames: list[dict], steps: list[_StepRecord], stride: int) -> dict
         if agents:
             center = np.array([a.center for a in agents], np.float64)
             xy = to_base_link(center[:, :2], pose)
-            yaw = _wrap(np.array([a.yaw for a in agents]) - pose[2])
-            vel = _rotate_into(np.array([a.velocity for a in agents], np.float64), pose[2])
+            yaw = wrap_angle(np.array([a.yaw for a in agents]) - pose[2])
+            vel = to_local(np.array([a.velocity for a in agents], np.float64), (0.0, 0.0), pose[2])
             size = np.array([a.size for a in agents], np.float64)
             boxes.append(np.column_stack([xy, center[:, 2], size, yaw, vel]))
             classes.append([a.class_id for a in agents])
@@ -279,7 +267,7 @@ def _assemble(frames: list[dict], steps: list[_StepRecord], stride: int) -> dict
                 break
             later = steps[kk].ego
             ef[j, :2] = to_base_link(np.array(later[:2]), pose)
-            ef[j, 2] = _wrap(np.array(later[2] - pose[2]))
+            ef[j, 2] = wrap_angle(np.array(later[2] - pose[2]))
             ev[j] = True
         ego_fut.append(ef)
         ego_fut_valid.append(ev)

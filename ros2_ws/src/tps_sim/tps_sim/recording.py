@@ -3,8 +3,8 @@
 ``tps-sim record --scenario merge --seed 3 --duration 30 -o run.mcap`` runs the world and the
 sensors in-process through the bridge's core (:class:`tps_sim.bridge.SimBridge`, the expert
 drives by default) and writes the topics the live bridge publishes (``tps_sim.conversions
-.frame_messages`` builds the very same messages), plus the latched ``/planning/route`` and
-``/tps/instruction`` at t = 0.
+.frame_messages`` builds the very same messages, ``/tf`` included), plus the latched
+``/planning/route``, ``/tps/instruction`` and ``/tf_static`` at t = 0.
 
 Output: with MCAP storage and a path ending in ``.mcap``, one self-contained ``.mcap`` file
 (opens in Foxglove, ``rosbags``' Reader, ``mcap-ros2-support``, ``ros2 bag play FILE``);
@@ -13,9 +13,11 @@ time the message was published at (the episode starts at t = 0); header stamps a
 
 CDR bytes come from ``rclpy.serialization.serialize_message`` (the real rosidl types, padding
 zeroed by a rosbags round trip so equal episodes give equal bytes); the
-schemas come from a ``rosbags`` typestore (ROS 2 Jazzy types plus ``tps_msgs``/``carla_msgs``
-registered from their ``.msg`` files), so each channel carries the full concatenated message
-definition and a RIHS01 hash; :func:`check_type_hashes` verifies those equal rosidl's.
+schemas come from a ``rosbags`` typestore (ROS 2 Jazzy types, ``tf2_msgs/msg/TFMessage`` among
+them, plus ``tps_msgs``/``carla_msgs`` registered from their ``.msg`` files), so each channel
+carries the full concatenated message definition and a RIHS01 hash; :func:`check_type_hashes`
+verifies those equal rosidl's (for the workspace copies of carla_msgs and tf2_msgs: that they are
+field for field the real ones).
 
 Ground truth in the bag carries agent futures (``GroundTruthAgent.future``, 6 x 0.5 s, fewer at
 the end of the episode): frames are held back 3 s of sim time until their futures are known.
@@ -32,6 +34,7 @@ from collections import deque
 from pathlib import Path
 
 import numpy as np
+from tps_common.tf import TF_DEPTH
 
 from tps_sim import conversions as conv
 from tps_sim.bridge import BridgeParams, SimBridge
@@ -91,7 +94,7 @@ def check_type_hashes(store, msgtypes) -> dict[str, tuple[str, str | None]]:
     return bad
 
 
-def _qos(latched: bool):
+def _qos(latched: bool, depth: int | None = None):
     from rosbags.interfaces import (
         Qos,
         QosDurability,
@@ -102,7 +105,7 @@ def _qos(latched: bool):
     )
 
     never = QosTime(sec=0x7FFFFFFF, nsec=0xFFFFFFFF)
-    return Qos(history=QosHistory.KEEP_LAST, depth=1 if latched else 5,
+    return Qos(history=QosHistory.KEEP_LAST, depth=depth or (1 if latched else 5),
                reliability=QosReliability.RELIABLE,
                durability=QosDurability.TRANSIENT_LOCAL if latched else QosDurability.VOLATILE,
                deadline=never, lifespan=never, liveliness=QosLiveliness.AUTOMATIC,
@@ -159,7 +162,8 @@ class BagWriter:
         for topic, msgtype in conv.TOPIC_TYPES.items():
             self.connections[topic] = self.writer.add_connection(
                 topic, msgtype, typestore=self.store,
-                offered_qos_profiles=[_qos(topic in conv.LATCHED_TOPICS)])
+                offered_qos_profiles=[_qos(topic in conv.LATCHED_TOPICS,
+                                           TF_DEPTH if topic == conv.TOPIC_TF else None)])
         self.bag_dir = bag_dir
         self.count = 0
 
@@ -225,6 +229,9 @@ def record(params: BridgeParams, out: str | os.PathLike, *, storage: str = "mcap
         horizon = stride * FUTURE_COUNT
         bag.write(conv.TOPIC_ROUTE, conv.path_msg(core.route, 0.0), 0)
         bag.write(conv.TOPIC_INSTRUCTION, conv.instruction_msg(core.instruction, 0.0), 0)
+        bag.write(conv.TOPIC_TF_STATIC, conv.tf_static_msg(core.rig, 0.0,
+                                                           lidar=params.lidar_enabled,
+                                                           camera=params.camera_enabled), 0)
         frames: deque = deque()
         written = 0
         total = int(round(params.duration_s / params.dt_s)) + 1
@@ -240,7 +247,7 @@ def record(params: BridgeParams, out: str | os.PathLike, *, storage: str = "mcap
             # message keeps its older header stamp.
             ns = max(0, int(round(frame.stamp_s * 1e9)))
             for topic, msg in conv.frame_messages(frame, params.scenario, params.seed,
-                                                  core.camera_info_fields, futures):
+                                                  core.camera_info_fields, futures, rig=core.rig):
                 bag.write(topic, msg, ns)
             written += 1
 

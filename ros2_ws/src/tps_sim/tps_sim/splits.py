@@ -3,6 +3,8 @@
 A seed fully determines an episode (SUMO traffic, clutter, sensor noise), so splitting by seed is
 splitting by episode. Test seeds are held out: never used for training, tuning, calibration or
 threshold selection. Closed-loop acceptance runs and detector evaluation use TEST seeds only.
+How evaluations label seeds (a seed outside every split counts as held out, TRAIN and VAL seeds
+never do) is ``tps_eval.seeds``.
 """
 
 from __future__ import annotations

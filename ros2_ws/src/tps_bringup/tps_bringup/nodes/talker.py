@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import sys
 
-import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.exceptions import InvalidParameterTypeException
-from rclpy.executors import ExternalShutdownException
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from std_msgs.msg import String
-from tps_inference.params import ParameterError, declare_from_schema
-from tps_inference.ros_spin import spin_until_shutdown
+from tps_common import diagnostics as diag
+from tps_common.node import run_node
+from tps_common.params import declare_from_schema
+from tps_common.qos import DIAGNOSTICS_QOS
 
 from tps_bringup.demo import TALKER_SCHEMA, DemoExit, Talker, TalkerParams
 
@@ -31,7 +30,7 @@ class TalkerNode(Node):
         values = declare_from_schema(self, TALKER_SCHEMA)  # raises ParameterError naming the culprit
         self.core = Talker(TalkerParams(**values))
         self.pub = self.create_publisher(String, "~/output/chatter", 10)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.timer = self.create_timer(self.core.params.period_s, self._tick)
         self.diag_timer = self.create_timer(DIAGNOSTICS_PERIOD_S, self._publish_diagnostics)
         self.get_logger().info(
@@ -50,15 +49,8 @@ class TalkerNode(Node):
             raise DemoExit(step.exit_code, text)
 
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
-            name=f"{self.get_name()}: publishing",
-            message="ok",
-            values=[KeyValue(key="published", value=str(self.core.count))],
-        )
-        msg = DiagnosticArray(status=[status])
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.diag_pub.publish(msg)
+        status = diag.status(f"{self.get_name()}: publishing", diag.OK, "ok", {"published": self.core.count})
+        self.diag_pub.publish(diag.array(self.get_clock().now().to_msg(), [status]))
 
 
 NODE_CLASS = TalkerNode
@@ -66,22 +58,7 @@ NODE_CLASS = TalkerNode
 
 def main(args: list[str] | None = None) -> None:
     """Console script ``tps_demo_talker``."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = NODE_CLASS()
-        spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
-    except (ParameterError, InvalidParameterTypeException) as exc:  # a bad parameter: message, exit 2
-        print(f"tps_demo_talker: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except DemoExit as exc:
-        sys.exit(exc.exit_code)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    sys.exit(run_node(NODE_CLASS, "tps_demo_talker", args))
 
 
 if __name__ == "__main__":

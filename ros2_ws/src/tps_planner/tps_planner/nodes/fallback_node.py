@@ -2,17 +2,19 @@
 
 Inputs: ``~/input/points`` (sensor_msgs/PointCloud2, lidar frame), ``~/input/odometry``
 (nav_msgs/Odometry), ``~/input/route`` (nav_msgs/Path, transient local), ``~/input/monitor_status``
-(tps_msgs/MonitorStatus). Outputs: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, source
+(tps_msgs/MonitorStatus), ``/tf_static`` and ``/tf`` (the lidar extrinsic ``T_base<-lidar``;
+``lidar_extrinsic`` until the tree connects the cloud's frame). Outputs: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, source
 fallback or minimal-risk, stamped with the cloud's stamp), ``~/output/markers``
 (visualization_msgs/MarkerArray), ``/diagnostics``.
 
 Each cloud is planned with the ego pose at the cloud's stamp: if the odometry of that stamp has
-not arrived yet, the cloud waits for it (the synchronous loop publishes both per step).
+not arrived yet, the cloud waits for it (the synchronous loop publishes both per step); the next
+cloud, or the clock passing its stamp by ``pose_wait_s``, releases it with the nearest pose
+(tps_common.stamp_sync).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 
@@ -21,26 +23,22 @@ from nav_msgs.msg import Odometry, Path
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
+from tps_common import diagnostics as diag
+from tps_common.conversions import seconds_to_time, time_to_seconds
+from tps_common.frames import parse_static_transform
+from tps_common.node import load_params, run_node
+from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, TRAJECTORY_QOS, sensor_qos
+from tps_common.stamp_sync import PoseKind, Release, StampSync, StampSyncParams
+from tps_common.tf import ExtrinsicSource
 from tps_msgs.msg import MonitorStatus, PlannedTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from tps_planner import conversions as conv
-from tps_planner.fallback import LEVEL_ERROR, FallbackParams, FallbackPlanner
-from tps_planner.nodes.common import (
-    CLOCK_QOS,
-    DIAGNOSTICS_QOS,
-    LATCHED_QOS,
-    TRAJECTORY_QOS,
-    load_params,
-    run_node,
-    sensor_qos,
-)
-from tps_planner.trajectory import STATE_NAMES, PoseHistory
+from tps_planner.fallback import FallbackParams, FallbackPlanner
+from tps_planner.trajectory import STATE_NAMES
 
 NODE_NAME = "fallback"
 ODOM_HISTORY = 50           # poses kept for stamp lookup (5 s at 10 Hz)
-
-
 
 
 class FallbackNode(Node):
@@ -51,8 +49,13 @@ class FallbackNode(Node):
         super().__init__(**kwargs)
         self.core_params, self.cfg = load_params(self, "fallback_node", FallbackParams)
         self.planner = FallbackPlanner(self.core_params)
-        self.poses = PoseHistory(ODOM_HISTORY)
-        self.pending: PointCloud2 | None = None
+        # T_base<-lidar: from /tf_static (or /tf) once it connects the frames, else configured.
+        self.extrinsic = ExtrinsicSource(
+            self, target_frame=self.cfg["base_frame"], sensor_frame=self.cfg["lidar_frame"] or "lidar",
+            configured=parse_static_transform("lidar_extrinsic", self.cfg["lidar_extrinsic"]), name="lidar")
+        self.sync: StampSync = StampSync(StampSyncParams(
+            pose_tolerance_s=self.cfg["pose_tolerance_s"], history_capacity=ODOM_HISTORY,
+            clock_release_after_s=self.cfg["pose_wait_s"]))
         self.monitor_state: int | None = None
         self.last_cloud_stamp_s: float | None = None
         self.route_error = "no route received"
@@ -92,29 +95,23 @@ class FallbackNode(Node):
         self.monitor_state = state
 
     def _on_odometry(self, msg: Odometry) -> None:
-        pose = conv.odometry_to_pose(msg)
-        if not all(math.isfinite(v) for v in (pose.x, pose.y, pose.yaw, pose.speed_mps)):
-            self._diag_error("odometry", "odometry contains NaN/inf: ignored")
+        res = self.sync.on_pose(conv.odometry_to_pose(msg))
+        if res.rejected:
+            self._diag_error("odometry", f"odometry ignored: {res.rejected}")
             return
-        self.poses.append(pose)
-        if self.pending is not None and pose.stamp_s >= conv.time_to_seconds(self.pending.header.stamp) - 1e-6:
-            cloud, self.pending = self.pending, None
-            self._process(cloud)
+        for r in res.released:
+            self._process(r)
 
     def _on_points(self, msg: PointCloud2) -> None:
-        stamp = conv.time_to_seconds(msg.header.stamp)
-        if self.pending is not None:
-            cloud, self.pending = self.pending, None
-            self._process(cloud)            # its odometry never came: plan with the nearest pose
-        if self.poses.reached(stamp):
-            self._process(msg)
-        else:
-            self.pending = msg
+        for r in self.sync.on_input(msg, time_to_seconds(msg.header.stamp)).released:
+            self._process(r)
 
     def _on_clock(self, msg: Clock) -> None:
-        self._check_stale(conv.time_to_seconds(msg.clock))
+        self._check_stale(time_to_seconds(msg.clock))
 
     def _check_stale(self, now_s: float) -> None:
+        for r in self.sync.on_clock(now_s).released:   # the clock moved on without its odometry
+            self._process(r)
         timeout = self.cfg["cloud_timeout_s"]
         if self.last_cloud_stamp_s is None:
             age_txt = "no point cloud received"
@@ -126,9 +123,9 @@ class FallbackNode(Node):
                          stamp_s=now_s)
 
     # ---------------------------------------------------------------- planning
-    def _process(self, msg: PointCloud2) -> None:
+    def _process(self, r: Release) -> None:
         t0 = time.perf_counter()
-        stamp = conv.time_to_seconds(msg.header.stamp)
+        msg, stamp, pose = r.payload, r.stamp_s, r.pose
         self.last_cloud_stamp_s = stamp
         extra: list[str] = []
         expected = self.cfg["lidar_frame"]
@@ -140,13 +137,13 @@ class FallbackNode(Node):
                 points = conv.pointcloud_to_xyz(msg)
             except conv.ConversionError as exc:
                 extra.append(f"malformed point cloud: {exc}")
-        pose = self.poses.at(stamp, self.cfg["pose_tolerance_s"])
         if pose is None:
             self._diag_error("planning", "no odometry near the cloud's stamp "
                              f"{stamp:.3f} s: no trajectory", stamp_s=stamp)
             return
-        if abs(pose.stamp_s - stamp) > 1e-6 and not self.poses.has(stamp):
+        if r.pose_kind is PoseKind.NEAREST:
             extra.append(f"odometry of the cloud's stamp missing: used the pose at {pose.stamp_s:.3f} s")
+        self.planner.set_lidar_extrinsic(self.extrinsic.transform(msg.header.frame_id or None))
         res = self.planner.update(points, stamp, pose, self.monitor_state)
         if res.trajectory is None:
             self._diag_error("planning", "; ".join([*res.messages, *extra, self.route_error]).strip("; "),
@@ -156,7 +153,7 @@ class FallbackNode(Node):
         if self.cfg["publish_markers"]:
             self.pub_markers.publish(conv.fallback_markers(res, stamp))
         ms = (time.perf_counter() - t0) * 1e3
-        level = max(res.level, 1 if extra else 0, LEVEL_ERROR if points is None else 0)
+        level = max(res.level, diag.WARN if extra else diag.OK, diag.ERROR if points is None else diag.OK)
         ob = res.obstacle
         values = {
             "nearest_obstacle_m": ob.gap_m if ob is not None else float("inf"),
@@ -169,21 +166,19 @@ class FallbackNode(Node):
             "nan_fraction": res.nan_fraction, "ego_speed_mps": pose.speed_mps, "route_s_m": res.s_ego_m,
             "source": "minimal_risk" if res.minimal_risk else "fallback",
             "plan_speed_end_mps": float(res.trajectory.speed_mps[-1]),
+            **self.extrinsic.diagnostic_values(msg.header.frame_id or None),
         }
         text = "; ".join([*res.messages, *extra]) or "ok"
-        budget = self.cfg["processing_budget_ms"]
         statuses = [
-            conv.diagnostic_status(f"{self.get_name()}: planning", level, text, values),
-            conv.diagnostic_status(f"{self.get_name()}: processing_time", 1 if ms > budget else 0,
-                                   f"{ms:.2f} ms" + (f" > budget {budget:.1f} ms" if ms > budget else ""),
-                                   {"processing_time_ms": ms, "budget_ms": budget}),
+            diag.status(f"{self.get_name()}: planning", level, text, values),
+            diag.processing_time_status(self.get_name(), ms, self.cfg["processing_budget_ms"],
+                                        self.cfg["processing_error_budget_ms"]),
         ]
-        self.pub_diag.publish(conv.diagnostic_array(msg.header.stamp, statuses))
+        self.pub_diag.publish(diag.array(msg.header.stamp, statuses))
 
     def _diag_error(self, aspect: str, text: str, stamp_s: float | None = None) -> None:
-        stamp = conv.seconds_to_time(stamp_s) if stamp_s is not None else self.get_clock().now().to_msg()
-        self.pub_diag.publish(conv.diagnostic_array(
-            stamp, [conv.diagnostic_status(f"{self.get_name()}: {aspect}", 2, text, {})]))
+        stamp = seconds_to_time(stamp_s) if stamp_s is not None else self.get_clock().now().to_msg()
+        self.pub_diag.publish(diag.array(stamp, [diag.status(f"{self.get_name()}: {aspect}", diag.ERROR, text)]))
         self.get_logger().error(text, throttle_duration_sec=2.0)
 
 

@@ -16,18 +16,14 @@ import time
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
+from tps_common import diagnostics as diag
+from tps_common.conversions import seconds_to_time, time_to_seconds
+from tps_common.node import load_params, run_node
+from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, SELECTED_TRAJECTORY_QOS, TRAJECTORY_QOS
 from tps_msgs.msg import MonitorStatus, PlannedTrajectory
 
 from tps_planner import conversions as conv
 from tps_planner.arbiter import ArbiterParams, ArbiterResult, TrajectoryArbiter
-from tps_planner.nodes.common import (
-    CLOCK_QOS,
-    DIAGNOSTICS_QOS,
-    SELECTED_TRAJECTORY_QOS,
-    TRAJECTORY_QOS,
-    load_params,
-    run_node,
-)
 from tps_planner.trajectory import SOURCE_NAMES, STATE_NAMES
 
 NODE_NAME = "trajectory_arbiter"
@@ -56,7 +52,7 @@ class TrajectoryArbiterNode(Node):
         return max(self.get_clock().now().nanoseconds * 1e-9, self.clock_s)
 
     def _on_clock(self, msg: Clock) -> None:
-        self.clock_s = max(self.clock_s, conv.time_to_seconds(msg.clock))
+        self.clock_s = max(self.clock_s, time_to_seconds(msg.clock))
 
     def _on_candidate(self, msg: PlannedTrajectory) -> None:
         reason = self.arbiter.on_candidate(conv.trajectory_from_msg(msg), self._now_s())
@@ -80,7 +76,6 @@ class TrajectoryArbiterNode(Node):
         self._report(res, fb.stamp_s, (time.perf_counter() - t0) * 1e3)
 
     def _report(self, res: ArbiterResult, stamp_s: float, ms: float) -> None:
-        budget = self.cfg["processing_budget_ms"]
         values = {
             "mode": res.mode,
             "output_source": SOURCE_NAMES.get(res.trajectory.source, "?") if res.trajectory is not None else "none",
@@ -90,17 +85,15 @@ class TrajectoryArbiterNode(Node):
         }
         name = self.get_name()
         statuses = [
-            conv.diagnostic_status(f"{name}: mode", res.level, res.message, values),
-            conv.diagnostic_status(f"{name}: processing_time", 1 if ms > budget else 0,
-                                   f"{ms:.2f} ms" + (f" > budget {budget:.1f} ms" if ms > budget else ""),
-                                   {"processing_time_ms": ms, "budget_ms": budget}),
+            diag.status(f"{name}: mode", res.level, res.message, values),
+            diag.processing_time_status(name, ms, self.cfg["processing_budget_ms"],
+                                        self.cfg["processing_error_budget_ms"]),
         ]
-        self.pub_diag.publish(conv.diagnostic_array(conv.seconds_to_time(stamp_s), statuses))
+        self.pub_diag.publish(diag.array(seconds_to_time(stamp_s), statuses))
 
     def _diag(self, aspect: str, level: int, text: str, values: dict) -> None:
-        self.pub_diag.publish(conv.diagnostic_array(
-            self.get_clock().now().to_msg(), [conv.diagnostic_status(f"{self.get_name()}: {aspect}", level, text,
-                                                                      values)]))
+        self.pub_diag.publish(diag.array(self.get_clock().now().to_msg(),
+                                         [diag.status(f"{self.get_name()}: {aspect}", level, text, values)]))
         self.get_logger().error(text, throttle_duration_sec=2.0)
 
 

@@ -17,11 +17,14 @@ from nav_msgs.msg import Odometry, Path
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock as ClockMsg
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
-from tps_inference.params import ParameterError, declare_from_schema, load_schema
-from tps_inference.ros_spin import is_requested_shutdown
+from tf2_msgs.msg import TFMessage
+from tps_common import qos
+from tps_common.levels import ERROR, WARN
+from tps_common.node import is_requested_shutdown, load_params
+from tps_common.params import ParameterError
+from tps_common.tf import tf_qos, tf_static_broadcast_qos
 from tps_msgs.msg import DrivingInstruction, GroundTruth
 
 from tps_sim import conversions as conv
@@ -30,13 +33,9 @@ from tps_sim.bridge import BridgeParams, SimBridge, status_summary
 NODE_NAME = "sim_bridge"
 # Wall period of the polling timer (timeouts, free-running steps) [s].
 POLL_PERIOD_S = 0.005
-SENSOR_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
-                        reliability=ReliabilityPolicy.RELIABLE)
-LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
-CONTROL_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                         reliability=ReliabilityPolicy.RELIABLE)
+# Sensor outputs RELIABLE (the synchronous loop loses no frame; a best-effort subscriber still
+# matches a reliable writer).
+SENSOR_QOS = qos.RELIABLE_SENSOR_QOS
 
 
 class SimBridgeNode(Node):
@@ -45,35 +44,43 @@ class SimBridgeNode(Node):
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("node_name", NODE_NAME)
         super().__init__(**kwargs)
-        values = declare_from_schema(self, load_schema("sim_bridge"))
+        _, values = load_params(self, "sim_bridge")
         self.params = BridgeParams.from_values(values)
         self.finished = False
         self.standalone = False  # main() sets True: it runs the exit itself
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.core = SimBridge(self.params)
         p = self.create_publisher
-        self.pub_clock = p(ClockMsg, conv.TOPIC_CLOCK, SENSOR_QOS)
+        self.pub_clock = p(ClockMsg, conv.TOPIC_CLOCK, qos.CLOCK_QOS)
+        self.pub_tf = p(TFMessage, conv.TOPIC_TF, tf_qos())
+        self.pub_tf_static = p(TFMessage, conv.TOPIC_TF_STATIC, tf_static_broadcast_qos())
         self.pub_lidar = p(PointCloud2, conv.TOPIC_LIDAR, SENSOR_QOS)
         self.pub_image = p(Image, conv.TOPIC_IMAGE, SENSOR_QOS)
         self.pub_info = p(CameraInfo, conv.TOPIC_CAMERA_INFO, SENSOR_QOS)
         self.pub_odom = p(Odometry, conv.TOPIC_ODOMETRY, SENSOR_QOS)
         self.pub_status = p(CarlaEgoVehicleStatus, conv.TOPIC_STATUS, SENSOR_QOS)
         self.pub_gt = p(GroundTruth, conv.TOPIC_GROUND_TRUTH, SENSOR_QOS)
-        self.pub_route = p(Path, conv.TOPIC_ROUTE, LATCHED_QOS)
-        self.pub_instruction = p(DrivingInstruction, conv.TOPIC_INSTRUCTION, LATCHED_QOS)
-        self.pub_diag = p(DiagnosticArray, conv.TOPIC_DIAGNOSTICS, 10)
+        self.pub_route = p(Path, conv.TOPIC_ROUTE, qos.LATCHED_QOS)
+        self.pub_instruction = p(DrivingInstruction, conv.TOPIC_INSTRUCTION, qos.LATCHED_QOS)
+        self.pub_diag = p(DiagnosticArray, conv.TOPIC_DIAGNOSTICS, qos.DIAGNOSTICS_QOS)
         self._publishers_by_topic = {
-            conv.TOPIC_CLOCK: self.pub_clock, conv.TOPIC_LIDAR: self.pub_lidar,
+            conv.TOPIC_CLOCK: self.pub_clock, conv.TOPIC_TF: self.pub_tf,
+            conv.TOPIC_LIDAR: self.pub_lidar,
             conv.TOPIC_IMAGE: self.pub_image, conv.TOPIC_CAMERA_INFO: self.pub_info,
             conv.TOPIC_ODOMETRY: self.pub_odom, conv.TOPIC_STATUS: self.pub_status,
             conv.TOPIC_GROUND_TRUTH: self.pub_gt}
         self.create_subscription(CarlaEgoVehicleControl, conv.TOPIC_CONTROL, self._on_control,
-                                 CONTROL_QOS)
+                                 qos.CONTROL_QOS)
         period = POLL_PERIOD_S if self.params.step_period_s <= 0 else min(
             POLL_PERIOD_S, self.params.step_period_s)
         self.create_timer(period, self._on_poll, clock=self._wall)
         self.create_timer(values["diagnostics_period_s"], self._publish_diagnostics,
                           clock=self._wall)
+        # The fixed frames, once and latched (all in one message, as tf2's static broadcaster):
+        # vehicle -> base_link, lidar, camera optical frame (the enabled sensors).
+        self.pub_tf_static.publish(conv.tf_static_msg(self.core.rig, 0.0,
+                                                      lidar=self.params.lidar_enabled,
+                                                      camera=self.params.camera_enabled))
         self.pub_route.publish(conv.path_msg(self.core.route, 0.0))
         self.pub_instruction.publish(conv.instruction_msg(self.core.instruction, 0.0))
         self._publish_frame(self.core.start(time.monotonic()))
@@ -86,11 +93,11 @@ class SimBridgeNode(Node):
         if verdict.problems:
             text = "; ".join(t for _, t in verdict.problems)
             # rclpy wants one severity per logging call site: two sites.
-            if any(lv == "ERROR" for lv, _ in verdict.problems):
-                level = "ERROR"
+            if any(lv == ERROR for lv, _ in verdict.problems):
+                level = ERROR
                 self.get_logger().error(text, throttle_duration_sec=1.0)
             else:
-                level = "WARN"
+                level = WARN
                 self.get_logger().warning(text, throttle_duration_sec=1.0)
             self.pub_diag.publish(conv.diagnostic_msg(
                 NODE_NAME, [("control", level, text, {"verdict": verdict.status})],
@@ -107,7 +114,7 @@ class SimBridgeNode(Node):
             self.get_logger().error(f"simulation step failed, episode ended: {exc!r}")
             self.core.abort(f"world_error: {exc}")
             self.pub_diag.publish(conv.diagnostic_msg(
-                NODE_NAME, [("sync", "ERROR", f"simulation step failed: {exc}", {})],
+                NODE_NAME, [("sync", ERROR, f"simulation step failed: {exc}", {})],
                 self._sim_stamp()))
             frame = None
         if frame is not None:
@@ -137,7 +144,7 @@ class SimBridgeNode(Node):
 
     def _publish_frame(self, frame) -> None:
         for topic, msg in conv.frame_messages(frame, self.params.scenario, self.params.seed,
-                                              self.core.camera_info_fields):
+                                              self.core.camera_info_fields, rig=self.core.rig):
             self._publishers_by_topic[topic].publish(msg)
 
     def _publish_diagnostics(self) -> None:

@@ -1,18 +1,20 @@
 """Front pinhole camera model: flat-shaded rendering of a :class:`Scene3D`.
 
-The camera sits at ``mount_offset_m`` in base_link looking along +x with no rotation
-(docs/CONTRACTS.md). Internally the projection uses the optical convention (z forward, x right,
-y down): ``u = fx * x_opt / z_opt + cx``, ``v = fy * y_opt / z_opt + cy`` with no distortion, the
-same K that :meth:`CameraModel.camera_info_fields` hands to ``sensor_msgs/CameraInfo``. Pixel
-centres are at integer (u, v), as in OpenCV and ROS.
+The camera is mounted at a 6-DOF pose ``mount`` in base_link (docs/CONTRACTS.md): x, y, z [m],
+roll, pitch, yaw [rad] of its *body* frame (x along the optical axis, y left, z up); the default
+looks along base_link +x. Its optical frame (z forward, x right, y down; the frame of its images,
+as carla-ros-bridge's ``ego_vehicle/rgb_front``) follows from it by :data:`BODY_TO_OPTICAL`.
+The projection is ``u = fx * x_opt / z_opt + cx``, ``v = fy * y_opt / z_opt + cy`` with no
+distortion, the same K that :meth:`CameraModel.camera_info_fields` hands to
+``sensor_msgs/CameraInfo``. Pixel centres are at integer (u, v), as in OpenCV and ROS.
 
 Rendering, back to front:
-1. sky above the horizon row, ground below;
-2. the ground: every pixel below the horizon sees the ground at a base_link position that only
-   depends on the pixel (flat ground, fixed mount), so those positions are a table; each frame
-   they are moved to the map frame and looked up in the road raster (asphalt, lane paint,
-   off-road);
-3. boxes (agents and clutter, not the ego) sorted far to near by the distance from the camera to
+1. sky everywhere, then the ground: every pixel whose ray points below the horizon sees the
+   ground at a base_link position that only depends on the pixel (flat ground, fixed mount), so
+   those positions are a table; each frame they are moved to the map frame and looked up in the
+   road raster (asphalt, lane paint, off-road). With a level mount (no roll or pitch) these are
+   exactly the rows below the horizon row;
+2. boxes (agents and clutter, not the ego) sorted far to near by the distance from the camera to
    the nearest point of their footprint (painter's algorithm), each drawn as its camera-facing
    faces, clipped at the near plane, filled with ``cv2.fillConvexPoly`` and flat-shaded by face
    orientation.
@@ -27,8 +29,9 @@ import cv2
 import numpy as np
 from numba import njit
 
+from tps_sim.sensors.rig import CAMERA_FRAME, OPTICAL_IN_BODY
 from tps_sim.sensors.scene3d import (
-    CAMERA_OFFSET_M,
+    CAMERA_MOUNT,
     MAT_BARRIER,
     MAT_BUILDING,
     MAT_BUS,
@@ -46,9 +49,12 @@ from tps_sim.sensors.scene3d import (
     BoxSet,
     RoadSurface,
     Scene3D,
+    mount_transform,
+    mount_tuple,
 )
 
-CAMERA_FRAME_ID = "ego_vehicle/rgb_front"
+# The default frame id of the images (the optical frame; sim_bridge parameter camera_frame).
+CAMERA_FRAME_ID = CAMERA_FRAME
 
 SKY_RGB = (140, 185, 235)
 SURFACE_RGB = {SURFACE_OFFROAD: (95, 125, 70), SURFACE_ASPHALT: (75, 75, 80),
@@ -99,7 +105,8 @@ class CameraParams:
         width: image width [px] (>= 2).
         height: image height [px] (>= 2).
         hfov_deg: horizontal field of view [deg], in (0, 180).
-        mount_offset_m: (x, y, z) of the camera in base_link [m], no rotation.
+        mount: pose of the camera's body frame (x along the optical axis) in base_link: x, y,
+            z [m] (z > 0), roll, pitch, yaw [rad] (``R = Rz Ry Rx``).
         near_clip_m: faces are clipped at this depth [m] (> 0).
         far_clip_m: boxes and ground farther than this are not drawn [m].
     """
@@ -107,7 +114,7 @@ class CameraParams:
     width: int = 640
     height: int = 360
     hfov_deg: float = 90.0
-    mount_offset_m: tuple[float, float, float] = CAMERA_OFFSET_M
+    mount: tuple[float, float, float, float, float, float] = CAMERA_MOUNT
     near_clip_m: float = 0.3
     far_clip_m: float = 250.0
 
@@ -121,13 +128,9 @@ class CameraParams:
                 bad(name, "must be an integer >= 2")
         if not (isinstance(self.hfov_deg, (int, float)) and 0.0 < self.hfov_deg < 180.0):
             bad("hfov_deg", "must be in (0, 180)")
-        offset = tuple(self.mount_offset_m)
-        if len(offset) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v)
-                                       for v in offset):
-            bad("mount_offset_m", "must be 3 finite numbers (x, y, z)")
-        if offset[2] <= 0.0:
-            bad("mount_offset_m", "camera height (z) must be > 0")
-        object.__setattr__(self, "mount_offset_m", tuple(float(v) for v in offset))
+        object.__setattr__(self, "mount", mount_tuple("CameraParams.mount", self.mount))
+        if self.mount[2] <= 0.0:
+            bad("mount", "camera height (z) must be > 0")
         if not (isinstance(self.near_clip_m, (int, float)) and self.near_clip_m > 0.0):
             bad("near_clip_m", "must be > 0")
         if not (isinstance(self.far_clip_m, (int, float)) and self.far_clip_m > self.near_clip_m):
@@ -144,12 +147,20 @@ class CameraParams:
 
 
 # Rotation from the ROS body frame (x fwd, y left, z up) to the optical frame (x right, y down,
-# z fwd): x_opt = -y_body, y_opt = -z_body, z_opt = x_body.
+# z fwd): x_opt = -y_body, y_opt = -z_body, z_opt = x_body. carla-ros-bridge turns its camera
+# frames the same way (its quat_swap), so the optical frame is the frame of the image.
 BODY_TO_OPTICAL = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+# Marks a ground-table pixel whose ray never meets the ground (it keeps the sky colour).
+SKY = np.inf
 
 
 class CameraModel:
-    """Pinhole camera renderer for :class:`Scene3D`; see the module docstring."""
+    """Pinhole camera renderer for :class:`Scene3D`; see the module docstring.
+
+    Attributes:
+        mount: ``T_base_link<-camera body`` (from ``params.mount``).
+        optical_mount: ``T_base_link<-optical frame`` (what ``/tf_static`` publishes).
+    """
 
     def __init__(self, params: CameraParams | None = None) -> None:
         self.params = params if params is not None else CameraParams()
@@ -158,19 +169,15 @@ class CameraModel:
         self.fy = self.fx
         self.cx = p.width / 2.0
         self.cy = p.height / 2.0
-        # Ground table: pixels strictly below the horizon row see the ground.
-        cam_h = p.mount_offset_m[2]
-        v0 = int(math.floor(self.cy)) + 1
-        rows = np.arange(v0, p.height, dtype=np.float64)
-        cols = np.arange(p.width, dtype=np.float64)
-        vv, uu = np.meshgrid(rows, cols, indexing="ij")
-        depth = cam_h * self.fy / (vv - self.cy)  # along the optical axis = base_link x offset
-        bx = p.mount_offset_m[0] + depth
-        by = p.mount_offset_m[1] - depth * (uu - self.cx) / self.fx
-        near_enough = depth <= p.far_clip_m
-        self._ground_v0 = v0
-        self._ground_bx = np.ascontiguousarray(np.where(near_enough, bx, np.nan))
-        self._ground_by = np.ascontiguousarray(np.where(near_enough, by, np.nan))
+        self.mount = mount_transform(p.mount)
+        self.optical_mount = self.mount @ OPTICAL_IN_BODY
+        # None: no mount rotation, the exact yaw-only camera pose of a level forward camera.
+        self._mount_rotation = None if self.mount.is_pure_translation() else self.mount.rotation
+        self._offset_m = tuple(float(v) for v in self.mount.translation)
+        if self._mount_rotation is None:
+            self._level_ground_table()
+        else:
+            self._general_ground_table()
         self._surface_lut = np.zeros((256, 3), np.uint8)
         self._surface_lut[:] = SURFACE_RGB[SURFACE_OFFROAD]
         for code, rgb in SURFACE_RGB.items():
@@ -179,6 +186,50 @@ class CameraModel:
         self._material_lut[:] = DEFAULT_RGB
         for mat, rgb in MATERIAL_RGB.items():
             self._material_lut[mat] = rgb
+
+    def _level_ground_table(self) -> None:
+        """Ground table of a camera without mount rotation: pixels strictly below the horizon row
+        see the ground."""
+        p = self.params
+        cam_h = self._offset_m[2]
+        v0 = int(math.floor(self.cy)) + 1
+        rows = np.arange(v0, p.height, dtype=np.float64)
+        cols = np.arange(p.width, dtype=np.float64)
+        vv, uu = np.meshgrid(rows, cols, indexing="ij")
+        depth = cam_h * self.fy / (vv - self.cy)  # along the optical axis = base_link x offset
+        bx = self._offset_m[0] + depth
+        by = self._offset_m[1] - depth * (uu - self.cx) / self.fx
+        near_enough = depth <= p.far_clip_m
+        self._ground_v0 = v0
+        self._ground_bx = np.ascontiguousarray(np.where(near_enough, bx, np.nan))
+        self._ground_by = np.ascontiguousarray(np.where(near_enough, by, np.nan))
+
+    def _general_ground_table(self) -> None:
+        """Ground table of any mount: the ray of pixel (u, v) is ((u - cx)/fx, (v - cy)/fy, 1) in
+        the optical frame; where it points down in base_link it meets the ground at depth
+        ``s = -z_cam / d_z`` (along the optical axis). Pixels that never see the ground hold
+        :data:`SKY`; those beyond the far clip NaN (painted off-road, like the level table)."""
+        p = self.params
+        rows = np.arange(p.height, dtype=np.float64)
+        cols = np.arange(p.width, dtype=np.float64)
+        vv, uu = np.meshgrid(rows, cols, indexing="ij")
+        rays_opt = np.stack([(uu - self.cx) / self.fx, (vv - self.cy) / self.fy,
+                             np.ones_like(uu)], axis=-1)
+        rays = rays_opt @ self.optical_mount.rotation.T  # base_link directions (H, W, 3)
+        ground = rays[..., 2] < 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):  # inf * 0 where no ground: masked
+            depth = np.where(ground, -self._offset_m[2] / rays[..., 2], np.inf)
+            bx = self._offset_m[0] + depth * rays[..., 0]
+            by = self._offset_m[1] + depth * rays[..., 1]
+        bx = np.where(depth <= p.far_clip_m, bx, np.nan)
+        by = np.where(depth <= p.far_clip_m, by, np.nan)
+        bx[~ground] = SKY
+        by[~ground] = SKY
+        seen = np.flatnonzero(ground.any(axis=1))
+        v0 = int(seen[0]) if seen.size else p.height
+        self._ground_v0 = v0
+        self._ground_bx = np.ascontiguousarray(bx[v0:])
+        self._ground_by = np.ascontiguousarray(by[v0:])
 
     # -- projection -------------------------------------------------------------------------
     def intrinsics(self) -> np.ndarray:
@@ -203,7 +254,7 @@ class CameraModel:
 
     def _map_to_optical(self, scene: Scene3D) -> tuple[np.ndarray, np.ndarray]:
         """(R (3, 3), t (3,)) with p_opt = R @ p_map + t."""
-        origin, rot = scene.sensor_pose(self.params.mount_offset_m)
+        origin, rot = scene.sensor_pose(self._offset_m, self._mount_rotation)
         r = BODY_TO_OPTICAL @ rot.T
         return r, -r @ origin
 
@@ -257,7 +308,7 @@ class CameraModel:
         if not len(boxes):
             return
         p = self.params
-        origin, _ = scene.sensor_pose(p.mount_offset_m)
+        origin, _ = scene.sensor_pose(self._offset_m)
         # Cull by distance from the camera to the nearest point of each footprint.
         rel = origin[:2] - boxes.centers[:, :2]
         cb, sb = np.cos(boxes.yaws), np.sin(boxes.yaws)
@@ -338,7 +389,8 @@ def _paint_ground(bx: np.ndarray, by: np.ndarray, ex: float, ey: float, eyaw: fl
                   out: np.ndarray) -> None:
     """Colour every ground pixel by the road-surface code under it.
 
-    bx, by: (R, W) base_link positions [m] seen by the pixels (NaN beyond the far clip);
+    bx, by: (R, W) base_link positions [m] seen by the pixels (NaN beyond the far clip, SKY
+    where the pixel sees no ground: left untouched);
     (ex, ey, eyaw): ego pose in map; codes/x0/y0/cell: the road raster; lut: (256, 3) RGB per
     code; out: (R, W, 3) uint8 image rows below the horizon (written in place).
     """
@@ -348,6 +400,8 @@ def _paint_ground(bx: np.ndarray, by: np.ndarray, ex: float, ey: float, eyaw: fl
         for q in range(bx.shape[1]):
             code = SURFACE_OFFROAD
             x = bx[r, q]
+            if x == SKY:  # the ray never meets the ground (tilted mounts): keep the sky
+                continue
             if x == x:  # not NaN
                 y = by[r, q]
                 col = math.floor((ex + c * x - s * y - x0) / cell)

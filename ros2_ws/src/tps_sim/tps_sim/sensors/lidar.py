@@ -1,14 +1,17 @@
 """Rotating multi-beam lidar model: ray casting against oriented boxes and the ground plane.
 
-The sensor sits at ``mount_height_m`` above base_link with no rotation (docs/CONTRACTS.md), so
-in the sensor frame ray (beam b, azimuth step k) has the direction
+The sensor is mounted at a 6-DOF pose ``mount`` (x, y, z [m], roll, pitch, yaw [rad]) in
+base_link (docs/CONTRACTS.md); in the sensor frame ray (beam b, azimuth step k) has the direction
 ``(cos e_b cos a_k, cos e_b sin a_k, sin e_b)`` with e_b = linspace(vfov_min, vfov_max, beams)
-and a_k = 2 pi k / azimuth_steps. Boxes are moved into the sensor frame once per scan; a numba
-kernel then visits, for every box, only the rays inside the box's (conservative) azimuth and
-elevation window and keeps the nearest slab-test hit per ray. The ground (z = 0) is hit at a
-range that only depends on the beam (flat ground, no pitch), so it is a constant table; the road
-surface under each ground hit gives its intensity. Rays whose first hit is the ego's own box are
-dropped (a real sensor filters its self-returns).
+and a_k = 2 pi k / azimuth_steps, and points are returned in the sensor frame. Boxes are moved
+into the sensor frame once per scan; a numba kernel then visits, for every box, only the rays
+inside the box's (conservative) azimuth and elevation window and keeps the nearest slab-test hit
+per ray. With a level mount (no roll or pitch) the boxes stay yaw-only in the sensor frame and the
+window comes from the box itself; a tilted mount makes them general oriented boxes, tested with
+their full rotation, and the window comes from their axis-aligned bounds in the sensor frame. The
+ground (z = 0) is hit at a range that only depends on the ray (flat ground, fixed mount), so it is
+a constant table; the road surface under each ground hit gives its intensity. Rays whose first hit
+is the ego's own box are dropped (a real sensor filters its self-returns).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from numba import njit
 
 from tps_sim.sensors.scene3d import (
     GROUND_ID,
-    LIDAR_HEIGHT_M,
+    LIDAR_MOUNT,
     MAT_BARRIER,
     MAT_BUILDING,
     MAT_BUS,
@@ -39,6 +42,8 @@ from tps_sim.sensors.scene3d import (
     SURFACE_OFFROAD,
     BoxSet,
     Scene3D,
+    mount_transform,
+    mount_tuple,
 )
 
 # Surface reflectivity in [0, 1] (scaled by range attenuation to give the intensity).
@@ -79,7 +84,8 @@ class LidarParams:
         vfov_max_deg: elevation of the highest beam [deg].
         range_noise_sigma_m: standard deviation of Gaussian range noise [m] (0 = exact).
         dropout_prob: probability that a return is lost, per ray, in [0, 1).
-        mount_height_m: sensor height above base_link (ground) [m].
+        mount: pose of the sensor in base_link: x, y, z [m] (z > 0: above the ground), roll,
+            pitch, yaw [rad] (``R = Rz Ry Rx``; roll, yaw in [-pi, pi], pitch in [-pi/2, pi/2]).
         intensity_attenuation_per_m: intensity = reflectivity * exp(-a * range) [1/m].
     """
 
@@ -92,14 +98,17 @@ class LidarParams:
     vfov_max_deg: float = 15.0
     range_noise_sigma_m: float = 0.02
     dropout_prob: float = 0.0
-    mount_height_m: float = LIDAR_HEIGHT_M
+    mount: tuple[float, float, float, float, float, float] = LIDAR_MOUNT
     intensity_attenuation_per_m: float = 0.004
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> None:
             raise ValueError(f"LidarParams.{name} = {getattr(self, name)!r}: {why}")
 
+        object.__setattr__(self, "mount", mount_tuple("LidarParams.mount", self.mount))
         for f in fields(self):
+            if f.name == "mount":
+                continue
             value = getattr(self, f.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 bad(f.name, "must be a number")
@@ -121,8 +130,8 @@ class LidarParams:
             bad("range_noise_sigma_m", "must be >= 0")
         if not 0.0 <= self.dropout_prob < 1.0:
             bad("dropout_prob", "must be in [0, 1)")
-        if self.mount_height_m <= 0:
-            bad("mount_height_m", "must be > 0")
+        if self.mount[2] <= 0:
+            bad("mount", "the sensor height (z) must be > 0")
         if self.intensity_attenuation_per_m < 0:
             bad("intensity_attenuation_per_m", "must be >= 0")
 
@@ -163,6 +172,76 @@ def to_xyzi(scan: LidarScan) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _ray_window(cx: float, cy: float, cz: float, hx: float, hy: float, hz: float, cb: float,
+                sb: float, inside: bool, n_az: int, elev: np.ndarray,
+                max_range: float) -> tuple[bool, int, int, int, int]:
+    """The (conservative) window of rays that can hit a box whose footprint, in the sensor frame,
+    is centred at (cx, cy) with half sizes (hx, hy) turned by the yaw of (cos, sin) = (cb, sb)
+    and whose height spans cz -+ hz. ``inside``: the sensor is inside the footprint (full
+    azimuth circle).
+
+    Returns (any rays, first azimuth step, last azimuth step (may wrap: take them mod n_az),
+    first beam, beam end (exclusive)).
+    """
+    az_step = 2.0 * math.pi / n_az
+    dist = math.hypot(cx, cy)
+    half_diag = math.hypot(hx, hy)
+    if dist - half_diag > max_range:
+        return False, 0, -1, 0, 0
+    if inside:
+        k_lo, k_hi = 0, n_az - 1
+        r_min = 1e-6
+    else:
+        a0 = math.atan2(cy, cx)
+        lo, hi = 0.0, 0.0
+        for sx in (-1.0, 1.0):
+            for sy in (-1.0, 1.0):
+                px = cx + cb * sx * hx - sb * sy * hy
+                py = cy + sb * sx * hx + cb * sy * hy
+                da = math.atan2(py, px) - a0
+                if da > math.pi:
+                    da -= 2.0 * math.pi
+                elif da < -math.pi:
+                    da += 2.0 * math.pi
+                lo = min(lo, da)
+                hi = max(hi, da)
+        k_lo = int(math.ceil((a0 + lo - WINDOW_MARGIN_RAD) / az_step))
+        k_hi = int(math.floor((a0 + hi + WINDOW_MARGIN_RAD) / az_step))
+        r_min = max(dist - half_diag, 1e-6)
+    r_max = dist + half_diag
+    z_top, z_bot = cz + hz, cz - hz
+    e_hi = math.atan2(z_top, r_min if z_top >= 0.0 else r_max) + WINDOW_MARGIN_RAD
+    e_lo = math.atan2(z_bot, r_min if z_bot < 0.0 else r_max) - WINDOW_MARGIN_RAD
+    b_lo = np.searchsorted(elev, e_lo)
+    b_hi = np.searchsorted(elev, e_hi, side="right")
+    return b_lo < b_hi, k_lo, k_hi, b_lo, b_hi
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _slab(ox: float, oy: float, oz: float, lx: float, ly: float, lz: float, hx: float,
+          hy: float, hz: float) -> tuple[float, float]:
+    """Slab test of the ray o + t l against the box |x| <= hx, |y| <= hy, |z| <= hz (box frame):
+    (t entering, t leaving); a hit when entering <= leaving (1/0 -> inf under
+    error_model="numpy")."""
+    inv = 1.0 / lx
+    t1 = (-hx - ox) * inv
+    t2 = (hx - ox) * inv
+    tn = min(t1, t2)
+    tf = max(t1, t2)
+    inv = 1.0 / ly
+    t1 = (-hy - oy) * inv
+    t2 = (hy - oy) * inv
+    tn = max(tn, min(t1, t2))
+    tf = min(tf, max(t1, t2))
+    inv = 1.0 / lz
+    t1 = (-hz - oz) * inv
+    t2 = (hz - oz) * inv
+    tn = max(tn, min(t1, t2))
+    tf = min(tf, max(t1, t2))
+    return tn, tf
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _cast_boxes(cos_a: np.ndarray, sin_a: np.ndarray, elev: np.ndarray, cos_e: np.ndarray,
                 sin_e: np.ndarray, centers: np.ndarray, half: np.ndarray, yaws: np.ndarray,
                 max_range: float, best_t: np.ndarray, best_j: np.ndarray) -> None:
@@ -171,7 +250,6 @@ def _cast_boxes(cos_a: np.ndarray, sin_a: np.ndarray, elev: np.ndarray, cos_e: n
     best_t (B, A) float64 and best_j (B, A) int64 are updated in place.
     """
     n_az = cos_a.shape[0]
-    az_step = 2.0 * math.pi / n_az
     for j in range(centers.shape[0]):
         cx, cy, cz = centers[j, 0], centers[j, 1], centers[j, 2]
         hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
@@ -180,38 +258,10 @@ def _cast_boxes(cos_a: np.ndarray, sin_a: np.ndarray, elev: np.ndarray, cos_e: n
         ox = -(cb * cx + sb * cy)
         oy = -(-sb * cx + cb * cy)
         oz = -cz
-        dist = math.hypot(cx, cy)
-        half_diag = math.hypot(hx, hy)
-        if dist - half_diag > max_range:
-            continue
         inside = abs(ox) <= hx + INSIDE_TOL_M and abs(oy) <= hy + INSIDE_TOL_M
-        if inside:
-            k_lo, k_hi = 0, n_az - 1
-            r_min = 1e-6
-        else:
-            a0 = math.atan2(cy, cx)
-            lo, hi = 0.0, 0.0
-            for sx in (-1.0, 1.0):
-                for sy in (-1.0, 1.0):
-                    px = cx + cb * sx * hx - sb * sy * hy
-                    py = cy + sb * sx * hx + cb * sy * hy
-                    da = math.atan2(py, px) - a0
-                    if da > math.pi:
-                        da -= 2.0 * math.pi
-                    elif da < -math.pi:
-                        da += 2.0 * math.pi
-                    lo = min(lo, da)
-                    hi = max(hi, da)
-            k_lo = int(math.ceil((a0 + lo - WINDOW_MARGIN_RAD) / az_step))
-            k_hi = int(math.floor((a0 + hi + WINDOW_MARGIN_RAD) / az_step))
-            r_min = max(dist - half_diag, 1e-6)
-        r_max = dist + half_diag
-        z_top, z_bot = cz + hz, cz - hz
-        e_hi = math.atan2(z_top, r_min if z_top >= 0.0 else r_max) + WINDOW_MARGIN_RAD
-        e_lo = math.atan2(z_bot, r_min if z_bot < 0.0 else r_max) - WINDOW_MARGIN_RAD
-        b_lo = np.searchsorted(elev, e_lo)
-        b_hi = np.searchsorted(elev, e_hi, side="right")
-        if b_lo >= b_hi:
+        any_ray, k_lo, k_hi, b_lo, b_hi = _ray_window(cx, cy, cz, hx, hy, hz, cb, sb, inside, n_az,
+                                                      elev, max_range)
+        if not any_ray:
             continue
         for k in range(k_lo, k_hi + 1):
             kk = k % n_az
@@ -224,30 +274,65 @@ def _cast_boxes(cos_a: np.ndarray, sin_a: np.ndarray, elev: np.ndarray, cos_e: n
                 dz = sin_e[b]
                 lx = cb * dx + sb * dy
                 ly = -sb * dx + cb * dy
-                # Slab test in the box frame (1/0 -> inf under error_model="numpy").
-                inv = 1.0 / lx
-                t1 = (-hx - ox) * inv
-                t2 = (hx - ox) * inv
-                tn = min(t1, t2)
-                tf = max(t1, t2)
-                inv = 1.0 / ly
-                t1 = (-hy - oy) * inv
-                t2 = (hy - oy) * inv
-                tn = max(tn, min(t1, t2))
-                tf = min(tf, max(t1, t2))
-                inv = 1.0 / dz
-                t1 = (-hz - oz) * inv
-                t2 = (hz - oz) * inv
-                tn = max(tn, min(t1, t2))
-                tf = min(tf, max(t1, t2))
+                tn, tf = _slab(ox, oy, oz, lx, ly, dz, hx, hy, hz)
                 # NaN (ray parallel to and on a slab plane) fails every comparison: no hit.
                 if tn <= tf and tn > 0.0 and tn < best_t[b, kk]:
                     best_t[b, kk] = tn
                     best_j[b, kk] = j
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _cast_rotated_boxes(cos_a: np.ndarray, sin_a: np.ndarray, elev: np.ndarray,
+                        cos_e: np.ndarray, sin_e: np.ndarray, centers: np.ndarray,
+                        rotations: np.ndarray, half: np.ndarray, bound_half: np.ndarray,
+                        max_range: float, best_t: np.ndarray, best_j: np.ndarray) -> None:
+    """:func:`_cast_boxes` for boxes of any orientation in the sensor frame (a tilted mount).
+
+    rotations (N, 3, 3): box -> sensor; half (N, 3): the box's half sizes; bound_half (N, 3): half
+    sizes of its axis-aligned bounds in the sensor frame, which give the (conservative) window.
+    best_t (B, A) and best_j (B, A) are updated in place.
+    """
+    n_az = cos_a.shape[0]
+    for j in range(centers.shape[0]):
+        cx, cy, cz = centers[j, 0], centers[j, 1], centers[j, 2]
+        hx, hy, hz = half[j, 0], half[j, 1], half[j, 2]
+        bx, by, bz = bound_half[j, 0], bound_half[j, 1], bound_half[j, 2]
+        r = rotations[j]
+        # Sensor origin in the box frame: -R^T c.
+        ox = -(r[0, 0] * cx + r[1, 0] * cy + r[2, 0] * cz)
+        oy = -(r[0, 1] * cx + r[1, 1] * cy + r[2, 1] * cz)
+        oz = -(r[0, 2] * cx + r[1, 2] * cy + r[2, 2] * cz)
+        # The window of the axis-aligned bounds (no yaw): it contains the box.
+        inside = abs(cx) <= bx + INSIDE_TOL_M and abs(cy) <= by + INSIDE_TOL_M
+        any_ray, k_lo, k_hi, b_lo, b_hi = _ray_window(cx, cy, cz, bx, by, bz, 1.0, 0.0, inside,
+                                                      n_az, elev, max_range)
+        if not any_ray:
+            continue
+        for k in range(k_lo, k_hi + 1):
+            kk = k % n_az
+            if kk < 0:
+                kk += n_az
+            ca, sa = cos_a[kk], sin_a[kk]
+            for b in range(b_lo, b_hi):
+                dx = cos_e[b] * ca
+                dy = cos_e[b] * sa
+                dz = sin_e[b]
+                # Ray direction in the box frame: R^T d.
+                lx = r[0, 0] * dx + r[1, 0] * dy + r[2, 0] * dz
+                ly = r[0, 1] * dx + r[1, 1] * dy + r[2, 1] * dz
+                lz = r[0, 2] * dx + r[1, 2] * dy + r[2, 2] * dz
+                tn, tf = _slab(ox, oy, oz, lx, ly, lz, hx, hy, hz)
+                if tn <= tf and tn > 0.0 and tn < best_t[b, kk]:
+                    best_t[b, kk] = tn
+                    best_j[b, kk] = j
+
+
 class LidarModel:
-    """Lidar ray caster for :class:`Scene3D`; see the module docstring for the algorithm."""
+    """Lidar ray caster for :class:`Scene3D`; see the module docstring for the algorithm.
+
+    Attributes:
+        mount: ``T_base_link<-sensor`` (from ``params.mount``).
+    """
 
     def __init__(self, params: LidarParams | None = None) -> None:
         self.params = params if params is not None else LidarParams()
@@ -263,9 +348,24 @@ class LidarModel:
             self._cos_e[:, None] * self._cos_a[None, :],
             self._cos_e[:, None] * self._sin_a[None, :],
             self._sin_e[:, None]), axis=-1)
-        with np.errstate(divide="ignore"):
-            ground_t = np.where(self._sin_e < 0.0, -p.mount_height_m / self._sin_e, np.inf)
-        self._ground_t = np.broadcast_to(ground_t[:, None], (p.beams, p.azimuth_steps))
+        self.mount = mount_transform(p.mount)
+        # Three cases: no mount rotation (today's default; the exact yaw-only sensor pose), a yaw
+        # about +z only (boxes stay yaw-only in the sensor frame: same kernel, yaws offset), or a
+        # tilted mount (general kernel).
+        self._mount_rotation = None if self.mount.is_pure_translation() else self.mount.rotation
+        self._tilted = not self.mount.is_yaw_only()
+        self._mount_yaw = float(np.arctan2(self.mount.rotation[1, 0], self.mount.rotation[0, 0]))
+        height = float(self.mount.translation[2])
+        if not self._tilted:
+            # Ground range depends on the beam only (flat ground, level sensor).
+            with np.errstate(divide="ignore"):
+                ground_t = np.where(self._sin_e < 0.0, -height / self._sin_e, np.inf)
+            self._ground_t = np.broadcast_to(ground_t[:, None], (p.beams, p.azimuth_steps))
+        else:
+            # z of each ray in base_link (= map z: the ego is level on flat ground).
+            dz = self.directions @ self.mount.rotation[2]
+            with np.errstate(divide="ignore"):
+                self._ground_t = np.where(dz < 0.0, -height / dz, np.inf)
         self._mat_reflect = np.full(256, DEFAULT_REFLECTIVITY, np.float64)
         for mat, value in MATERIAL_REFLECTIVITY.items():
             self._mat_reflect[mat] = value
@@ -279,12 +379,18 @@ class LidarModel:
         return self.params.beams * self.params.azimuth_steps
 
     def warm_up(self) -> None:
-        """Compile the numba kernel (first call costs ~1 s; cached on disk afterwards)."""
+        """Compile the numba kernel of this mount (first call costs ~1 s; cached on disk
+        afterwards)."""
         best_t = np.full((1, 4), np.inf)
         best_j = np.full((1, 4), -1, np.int64)
-        _cast_boxes(np.ones(4), np.zeros(4), np.zeros(1), np.ones(1), np.zeros(1),
-                    np.array([[5.0, 0.0, 0.0]]), np.ones((1, 3)), np.zeros(1), 80.0, best_t,
-                    best_j)
+        if self._tilted:
+            _cast_rotated_boxes(np.ones(4), np.zeros(4), np.zeros(1), np.ones(1), np.zeros(1),
+                                np.array([[5.0, 0.0, 0.0]]), np.eye(3)[None].copy(),
+                                np.ones((1, 3)), np.ones((1, 3)), 80.0, best_t, best_j)
+        else:
+            _cast_boxes(np.ones(4), np.zeros(4), np.zeros(1), np.ones(1), np.zeros(1),
+                        np.array([[5.0, 0.0, 0.0]]), np.ones((1, 3)), np.zeros(1), 80.0, best_t,
+                        best_j)
 
     def scan(self, scene: Scene3D, rng: np.random.Generator) -> LidarScan:
         """Cast every ray into ``scene``.
@@ -298,19 +404,34 @@ class LidarModel:
             The returns in the sensor frame, azimuth-major (all beams of step 0, then step 1...).
         """
         p = self.params
-        origin, rot = scene.sensor_pose((0.0, 0.0, p.mount_height_m))
+        origin, rot = scene.sensor_pose(self.mount.translation, self._mount_rotation)
         ego = scene.ego_box()
         boxes = BoxSet.concat(ego, scene.agents, scene.statics)
-        # Boxes into the sensor frame (yaw-only rotation).
+        # Boxes into the sensor frame.
         rel = boxes.centers - origin
         centers_s = rel @ rot  # row-vector form of rot.T @ rel
-        yaw_s = boxes.yaws - scene.ego_pose[2]
         half = boxes.sizes / 2.0
 
         best_t = np.full((p.beams, p.azimuth_steps), np.inf)
         best_j = np.full((p.beams, p.azimuth_steps), -1, np.int64)
-        _cast_boxes(self._cos_a, self._sin_a, self.elevations_rad, self._cos_e, self._sin_e,
-                    centers_s, half, yaw_s, float(p.max_range_m), best_t, best_j)
+        if not self._tilted:
+            yaw_s = boxes.yaws - scene.ego_pose[2]
+            if self._mount_rotation is not None:
+                yaw_s = yaw_s - self._mount_yaw
+            _cast_boxes(self._cos_a, self._sin_a, self.elevations_rad, self._cos_e, self._sin_e,
+                        centers_s, half, yaw_s, float(p.max_range_m), best_t, best_j)
+        else:
+            c, s = np.cos(boxes.yaws), np.sin(boxes.yaws)
+            box_to_map = np.zeros((len(boxes), 3, 3))
+            box_to_map[:, 0, 0], box_to_map[:, 0, 1] = c, -s
+            box_to_map[:, 1, 0], box_to_map[:, 1, 1] = s, c
+            box_to_map[:, 2, 2] = 1.0
+            box_to_sensor = np.ascontiguousarray(rot.T @ box_to_map)  # (N, 3, 3)
+            bound_half = np.abs(box_to_sensor) @ half[:, :, None]
+            _cast_rotated_boxes(self._cos_a, self._sin_a, self.elevations_rad, self._cos_e,
+                                self._sin_e, centers_s, box_to_sensor, half,
+                                np.ascontiguousarray(bound_half[:, :, 0]), float(p.max_range_m),
+                                best_t, best_j)
 
         ground = self._ground_t < best_t
         t = np.where(ground, self._ground_t, best_t)
@@ -336,7 +457,10 @@ class LidarModel:
         hit_id = np.where(is_ground, GROUND_ID, boxes.ids[hit_j]).astype(np.int64)
         reflect = self._mat_reflect[hit_material]
         if is_ground.any():
-            gxy = origin[:2] + xyz[is_ground, :2] @ rot[:2, :2].T
+            if self._tilted:
+                gxy = origin[:2] + xyz[is_ground] @ rot[:2].T
+            else:
+                gxy = origin[:2] + xyz[is_ground, :2] @ rot[:2, :2].T
             reflect[is_ground] = self._surf_reflect[scene.road.surface_at(gxy)]
         intensity = reflect * np.exp(-p.intensity_attenuation_per_m * t)
         points = np.empty((idx.size, 4), np.float32)

@@ -16,10 +16,17 @@ from functools import cached_property
 
 import cv2
 import numpy as np
+from tps_common.frames import RigidTransform, parse_static_transform
+from tps_common.params import ParameterError
 
-# Sensor mounts relative to base_link (docs/CONTRACTS.md "Frames and units").
+# Default sensor mounts relative to base_link (docs/CONTRACTS.md "Frames and units"): x, y, z [m],
+# roll, pitch, yaw [rad] (R = Rz Ry Rx). The camera mount is the pose of its body frame (x along
+# the optical axis, y left, z up); its optical frame (x right, y down, z forward) follows from it.
+# config/sim_bridge.param.yaml repeats these defaults (a test checks they agree).
 LIDAR_HEIGHT_M = 1.8
 CAMERA_OFFSET_M = (1.5, 0.0, 1.5)
+LIDAR_MOUNT = (0.0, 0.0, LIDAR_HEIGHT_M, 0.0, 0.0, 0.0)
+CAMERA_MOUNT = (*CAMERA_OFFSET_M, 0.0, 0.0, 0.0)
 
 # Box materials: they drive lidar intensity, camera colour and labels. Dynamic-agent materials
 # are equal to the class ids of the detector (tps_msgs DetectedAgent class ids).
@@ -69,6 +76,26 @@ SURFACE_OFFROAD, SURFACE_ASPHALT, SURFACE_MARKING = 0, 1, 2
 # The raster never exceeds this many cells; the cell size grows for very large networks.
 MAX_RASTER_CELLS = 40_000_000
 RASTER_MARGIN_M = 5.0
+
+
+def mount_tuple(name: str, values) -> tuple[float, float, float, float, float, float]:
+    """Check a sensor mount (6 finite numbers: x, y, z [m], roll, pitch, yaw [rad], angles in
+    range) and return it as a tuple of floats.
+
+    Raises:
+        ValueError: naming ``name`` and what is wrong.
+    """
+    try:
+        parse_static_transform(name, values)
+    except ParameterError as exc:
+        raise ValueError(str(exc)) from None
+    return tuple(float(v) for v in values)
+
+
+def mount_transform(mount) -> RigidTransform:
+    """``T_base_link<-sensor`` of a mount tuple (x, y, z, roll, pitch, yaw); zero angles give an
+    exact identity rotation."""
+    return RigidTransform.from_xyz_rpy(mount[:3], mount[3:])
 
 
 def _as_array(value: object, dtype: type, shape_tail: tuple[int, ...], name: str) -> np.ndarray:
@@ -305,18 +332,22 @@ class Scene3D:
                       np.array([[length, width, height]]), np.array([yaw]),
                       np.array([MAT_CAR], np.int16))
 
-    def sensor_pose(self, offset_m: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    def sensor_pose(self, offset_m: tuple[float, float, float],
+                    rotation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(origin (3,) in map [m], rotation (3, 3) sensor->map) of a sensor mounted at
-        ``offset_m`` in base_link with no rotation relative to base_link."""
-        return sensor_pose(self.ego_pose, offset_m)
+        ``offset_m`` in base_link, rotated by ``rotation`` (sensor->base_link; None = none)."""
+        return sensor_pose(self.ego_pose, offset_m, rotation)
 
 
-def sensor_pose(ego_pose: tuple[float, float, float],
-                offset_m: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+def sensor_pose(ego_pose: tuple[float, float, float], offset_m: tuple[float, float, float],
+                rotation: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(origin (3,) [m, map], R (3, 3) sensor->map) for a yaw-only ego pose (x, y, yaw) and a
-    sensor at ``offset_m`` (x, y, z) in base_link with no rotation."""
+    sensor at ``offset_m`` (x, y, z) in base_link with the mount rotation ``rotation``
+    ((3, 3) sensor->base_link; None = no rotation, the exact yaw-only matrix)."""
     x, y, yaw = ego_pose
     c, s = np.cos(yaw), np.sin(yaw)
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
     origin = np.array([x, y, 0.0]) + rot @ np.asarray(offset_m, dtype=np.float64)
+    if rotation is not None:
+        rot = rot @ np.asarray(rotation, dtype=np.float64).reshape(3, 3)
     return origin, rot

@@ -9,7 +9,6 @@ See ``tps_sim.world.world`` for the episode timeline and ``README.md`` of tps_si
 scenario table. Only ``tps_sim.world.sumo_adapter`` imports libsumo / sumolib.
 """
 
-from tps_sim.world.collision import CollisionInfo, classify_collision, obb_overlap
 from tps_sim.world.config import ConfigError, EgoControl, Instruction, WorldConfig
 from tps_sim.world.ego_model import EgoModel, EgoModelParams, EgoModelState
 from tps_sim.world.road import RoadGeometry
@@ -25,8 +24,8 @@ from tps_sim.world.state import (
 from tps_sim.world.world import BENCHMARK_DENSITY, BENCHMARK_SCENARIO, SimWorld
 
 __all__ = [
-    "SCENARIOS", "AgentState", "BENCHMARK_DENSITY", "BENCHMARK_SCENARIO", "CollisionInfo",
+    "SCENARIOS", "AgentState", "BENCHMARK_DENSITY", "BENCHMARK_SCENARIO",
     "ConfigError", "EgoControl", "EgoModel", "EgoModelParams", "EgoModelState", "Futures",
     "Instruction", "RoadGeometry", "Scenario", "SimWorld", "StaticObjects", "WorldConfig",
-    "WorldState", "attach_futures", "classify_collision", "obb_overlap", "states_digest",
+    "WorldState", "attach_futures", "states_digest",
 ]

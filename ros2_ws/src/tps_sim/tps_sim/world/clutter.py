@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import shapely
+from tps_common.geometry import boxes_corners, boxes_overlap
 
-from tps_sim.world.collision import obb_overlap
 from tps_sim.world.road import RoadGeometry
 from tps_sim.world.state import STATIC_ID_BASE, StaticObjects
 
@@ -81,9 +81,9 @@ def place_clutter(road: RoadGeometry, route: np.ndarray, level: str,
             length, width, height = rng.uniform(*lr), rng.uniform(*wr), rng.uniform(*hr)
             yaw = h if aligned else rng.uniform(-np.pi, np.pi)
             box = np.array([x, y, yaw, length, width])
-            if shapely.intersects(blocked, shapely.Polygon(_corners(box))):
+            if shapely.intersects(blocked, shapely.Polygon(boxes_corners(box)[0])):
                 continue
-            if boxes and obb_overlap(box, np.array(boxes)[:, :5]).any():
+            if boxes and boxes_overlap(box, np.array(boxes)[:, :5]).any():
                 continue
             boxes.append([x, y, yaw, length, width, height])
             placed_kinds.append(kind)
@@ -128,12 +128,3 @@ def concat_statics(a: StaticObjects, b: StaticObjects) -> StaticObjects:
     return StaticObjects(np.concatenate([a.ids, b.ids]), a.kinds + b.kinds,
                          np.concatenate([a.centers, b.centers]), np.concatenate([a.yaws, b.yaws]),
                          np.concatenate([a.sizes, b.sizes]), np.concatenate([a.in_lane, b.in_lane]))
-
-
-def _corners(box: np.ndarray) -> np.ndarray:
-    x, y, yaw, length, width = box
-    c, s = np.cos(yaw), np.sin(yaw)
-    hl, hw = 0.5 * length, 0.5 * width
-    local = np.array([[hl, hw], [hl, -hw], [-hl, -hw], [-hl, hw]])
-    return np.column_stack([x + c * local[:, 0] - s * local[:, 1],
-                            y + s * local[:, 0] + c * local[:, 1]])

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from tps_common.geometry import wrap_angle
+
 from tps_sim.world.config import EgoControl
 
 
@@ -134,7 +136,7 @@ class EgoModel:
             radius = dist / dyaw
             rx += radius * (math.sin(s.yaw_rad + dyaw) - si)
             ry += radius * (-math.cos(s.yaw_rad + dyaw) + c)
-        yaw = _wrap(s.yaw_rad + dyaw)
+        yaw = wrap_angle(s.yaw_rad + dyaw, include_pi=True)
         x = rx + p.rear_axle_to_center_m * math.cos(yaw)
         y = ry + p.rear_axle_to_center_m * math.sin(yaw)
         self.state = EgoModelState(x, y, yaw, v_new, delta, (v_new - s.speed_mps) / dt_s,
@@ -151,6 +153,3 @@ class EgoModel:
         """Overwrite state fields (e.g. after SUMO placed the ego)."""
         self.state = replace(self.state, **changes)
 
-
-def _wrap(a: float) -> float:
-    return -((-a + math.pi) % (2.0 * math.pi) - math.pi)

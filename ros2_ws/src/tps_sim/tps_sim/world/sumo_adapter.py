@@ -31,6 +31,7 @@ import libsumo
 import numpy as np
 import sumo as _sumo_pkg
 import sumolib
+from tps_common.geometry import wrap_angle
 
 from tps_sim.world.config import (
     CLASS_BUS,
@@ -76,7 +77,7 @@ SumoError = libsumo.TraCIException
 def sumo_angle_to_yaw(angle_deg: np.ndarray | float) -> np.ndarray | float:
     """SUMO heading (degrees clockwise from north) -> REP-103 yaw [rad] in (-pi, pi]."""
     yaw = np.radians(90.0 - np.asarray(angle_deg, dtype=np.float64))
-    out = -((-yaw + np.pi) % (2.0 * np.pi) - np.pi)  # wrap to (-pi, pi]
+    out = wrap_angle(yaw, include_pi=True)
     return float(out) if np.ndim(out) == 0 else out
 
 
@@ -338,8 +339,8 @@ class SumoSim:
                                                                v.getLanePosition(ids[i])))
             limit = BODY_VS_LANE_YAW_RAD + math.atan2(
                 abs(lat[i]), max(abs(speed[i]), LANE_CHANGE_MIN_SPEED_MPS))
-            dev = min(max(wrap_angle(yaw[i] - lane_yaw), -limit), limit)
-            yaw[i] = wrap_angle(lane_yaw + dev)
+            dev = min(max(wrap_angle(yaw[i] - lane_yaw, include_pi=True), -limit), limit)
+            yaw[i] = wrap_angle(lane_yaw + dev, include_pi=True)
         centers = front_to_center(self.to_map(front), yaw, size[:, 0]) if n else np.zeros((0, 2))
         return RawAgents(ids, cls, centers, yaw, size, speed, lat, acc)
 
@@ -486,7 +487,3 @@ class SumoSim:
         """SUMO's raw position (front bumper, network coordinates), for adapter tests."""
         return np.asarray(libsumo.vehicle.getPosition(veh_id), dtype=np.float64)
 
-
-def wrap_angle(a: float) -> float:
-    """Wrap an angle [rad] to (-pi, pi]."""
-    return -((-a + math.pi) % (2.0 * math.pi) - math.pi)

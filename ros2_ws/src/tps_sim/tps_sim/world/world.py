@@ -25,9 +25,9 @@ import math
 import zlib
 
 import numpy as np
+from tps_common.geometry import boxes_overlap, wrap_angle
 
 from tps_sim.world.clutter import concat_statics, place_clutter, place_obstacles
-from tps_sim.world.collision import obb_overlap
 from tps_sim.world.config import ConfigError, EgoControl, Instruction, WorldConfig
 from tps_sim.world.ego_model import EgoModel, EgoModelParams, EgoModelState
 from tps_sim.world.networks import (
@@ -51,7 +51,6 @@ from tps_sim.world.sumo_adapter import (
     SumoError,
     SumoSim,
     read_network,
-    wrap_angle,
 )
 
 EGO_SIM_ID = "ego"
@@ -458,7 +457,7 @@ class SimWorld:
         v, lat = float(raw.speeds[i]), float(raw.lateral_speeds[i])
         c, s = math.cos(yaw), math.sin(yaw)
         prev = self._prev_yaw.get(agent_id)
-        yaw_rate = 0.0 if prev is None else wrap_angle(yaw - prev) / self.config.dt_s
+        yaw_rate = 0.0 if prev is None else wrap_angle(yaw - prev, include_pi=True) / self.config.dt_s
         self._prev_yaw[agent_id] = yaw
         size = raw.sizes[i]
         return AgentState(
@@ -489,8 +488,8 @@ class SimWorld:
         self._last_ego = ego
         ego_box = ego.box2d()
         boxes = np.array([a.box2d() for a in agents]).reshape(-1, 5)
-        hit_agents = obb_overlap(ego_box, boxes)
-        hit_statics = obb_overlap(ego_box, self._statics.boxes2d())
+        hit_agents = boxes_overlap(ego_box, boxes)
+        hit_statics = boxes_overlap(ego_box, self._statics.boxes2d())
         collisions = tuple(int(agents[k].id) for k in np.flatnonzero(hit_agents)) + tuple(
             int(self._statics.ids[k]) for k in np.flatnonzero(hit_statics))
         if self._step == 0:  # first fix: search the whole route, then track in a window

@@ -1,0 +1,54 @@
+"""Stamps, headers and orientations <-> messages, one copy for every package.
+
+Imports message types (builtin_interfaces, std_msgs, geometry_msgs), never rclpy. Times are
+seconds as float or exact integer nanoseconds; orientations go through :mod:`tps_common.geometry`.
+"""
+
+from __future__ import annotations
+
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import Quaternion
+from std_msgs.msg import Header
+
+from tps_common.geometry import quaternion_to_yaw, yaw_to_quaternion
+
+NS_PER_S = 1_000_000_000
+
+
+def time_to_seconds(stamp: Time) -> float:
+    """``builtin_interfaces/Time`` (or ``Duration``) -> seconds."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def time_to_ns(stamp: Time) -> int:
+    """``builtin_interfaces/Time`` -> exact integer nanoseconds (for comparisons and keys)."""
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def seconds_to_time(t_s: float) -> Time:
+    """Seconds -> ``builtin_interfaces/Time``, rounded to the nanosecond and clamped at 0 (a
+    Time cannot be negative)."""
+    ns = max(0, int(round(t_s * 1e9)))
+    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+
+def seconds_to_duration(t_s: float) -> Duration:
+    """Seconds (>= 0) -> ``builtin_interfaces/Duration``, rounded to the nanosecond."""
+    ns = max(0, int(round(t_s * 1e9)))
+    return Duration(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+
+def header(t_s: float, frame_id: str = "") -> Header:
+    """A ``std_msgs/Header`` stamped ``t_s`` seconds in ``frame_id``."""
+    return Header(stamp=seconds_to_time(t_s), frame_id=frame_id)
+
+
+def yaw_to_quaternion_msg(yaw: float) -> Quaternion:
+    """``geometry_msgs/Quaternion`` of a rotation by ``yaw`` [rad] about +z."""
+    x, y, z, w = yaw_to_quaternion(yaw)
+    return Quaternion(x=x, y=y, z=z, w=w)
+
+
+def quaternion_msg_to_yaw(q: Quaternion) -> float:
+    """Yaw [rad] of a ``geometry_msgs/Quaternion`` (roll and pitch ignored)."""
+    return quaternion_to_yaw(q.x, q.y, q.z, q.w)

@@ -1,0 +1,112 @@
+"""Node plumbing shared by every node: parameters from the schema, ``main()``, spinning until
+shutdown (imports rclpy inside the functions that need it, so the module imports without it).
+
+Every node's console script is ``sys.exit(run_node(NODE_CLASS, "<executable>", args))``; its
+constructor calls :func:`load_params` (schema ``config/schema/<executable>.schema.json``), which
+declares every parameter with a descriptor (description, range, read-only) and raises
+:class:`~tps_common.params.ParameterError` naming a bad one; ``run_node`` turns that into exit
+code 2 with the message.
+
+Shutdown:
+
+rclpy's signal handler shuts the context down on SIGINT/SIGTERM. Usually ``spin`` then raises
+``ExternalShutdownException``, but when the signal lands while the executor is building its wait
+set, rclpy raises ``RCLError("... context is not valid ...")`` instead (seen in CI: a clean
+SIGTERM stop reported as "exited with code 1"). Both are a requested shutdown, not a failure; any
+error while the context is still valid is re-raised.
+
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from tps_common.params import ParameterError, declare_from_schema, load_schema
+
+EXIT_BAD_PARAMETER = 2
+
+
+def is_requested_shutdown(exc: BaseException, context=None) -> bool:
+    """True when ``exc``, raised out of spinning, means a requested shutdown: KeyboardInterrupt,
+    ExternalShutdownException, or rclpy's RCLError once ``context`` (default: the global one) is
+    down. For loops that spin themselves (``spin_once``) and catch broadly."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    if isinstance(exc, (KeyboardInterrupt, ExternalShutdownException)):
+        return True
+    return isinstance(exc, rclpy._rclpy_pybind11.RCLError) and not rclpy.ok(context=context)
+
+
+def spin_until_shutdown(node, executor=None) -> None:
+    """Spin ``node`` (on ``executor`` if given) until shutdown; a requested shutdown returns."""
+    import rclpy
+
+    try:
+        if executor is None:
+            rclpy.spin(node)
+        else:
+            executor.spin()
+    except (KeyboardInterrupt, Exception) as exc:
+        if not is_requested_shutdown(exc, node.context):
+            raise
+
+
+def load_params(node, schema_name: str, params_cls=None) -> tuple[object, dict]:
+    """Declare and validate the node's parameters against ``config/schema/<schema_name>.schema.json``.
+
+    Args:
+        node: the rclpy node.
+        schema_name: the schema (= the node's executable name).
+        params_cls: a frozen params dataclass of the node's core, built from the matching keys
+            (its ``__post_init__`` may raise ValueError for cross-parameter checks); None: skip.
+
+    Returns:
+        (core params or None, the full validated dict).
+
+    Raises:
+        ParameterError: naming the bad parameter and its allowed range.
+    """
+    values = declare_from_schema(node, load_schema(schema_name))
+    if params_cls is None:
+        return None, values
+    names = {f.name for f in dataclasses.fields(params_cls)}
+    try:
+        core = params_cls(**{k: v for k, v in values.items() if k in names})
+    except ValueError as exc:  # cross-parameter checks of the core dataclass
+        raise ParameterError(str(exc)) from exc
+    return core, values
+
+
+def run_node(node_cls, executable: str, args=None) -> int:
+    """The body of every console script: init, build the node (a bad parameter exits
+    ``EXIT_BAD_PARAMETER`` with the message on stderr), spin until shutdown. An exception with an
+    integer ``exit_code`` attribute raised by a callback ends the node with that code (the same
+    rule as the single_process host of tps_bringup). Returns the exit code."""
+    import rclpy
+
+    rclpy.init(args=args)
+    try:
+        node = node_cls()
+    except ParameterError as exc:
+        print(f"{executable}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return EXIT_BAD_PARAMETER
+    except BaseException as exc:
+        rclpy.try_shutdown()
+        if is_requested_shutdown(exc):
+            return 0
+        raise
+    try:
+        spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
+    except Exception as exc:
+        code = getattr(exc, "exit_code", None)
+        if isinstance(code, int) and not isinstance(code, bool):
+            print(f"{executable}: {exc}", file=sys.stderr)
+            return code
+        raise
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

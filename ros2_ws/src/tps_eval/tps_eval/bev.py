@@ -1,0 +1,289 @@
+"""Bird's-eye-view plots of the simulated world (matplotlib, Agg backend; no rclpy).
+
+Draws, in the ``map`` frame (x east, y north, metres): the drivable area (lane and junction
+polygons), lane markings, dynamic agents as oriented boxes coloured by class with their ids,
+static objects (clutter, debris), the route, the ego's path so far, the ego box, optional lidar
+points and collision markers. :func:`render_frame_png` writes one PNG; :func:`render_episode_gif`
+writes one GIF per episode (Pillow), drawing the road once and only the moving parts per frame.
+
+Boxes are :class:`tps_eval.metrics.ObjectFrame` (ids, xy, yaw, length, width, velocity,
+class_id); :func:`frame_from_boxset` converts a :class:`tps_sim.sensors.scene3d.BoxSet`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
+from tps_common.geometry import box_corners  # noqa: E402
+
+from tps_eval.metrics import ObjectFrame  # noqa: E402
+
+# Colours per class: DetectedAgent.CLASS_* for agents (0..5), scene3d MAT_* for statics (10..15).
+CLASS_COLOURS = {
+    0: "#7f7f7f",   # unknown
+    1: "#1f77b4",   # car
+    2: "#8c564b",   # truck
+    3: "#ff7f0e",   # bus
+    4: "#d62728",   # pedestrian
+    5: "#9467bd",   # cyclist
+    10: "#555555",  # pole
+    11: "#bcbd22",  # barrier
+    12: "#444444",  # wall
+    13: "#999999",  # building
+    14: "#17becf",  # parked car
+    15: "#e377c2",  # debris
+}
+CLASS_NAMES = {0: "unknown", 1: "car", 2: "truck", 3: "bus", 4: "pedestrian", 5: "cyclist",
+               10: "pole", 11: "barrier", 12: "wall", 13: "building", 14: "parked car",
+               15: "debris"}
+EGO_COLOUR = "#2ca02c"
+ROAD_COLOUR = "#d9d9d9"
+MARKING_COLOUR = "#ffffff"
+ROUTE_COLOUR = "#2ca02c"
+PATH_COLOUR = "#000000"
+COLLISION_COLOUR = "#ff0000"
+BACKGROUND_COLOUR = "#a8c99a"
+
+DEFAULT_VIEW_RADIUS_M = 45.0
+DEFAULT_FIGSIZE_IN = (6.0, 6.0)
+DEFAULT_DPI = 80
+MAX_LIDAR_POINTS = 20000   # thinned above this, to keep a frame cheap
+
+
+@dataclass(frozen=True, eq=False)
+class BevScene:
+    """What does not move during an episode.
+
+    Attributes:
+        drivable_polygons: (M_i, 2) polygons [m] of the drivable area.
+        marking_polylines: (K_i, 2) polylines [m] of lane markings.
+        route: (R, 2) route polyline [m].
+        statics: static objects (clutter, debris).
+        ego_length_m, ego_width_m: ego footprint [m].
+        title: text drawn above every frame.
+    """
+
+    drivable_polygons: Sequence[np.ndarray] = ()
+    marking_polylines: Sequence[np.ndarray] = ()
+    route: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    statics: ObjectFrame = field(default_factory=ObjectFrame.empty)
+    ego_length_m: float = 4.6
+    ego_width_m: float = 1.9
+    title: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class BevFrame:
+    """What moves: one step.
+
+    Attributes:
+        ego_pose: (x [m], y [m], yaw [rad]) of base_link.
+        agents: dynamic agents at this step.
+        path: (P, 2) ego positions so far [m].
+        lidar_xy: optional (N, 2) lidar points in map [m].
+        collision_xy: (C, 2) positions [m] to mark as collisions (all so far).
+        time_s: simulation time [s] (shown in the title).
+        label: extra text (e.g. the selected trajectory source).
+    """
+
+    ego_pose: tuple[float, float, float]
+    agents: ObjectFrame = field(default_factory=ObjectFrame.empty)
+    path: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    lidar_xy: np.ndarray | None = None
+    collision_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    time_s: float = 0.0
+    label: str = ""
+
+
+def frame_from_boxset(boxes) -> ObjectFrame:
+    """An :class:`ObjectFrame` from a ``scene3d.BoxSet`` (materials become class ids)."""
+    n = len(boxes)
+    return ObjectFrame(boxes.ids, boxes.centers[:, :2], boxes.yaws, boxes.sizes[:, 0],
+                       boxes.sizes[:, 1], np.zeros((n, 2)), boxes.materials.astype(np.int64))
+
+
+class BevRenderer:
+    """A figure with the static scene drawn once; :meth:`draw` adds one frame's moving parts.
+
+    Args:
+        scene: the static part.
+        view_radius_m: half side of the square view around the ego [m] (None: whole scene).
+        figsize_in, dpi: figure size [inch] and resolution.
+        show_ids: write each agent's id next to its box.
+    """
+
+    def __init__(self, scene: BevScene, view_radius_m: float | None = DEFAULT_VIEW_RADIUS_M,
+                 figsize_in: tuple[float, float] = DEFAULT_FIGSIZE_IN, dpi: int = DEFAULT_DPI,
+                 show_ids: bool = True) -> None:
+        self.scene = scene
+        self.view_radius_m = view_radius_m
+        self.show_ids = show_ids
+        self.fig, self.ax = plt.subplots(figsize=figsize_in, dpi=dpi)
+        self.ax.set_facecolor(BACKGROUND_COLOUR)
+        self.ax.set_aspect("equal")
+        self.ax.set_xlabel("x [m] (map, east)")
+        self.ax.set_ylabel("y [m] (map, north)")
+        polys = [np.asarray(p, float) for p in scene.drivable_polygons if len(p) >= 3]
+        if polys:
+            self.ax.add_collection(PolyCollection(polys, facecolors=ROAD_COLOUR,
+                                                  edgecolors="none", zorder=1))
+        lines = [np.asarray(p, float) for p in scene.marking_polylines if len(p) >= 2]
+        if lines:
+            self.ax.add_collection(LineCollection(lines, colors=MARKING_COLOUR, linewidths=0.8,
+                                                  zorder=2))
+        if len(scene.route) >= 2:
+            self.ax.plot(scene.route[:, 0], scene.route[:, 1], "--", color=ROUTE_COLOUR,
+                         lw=1.5, alpha=0.8, zorder=3, label="route")
+        if len(scene.statics):
+            self._boxes(scene.statics, zorder=4, alpha=0.9)
+        self._dynamic: list = []
+        self._extent = self._scene_extent()
+
+    def _scene_extent(self) -> tuple[float, float, float, float]:
+        pts = [np.asarray(p, float).reshape(-1, 2) for p in self.scene.drivable_polygons]
+        pts += [np.asarray(self.scene.route, float).reshape(-1, 2)]
+        pts = [p for p in pts if len(p)]
+        if not pts:
+            return (-50.0, 50.0, -50.0, 50.0)
+        allp = np.concatenate(pts)
+        lo, hi = allp.min(axis=0) - 5.0, allp.max(axis=0) + 5.0
+        return (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+
+    def _boxes(self, frame: ObjectFrame, zorder: int, alpha: float = 1.0) -> list:
+        corners = frame.corners()
+        colours = [CLASS_COLOURS.get(int(c), CLASS_COLOURS[0]) for c in frame.class_id]
+        coll = PolyCollection(list(corners), facecolors=colours, edgecolors="black",
+                              linewidths=0.5, alpha=alpha, zorder=zorder)
+        self.ax.add_collection(coll)
+        artists = [coll]
+        # a short stroke at the front edge shows the heading
+        fronts = corners[:, :2, :]
+        heading = LineCollection(list(fronts), colors="black", linewidths=1.5, zorder=zorder)
+        self.ax.add_collection(heading)
+        artists.append(heading)
+        return artists
+
+    def draw(self, frame: BevFrame) -> None:
+        """Replace the moving parts with those of ``frame``."""
+        for a in self._dynamic:
+            a.remove()
+        dyn: list = []
+        ax = self.ax
+        if frame.lidar_xy is not None and len(frame.lidar_xy):
+            pts = np.asarray(frame.lidar_xy, float).reshape(-1, 2)
+            if pts.shape[0] > MAX_LIDAR_POINTS:
+                pts = pts[:: int(np.ceil(pts.shape[0] / MAX_LIDAR_POINTS))]
+            dyn.append(ax.scatter(pts[:, 0], pts[:, 1], s=0.3, c="#303030", alpha=0.5,
+                                  zorder=5, linewidths=0))
+        if len(frame.agents):
+            dyn += self._boxes(frame.agents, zorder=6)
+            if self.show_ids:
+                for oid, (x, y) in zip(frame.agents.ids, frame.agents.xy, strict=True):
+                    if self._visible(frame, x, y):
+                        dyn.append(ax.text(x, y + 1.6, str(int(oid)), fontsize=6,
+                                           ha="center", zorder=9))
+        path = np.asarray(frame.path, float).reshape(-1, 2)
+        if len(path) >= 2:
+            dyn += ax.plot(path[:, 0], path[:, 1], "-", color=PATH_COLOUR, lw=1.2, zorder=7)
+        x, y, yaw = frame.ego_pose
+        ego = box_corners([[x, y]], [yaw], [self.scene.ego_length_m], [self.scene.ego_width_m])[0]
+        ego_coll = PolyCollection([ego], facecolors=EGO_COLOUR, edgecolors="black",
+                                  linewidths=1.0, zorder=8)
+        ax.add_collection(ego_coll)
+        dyn.append(ego_coll)
+        dyn += ax.plot(ego[:2, 0], ego[:2, 1], "-", color="black", lw=2.0, zorder=8)
+        col = np.asarray(frame.collision_xy, float).reshape(-1, 2)
+        if len(col):
+            dyn.append(ax.scatter(col[:, 0], col[:, 1], s=160, marker="X", c=COLLISION_COLOUR,
+                                  edgecolors="black", zorder=10))
+        title = f"{self.scene.title}  t = {frame.time_s:.1f} s"
+        if frame.label:
+            title += f"  {frame.label}"
+        dyn.append(ax.set_title(title, fontsize=8))
+        if self.view_radius_m is None:
+            x0, x1, y0, y1 = self._extent
+        else:
+            r = self.view_radius_m
+            x0, x1, y0, y1 = x - r, x + r, y - r, y + r
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        # the title is owned by the axes; keep it out of the removal list
+        self._dynamic = [a for a in dyn if a is not ax.title]
+
+    def _visible(self, frame: BevFrame, x: float, y: float) -> bool:
+        if self.view_radius_m is None:
+            return True
+        ex, ey, _ = frame.ego_pose
+        return abs(x - ex) <= self.view_radius_m and abs(y - ey) <= self.view_radius_m
+
+    def to_rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 image of the current figure."""
+        self.fig.canvas.draw()
+        buf = np.asarray(self.fig.canvas.buffer_rgba())
+        return buf[:, :, :3].copy()
+
+    def save_png(self, path: str | os.PathLike) -> Path:
+        """Write the current figure as PNG; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fig.savefig(path)
+        return path
+
+    def close(self) -> None:
+        """Release the figure."""
+        plt.close(self.fig)
+
+
+def render_frame_png(scene: BevScene, frame: BevFrame, path: str | os.PathLike,
+                     view_radius_m: float | None = DEFAULT_VIEW_RADIUS_M) -> Path:
+    """One BEV frame as a PNG at ``path``; returns the path."""
+    r = BevRenderer(scene, view_radius_m=view_radius_m)
+    try:
+        r.draw(frame)
+        return r.save_png(path)
+    finally:
+        r.close()
+
+
+def render_episode_gif(scene: BevScene, frames: Sequence[BevFrame], path: str | os.PathLike,
+                       fps: float = 10.0, view_radius_m: float | None = DEFAULT_VIEW_RADIUS_M,
+                       progress: bool = False) -> Path:
+    """An animated GIF (Pillow) of ``frames`` at ``fps`` frames per second; returns the path.
+
+    Raises:
+        ValueError: when ``frames`` is empty or ``fps`` is not positive.
+    """
+    from PIL import Image
+
+    if not frames:
+        raise ValueError("render_episode_gif: no frames to draw")
+    if not fps > 0:
+        raise ValueError(f"render_episode_gif: fps must be > 0, got {fps}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    r = BevRenderer(scene, view_radius_m=view_radius_m)
+    images = []
+    try:
+        it = frames
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(frames, desc=f"BEV {path.name}", unit="frame", leave=False)
+        for f in it:
+            r.draw(f)
+            images.append(Image.fromarray(r.to_rgb()).quantize(colors=64, method=Image.MEDIANCUT))
+    finally:
+        r.close()
+    duration_ms = int(round(1000.0 / fps))
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0,
+                   optimize=False)
+    return path

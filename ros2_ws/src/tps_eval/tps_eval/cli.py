@@ -1,0 +1,357 @@
+"""``tps-eval``: every evaluation of the project, one verb each.
+
+    tps-eval closedloop --suite default --seeds 9000:9005 --json runs/default.json
+    tps-eval demo                      # make demo: the smoke suite, a table, report + BEV paths
+    tps-eval suites                    # list config/suites/*.yaml
+    tps-eval detector --split test --backend onnxruntime-int8 --json runs/detector.json
+    tps-eval expert-check --seeds 9000:9050 --duration 30
+    tps-eval yield-probe --scenario priority --seeds 9000:9010
+    tps-eval compare runs/before.json runs/after.json   # per-episode differences of two runs
+
+Seeds (every verb, :mod:`tps_eval.seeds`): ``A:B`` is the half-open range [A, B)
+(``9000:9005`` = five seeds), ``A`` one seed, ``A,B,C`` a list, ``--split NAME`` every seed of a
+split. Every report and JSON carries the seeds' split label; TRAIN and VAL seeds are never
+labelled held out, any seed outside TRAIN and VAL is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tps_eval import report as R
+from tps_eval import seeds as S
+from tps_eval.executors import EXECUTORS, default_domain_base, run_episodes
+from tps_eval.runner import finalize, per_case_table
+from tps_eval.suite import SuiteError, available_suites, load_suite, plan_episodes, repo_root
+
+DEFAULT_WORKERS = 2
+DEMO_SUITE = "smoke"
+EXIT_USAGE = 2
+EXIT_ALL_FAILED = 1
+
+
+def _default_out(suite: str, prefix: str = "eval") -> Path:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return repo_root() / "runs" / prefix / f"{suite}-{stamp}"
+
+
+def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: str, workers: int,
+              domain_base: int | None, ray_address: str | None, bev: bool = True,
+              bev_episode: str | None = None, progress: bool = True,
+              bev_gifs: bool = False) -> dict:
+    """Run a suite end to end and write its reports; returns the final dict with ``paths``.
+
+    Args:
+        seeds: overrides the suite's seeds (any ``tps_eval.seeds.parse_seeds`` input, e.g.
+            ``"9000:9005"`` or ``{"split": "test"}``); None keeps the suite's.
+        bev: a BEV PNG (key frame) of every failed episode.
+        bev_gifs: also an animated GIF of every failed episode (~10-20 s each on 2 cores).
+        bev_episode: also render a GIF of the first episode of this configuration (the demo
+            shows one animation even when nothing failed).
+    """
+    from tqdm import tqdm
+
+    suite = load_suite(suite_name, seeds)
+    S.warn_if_not_held_out(suite.seed_set, f"suite {suite.name} is scored")
+    out.mkdir(parents=True, exist_ok=True)
+    specs = plan_episodes(suite, out)
+    t0 = time.monotonic()
+    counts = {"ok": 0, "failed": 0}
+    bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="episode", disable=not progress,
+               dynamic_ncols=True)
+
+    def on_result(r: dict) -> None:
+        counts["ok" if r["status"] == "ok" else "failed"] += 1
+        bar.update(1)
+        bar.set_postfix(ok=counts["ok"], errors=counts["failed"],
+                        last=f"{r['spec']['case_id']}/{r['spec']['configuration']}")
+        if r["status"] != "ok":
+            tqdm.write(f"episode {r['spec']['case_id']}-s{r['spec']['seed']}-"
+                       f"{r['spec']['configuration']}: {r['error']}", file=sys.stderr)
+
+    try:
+        results = run_episodes(specs, executor, workers, domain_base, ray_address, on_result)
+    finally:
+        bar.close()
+    wall_s = time.monotonic() - t0
+    final = finalize(results)
+    bev_paths: dict = {}
+    first = None
+    if bev:
+        todo = [r for r in final["episodes"] if r["failures"] and Path(r["log_path"]).is_file()]
+        first = None
+        if bev_episode:
+            first = next((r for r in final["episodes"]
+                          if r["spec"]["configuration"] == bev_episode
+                          and Path(r["log_path"]).is_file()), None)
+            if first is not None and first not in todo:
+                todo.append(first)
+        for r in tqdm(todo, desc="BEV plots", unit="episode", disable=not progress or not todo):
+            s = r["spec"]
+            key = f"{s['case_id']}-s{s['seed']}-{s['configuration']}"
+            try:
+                paths = R.episode_bev(r, out / "bev", gif=bev_gifs or r is first)
+                bev_paths[key] = paths.get("gif") or paths["png"]
+                r["bev"] = paths
+            except Exception as exc:  # noqa: BLE001 - a plot failure never loses the run
+                tqdm.write(f"BEV of {key} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    run_info = {"suite": suite.name, "suite_file": suite.source,
+                "seeds": f"{min(suite.seeds)}..{max(suite.seeds)} ({len(suite.seeds)})",
+                "split": suite.seed_set.split, "held_out": suite.seed_set.held_out,
+                "seed_set": suite.seed_set.to_dict(),
+                "configurations": list(suite.configurations), "cases": len(suite.cases),
+                "executor": executor, "workers": workers, "wall_s": round(wall_s, 1),
+                "out": str(out), "host_cpus": os.cpu_count(),
+                "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+    case_rows = {cfg: per_case_table(final, cfg) for cfg in suite.configurations}
+    paths = R.write_report(final, run_info, out, case_rows, bev_paths)
+    final["run"] = run_info
+    final["paths"] = dict(paths, bev=bev_paths)
+    if bev and first is not None and first.get("bev", {}).get("gif"):
+        final["paths"]["animation"] = first["bev"]["gif"]
+    final["case_rows"] = case_rows
+    return final
+
+
+def _print_summary(final: dict) -> None:
+    cols = (("configuration", "configuration", "{}"),) + R.AGG_COLUMNS[:6] + (
+        R.AGG_COLUMNS[11], R.AGG_COLUMNS[14], R.AGG_COLUMNS[15])
+    print(R.text_table(R.aggregate_rows(final), cols))
+    for cfg in ("stack", "naive", "expert"):
+        if cfg in final and final[cfg].get("failure_categories"):
+            print(f"failures ({cfg}): {final[cfg]['failure_categories']}")
+
+
+def _json_payload(final: dict) -> dict:
+    keys = [k for k in ("stack", "expert", "naive") if k in final]
+    payload = {k: final[k] for k in keys}
+    payload["episodes"] = final["episodes"]
+    payload["run"] = final.get("run", {})
+    return payload
+
+
+def _seed_override(args: argparse.Namespace) -> str | dict | None:
+    """``--seeds`` / ``--split`` as a suite seed override (None: the suite's own seeds)."""
+    if args.seeds:
+        return args.seeds
+    return {"split": args.split} if args.split else None
+
+
+def cmd_closedloop(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else _default_out(Path(args.suite).stem)
+    final = run_suite(args.suite, _seed_override(args), out, args.executor, args.workers, args.domain_base,
+                      args.ray_address, bev=not args.no_bev, progress=not args.quiet,
+                      bev_gifs=args.bev_gifs)
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(_json_payload(final), indent=1, default=float))
+    _print_summary(final)
+    print(f"report: {final['paths']['report']}")
+    print(f"summary: {final['paths']['summary']}")
+    if args.json:
+        print(f"json: {args.json}")
+    if all(r["status"] != "ok" for r in final["episodes"]):
+        return EXIT_ALL_FAILED
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    out = Path(args.out) if args.out else _default_out(DEMO_SUITE, prefix="demo")
+    print(f"tps demo: closed-loop smoke suite (one short episode per scenario family), fallback "
+          f"driving + expert and naive baselines, {args.workers} workers; output {out}",
+          flush=True)
+    final = run_suite(DEMO_SUITE, _seed_override(args), out, "local", args.workers, args.domain_base,
+                      None, bev=True, bev_episode="stack")
+    print()
+    print("Per scenario, stack (fallback driving):")
+    print(R.text_table(final["case_rows"].get("stack", []), R.CASE_COLUMNS))
+    print()
+    _print_summary(final)
+    print()
+    print(f"wall time: {final['run']['wall_s']:.0f} s")
+    print(f"report: {final['paths']['report']}")
+    gifs = [v for v in final["paths"]["bev"].values() if str(v).endswith(".gif")]
+    animation = final["paths"].get("animation") or (gifs[0] if gifs else None)
+    if animation:
+        print(f"BEV animation: {animation}")
+    return 0 if any(r["status"] == "ok" for r in final["episodes"]) else EXIT_ALL_FAILED
+
+
+def cmd_detector(args: argparse.Namespace) -> int:
+    from tps_eval.detector import evaluate
+
+    return evaluate.run(args)
+
+
+def cmd_expert_check(args: argparse.Namespace) -> int:
+    from tps_eval import expert_check
+
+    return expert_check.run(args, S.from_args(args, default=expert_check.DEFAULT_SEEDS))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tps_eval import compare
+
+    return compare.run(args)
+
+
+def cmd_yield_probe(args: argparse.Namespace) -> int:
+    from tps_eval import yield_probe
+
+    return yield_probe.run(args, S.from_args(args, default=yield_probe.DEFAULT_SEEDS))
+
+
+SEEDS_HELP = f"""seeds:
+  {S.SEED_SYNTAX}; --split NAME = every seed of the split.
+  {S.SPLITS_TEXT}.
+  Every report/JSON records the seeds' split and whether they are held out."""
+
+CLOSEDLOOP_EPILOG = f"""examples:
+  tps-eval closedloop --suite default --seeds 9000:9005 --json runs/default.json
+  tps-eval closedloop --suite smoke --executor ray --workers 4
+  tps-eval closedloop --suite debris --split val --no-bev
+
+{SEEDS_HELP}
+
+output (--out, default runs/eval/<suite>-<UTC timestamp>/):
+  episodes/<case>-s<seed>-<configuration>/  episode_log.npz, graph.log, metrics.json
+  summary.json   {{"stack", "expert", "naive", "episodes", "run"}} (run: suite, seeds, split,
+                 held_out, seed_set, executor, workers, wall_s, ...)
+  report.md      aggregates per configuration, per-case tables, failed episodes
+  bev/<episode>.png   key frame of every failed episode (--bev-gifs: also a GIF)
+  --json PATH    the summary.json content (without the per-case rows)
+metric definitions: docs/METRICS.md"""
+
+DEMO_EPILOG = f"""examples:
+  tps-eval demo                   (= make demo)
+  tps-eval demo --workers 1 --seeds 9001
+
+{SEEDS_HELP}
+
+output (--out, default runs/demo/smoke-<UTC timestamp>/): the closedloop layout, plus a GIF of
+the first stack episode; a table per scenario on stdout."""
+
+DETECTOR_EPILOG = f"""examples:
+  tps-eval detector --split test                           (= make eval-detector)
+  tps-eval detector --split test --backend onnxruntime-int8 --traffic-only --json runs/det.json
+  tps-eval detector --seeds 9000:9002 --scenarios cut_in,merge --duration 10
+
+{SEEDS_HELP}
+  --split reads the stored shards data/sim/<split>/<scenario>/seed<N>.npz (tps-sim dataset);
+  --seeds generates fresh episodes (nothing stored).
+
+output: a Markdown table on stdout; --json PATH writes backend, source, frames, car_map,
+  mean_ap, per_clutter, overall {{ap, map, tp, num_gt, mean_ap}}, latency_ms_median, max_range_m,
+  dist_ths_m, model_dir, ground_truth, eval_wall_s, seeds, split, held_out; the Markdown goes
+  next to it (--md to choose). Definitions: docs/METRICS.md, "Detection"."""
+
+EXPERT_EPILOG = f"""examples:
+  tps-eval expert-check                              (first ten TEST seeds x 9 scenarios, 30 s)
+  tps-eval expert-check --seeds 9000:9050 --json runs/expert_check.json
+  tps-eval expert-check --scenarios roundabout,stalled --seeds 9006,9035
+
+{SEEDS_HELP}
+
+output: a table per scenario and one line per collision on stdout (kinds and fault by the
+  evaluation's taxonomy, docs/METRICS.md "Collisions and fault"); --json PATH writes
+  {{seeds, duration_s, density, scenarios, episodes: [...]}}. Exit 1 on an at-fault collision
+  or a failed reset."""
+
+YIELD_EPILOG = f"""examples:
+  tps-eval yield-probe --scenario priority
+  tps-eval yield-probe --scenario roundabout --seeds 9000:9010 --density 2
+
+{SEEDS_HELP}
+
+output: one line per seed (collisions as kind/ego-fault|foe-fault, foe hard-brake steps,
+  progress) and a summary line on stdout."""
+
+
+def _verb(sub, name: str, help_text: str, epilog: str) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help_text, description=help_text, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tps-eval", description=__doc__.split("\n\n")[0],
+                                 epilog="\n\n".join(__doc__.split("\n\n")[1:]).replace("``", ""),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="VERB")
+    c = _verb(sub, "closedloop", "run a suite closed loop and score it", CLOSEDLOOP_EPILOG)
+    c.add_argument("--suite", required=True, help="suite name (config/suites/NAME.yaml) or path")
+    S.add_arguments(c, default="the suite's own seeds")
+    c.add_argument("--json", default=None, help="write {stack, expert, naive, episodes, run} here")
+    c.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local process pool or Ray (default local)")
+    c.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"concurrent episodes (default {DEFAULT_WORKERS})")
+    c.add_argument("--out", default=None, help="output directory (default runs/eval/<suite>-<ts>)")
+    c.add_argument("--domain-base", type=int, default=None,
+                   help=f"first ROS_DOMAIN_ID of the workers (default {default_domain_base()}; "
+                   "worker i uses base + i)")
+    c.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local "
+                   "Ray with --workers CPUs)")
+    c.add_argument("--no-bev", action="store_true", help="skip the BEV plots of failed episodes")
+    c.add_argument("--bev-gifs", action="store_true", help="also an animated GIF of every failed "
+                   "episode (default: a PNG of its key frame)")
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_closedloop)
+    d = _verb(sub, "demo", "the make-demo run: smoke suite + table + BEV animation", DEMO_EPILOG)
+    d.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
+    S.add_arguments(d, default="the smoke suite's seeds")
+    d.add_argument("--out", default=None)
+    d.add_argument("--domain-base", type=int, default=None)
+    d.set_defaults(func=cmd_demo)
+    s = _verb(sub, "suites", "list the suites (config/suites/*.yaml)",
+              "example:\n  tps-eval suites")
+    s.set_defaults(func=lambda a: print("\n".join(available_suites())) or 0)
+    from tps_eval.detector.evaluate import add_arguments as detector_arguments
+
+    t = _verb(sub, "detector", "detection AP / TP errors of the lidar detector (nuScenes devkit)",
+              DETECTOR_EPILOG)
+    detector_arguments(t)
+    t.set_defaults(func=cmd_detector)
+    from tps_eval import expert_check, yield_probe
+
+    e = _verb(sub, "expert-check", "SUMO's expert (the EP reference) must cause no collision",
+              EXPERT_EPILOG)
+    expert_check.add_arguments(e)
+    e.set_defaults(func=cmd_expert_check)
+    y = _verb(sub, "yield-probe", "do SUMO foes yield to an external ego in junctions?",
+              YIELD_EPILOG)
+    yield_probe.add_arguments(y)
+    y.set_defaults(func=cmd_yield_probe)
+    k = _verb(sub, "compare", "per-episode differences between two closedloop --json files",
+              "examples:\n  tps-eval compare runs/before.json runs/after.json\n"
+              "  tps-eval compare a.json b.json --rel-tol 1e-9\n\n"
+              "Deterministic metrics only (latencies and recorder counts are wall-clock). Exit 0 when\n"
+              "the runs agree, 1 when any episode differs.")
+    k.add_argument("a", help="first run (closedloop --json)")
+    k.add_argument("b", help="second run")
+    k.add_argument("--rel-tol", type=float, default=0.0, help="relative tolerance for floats (default 0: exact)")
+    k.set_defaults(func=cmd_compare)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry (``tps-eval``)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (SuiteError, S.SeedError, ValueError) as exc:
+        print(f"tps-eval: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tps-eval: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

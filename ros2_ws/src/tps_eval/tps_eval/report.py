@@ -1,0 +1,184 @@
+"""Reports of a closed-loop run: the summary JSON, a Markdown table, and BEV plots (PNG of the
+key frame + GIF) of every failed episode. Pure Python (no ROS).
+
+Files under the run directory::
+
+    summary.json     {"stack": {...}, "expert": {...}, "naive": {...}, "episodes": [...],
+                      "run": {suite, seeds, executor, workers, wall_s, ...}}
+    report.md        aggregates per configuration, per-case table, failures by category
+    bev/<episode>.png / .gif
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+AGG_COLUMNS = (
+    ("episodes", "episodes", "{:d}"),
+    ("errors", "errors", "{:d}"),
+    ("collision_rate", "at-fault collision rate", "{:.1%}"),
+    ("at_fault_per_km", "at-fault / km", "{:.2f}"),
+    ("route_completion", "route completion", "{:.1%}"),
+    ("pdm_score", "PDMS", "{:.3f}"),
+    ("nc", "NC", "{:.3f}"),
+    ("dac", "DAC", "{:.3f}"),
+    ("ttc", "TTC", "{:.3f}"),
+    ("ep", "EP", "{:.3f}"),
+    ("comfort", "C", "{:.3f}"),
+    ("fallback_share", "fallback share", "{:.1%}"),
+    ("mode_transitions", "mode transitions", "{:.1f}"),
+    ("step_timeouts", "step timeouts", "{:d}"),
+    ("e2e_latency_p50_ms", "e2e p50 [ms]", "{:.1f}"),
+    ("e2e_latency_p99_ms", "e2e p99 [ms]", "{:.1f}"),
+)
+CASE_COLUMNS = (
+    ("case", "case", "{}"),
+    ("episodes", "episodes", "{:d}"),
+    ("errors", "errors", "{:d}"),
+    ("at_fault_collisions", "collisions", "{:d}"),
+    ("route_completion", "route completion", "{:.1%}"),
+    ("pdm_score", "PDMS", "{:.3f}"),
+    ("e2e_latency_p50_ms", "e2e p50 [ms]", "{:.1f}"),
+    ("e2e_latency_p99_ms", "e2e p99 [ms]", "{:.1f}"),
+)
+GIF_STEP_STRIDE = 2         # every 2nd simulation step (5 frames per simulated second)
+GIF_FPS = 5.0
+
+
+def fmt(value, spec: str) -> str:
+    """``value`` formatted with ``spec``; "-" for None/NaN."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "-"
+    try:
+        return spec.format(value)
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """A Markdown table of ``rows`` (dicts) with (key, header, format) ``columns``."""
+    head = "| " + " | ".join(c[1] for c in columns) + " |"
+    sep = "|" + "|".join("---" for _ in columns) + "|"
+    body = ["| " + " | ".join(fmt(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join([head, sep, *body])
+
+
+def text_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
+    """The same table aligned for a terminal."""
+    cells = [[c[1] for c in columns]] + [[fmt(r.get(k), f) for k, _, f in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in
+                       enumerate(zip(row, widths, strict=True))) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def aggregate_rows(final: dict) -> list[dict]:
+    """One row per configuration present in ``final``."""
+    return [dict(final[c], configuration=c) for c in ("stack", "naive", "expert") if c in final]
+
+
+def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
+                 case_rows: dict | None = None, bev_paths: dict | None = None) -> dict:
+    """Write summary.json and report.md; returns {"summary": path, "report": path}."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {k: v for k, v in final.items()}
+    summary["run"] = run_info
+    summary_path = out / "summary.json"
+    summary_path.write_text(json.dumps(summary, indent=1, default=float))
+    lines = [f"# Closed-loop evaluation: suite `{run_info.get('suite')}`", ""]
+    lines += [f"- {k}: `{v}`" for k, v in run_info.items() if k != "suite"]
+    lines += ["", "Metric definitions: docs/METRICS.md in the repository (NAVSIM PDM score v1; NC "
+              "and DAC per episode, TTC and C per 4-s window, EP against the expert of the same "
+              "seed; collision taxonomy in its section \"Collisions and fault\"); code: "
+              "tps_eval/metrics.py.", "", "## Aggregates per configuration", ""]
+    cols = (("configuration", "configuration", "{}"),) + AGG_COLUMNS
+    lines += [markdown_table(aggregate_rows(final), cols), ""]
+    lat_rows = [{"configuration": c, "node": n, **v} for c in ("stack", "naive", "expert")
+                if c in final for n, v in (final[c].get("node_latency_ms") or {}).items()]
+    if lat_rows:
+        lines += ["## Per-node processing time (from /diagnostics; medians of per-episode "
+                  "percentiles, wall clock)", "",
+                  markdown_table(lat_rows, (("configuration", "configuration", "{}"),
+                                            ("node", "node", "{}"), ("p50", "p50 [ms]", "{:.2f}"),
+                                            ("p99", "p99 [ms]", "{:.2f}"),
+                                            ("samples", "samples", "{:d}"))), ""]
+    for cfg, rows in (case_rows or {}).items():
+        lines += [f"## Per case: {cfg}", "", markdown_table(rows, CASE_COLUMNS), ""]
+    lines += ["## Failed episodes", ""]
+    failed = [r for r in final["episodes"] if r.get("failures")]
+    if not failed:
+        lines.append("None.")
+    for r in failed:
+        s = r["spec"]
+        key = f"{s['case_id']}-s{s['seed']}-{s['configuration']}"
+        m = r.get("metrics") or {}
+        detail = r.get("error") or (
+            f"route completion {fmt(m.get('route_completion'), '{:.1%}')}, at-fault "
+            f"collisions {m.get('at_fault_collisions')} "
+            f"({', '.join(e['kind'] for e in m.get('collision_events', []) if e['at_fault'])}), "
+            f"off-road steps {m.get('off_road_steps')}, end {m.get('end_reason')}")
+        bev = (bev_paths or {}).get(key)
+        link = f" — BEV: `{bev}`" if bev else ""
+        lines.append(f"- `{key}`: {', '.join(r['failures'])}: {detail}{link}")
+    report_path = out / "report.md"
+    report_path.write_text("\n".join(lines) + "\n")
+    return {"summary": str(summary_path), "report": str(report_path)}
+
+
+# --- BEV of an episode ------------------------------------------------------------------------------
+def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
+                stride: int = GIF_STEP_STRIDE) -> dict:
+    """PNG of the key frame (first at-fault collision, else first off-road step, else the last
+    step) and, with ``gif``, an animation of the episode. Returns {"png": path, "gif": path}."""
+    from tps_common.geometry import box_corners
+    from tps_sim.episode_log import BOX, load_episode_log
+
+    from tps_eval import bev
+    from tps_eval.road import road_for_scenario
+    from tps_eval.trace import agent_frames, collisions_per_step, static_frame
+
+    s = result["spec"]
+    key = f"{s['case_id']}-s{s['seed']}-{s['configuration']}"
+    log = load_episode_log(result["log_path"])
+    road = road_for_scenario(s["scenario"])
+    ego = np.asarray(log["ego"], float).reshape(-1, len(BOX))
+    t = ego.shape[0]
+    agents = agent_frames(log)
+    collisions = collisions_per_step(log)
+    m = result.get("metrics") or {}
+    faults = [e for e in m.get("collision_events", []) if e["at_fault"]]
+    length, width = float(np.median(ego[:, BOX["length"]])), float(np.median(ego[:, BOX["width"]]))
+    scene = bev.BevScene(road.drivable_polygons(), road.marking_polylines(),
+                         np.asarray(log["route"], float), static_frame(log), length, width,
+                         title=key)
+    hit_xy = []
+    frames = []
+    for k in range(t):
+        if collisions[k]:
+            hit_xy.append(ego[k, [BOX["x"], BOX["y"]]])
+        frames.append(bev.BevFrame(
+            (float(ego[k, BOX["x"]]), float(ego[k, BOX["y"]]), float(ego[k, BOX["yaw"]])),
+            agents[k], ego[: k + 1, [BOX["x"], BOX["y"]]],
+            collision_xy=np.array(hit_xy) if hit_xy else np.zeros((0, 2)),
+            time_s=float(np.asarray(log["t_s"])[k]),
+            label=f"v = {ego[k, BOX['speed_mps']]:.1f} m/s"))
+    if faults:
+        key_step = int(faults[0]["step"])
+    else:
+        corners = box_corners(ego[:, [BOX["x"], BOX["y"]]], ego[:, BOX["yaw"]], length, width)
+        on = road.contains(corners.reshape(-1, 2)).reshape(t, 4).all(axis=1) if t else []
+        off = np.flatnonzero(~np.asarray(on, bool))
+        key_step = int(off[0]) if off.size else t - 1
+    out = Path(out_dir)
+    paths = {"png": str(bev.render_frame_png(scene, frames[key_step], out / f"{key}.png"))}
+    if gif and frames:
+        paths["gif"] = str(bev.render_episode_gif(scene, frames[::max(1, stride)],
+                                                  out / f"{key}.gif", fps=GIF_FPS))
+    return paths

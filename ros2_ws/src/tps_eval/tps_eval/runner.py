@@ -1,0 +1,283 @@
+"""Closed-loop episodes: run one (bridge + stack as real nodes over DDS, synchronous mode, via
+``tps_bringup``), then score a whole suite against the expert of the same seed.
+
+One episode (:func:`run_episode`, what a worker executes):
+
+1. write the episode's faults / obstacles files and load the configuration's graph file with
+   the bridge parameters overridden (scenario, seed, density, clutter, duration, ``exit_on_end``,
+   ``episode_log``);
+2. start a :class:`~tps_eval.collector.Collector` on the episode's ``ROS_DOMAIN_ID`` (the
+   selected trajectory's source, diagnostics), then the graph with the same domain
+   (``tps_bringup.runner.GraphProcess``), and wait until the bridge ends the episode;
+3. read the bridge's episode log and compute every metric of
+   :mod:`tps_eval.metrics`, except EP / PDMS, which need the expert's progress in the same
+   world and are filled in by :func:`finalize`.
+
+The episode directory (``<out>/episodes/<case>-s<seed>-<configuration>/``) keeps the log, the
+graph's output (``graph.log``) and ``metrics.json``. A failure to run (a node crashed, the
+episode timed out, no log) is reported with ``status: "error"`` and its reason; it is never
+dropped: it counts as a failed episode in the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tps_eval import metrics as M
+from tps_eval.suite import EpisodeSpec
+
+BRIDGE_NODE = "sim_bridge"
+LOG_NAME = "episode_log.npz"
+# Wall-clock budget of one episode: startup plus this many wall seconds per simulated second
+# (2 shared cores can be ~5x slower than real time in synchronous mode).
+EPISODE_STARTUP_BUDGET_S = 90.0
+EPISODE_WALL_PER_SIM_S = 12.0
+COLLECTOR_SETTLE_S = 0.5     # let the collector's subscriptions exist before the graph starts
+COLLECTOR_DRAIN_S = 0.3      # let the last messages arrive after the bridge exits
+# An episode is "failed" (gets a BEV plot, counted in failure categories) when any holds:
+FAILURE_ROUTE_COMPLETION = 0.9
+COMPLETED_END_REASONS = ("duration", "route_end")
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """What a worker returns: the spec, status ("ok" | "error"), metrics (None on error),
+    diagnostics errors heard, the reason of an error, and where the files are."""
+
+    spec: dict
+    status: str
+    metrics: dict | None
+    error: str
+    episode_dir: str
+    log_path: str
+    wall_s: float
+    diagnostics_errors: list
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def episode_dir(spec: EpisodeSpec) -> Path:
+    """Where one episode's files go."""
+    return Path(spec.out_dir) / "episodes" / spec.key
+
+
+# The graph stays up this long after the episode so the collector, which discovers the stack's
+# nodes over DDS in parallel with the episode, still gets the arbiter's (transient-local) selected
+# trajectories: with the bridge's default 0.5 s, 1 in 7 six-second episodes ended unmeasured
+# (fallback_share None) on this 2-core machine.
+EXIT_LINGER_S = 2.0
+
+
+def bridge_overrides(spec: EpisodeSpec, edir: Path) -> list[str]:
+    """``tps_bringup`` ``--set`` overrides that configure the bridge for ``spec``."""
+    faults = ""
+    if spec.faults:
+        (edir / "faults.json").write_text(json.dumps(spec.faults))
+        faults = str(edir / "faults.json")
+    obstacles = ""
+    if spec.obstacles:
+        (edir / "obstacles.json").write_text(json.dumps(spec.obstacles))
+        obstacles = str(edir / "obstacles.json")
+    p = f"nodes.{BRIDGE_NODE}.parameters."
+    # String values are YAML-quoted so that the override parser keeps them strings.
+    return [f"{p}scenario='{spec.scenario}'", f"{p}seed={int(spec.seed)}",
+            f"{p}density={float(spec.density)}", f"{p}clutter='{spec.clutter}'",
+            f"{p}duration_s={float(spec.duration_s)}", f"{p}faults='{faults}'",
+            f"{p}obstacles='{obstacles}'", f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
+            f"{p}episode_log='{edir / LOG_NAME}'"]
+
+
+def episode_wall_budget_s(spec: EpisodeSpec) -> float:
+    """Wall-clock limit of one episode [s]."""
+    return EPISODE_STARTUP_BUDGET_S + EPISODE_WALL_PER_SIM_S * float(spec.duration_s)
+
+
+def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
+    """Run one closed-loop episode on ``domain_id`` and score it (see module docstring).
+
+    Never raises for a failed episode: the returned dict (:class:`EpisodeResult`) says why.
+    """
+    from tps_bringup.graph import load_graph
+    from tps_bringup.runner import GraphProcess
+    from tps_sim.episode_log import load_episode_log
+
+    from tps_eval.collector import Collector
+    from tps_eval.road import road_for_scenario
+    from tps_eval.trace import trace_from_log
+
+    t0 = time.monotonic()
+    edir = episode_dir(spec)
+    edir.mkdir(parents=True, exist_ok=True)
+    log_path = edir / LOG_NAME
+    if log_path.exists():
+        log_path.unlink()
+    collector = None
+    error = ""
+    graph_warning = ""
+    diag_errors: list = []
+    collected = None
+    try:
+        graph = load_graph(spec.graph, bridge_overrides(spec, edir))
+        if spec.configuration != "expert":
+            collector = Collector(domain_id)
+            time.sleep(COLLECTOR_SETTLE_S)
+        env = {"ROS_DOMAIN_ID": str(int(domain_id)),
+               "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                                               "LOCALHOST")}
+        with open(edir / "graph.log", "w") as out:
+            gp = GraphProcess(graph, env=env, output=out, colour=False)
+            gp.start()
+            code = gp.wait(episode_wall_budget_s(spec))
+            if code is None:
+                error = f"episode exceeded its wall budget of {episode_wall_budget_s(spec):.0f} s"
+                gp.stop()
+            elif code != 0 and not _episode_completed(log_path):
+                error = f"graph exited with code {code}: {gp.failure or 'see graph.log'}"
+            elif code != 0:
+                # The bridge finished the episode and wrote its log; a node that was slow to stop
+                # afterwards (2 loaded cores) does not invalidate what was driven.
+                graph_warning = f"graph exited with code {code} after the episode: {gp.failure}"
+        if collector is not None:
+            time.sleep(COLLECTOR_DRAIN_S)
+            collected = collector.data()
+            diag_errors = collected.diagnostics_errors
+    except Exception as exc:  # noqa: BLE001 - any failure becomes a reported episode error
+        error = f"{type(exc).__name__}: {exc}"
+        (edir / "error.txt").write_text(traceback.format_exc())
+    finally:
+        if collector is not None:
+            collector.close()
+    metrics = None
+    if not error:
+        try:
+            log = load_episode_log(log_path)
+            meta = {"scenario": spec.scenario, "seed": spec.seed, "case": spec.case_id,
+                    "configuration": spec.configuration}
+            trace = trace_from_log(log, road_for_scenario(spec.scenario), collected, meta,
+                                   route_goal_m=spec.route_goal_m)
+            metrics = M.evaluate_episode(trace).to_dict()
+            metrics["end_reason"] = log["meta"].get("end_reason", "")
+            metrics["graph_warning"] = graph_warning
+            metrics["trajectories_heard"] = collected.trajectories if collected else None
+            if spec.configuration != "expert" and collected is not None \
+                    and collected.trajectories == 0:
+                error = "no selected trajectory was heard on /tps/planning/trajectory"
+        except Exception as exc:  # noqa: BLE001
+            error = f"scoring failed: {type(exc).__name__}: {exc}"
+            (edir / "error.txt").write_text(traceback.format_exc())
+    result = EpisodeResult(spec.to_dict(), "error" if error else "ok", metrics, error, str(edir),
+                           str(log_path), time.monotonic() - t0, list(diag_errors))
+    (edir / "metrics.json").write_text(json.dumps(result.to_dict(), indent=1, default=float))
+    return result.to_dict()
+
+
+def _episode_completed(log_path: Path) -> bool:
+    """The bridge wrote its log and the episode ended by duration or at the route's end."""
+    from tps_sim.episode_log import EpisodeLogError, load_episode_log
+
+    try:
+        return load_episode_log(log_path)["meta"].get("end_reason") in COMPLETED_END_REASONS
+    except EpisodeLogError:
+        return False
+
+
+# --- suite-level scoring ---------------------------------------------------------------------
+def failure_categories(result: dict) -> list[str]:
+    """Why an episode counts as failed (empty list: it did not): ``error``, ``collision``
+    (at-fault), ``off_road`` (DAC 0), ``route_incomplete`` (completion < 0.9),
+    ``step_timeouts``."""
+    if result["status"] != "ok" or result["metrics"] is None:
+        return ["error"]
+    m = result["metrics"]
+    cats = []
+    if m["at_fault_collisions"] > 0:
+        cats.append("collision")
+    if m["dac"] < 1.0:
+        cats.append("off_road")
+    if m["route_completion"] < FAILURE_ROUTE_COMPLETION:
+        cats.append("route_incomplete")
+    if m["step_timeouts"] > 0:
+        cats.append("step_timeouts")
+    return cats
+
+
+def finalize(results: Sequence[dict]) -> dict:
+    """EP / PDMS against the expert of the same (case, seed), failure categories, and aggregates
+    per configuration. Results are sorted (case, seed, configuration) first, so the outcome does
+    not depend on the order the executor finished them in.
+
+    Returns:
+        {"<configuration>": aggregates, ..., "episodes": [result dicts]}; a configuration's
+        aggregates also count its ``errors`` (episodes that did not run).
+    """
+    order = {"stack": 0, "naive": 1, "expert": 2}
+    res = sorted((dict(r) for r in results),
+                 key=lambda r: (r["spec"]["case_id"], r["spec"]["seed"],
+                                order.get(r["spec"]["configuration"], 9)))
+    expert_progress: dict = {}
+    for r in res:
+        s = r["spec"]
+        if s["configuration"] == "expert" and r["metrics"] is not None:
+            expert_progress[(s["case_id"], s["seed"])] = r["metrics"]["progress_m"]
+    for r in res:
+        s = r["spec"]
+        if r["metrics"] is not None:
+            ref = expert_progress.get((s["case_id"], s["seed"]))
+            r["metrics"] = M.with_reference(r["metrics"], ref)
+        r["failures"] = failure_categories(r)
+    out: dict = {}
+    configs = sorted({r["spec"]["configuration"] for r in res}, key=lambda c: order.get(c, 9))
+    for cfg in configs:
+        rs = [r for r in res if r["spec"]["configuration"] == cfg]
+        ok = [r["metrics"] for r in rs if r["metrics"] is not None]
+        agg = M.aggregate(ok)
+        agg["episodes"] = len(rs)
+        agg["errors"] = sum(1 for r in rs if r["status"] != "ok")
+        agg["scored_episodes"] = len(ok)
+        # an episode that did not run cannot count as collision-free
+        if rs and agg["errors"]:
+            agg["collision_rate"] = ((agg.get("collision_rate") or 0.0) * len(ok)
+                                     + agg["errors"]) / len(rs)
+        cats: dict = {}
+        for r in rs:
+            for c in r["failures"]:
+                cats[c] = cats.get(c, 0) + 1
+        agg["failure_categories"] = cats
+        agg["failed_episodes"] = sum(1 for r in rs if r["failures"])
+        out[cfg] = agg
+    out["episodes"] = res
+    return out
+
+
+def per_case_table(final: dict, configuration: str = "stack") -> list[dict]:
+    """Rows per case for one configuration: collisions, route completion, PDMS, e2e p50/p99
+    (means over the case's seeds)."""
+    rows: dict = {}
+    for r in final["episodes"]:
+        s = r["spec"]
+        if s["configuration"] != configuration:
+            continue
+        rows.setdefault(s["case_id"], []).append(r)
+    out = []
+    for case, rs in rows.items():
+        ms = [r["metrics"] for r in rs if r["metrics"] is not None]
+        agg = M.aggregate(ms) if ms else {}
+        out.append({"case": case, "episodes": len(rs),
+                    "errors": sum(1 for r in rs if r["status"] != "ok"),
+                    "at_fault_collisions": sum(m["at_fault_collisions"] for m in ms),
+                    "route_completion": agg.get("route_completion"),
+                    "pdm_score": agg.get("pdm_score"),
+                    "fallback_share": agg.get("fallback_share"),
+                    "e2e_latency_p50_ms": agg.get("e2e_latency_p50_ms"),
+                    "e2e_latency_p99_ms": agg.get("e2e_latency_p99_ms")})
+    return out
+
+

@@ -1,0 +1,256 @@
+"""Evaluation suites (``config/suites/<name>.yaml``): cases x seeds x configurations.
+
+A suite file::
+
+    name: smoke
+    description: free text
+    seeds: "9000:9001"             # "A:B" = [A, B), "A", "A,B,C", a list, or {split, count}
+                                   # (tps_eval.seeds: syntax, split label, held out)
+    configurations: [stack, expert, naive]
+    defaults: {duration_s: 15.0, density: 0.6, clutter: low, faults: {}, obstacles: []}
+    cases:
+      - scenario: roundabout
+        route_goal_m: 120.0        # scored route: the first 120 m from the ego's start
+                                   # (default: to the end of the route)
+      - scenario: highway          # one of tps_sim.world.SCENARIOS
+      - scenario: highway
+        id: highway_debris         # unique case id (default: the scenario name)
+        obstacles: [{kind: debris, route_s_m: 110.0, lateral_m: 0.0}]
+
+Configurations: ``stack`` (the stack's closed-loop graph; today the fallback drives), ``expert``
+(the bridge alone, SUMO drives the ego: the privileged rule-based reference) and ``naive`` (the
+fallback with ``ignore_obstacles``: a lane keeper at constant cruise speed). Each maps to a graph
+file under ``config/graph/`` (``graphs:`` in the suite overrides the mapping).
+
+Everything here is plain data (no ROS); bad files raise :class:`SuiteError` naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tps_eval.seeds import SeedError, SeedSet, seed_set
+
+CONFIGURATIONS = ("stack", "expert", "naive")
+DEFAULT_GRAPHS = {
+    "stack": "config/graph/sim_fallback.yaml",
+    "expert": "config/graph/sim_expert.yaml",
+    "naive": "config/graph/sim_naive.yaml",
+}
+CASE_OPTION_KEYS = ("duration_s", "density", "clutter", "faults", "obstacles", "route_goal_m")
+SUITE_KEYS = ("name", "description", "seeds", "configurations", "defaults", "cases", "graphs")
+BUILTIN_DEFAULTS = {"duration_s": 15.0, "density": 1.0, "clutter": "medium", "faults": {},
+                    "obstacles": [], "route_goal_m": None}
+
+
+class SuiteError(ValueError):
+    """A suite file or a seed range is invalid; the message names the field."""
+
+
+def repo_root() -> Path:
+    """The repository root (``TPS_ROOT`` overrides): where config/ and runs/ live."""
+    env = os.environ.get("TPS_ROOT")
+    if env:
+        return Path(env)
+    # ros2_ws/src/tps_eval/tps_eval/suite.py -> repository root
+    return Path(__file__).resolve().parents[4]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One scenario variant of a suite."""
+
+    id: str
+    scenario: str
+    duration_s: float
+    density: float
+    clutter: str
+    faults: dict = field(default_factory=dict)
+    obstacles: list = field(default_factory=list)
+    route_goal_m: float | None = None
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A parsed suite file."""
+
+    name: str
+    description: str
+    seeds: tuple[int, ...]
+    configurations: tuple[str, ...]
+    cases: tuple[Case, ...]
+    graphs: dict
+    source: str = ""
+    seed_spec: str = ""
+
+    @property
+    def seed_set(self) -> SeedSet:
+        """The suite's seeds with their split label (``tps_eval.seeds``)."""
+        return SeedSet(self.seeds, self.seed_spec)
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything one worker needs to run one episode (plain, picklable data)."""
+
+    suite: str
+    case_id: str
+    scenario: str
+    seed: int
+    configuration: str
+    duration_s: float
+    density: float
+    clutter: str
+    faults: dict
+    obstacles: list
+    graph: str
+    out_dir: str
+    route_goal_m: float | None = None
+
+    @property
+    def key(self) -> str:
+        """Unique, file-name-safe id of the episode within a run."""
+        return f"{self.case_id}-s{self.seed}-{self.configuration}"
+
+    @property
+    def group(self) -> tuple[str, int]:
+        """(case id, seed): the episodes that share a world and so an expert reference."""
+        return (self.case_id, self.seed)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def suite_path(name_or_path: str | os.PathLike) -> Path:
+    """``config/suites/<name>.yaml`` for a name, the path itself for a path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    return repo_root() / "config" / "suites" / f"{name_or_path}.yaml"
+
+
+def available_suites() -> list[str]:
+    """Names of the suites under ``config/suites``."""
+    d = repo_root() / "config" / "suites"
+    return sorted(p.stem for p in d.glob("*.yaml"))
+
+
+def load_suite(name_or_path: str | os.PathLike, seeds: Any = None) -> Suite:
+    """Read and validate a suite; ``seeds`` (e.g. ``"9000:9005"``) overrides the file's seeds.
+
+    Raises:
+        SuiteError: unknown suite, bad YAML, unknown keys, unknown scenario, bad option.
+    """
+    path = suite_path(name_or_path)
+    if not path.is_file():
+        raise SuiteError(f"suite {str(name_or_path)!r}: no file {path} (available: "
+                         f"{', '.join(available_suites())})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SuiteError(f"suite {path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SuiteError(f"suite {path}: expected a mapping at the top level")
+    return parse_suite(data, seeds=seeds, source=str(path))
+
+
+def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
+    """Validate raw suite data (see the module docstring)."""
+    where = f"suite {source or data.get('name', '?')}"
+    unknown = set(data) - set(SUITE_KEYS)
+    if unknown:
+        raise SuiteError(f"{where}: unknown keys {sorted(unknown)} (allowed: {list(SUITE_KEYS)})")
+    name = str(data.get("name") or Path(source).stem or "suite")
+    try:
+        seed_list = seed_set(seeds if seeds is not None else data.get("seeds", "9000:9001"))
+    except SeedError as exc:
+        raise SuiteError(f"seeds: {exc}") from None
+    configs = tuple(data.get("configurations", CONFIGURATIONS))
+    for c in configs:
+        if c not in CONFIGURATIONS:
+            raise SuiteError(f"{where}: configurations: unknown {c!r} (allowed: "
+                             f"{list(CONFIGURATIONS)})")
+    if "stack" in configs or "naive" in configs:
+        # EP needs the expert's progress in the same world.
+        if "expert" not in configs:
+            configs = configs + ("expert",)
+    graphs = dict(DEFAULT_GRAPHS)
+    graphs.update(data.get("graphs") or {})
+    defaults = dict(BUILTIN_DEFAULTS)
+    raw_defaults = data.get("defaults") or {}
+    bad = set(raw_defaults) - set(CASE_OPTION_KEYS)
+    if bad:
+        raise SuiteError(f"{where}: defaults: unknown keys {sorted(bad)} (allowed: "
+                         f"{list(CASE_OPTION_KEYS)})")
+    defaults.update(raw_defaults)
+    raw_cases = data.get("cases")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise SuiteError(f"{where}: cases: expected a non-empty list")
+    from tps_sim.world.config import CLUTTER_LEVELS, MAX_DENSITY, MAX_DURATION_S
+    from tps_sim.world.scenarios import SCENARIOS
+
+    cases = []
+    ids = set()
+    for i, rc in enumerate(raw_cases):
+        f = f"{where}: cases[{i}]"
+        if not isinstance(rc, dict) or "scenario" not in rc:
+            raise SuiteError(f"{f}: expected a mapping with 'scenario'")
+        bad = set(rc) - set(CASE_OPTION_KEYS) - {"scenario", "id"}
+        if bad:
+            raise SuiteError(f"{f}: unknown keys {sorted(bad)}")
+        scen = rc["scenario"]
+        if scen not in SCENARIOS:
+            raise SuiteError(f"{f}.scenario: unknown {scen!r} (expected one of "
+                             f"{sorted(SCENARIOS)})")
+        opts = {k: rc.get(k, defaults[k]) for k in CASE_OPTION_KEYS}
+        cid = str(rc.get("id", scen))
+        if cid in ids:
+            raise SuiteError(f"{f}.id: duplicate case id {cid!r}")
+        ids.add(cid)
+        dur = opts["duration_s"]
+        if not isinstance(dur, (int, float)) or not 0 < float(dur) <= MAX_DURATION_S:
+            raise SuiteError(f"{f}.duration_s: {dur!r} outside (0, {MAX_DURATION_S}]")
+        dens = opts["density"]
+        if not isinstance(dens, (int, float)) or not 0 <= float(dens) <= MAX_DENSITY:
+            raise SuiteError(f"{f}.density: {dens!r} outside [0, {MAX_DENSITY}]")
+        if opts["clutter"] not in CLUTTER_LEVELS:
+            raise SuiteError(f"{f}.clutter: {opts['clutter']!r} not one of {list(CLUTTER_LEVELS)}")
+        if not isinstance(opts["faults"], dict):
+            raise SuiteError(f"{f}.faults: expected a mapping")
+        if not isinstance(opts["obstacles"], list):
+            raise SuiteError(f"{f}.obstacles: expected a list")
+        goal = opts["route_goal_m"]
+        if goal is not None and (isinstance(goal, bool) or not isinstance(goal, (int, float))
+                                 or not goal > 0):
+            raise SuiteError(f"{f}.route_goal_m: {goal!r} must be a positive number of metres")
+        cases.append(Case(cid, scen, float(dur), float(dens), str(opts["clutter"]),
+                          dict(opts["faults"]), list(opts["obstacles"]),
+                          None if goal is None else float(goal)))
+    return Suite(name, str(data.get("description", "")), seed_list.seeds, configs,
+                 tuple(cases), graphs, source, seed_list.spec)
+
+
+def plan_episodes(suite: Suite, out_dir: str | os.PathLike) -> list[EpisodeSpec]:
+    """Every episode of the suite, in a fixed order (case, seed, configuration)."""
+    root = repo_root()
+    specs = []
+    for case in suite.cases:
+        for seed in suite.seeds:
+            for cfg in suite.configurations:
+                graph = Path(suite.graphs[cfg])
+                if not graph.is_absolute():
+                    graph = root / graph
+                specs.append(EpisodeSpec(
+                    suite=suite.name, case_id=case.id, scenario=case.scenario, seed=int(seed),
+                    configuration=cfg, duration_s=case.duration_s, density=case.density,
+                    clutter=case.clutter, faults=json.loads(json.dumps(case.faults)),
+                    obstacles=json.loads(json.dumps(case.obstacles)), graph=str(graph),
+                    out_dir=str(out_dir), route_goal_m=case.route_goal_m))
+    return specs
