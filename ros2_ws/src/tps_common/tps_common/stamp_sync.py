@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from tps_common.geometry import wrap_angle
+
 __all__ = [
     "STAMP_EPSILON_S",
     "Dropped",
@@ -163,7 +165,7 @@ class PoseHistory:
         if 0 < i < len(history):
             a, b = history[i - 1], history[i]
             w = (stamp_s - a.stamp_s) / (b.stamp_s - a.stamp_s)
-            dyaw = math.atan2(math.sin(b.yaw - a.yaw), math.cos(b.yaw - a.yaw))
+            dyaw = wrap_angle(b.yaw - a.yaw, include_pi=True)
             return EgoPose(stamp_s, a.x + w * (b.x - a.x), a.y + w * (b.y - a.y), a.yaw + w * dyaw,
                            a.speed_mps + w * (b.speed_mps - a.speed_mps)), PoseKind.INTERPOLATED
         nearest = history[min(i, len(history) - 1)] if history else None

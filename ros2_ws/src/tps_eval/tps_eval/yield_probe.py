@@ -16,6 +16,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+from tps_common.geometry import wrap_angle
 
 from tps_eval.expert_check import WorldEpisodeRecorder
 from tps_eval.metrics import collision_events
@@ -41,7 +42,7 @@ def follow_route(world: SimWorld, state, cruise_mps: float = CRUISE_MPS) -> EgoC
     ex, ey, yaw = state.ego.center[0], state.ego.center[1], state.ego.yaw
     tx, ty, _ = pose_on_route(world.route, state.route_progress_m + LOOKAHEAD_M, 0.0)
     alpha = math.atan2(ty - ey, tx - ex) - yaw
-    alpha = math.atan2(math.sin(alpha), math.cos(alpha))
+    alpha = wrap_angle(alpha, include_pi=True)
     p = world.ego_params
     delta = math.atan2(2.0 * p.wheelbase_m * math.sin(alpha), math.hypot(tx - ex, ty - ey))
     steer = float(np.clip(-delta / p.max_wheel_angle_rad, -1.0, 1.0))  # + steer = right

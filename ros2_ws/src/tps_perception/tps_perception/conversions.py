@@ -6,6 +6,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
+from tps_common.geometry import wrap_angle
 from tps_msgs.msg import DetectedAgent, DetectedAgents
 
 from tps_perception.postprocess import Detections
@@ -50,7 +51,7 @@ def detections_to_msg(header_stamp: Time, frame_id: str, det: Detections, ids: n
         a.class_id = int(det.labels[k])
         a.score = float(det.scores[k])
         a.center.x, a.center.y, a.center.z = float(b[0]), float(b[1]), float(b[2])
-        a.yaw = float(np.arctan2(np.sin(b[6]), np.cos(b[6])))
+        a.yaw = float(wrap_angle(float(b[6]), include_pi=True))
         a.size.x, a.size.y, a.size.z = float(b[3]), float(b[4]), float(b[5])
         a.velocity.x, a.velocity.y = float(velocities[k, 0]), float(velocities[k, 1])
         agents.append(a)

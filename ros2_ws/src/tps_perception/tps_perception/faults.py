@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tps_common.geometry import wrap_angle
 
 from tps_perception.postprocess import Detections
 
@@ -105,7 +106,7 @@ class FaultInjector:
             boxes[:, :2] += self.rng.normal(0.0, p.position_noise_m, size=(len(boxes), 2)).astype(np.float32)
         if p.heading_noise_rad > 0 and len(boxes):
             yaw = boxes[:, 6] + self.rng.normal(0.0, p.heading_noise_rad, size=len(boxes))
-            boxes[:, 6] = np.arctan2(np.sin(yaw), np.cos(yaw))
+            boxes[:, 6] = wrap_angle(yaw, include_pi=True)
         n_ph = int(self.rng.poisson(p.phantom_rate)) if p.phantom_rate > 0 else 0
         if n_ph:
             r = p.phantom_range_m * np.sqrt(self.rng.random(n_ph))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from tps_common.geometry import to_global, to_local
+from tps_common.geometry import to_global, to_local, wrap_angle
 
 from tps_perception.postprocess import Detections
 
@@ -78,7 +78,7 @@ def align_headings(yaw: np.ndarray, velocities: np.ndarray, min_speed_mps: float
     moving = np.hypot(v[:, 0], v[:, 1]) >= min_speed_mps
     backwards = moving & (np.cos(yaw - np.arctan2(v[:, 1], v[:, 0])) < 0.0)
     out = np.where(backwards, yaw + np.pi, yaw)
-    return np.arctan2(np.sin(out), np.cos(out)).astype(np.float32)
+    return wrap_angle(np.asarray(out), include_pi=True).astype(np.float32)
 
 
 @dataclass
