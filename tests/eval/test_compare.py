@@ -35,3 +35,13 @@ def test_a_changed_metric_and_a_missing_episode_are_reported(tmp_path, capsys):
     assert "highway-s9000-stack" in out and "pdm_score" in out and "highway-s9001-stack" in out
     diffs = compare.compare_runs(compare.load_run(a), compare.load_run(b), rel_tol=1e-9)
     assert [d.key for d in diffs] == ["episode"]
+
+
+def test_a_metric_only_one_run_reports_is_listed_not_a_difference(tmp_path, capsys):
+    ra, rb = _run(0.9, 20.0), _run(0.9, 20.0)
+    rb["episodes"][0]["metrics"]["tlc"] = 1.0
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(ra))
+    b.write_text(json.dumps(rb))
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "['tlc']" in capsys.readouterr().out

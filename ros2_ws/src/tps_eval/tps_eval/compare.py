@@ -48,10 +48,17 @@ def _equal(a, b, rel_tol: float) -> bool:
     return a == b
 
 
+def metric_keys(run: dict[str, dict]) -> set[str]:
+    """Every metric key any episode of a run reports."""
+    return {k for r in run.values() for k in (r.get("metrics") or {})}
+
+
 def compare_runs(a: dict[str, dict], b: dict[str, dict], rel_tol: float = 0.0) -> list[Difference]:
     """Every deterministic difference between two runs: episodes present in only one run, status,
-    and each metric (``rel_tol`` 0 = exact)."""
+    and each metric both runs report (``rel_tol`` 0 = exact). A metric only one run knows (a
+    metric added since) is not a difference in behaviour: :func:`metric_keys` lists them."""
     diffs: list[Difference] = []
+    shared = metric_keys(a) & metric_keys(b)
     for key in sorted(set(a) | set(b)):
         ra, rb = a.get(key), b.get(key)
         if ra is None or rb is None:
@@ -60,7 +67,7 @@ def compare_runs(a: dict[str, dict], b: dict[str, dict], rel_tol: float = 0.0) -
         if ra["status"] != rb["status"]:
             diffs.append(Difference(key, "status", ra["status"], rb["status"]))
         ma, mb = ra.get("metrics") or {}, rb.get("metrics") or {}
-        for m in sorted((set(ma) | set(mb)) - NOT_COMPARED):
+        for m in sorted(((set(ma) | set(mb)) & shared) - NOT_COMPARED):
             if not _equal(ma.get(m), mb.get(m), rel_tol):
                 diffs.append(Difference(key, m, ma.get(m), mb.get(m)))
     return diffs
@@ -74,6 +81,10 @@ def run(args) -> int:
     print(f"{common} episodes in both runs ({len(a)} in {args.a}, {len(b)} in {args.b}); "
           f"{len({d.episode for d in diffs})} differ, {len(diffs)} differences"
           + (f" (rel_tol {args.rel_tol})" if args.rel_tol else " (exact)"))
+    only_a, only_b = sorted(metric_keys(a) - metric_keys(b)), sorted(metric_keys(b) - metric_keys(a))
+    if only_a or only_b:
+        print(f"metrics not compared (reported by one run only): {args.a}: {only_a or 'none'}; "
+              f"{args.b}: {only_b or 'none'}")
     for d in diffs:
         print(f"  {d.episode:40s} {d.key:28s} {str(d.a)[:60]:>30s} -> {str(d.b)[:60]}")
     return 1 if diffs else 0
