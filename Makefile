@@ -12,7 +12,7 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE :=
 # Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
 PYTEST_ARGS ?=
 
-.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector clean distclean
+.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer export-all gpu-check lint-docker clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -58,6 +58,28 @@ export-detector: setup  ## ONNX + ORT INT8 (+ TensorRT where a GPU exists), pari
 
 eval-detector: setup  ## detection AP on the held-out test split
 	@$(PY) -m tps_eval.cli detector --split test
+
+# The shipped tokenizers' command (models/manifest.yaml); TRAIN_ARGS=--ship replaces them. The
+# detector stays frozen (its weights are hashed before and after; training fails if they change).
+train-tokenizer: setup  ## train the agent tokenizer + its untargeted ablation (fixed seed, <= 45 min on 2 cores; needs make dataset)
+	@$(PY) -m training.tokenizer --episode-stride 2 --epochs 30 --time-budget-min 15 $(TRAIN_ARGS)
+
+export-tokenizer: setup  ## features output on the detector graphs, tokenizer ONNX + ORT INT8 (+ TensorRT), parity
+	@$(PY) -m export.tokenizer
+
+eval-tokenizer: setup  ## tokenizer metrics on the held-out test split, targeted vs untargeted side by side
+	@$(PY) -m tps_eval.cli tokenizer --split test
+
+# Every model, every format this machine can build, staged under build/export/ (models/ untouched).
+EXPORT_ARGS ?=
+export-all: setup  ## every model: ONNX + ORT INT8 (+ TensorRT / torch-CUDA on a GPU), parity + latency, staged
+	@$(PY) -m export all $(EXPORT_ARGS)
+
+gpu-check: setup  ## on an NVIDIA machine: engines, parity and latency in one table; says so and exits 0 without a GPU
+	@bash benchmarks/gpu_check.sh
+
+lint-docker: setup  ## hadolint on docker/Dockerfile.* (also run by the tests)
+	@$(VENV)/bin/hadolint --config docker/hadolint.yaml docker/Dockerfile.x86 docker/Dockerfile.jetson docker/Dockerfile.sim
 
 clean:  ## remove build outputs (keeps .venv)
 	rm -rf build log ros2_ws/build ros2_ws/install ros2_ws/log

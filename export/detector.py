@@ -14,7 +14,8 @@ TensorRT INT8      :func:`build_engine` (``int8`` + calib.     ``detector_int8.e
 =================  ==========================================  ===========================
 
 The BEV scatter is numpy preprocessing, so the graph is static-shape ``bev`` (1, C, H, W) ->
-``heatmap``, ``regression``. Then a parity check per format: max/mean abs error of the head
+``heatmap``, ``regression`` (+ ``features``, the head input the agent tokenizer samples, added by
+``export.tokenizer.add_feature_output`` after export and quantisation). Then a parity check per format: max/mean abs error of the head
 outputs vs torch on VAL-split frames and the AP difference on those frames
 (``parity.json`` + ``parity.md``). TensorRT runs only where ``tensorrt`` and a GPU exist; elsewhere
 its rows say why they were skipped.
@@ -146,13 +147,15 @@ def quantize_int8(onnx_path: Path, out_path: Path, calib_bev: list[np.ndarray], 
 
 
 def build_engine(onnx_path: Path, precision: str, engine_path: Path, calib_bev: list[np.ndarray] | None = None,
-                 cache_path: Path | None = None, workspace_mib: int = 1024) -> Path:
+                 cache_path: Path | None = None, workspace_mib: int = 1024,
+                 profiles: dict[str, tuple[tuple[int, ...], ...]] | None = None) -> Path:
     """Build a TensorRT engine (FP16, or INT8 with an entropy calibrator and a calibration cache).
 
     Validates arguments first (precision one of fp16/int8; INT8 needs calibration data or an
     existing cache), then imports tensorrt (raises RuntimeError saying what is missing). Writes
     ``<engine>.json`` next to the engine: sha256 of the ONNX, TensorRT version, GPU, precision.
-    A stale engine (ONNX sha256 differs) is rebuilt, never reused.
+    A stale engine (ONNX sha256 differs) is rebuilt, never reused. ``profiles`` (input name ->
+    (min, opt, max) shapes) is the optimisation profile of a graph with dynamic inputs.
     """
     if precision not in TRT_PRECISIONS:
         raise ValueError(f"precision must be one of {TRT_PRECISIONS} (INT8 excludes FP16), got {precision!r}")
@@ -182,6 +185,11 @@ def build_engine(onnx_path: Path, precision: str, engine_path: Path, calib_bev: 
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    if profiles:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in profiles.items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
     if precision == "fp16":
         config.set_flag(trt.BuilderFlag.FP16)
     else:
@@ -316,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
     calib_bev = [points_to_bev(f.points, grid) for f in calib]
     int8_path = quantize_int8(onnx_path, model_dir / "detector_int8.onnx", calib_bev)
     print(f"ORT INT8 QDQ: {int8_path} ({len(calib_bev)} TRAIN calibration frames)")
+    # The agent tokenizer reads the head input: expose it as a third output `features` on both
+    # graphs (graph surgery after export and quantisation; heatmap/regression unchanged).
+    from export.tokenizer import add_feature_output
+
+    out = grid.size // model.cfg.out_stride
+    for path in (onnx_path, int8_path):
+        add_feature_output(path, path, (1, model.cfg.head, out, out))
     trt_rows = {}
     for prec in TRT_PRECISIONS:
         name = f"tensorrt-{prec}"

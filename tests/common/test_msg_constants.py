@@ -28,13 +28,26 @@ MIRRORS = [
       for n in ("CAR", "TRUCK", "BUS", "PEDESTRIAN", "CYCLIST")],
     *[("tps_perception.head_layout", f"CLASS_IDS[{i}]", "DetectedAgent", f"CLASS_{n}")
       for i, n in enumerate(("CAR", "TRUCK", "BUS", "PEDESTRIAN", "CYCLIST"))],
+    *[(module, f"CONTROL_{n}", "MapStopLine", f"CONTROL_{n}")
+      for module in ("tps_planner.lane_map", "tps_sim.map_knowledge")
+      for n in ("NONE", "YIELD", "STOP", "TRAFFIC_LIGHT")],
+    # Traffic-light states: tps_msgs/TrafficLightState and carla-ros-bridge's
+    # CarlaTrafficLightStatus share the values the cores use.
+    *[("tps_common.traffic_lights", n, msg, n) for n in ("RED", "YELLOW", "GREEN", "OFF", "UNKNOWN")
+      for msg in ("TrafficLightState", "carla_msgs/CarlaTrafficLightStatus")],
+    *[("tps_perception.traffic_light_reader", f"REASON_{n}", "TrafficLightState", f"REASON_{n}")
+      for n in ("NONE", "OUT_OF_VIEW", "OUT_OF_RANGE", "TOO_SMALL", "NOT_FACING", "UNREADABLE",
+                "NO_CALIBRATION")],
 ]
 
 
 def msg_constants(name: str) -> dict[str, int]:
-    """NAME -> value of the integer constants declared in ``tps_msgs/msg/<name>.msg``."""
+    """NAME -> value of the integer constants declared in ``tps_msgs/msg/<name>.msg`` (or
+    ``<package>/msg/<Name>.msg`` for ``name`` = ``<package>/<Name>``)."""
     out = {}
-    for line in (MSG_DIR / f"{name}.msg").read_text().splitlines():
+    path = (MSG_DIR / f"{name}.msg" if "/" not in name
+            else MSG_DIR.parents[1] / name.split("/")[0] / "msg" / f"{name.split('/')[1]}.msg")
+    for line in path.read_text().splitlines():
         m = CONSTANT.match(line)
         if m:
             out[m.group(2)] = int(m.group(3))

@@ -58,3 +58,24 @@ def test_gif_has_one_frame_per_step(tmp_path):
         gif.seek(FRAMES - 1)
         last = np.asarray(gif.convert("RGB"))
     assert not np.array_equal(first, last)  # the scene moves
+
+
+def test_traffic_lights_drawn_in_their_state_colour(tmp_path):
+    scene, frames = synthetic_scene()
+    lines = np.array([[[40.0, -3.5], [40.0, 0.0]], [[40.0, 0.0], [40.0, 3.5]]])
+    lit = bev.BevScene(scene.drivable_polygons, scene.marking_polylines, scene.route, scene.statics,
+                       title="lights", light_stop_lines=lines,
+                       light_heads_xy=np.array([[70.0, -1.75], [70.0, 1.75]]))
+
+    def colours_in(states) -> set:
+        frame = bev.BevFrame(frames[3].ego_pose, frames[3].agents, light_states=np.array(states))
+        img = np.asarray(Image.open(bev.render_frame_png(lit, frame, tmp_path / "l.png")).convert("RGB"))
+        found = set()
+        for state, hex_colour in bev.LIGHT_COLOURS.items():
+            rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+            if (np.abs(img.astype(int) - rgb).max(axis=-1) <= 10).any():
+                found.add(state)
+        return found
+
+    assert {0, 2} <= colours_in([0, 2]) and 1 not in colours_in([0, 2])
+    assert 1 in colours_in([1, 1])

@@ -225,3 +225,61 @@ def test_trace_validation_names_the_field():
         m.EpisodeTrace(DT_S, np.zeros((3, 2)), np.zeros(3), np.zeros(3), 4.6, 1.9,
                        [m.ObjectFrame.empty()] * 2, m.ObjectFrame.empty(), np.zeros((2, 2)),
                        [()] * 3)
+
+
+# --- traffic lights (TLC, red-light violations) --------------------------------------------------------
+def light_trace(states_of_step, stop_x: float = 30.0, lateral: float = 0.0, lane_yaw: float = 0.0,
+                speed_mps: float = 10.0, steps: int = 60) -> m.EpisodeTrace:
+    """The straight trace with one stop line at ``stop_x`` (the front bumper reaches it at
+    t = (stop_x - 2.3) / v); ``states_of_step(k)`` is the light's state."""
+    base = straight_trace(speed_mps=speed_mps, steps=steps)
+    lights = m.LightTrace([5], [[stop_x, lateral]], [lane_yaw], [3.2],
+                          np.array([[states_of_step(k)] for k in range(steps)], np.uint8))
+    return m.EpisodeTrace(**{**base.__dict__, "lights": lights})
+
+
+def crossing_step(stop_x: float = 30.0, speed_mps: float = 10.0) -> int:
+    return int(np.ceil((stop_x - EGO_LENGTH_M / 2) / (speed_mps * DT_S) - 1e-9))
+
+
+def test_crossing_on_red_is_a_violation_and_zeroes_tlc():
+    k = crossing_step()
+    res = m.evaluate_episode(light_trace(lambda s: 0 if s >= k else 2), reference_progress_m=50.0)
+    assert res.stop_line_crossings == 1 and res.red_light_violations == 1 and res.tlc == 0.0
+    assert res.stop_line_events == [{"step": k, "light_id": 5, "state": 0, "violation": True}]
+    assert res.pdm_score > 0 and res.pdm_score_tlc == 0.0
+
+
+@pytest.mark.parametrize("state", [1, 2, 3, 4])
+def test_crossing_on_yellow_green_off_or_unknown_is_compliant(state):
+    res = m.evaluate_episode(light_trace(lambda s: state), reference_progress_m=50.0)
+    assert (res.stop_line_crossings, res.red_light_violations, res.tlc) == (1, 0, 1.0)
+    assert res.pdm_score_tlc == pytest.approx(res.pdm_score)
+
+
+def test_red_turning_green_just_before_the_crossing_is_compliant():
+    k = crossing_step()
+    res = m.evaluate_episode(light_trace(lambda s: 0 if s < k else 2))
+    assert res.red_light_violations == 0 and res.tlc == 1.0 and res.pdm_score_tlc is None
+
+
+def test_lines_of_other_lanes_and_directions_do_not_count():
+    beside = m.evaluate_episode(light_trace(lambda s: 0, lateral=3.2))      # the next lane
+    against = m.evaluate_episode(light_trace(lambda s: 0, lane_yaw=np.pi))  # the opposite direction
+    assert beside.stop_line_crossings == against.stop_line_crossings == 0 and beside.tlc == 1.0
+    # stopping on the line (never reaching it) is not a crossing
+    stopped = straight_trace(speed_mps=0.0, steps=20)
+    lights = m.LightTrace([5], [[2.3, 0.0]], [0.0], [3.2], np.zeros((20, 1), np.uint8))
+    assert m.stop_line_crossings(m.EpisodeTrace(**{**stopped.__dict__, "lights": lights})) == []
+
+
+def test_aggregate_and_reference_carry_tlc():
+    k = crossing_step()
+    red = m.evaluate_episode(light_trace(lambda s: 0 if s >= k else 2)).to_dict()
+    green = m.evaluate_episode(light_trace(lambda s: 2)).to_dict()
+    red, green = m.with_reference(red, 50.0), m.with_reference(green, 50.0)
+    assert red["pdm_score_tlc"] == 0.0 and green["pdm_score_tlc"] == pytest.approx(green["pdm_score"])
+    agg = m.aggregate([red, green])
+    assert agg["red_light_violations"] == 1 and agg["tlc"] == 0.5
+    assert agg["red_light_episode_rate"] == 0.5 and agg["stop_line_crossings"] == 2
+    assert agg["pdm_score_tlc"] == pytest.approx(green["pdm_score"] / 2)

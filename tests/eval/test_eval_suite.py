@@ -9,7 +9,7 @@ from tps_eval import report as R
 from tps_eval import runner
 from tps_eval.suite import SuiteError, load_suite, parse_suite, plan_episodes
 
-SCENARIO_FAMILIES = 9
+SCENARIO_FAMILIES = 10   # 9 families + the dense-cycle traffic lights (issue 12)
 DEFAULT_MIN_EPISODES = 40
 
 
@@ -32,7 +32,9 @@ def test_shipped_suites_cover_every_scenario_on_test_seeds():
     for suite in (default, smoke):
         assert {c.scenario for c in suite.cases} == set(SCENARIOS)
         assert all(splits.split_of(s) == "test" for s in suite.seeds)
-        assert set(suite.configurations) == {"stack", "expert", "naive"}
+    # the fallback alone is measured beside the stack (issue 13); the smoke demo stays short
+    assert set(default.configurations) == {"stack", "fallback", "expert", "naive"}
+    assert set(smoke.configurations) == {"stack", "expert", "naive"}
     assert len(SCENARIOS) == SCENARIO_FAMILIES
     assert len(default.cases) * len(default.seeds) >= DEFAULT_MIN_EPISODES
     assert len(smoke.seeds) == 1
@@ -52,8 +54,17 @@ def test_bad_suites_name_the_field(tmp_path):
         parse_suite(dict(base, configurations=["stack", "genius"]))
     with pytest.raises(SuiteError, match="no file"):
         load_suite("no_such_suite")
-    # expert is added when stack/naive need it for EP
+    # expert is added when stack/fallback/naive need it for EP
     assert "expert" in parse_suite(dict(base, configurations=["stack"])).configurations
+    assert parse_suite(dict(base, configurations=["fallback"])).configurations == ("fallback", "expert")
+    # --configurations overrides the file's list
+    only = load_suite("default", "1000:1001", "fallback,naive")
+    assert only.configurations == ("fallback", "naive", "expert")
+    assert [s.configuration for s in plan_episodes(only, tmp_path)][:3] == ["fallback", "naive", "expert"]
+    assert all(s.graph.endswith("config/graph/sim_fallback.yaml") for s in plan_episodes(only, tmp_path)
+               if s.configuration == "fallback")
+    with pytest.raises(SuiteError, match="configurations"):
+        load_suite("default", None, "fallback,oracle")
     specs = plan_episodes(parse_suite(dict(base, seeds="0:2")), tmp_path)
     assert [s.key for s in specs] == ["highway-s0-stack", "highway-s0-expert", "highway-s0-naive",
                                      "highway-s1-stack", "highway-s1-expert", "highway-s1-naive"]
@@ -76,7 +87,8 @@ def _result(cfg: str, seed: int, progress: float, faults: int = 0, status: str =
 def test_finalize_scores_against_the_expert_and_counts_errors(tmp_path):
     results = [_result("expert", 0, 200.0), _result("stack", 0, 100.0),
                _result("naive", 0, 150.0, faults=1), _result("expert", 1, 3.0),
-               _result("stack", 1, 1.0), _result("naive", 1, 0.0, status="error")]
+               _result("stack", 1, 1.0), _result("naive", 1, 0.0, status="error"),
+               _result("fallback", 0, 180.0), _result("fallback", 1, 2.0)]
     final = runner.finalize(list(reversed(results)))  # order of completion must not matter
     assert final == runner.finalize(results)
     by_key = {(r["spec"]["configuration"], r["spec"]["seed"]): r for r in final["episodes"]}
@@ -93,4 +105,10 @@ def test_finalize_scores_against_the_expert_and_counts_errors(tmp_path):
     text = open(paths["report"]).read()
     assert "highway-s1-naive" in text and "boom" in text
     summary = json.loads(open(paths["summary"]).read())
-    assert set(summary) >= {"stack", "expert", "naive", "episodes", "run"}
+    assert set(summary) >= {"stack", "fallback", "expert", "naive", "episodes", "run"}
+    # the keys the monitor issue's checks read, per configuration
+    for cfg in ("stack", "fallback", "naive", "expert"):
+        assert {"collision_rate", "route_completion", "pdm_score", "fallback_share"} <= set(summary[cfg])
+    assert summary["fallback"]["pdm_score"] == pytest.approx(((5 + 4.5 + 2) / 12 + 1.0) / 2)
+    assert [row["configuration"] for row in R.aggregate_rows(final)] == ["stack", "fallback", "naive",
+                                                                         "expert"]

@@ -67,7 +67,7 @@ OPTIONAL = {
 }
 # Run-time dependencies that are not Python imports (console scripts started by a launcher).
 NOT_IMPORTED = {
-    "tps_bringup": set(),
+    "tps_bringup": {"tf2_ros", "ros2bag"},  # started by launch/carla.launch.py and launch/replay.launch.py
 }
 
 

@@ -29,7 +29,16 @@ CARLA_FIELDS = {
         "header": "std_msgs/Header", "velocity": "float", "acceleration": "geometry_msgs/Accel",
         "orientation": "geometry_msgs/Quaternion", "control": "carla_msgs/CarlaEgoVehicleControl",
     },
+    "CarlaBoundingBox": {"center": "geometry_msgs/Vector3", "size": "geometry_msgs/Vector3"},
+    "CarlaTrafficLightInfo": {
+        "id": "uint32", "transform": "geometry_msgs/Pose", "trigger_volume": "carla_msgs/CarlaBoundingBox",
+    },
+    "CarlaTrafficLightInfoList": {"traffic_lights": "sequence<carla_msgs/CarlaTrafficLightInfo>"},
+    "CarlaTrafficLightStatus": {"id": "uint32", "state": "uint8"},
+    "CarlaTrafficLightStatusList": {"traffic_lights": "sequence<carla_msgs/CarlaTrafficLightStatus>"},
 }  # fmt: skip
+# carla-ros-bridge's constants (CarlaTrafficLightStatus), name and value.
+CARLA_CONSTANTS = {"CarlaTrafficLightStatus": {"RED": 0, "YELLOW": 1, "GREEN": 2, "OFF": 3, "UNKNOWN": 4}}
 
 
 def _all_types() -> dict[str, type]:
@@ -50,6 +59,13 @@ def test_carla_msgs_fields_match_carla_ros_bridge():
     for name, fields in CARLA_FIELDS.items():
         actual = classes[name].get_fields_and_field_types()
         assert list(actual.items()) == list(fields.items()), name  # names, types and order
+
+
+def test_carla_msgs_constants_match_carla_ros_bridge():
+    classes = message_classes("carla_msgs")
+    for name, constants in CARLA_CONSTANTS.items():
+        for const, value in constants.items():
+            assert getattr(classes[name], const) == value, f"{name}.{const}"
 
 
 def test_generated_messages_fill_every_field():

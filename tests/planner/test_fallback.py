@@ -200,7 +200,7 @@ def test_new_obstacle_at_the_bumper_gets_one_comfort_frame():
         assert res.trajectory.accel_mps2[0] >= -p.comfort_decel_mps2 - 1e-9, k
     assert res.obstacle.speed_mps == pytest.approx(10.0, abs=1.0)
     # Without the one-frame grace the same first frame is an emergency stop.
-    fb = FallbackPlanner(FallbackParams(new_track_near_gap_m=0.0))
+    fb = FallbackPlanner(FallbackParams(new_track_comfort_frames=0))
     fb.set_route(straight_route())
     res = fb.update(lidar_scan((0.0, 0.0, 0.0), [(5.0, 1.8, 0.0, *CAR)]), 0.0, EgoPose(0.0, 0.0, 0.0, 0.0, 10.0))
     assert res.trajectory.accel_mps2[0] < -p.comfort_decel_mps2

@@ -6,7 +6,7 @@ import pytest
 import rclpy
 from carla_msgs.msg import CarlaEgoVehicleControl
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import Point, PoseStamped
 from nav_msgs.msg import Odometry, Path
 from planner_helpers import constant_speed_trajectory, lidar_scan, straight_route
 from ros_harness import STARTUP_TIMEOUT_S, spin_until, start_node, stop
@@ -15,7 +15,7 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from tps_common.qos import CLOCK_QOS, LATCHED_QOS, RELIABLE_SENSOR_QOS, TRAJECTORY_QOS
 from tps_inference.conversions import xyzi_to_pointcloud2
-from tps_msgs.msg import PlannedTrajectory
+from tps_msgs.msg import LaneMap, MapLane, PlannedTrajectory
 from tps_planner import conversions as conv
 from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_MINIMAL_RISK
 from visualization_msgs.msg import MarkerArray
@@ -47,6 +47,16 @@ def _odometry(t: float, x: float, v: float) -> Odometry:
     msg.pose.pose.orientation.w = 1.0
     msg.twist.twist.linear.x = v
     return msg
+
+
+def _lane_map(speed_mps: float) -> LaneMap:
+    """Two lanes along the straight route (y = 0) and left of it (y = 3.5), the route in the first."""
+    def lane(lane_id, y, **kw):
+        return MapLane(id=lane_id, centerline=[Point(x=-60.0, y=y), Point(x=400.0, y=y)], width_m=3.5,
+                       speed_limit_mps=speed_mps, **kw)
+    return LaneMap(header=Header(frame_id="map"), route_lane_ids=["ego"],
+                   lanes=[lane("ego", 0.0, left_id="left", can_change_left=True),
+                          lane("left", 3.5, right_id="ego", can_change_right=True)])
 
 
 def _statuses(inbox: Inbox, name: str) -> list[DiagnosticStatus]:
@@ -105,14 +115,16 @@ def test_controller_node_proof_of_life(test_node, tmp_path):
 
 def test_fallback_node_proof_of_life(test_node, tmp_path):
     remaps = {"~/input/points": "/t/points", "~/input/odometry": "/t/odom", "~/input/route": "/t/route",
-              "~/input/monitor_status": "/t/monitor", "~/output/trajectory": "/t/fb_traj",
-              "~/output/markers": "/t/markers"}
-    proc = start_node("fallback_node", "fallback", remaps, {"use_sim_time": True}, tmp_path)
+              "~/input/lane_map": "/t/lane_map", "~/input/monitor_status": "/t/monitor",
+              "~/output/trajectory": "/t/fb_traj", "~/output/markers": "/t/markers"}
+    proc = start_node("fallback_node", "fallback", remaps, {"use_sim_time": True, "require_lane_map": True},
+                      tmp_path)
     try:
         pub_clock = test_node.create_publisher(Clock, "/clock", CLOCK_QOS)
         pub_points = test_node.create_publisher(PointCloud2, "/t/points", RELIABLE_SENSOR_QOS)
         pub_odom = test_node.create_publisher(Odometry, "/t/odom", RELIABLE_SENSOR_QOS)
         pub_route = test_node.create_publisher(Path, "/t/route", LATCHED_QOS)
+        pub_map = test_node.create_publisher(LaneMap, "/t/lane_map", LATCHED_QOS)
         trajs = Inbox(test_node, PlannedTrajectory, "/t/fb_traj", TRAJECTORY_QOS)
         markers = Inbox(test_node, MarkerArray, "/t/markers", 5)
         diags = Inbox(test_node, DiagnosticArray, "/diagnostics", 10)
@@ -137,6 +149,14 @@ def test_fallback_node_proof_of_life(test_node, tmp_path):
         def got(t):
             return lambda: any(abs(conv.time_to_seconds(m.header.stamp) - t) < 1e-6 for m in trajs.msgs)
 
+        # As in the closed loop (shipped parameters) it waits for the lane map: no plan without it.
+        def no_map_error():
+            return any(s.level == DiagnosticStatus.ERROR and "lane map" in s.message
+                       for s in _statuses(diags, "fallback: planning"))
+
+        assert spin_until(test_node, no_map_error, STARTUP_TIMEOUT_S, action=send(0.9, xyzi))
+        assert not trajs.msgs
+        pub_map.publish(_lane_map(speed_mps=15.0))
         assert spin_until(test_node, got(1.0), STARTUP_TIMEOUT_S, action=send(1.0, xyzi)), "no fallback trajectory"
         out = [m for m in trajs.msgs if abs(conv.time_to_seconds(m.header.stamp) - 1.0) < 1e-6][-1]
         assert out.header.frame_id == "map" and out.source == SOURCE_FALLBACK
@@ -148,6 +168,7 @@ def test_fallback_node_proof_of_life(test_node, tmp_path):
         planning = _statuses(diags, "fallback: planning")
         keys = {kv.key: kv.value for kv in planning[-1].values}
         assert float(keys["nearest_obstacle_m"]) == pytest.approx(20.0 - 0.4 - 2.3, abs=0.5)
+        assert keys["lane_state"] == "lane" and keys["lane_id"] == "ego"
         assert int(keys["point_count"]) == len(xyzi)
         # A NaN-laden cloud: ERROR and a minimal-risk stop, the node keeps running.
         nan_pts = xyzi.copy()

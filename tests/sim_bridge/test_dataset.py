@@ -19,7 +19,8 @@ FRAMES = int(round(DURATION_S / 0.1)) // FRAME_STRIDE + 1
 KEYS = {"meta_json", "t_s", "points", "point_offsets", "image", "image_frame_idx", "gt_offsets",
         "gt_boxes", "gt_class", "gt_id", "gt_num_points", "gt_future", "gt_future_valid",
         "ego_pose", "ego_speed", "ego_accel", "ego_future", "ego_future_valid", "route",
-        "static_boxes"}
+        "static_boxes", "light_id", "light_head", "light_stop", "light_on_route", "light_state",
+        "light_stop_base"}
 POSE_TOL_M = 1e-3
 
 
@@ -146,3 +147,35 @@ def test_episode_arrays_equal_the_shard(shard):
     assert len(ep) == len(stored)
     np.testing.assert_array_equal(ep.points(1), stored.points(1))
     np.testing.assert_array_equal(ep.gt(1).boxes, stored.gt(1).boxes)
+
+
+def test_traffic_lights_and_downscaled_images(tmp_path):
+    """A signalised episode: every frame carries the heads' states and their stop lines in that
+    frame's base_link; images downscaled to the asked size with the matching K."""
+    from tps_common.traffic_lights import RED, YELLOW
+    from tps_sim.dataset import episode_arrays, scaled_camera_matrix
+    from tps_sim.sensors.camera import CameraModel
+
+    arrays = episode_arrays("signalised", SEED, duration_s=3.0, frame_stride=10, image_every=1,
+                            lidar_beams=8, lidar_azimuth_steps=256, image_size=(160, 90))
+    from tps_sim.dataset import Episode
+
+    ep = Episode(arrays)
+    assert ep.meta["image_size"] == [160, 90] and arrays["image"].shape == (len(ep), 90, 160, 3)
+    k = np.array(ep.meta["image_K"]).reshape(3, 3)
+    assert np.allclose(k, scaled_camera_matrix(CameraModel().intrinsics(), (640, 360), (160, 90)))
+    assert k[0, 0] == pytest.approx(80.0) and k[0, 2] == pytest.approx(79.625)
+    ids, states, lines = ep.lights(0)
+    assert ids.tolist() == list(range(1, 9)) and lines.shape == (8, 2, 2)
+    assert set(states.tolist()) <= {RED, YELLOW, 2} and arrays["light_on_route"].sum() == 1
+    # the stop line in base_link = the map line moved into the frame's ego pose
+    pose = ep.ego(0)[0]
+    stop = arrays["light_stop"][0]
+    c, s_ = np.cos(pose[2]), np.sin(pose[2])
+    rel = stop[:2] - pose[:2]
+    centre = np.array([c * rel[0] + s_ * rel[1], -s_ * rel[0] + c * rel[1]])
+    assert np.allclose(lines[0].mean(axis=0), centre, atol=1e-3)
+    assert np.linalg.norm(lines[0][1] - lines[0][0]) == pytest.approx(stop[3], abs=1e-3)
+    plain = episode_arrays(SCENARIO, SEED, duration_s=0.2, frame_stride=1, image_every=0,
+                           lidar_beams=8, lidar_azimuth_steps=256)
+    assert plain["light_id"].shape == (0,) and plain["light_state"].shape == (3, 0)

@@ -182,3 +182,69 @@ def test_reader_names_the_file(tmp_path):
     np.savez(tmp_path / "short.npz", **arrays)
     with pytest.raises(EpisodeLogError, match=r"short.npz: missing keys \['route'\]"):
         load_episode_log(tmp_path / "short.npz")
+
+
+# --- traffic lights (optional keys) ----------------------------------------------------------------
+@dataclass
+class _Head:
+    id: int
+    position: tuple
+    yaw: float
+    stop_xy: tuple
+    lane_yaw: float
+    stop_width_m: float
+
+
+@dataclass
+class _Lights:
+    heads: tuple
+    states: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+
+@dataclass
+class _LitScene:
+    statics: _Statics
+    lights: _Lights
+
+
+def make_light_log() -> EpisodeLog:
+    """Two heads; the scene (with the lights) at every step; the second head turns red at 2."""
+    heads = (_Head(1, (40.0, 0.0, 5.5), 3.14, (9.0, 0.0), 0.0, 3.2),
+             _Head(2, (40.0, 3.2, 5.5), 3.14, (9.0, 3.2), 0.0, 3.2))
+    log = EpisodeLog()
+    for k in range(STEPS):
+        state = _State(_Agent(0, 2.0 * k), (), (), 2.0 * k)
+        scene = _LitScene(_Statics(), _Lights(heads, np.array([2, 2 if k < 2 else 0], np.uint8)))
+        log.add(_Frame(k, 0.1 * k, 0.1 * k, state, scene, {"throttle": 0.0, "steer": 0.0,
+                                                          "brake": 0.0, "hand_brake": False,
+                                                          "reverse": False}, ()),
+                control_received=True, step_timeout=False, wall_time_s=float(k))
+    return log
+
+
+@pytest.mark.parametrize("suffix", ["npz", "json.gz"])
+def test_traffic_lights_round_trip(tmp_path, suffix):
+    back = load_episode_log(make_light_log().write(tmp_path / f"l.{suffix}", META, ROUTE))
+    assert back["light_id"].tolist() == [1, 2]
+    assert back["light_head"].shape == (2, 4) and back["light_head"][1].tolist() == [40.0, 3.2, 5.5, 3.14]
+    assert back["light_stop"][0].tolist() == [9.0, 0.0, 0.0, 3.2]
+    assert back["light_state"].dtype == np.uint8
+    assert back["light_state"].tolist() == [[2, 2], [2, 2], [2, 0], [2, 0]]
+
+
+def test_logs_without_lights_have_no_light_keys(tmp_path):
+    back = load_episode_log(make_log().write(tmp_path / "n.npz", META, ROUTE))
+    assert "light_id" not in back
+
+
+def test_light_keys_are_all_or_none_and_checked():
+    arrays = make_light_log().arrays(META, ROUTE)
+    partial = {k: v for k, v in arrays.items() if k != "light_stop"}
+    with pytest.raises(EpisodeLogError, match="all or none"):
+        log_from_arrays(partial, "x.npz")
+    bad = dict(arrays, light_state=arrays["light_state"][:2])
+    with pytest.raises(EpisodeLogError, match="light_state has shape"):
+        log_from_arrays(bad, "x.npz")

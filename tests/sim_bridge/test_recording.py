@@ -38,7 +38,9 @@ def expected_counts() -> dict:
     return {conv.TOPIC_CLOCK: STEPS, conv.TOPIC_LIDAR: STEPS, conv.TOPIC_ODOMETRY: STEPS,
             conv.TOPIC_STATUS: STEPS, conv.TOPIC_GROUND_TRUTH: STEPS, conv.TOPIC_IMAGE: n_img,
             conv.TOPIC_CAMERA_INFO: n_img, conv.TOPIC_ROUTE: 1, conv.TOPIC_INSTRUCTION: 1,
-            conv.TOPIC_TF: STEPS, conv.TOPIC_TF_STATIC: 1}
+            conv.TOPIC_LANE_MAP: 1,
+            conv.TOPIC_TF: STEPS, conv.TOPIC_TF_STATIC: 1, conv.TOPIC_LIGHT_STATUS: STEPS,
+            conv.TOPIC_LIGHT_INFO: 1}
 
 
 def test_rosbags_reads_back_custom_types(mcap_bag):
@@ -122,6 +124,37 @@ def test_type_hashes_equal_rosidl():
     from tps_sim.recording import rosidl_type_hash
 
     assert rosidl_type_hash("tps_msgs/msg/GroundTruth") is not None
+
+
+# RIHS01 type hashes of carla-ros-bridge's own carla_msgs (ros-carla-msgs), as rosidl generated
+# them into that package's C type-description sources (msg/detail/*__description.c); the hash
+# covers field names and types (not constants or comments) and those of nested types.
+UPSTREAM_CARLA_HASHES = {
+    "carla_msgs/msg/CarlaBoundingBox":
+        "RIHS01_64150a58baddf4ecdfd2adcc41b74bc2a7caaa1677545e971b47623ca1c31b63",
+    "carla_msgs/msg/CarlaTrafficLightInfo":
+        "RIHS01_c6bc358a736c0843889a6f65d8070f9891619a250fcc58ad51ffb9f87dd138b4",
+    "carla_msgs/msg/CarlaTrafficLightInfoList":
+        "RIHS01_9a13ecb7abe8b5b53c9dc5b7794981c90bd04b0556f8ab66cf26863ac600fde6",
+    "carla_msgs/msg/CarlaTrafficLightStatus":
+        "RIHS01_e4a58f6956c9d395f8aa8df33b6aa2765cb83c8522ec3e676196dc49485bf0b8",
+    "carla_msgs/msg/CarlaTrafficLightStatusList":
+        "RIHS01_07f3b9ec436d9925e8b55f229d420336a997e824911afdb299f2dd0f32a26268",
+}
+
+
+def test_carla_traffic_light_types_have_the_upstream_type_hashes():
+    """The workspace carla_msgs traffic-light types are field for field carla-ros-bridge's: the
+    hashes rosidl generated for them (and the ones rosbags computes from the .msg files) equal
+    upstream's."""
+    from tps_sim.recording import rosidl_type_hash
+
+    store = build_typestore()
+    for msgtype, upstream in UPSTREAM_CARLA_HASHES.items():
+        assert store.hash_rihs01(msgtype) == upstream, msgtype
+        assert rosidl_type_hash(msgtype) in (upstream, None), msgtype
+    assert rosidl_type_hash("carla_msgs/msg/CarlaTrafficLightStatusList") is not None, \
+        "carla_msgs is not built with the traffic-light types (bash scripts/setup.sh)"
 
 
 def test_tf2_msgs_copy_has_the_upstream_type_hash():

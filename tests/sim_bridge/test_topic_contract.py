@@ -1,6 +1,6 @@
 """The carla-ros-bridge topic contract over real DDS: expert mode (SUMO drives, no controller),
-every topic of docs/CONTRACTS.md arrives with its type, frame and stamp; route, instruction and
-/tf_static are latched for late subscribers; camera_info matches the image; /tf carries the
+every topic of docs/CONTRACTS.md arrives with its type, frame and stamp; route, instruction, the
+lane map and /tf_static are latched for late subscribers; camera_info matches the image; /tf carries the
 odometry's pose every step; the frame tree resolves the lidar and camera extrinsics."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 import rclpy
-from carla_msgs.msg import CarlaEgoVehicleStatus
+from carla_msgs.msg import CarlaEgoVehicleStatus, CarlaTrafficLightInfoList, CarlaTrafficLightStatusList
 from nav_msgs.msg import Odometry, Path
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -22,7 +22,7 @@ from sim_bridge_helpers import SCENARIO, SEED, VENV_BIN
 from tf2_msgs.msg import TFMessage
 from tps_common.frames import RigidTransform, TransformBuffer
 from tps_common.tf import tf_qos, tf_static_listen_qos, transform_from_msg
-from tps_msgs.msg import DrivingInstruction, GroundTruth
+from tps_msgs.msg import DrivingInstruction, GroundTruth, LaneMap
 from tps_sim import conversions as conv
 from tps_sim.sensors.rig import SensorRig
 
@@ -60,7 +60,8 @@ def test_expert_mode_publishes_the_contract():
                 conv.TOPIC_IMAGE: (Image, reliable), conv.TOPIC_CAMERA_INFO: (CameraInfo, reliable),
                 conv.TOPIC_ODOMETRY: (Odometry, reliable),
                 conv.TOPIC_STATUS: (CarlaEgoVehicleStatus, reliable),
-                conv.TOPIC_GROUND_TRUTH: (GroundTruth, reliable), conv.TOPIC_TF: (TFMessage, tf_qos())}
+                conv.TOPIC_GROUND_TRUTH: (GroundTruth, reliable), conv.TOPIC_TF: (TFMessage, tf_qos()),
+                conv.TOPIC_LIGHT_STATUS: (CarlaTrafficLightStatusList, reliable)}
         for topic, (cls, qos) in subs.items():
             node.create_subscription(cls, topic, got[topic].append, qos)
         executor = SingleThreadedExecutor(context=context)
@@ -74,8 +75,11 @@ def test_expert_mode_publishes_the_contract():
         node.create_subscription(Path, conv.TOPIC_ROUTE, got[conv.TOPIC_ROUTE].append, latched)
         node.create_subscription(DrivingInstruction, conv.TOPIC_INSTRUCTION,
                                  got[conv.TOPIC_INSTRUCTION].append, latched)
+        node.create_subscription(LaneMap, conv.TOPIC_LANE_MAP, got[conv.TOPIC_LANE_MAP].append, latched)
         node.create_subscription(TFMessage, conv.TOPIC_TF_STATIC, got[conv.TOPIC_TF_STATIC].append,
                                  tf_static_listen_qos())
+        node.create_subscription(CarlaTrafficLightInfoList, conv.TOPIC_LIGHT_INFO,
+                                 got[conv.TOPIC_LIGHT_INFO].append, latched)
         while proc.poll() is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
         for _ in range(20):
@@ -92,6 +96,15 @@ def test_expert_mode_publishes_the_contract():
         assert msgs, f"nothing received on {topic}"
     assert len(got[conv.TOPIC_ROUTE]) == 1 and len(got[conv.TOPIC_ROUTE][0].poses) > 1
     assert got[conv.TOPIC_INSTRUCTION][0].text
+    # map knowledge, latched: the lanes the route drives through are in it
+    lane_map = got[conv.TOPIC_LANE_MAP]
+    assert len(lane_map) == 1 and lane_map[0].header.frame_id == "map"
+    lane_ids = {ln.id for ln in lane_map[0].lanes}
+    assert lane_map[0].route_lane_ids and set(lane_map[0].route_lane_ids) <= lane_ids
+    # The merge scenario has no traffic lights: the info is latched all the same (empty), the
+    # status is published every step (empty).
+    assert len(got[conv.TOPIC_LIGHT_INFO]) == 1 and got[conv.TOPIC_LIGHT_INFO][0].traffic_lights == []
+    assert all(m.traffic_lights == [] for m in got[conv.TOPIC_LIGHT_STATUS])
     clocks = [conv.stamp_to_ns(m.clock) for m in got[conv.TOPIC_CLOCK]]
     assert clocks == sorted(clocks) and clocks[-1] == STEPS * 100_000_000
     gt = got[conv.TOPIC_GROUND_TRUTH][-1]

@@ -5,7 +5,7 @@ from tps_sim.world import SCENARIOS, ConfigError, WorldConfig
 from tps_sim.world import config as wc
 
 EXPECTED_SCENARIOS = {"highway", "merge", "roundabout", "signalised", "priority", "cut_in",
-                      "hard_brake", "stalled", "ped_crossing"}
+                      "hard_brake", "stalled", "ped_crossing", "lights"}
 
 
 @pytest.mark.parametrize(("changes", "field"), [

@@ -1,4 +1,6 @@
 """ament_python package that is also an ordinary pip-installable package."""
+from glob import glob
+
 from setuptools import find_packages, setup
 
 PACKAGE_NAME = "tps_bringup"
@@ -10,6 +12,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE_NAME]),
         ("share/" + PACKAGE_NAME, ["package.xml"]),
+        # `ros2 launch tps_bringup stack.launch.py` (the launch files read config/graph/*.yaml of $TPS_ROOT)
+        ("share/" + PACKAGE_NAME + "/launch", sorted(glob("launch/*.launch.py"))),
     ],
     install_requires=["setuptools", "pyyaml"],
     zip_safe=True,

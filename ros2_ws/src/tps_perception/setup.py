@@ -20,6 +20,7 @@ setup(
     entry_points={
         "console_scripts": [
             "perception_node = tps_perception.nodes.perception_node:main",
+            "traffic_light_reader = tps_perception.nodes.traffic_light_reader:main",
         ],
     },
 )

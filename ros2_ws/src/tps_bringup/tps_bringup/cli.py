@@ -9,9 +9,17 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
-from tps_bringup.graph import Graph, GraphError, load_graph
-from tps_bringup.runner import DEFAULT_GRACE_S, GraphProcess, run_graph
+from tps_bringup.deploy import (
+    STACK_ARGUMENTS,
+    build_only_graph,
+    deployment_env,
+    load_graph_data,
+    stack_overrides,
+)
+from tps_bringup.graph import Graph, GraphError, find_root, load_graph
+from tps_bringup.runner import DEFAULT_GRACE_S, GraphProcess, run_build_only, run_graph
 
 EXIT_BAD_GRAPH = 2
 
@@ -38,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "nodes.talker.parameters.rate_hz=20, nodes.talker.remaps./chatter=/x (repeatable)")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                    help="extra environment variable for every node, e.g. ROS_DOMAIN_ID=51 (repeatable)")
+    p.add_argument("--arg", dest="deploy_args", action="append", default=[], metavar="NAME=VALUE",
+                   help="a deployment argument, as the ROS 2 launch files take them (repeatable): "
+                        + ", ".join(STACK_ARGUMENTS))
+    p.add_argument("--build-only", action="store_true",
+                   help="start only the model nodes with build_only:=true, one after the other: each builds or "
+                        "validates its engines, reports and exits; exit 0 when every one is ready")
     p.add_argument("--dry-run", action="store_true", help="validate and print the commands; start nothing")
     p.add_argument("--duration-s", type=float, default=None,
                    help="stop the graph cleanly (SIGINT) after this many seconds (default: run until stopped)")
@@ -71,16 +85,32 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         env = _parse_env(args.env)
-        graph = load_graph(args.graph, args.overrides, root=args.root)
+        overrides = list(args.overrides)
+        if args.deploy_args:
+            deploy = _parse_env(args.deploy_args)
+            unknown = sorted(set(deploy) - set(STACK_ARGUMENTS))
+            if unknown:
+                raise GraphError(f"--arg {unknown}: unknown; known: {', '.join(STACK_ARGUMENTS)}")
+            root = Path(args.root).resolve() if args.root else find_root(Path(args.graph).resolve().parent)
+            try:
+                overrides = stack_overrides(load_graph_data(Path(args.graph)), deploy, root) + overrides
+            except (OSError, ValueError) as exc:
+                raise GraphError(f"--arg: {exc}") from exc
+            env = {**deployment_env(deploy), **env}
+        graph = load_graph(args.graph, overrides, root=args.root)
     except GraphError as exc:
         print(f"tps-bringup: error: {exc}", file=sys.stderr)
         return EXIT_BAD_GRAPH
+    if args.build_only:
+        graph = build_only_graph(graph)
     if args.dry_run:
         try:
             _print_dry_run(graph, env, args.executor)
         except BrokenPipeError:  # piped into `head`: the reader has what it wanted
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if args.build_only:
+        return run_build_only(graph, env=env, colour=args.colour)
     if args.duration_s is not None and args.duration_s <= 0:
         print(f"tps-bringup: error: --duration-s must be > 0, got {args.duration_s}", file=sys.stderr)
         return EXIT_BAD_GRAPH

@@ -18,7 +18,8 @@ The format is the one in ``docs/CONTRACTS.md`` ("Node graph files")::
 
 Everything here is ROS-free (no rclpy import), so it is unit-testable anywhere, and it is the single
 place where a graph entry becomes node arguments: :meth:`NodeInvocation.ros_args` feeds the
-``tps-bringup`` runner and :meth:`NodeInvocation.launch_kwargs` feeds ``launch/graph.launch.py``.
+``tps-bringup`` runner and :meth:`NodeInvocation.launch_kwargs` feeds the ROS 2 launch files
+(``tps_bringup.launch_support``).
 """
 
 from __future__ import annotations
@@ -688,7 +689,7 @@ class NodeInvocation:
         return [exe, *self.args, *self.ros_args()]
 
     def launch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``launch_ros.actions.Node`` (used by ``launch/graph.launch.py``)."""
+        """Keyword arguments for ``launch_ros.actions.Node`` (``tps_bringup.launch_support``)."""
         return {
             "package": self.package,
             "executable": self.executable,

@@ -43,6 +43,10 @@ RUNNER_LABEL = "tps-bringup"
 _CLEAN_STOP_CODES = {0, -signal.SIGINT, -signal.SIGTERM, 128 + signal.SIGINT, 128 + signal.SIGTERM}
 _COLOURS = ("36", "33", "32", "35", "34", "91", "92", "93", "94", "95", "96")
 _PR_SET_PDEATHSIG = 1
+# The project's Fast DDS profile (large shared-memory segment for camera images; see the file),
+# relative to the graph's repository root; applied unless FASTRTPS_DEFAULT_PROFILES_FILE is set.
+DDS_PROFILE = "config/dds/fastdds.xml"
+DDS_PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
 
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -142,6 +146,9 @@ class GraphProcess:
             raise ValueError(f"executor must be multi_threaded or single_threaded, got {executor!r}")
         self.graph = graph
         self.env = child_environment(env)
+        profile = graph.root / DDS_PROFILE
+        if DDS_PROFILE_ENV not in self.env and profile.is_file():
+            self.env[DDS_PROFILE_ENV] = str(profile)
         self.grace_s = float(grace_s)
         self.output = output if output is not None else sys.stdout
         if colour is None:
@@ -493,3 +500,31 @@ def run_graph(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run_build_only(graph: Graph, *, env: Mapping[str, str] | None = None, output: IO[str] | None = None,
+                   colour: bool | None = None) -> int:
+    """Run every node of a build-only graph (:func:`tps_bringup.deploy.build_only_graph`) to its
+    end, one after the other (engine builds would compete for the GPU), output prefixed as usual.
+
+    Returns:
+        0 when every node exited 0 (every engine ready), else 1; 0 with a message when the graph
+        has no model node.
+    """
+    gp = GraphProcess(graph, env=env, output=output, colour=colour)  # for its environment and output
+    if not graph.nodes:
+        gp.log(f"graph '{graph.name}' has no model node (none declares build_only): nothing to build")
+        return EXIT_OK
+    failed = []
+    for i, inv in enumerate(invocations(graph)):
+        gp.log(f"build_only: '{inv.name}' ({i + 1}/{len(graph.nodes)})")
+        proc = subprocess.Popen(inv.command(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=gp.env, cwd=str(graph.root),
+                                preexec_fn=_default_signals_preexec)
+        child = Child(label=inv.name, command=inv.command(), required=True, popen=proc)
+        gp._pump(child, _COLOURS[i % len(_COLOURS)])
+        code = proc.wait()
+        if code != 0:
+            failed.append(f"'{inv.name}' {describe_exit(code)}")
+    gp.log("build_only: " + ("every model node is ready" if not failed else "NOT ready: " + "; ".join(failed)))
+    return EXIT_NODE_FAILED if failed else EXIT_OK

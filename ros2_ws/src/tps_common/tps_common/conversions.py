@@ -52,3 +52,22 @@ def yaw_to_quaternion_msg(yaw: float) -> Quaternion:
 def quaternion_msg_to_yaw(q: Quaternion) -> float:
     """Yaw [rad] of a ``geometry_msgs/Quaternion`` (roll and pitch ignored)."""
     return quaternion_to_yaw(q.x, q.y, q.z, q.w)
+
+
+def light_heads_from_info(msg) -> list:
+    """``carla_msgs/CarlaTrafficLightInfoList`` -> ``tps_common.traffic_lights.LightHead`` (one
+    per light, in the message's order; the stop line from each trigger volume, docs/CONTRACTS.md
+    "Traffic lights"). The message is read by its fields (no carla_msgs import here).
+
+    Raises:
+        ValueError: a light with a non-finite pose or an empty trigger volume (names its id).
+    """
+    from tps_common.traffic_lights import LightHead
+
+    heads = []
+    for light in msg.traffic_lights:
+        p, q = light.transform.position, light.transform.orientation
+        c, s = light.trigger_volume.center, light.trigger_volume.size
+        heads.append(LightHead.from_info(int(light.id), (p.x, p.y, p.z), (q.x, q.y, q.z, q.w),
+                                         (c.x, c.y, c.z), (s.x, s.y, s.z)))
+    return heads

@@ -238,6 +238,13 @@ class RigidTransform:
                 f"rpy=({roll:.6g}, {pitch:.6g}, {yaw:.6g}))")
 
 
+# A camera's optical frame (x right, y down, z forward: the frame of its images and CameraInfo) in
+# its body frame (x along the optical axis, y left, z up): carla-ros-bridge's camera frame turn.
+# ``T_base<-optical = T_base<-body @ OPTICAL_IN_BODY`` (docs/CONTRACTS.md "Frames and units").
+OPTICAL_IN_BODY = RigidTransform(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),
+                                 np.zeros(3))
+
+
 # -- configured static transforms ---------------------------------------------------------------
 def parse_static_transform(name: str, values: Sequence[float]) -> RigidTransform:
     """A configured static transform parameter -> :class:`RigidTransform`.

@@ -8,6 +8,9 @@ writes one GIF per episode (Pillow), drawing the road once and only the moving p
 
 Boxes are :class:`tps_eval.metrics.ObjectFrame` (ids, xy, yaw, length, width, velocity,
 class_id); :func:`frame_from_boxset` converts a :class:`tps_sim.sensors.scene3d.BoxSet`.
+Traffic lights: each stop line is drawn across its lane and each head as a dot (linked to its
+stop line by a thin line), both in the colour of the light's state at the frame
+(``LIGHT_COLOURS``).
 """
 
 from __future__ import annotations
@@ -54,6 +57,10 @@ PATH_COLOUR = "#000000"
 COLLISION_COLOUR = "#ff0000"
 BACKGROUND_COLOUR = "#a8c99a"
 
+# Traffic-light states (tps_common.traffic_lights: RED 0, YELLOW 1, GREEN 2, OFF 3, UNKNOWN 4).
+LIGHT_COLOURS = {0: "#e41a1c", 1: "#ffbf00", 2: "#00c853", 3: "#7f7f7f", 4: "#7f7f7f"}
+STOP_LINE_WIDTH_PT = 3.0
+
 DEFAULT_VIEW_RADIUS_M = 45.0
 DEFAULT_FIGSIZE_IN = (6.0, 6.0)
 DEFAULT_DPI = 80
@@ -71,6 +78,8 @@ class BevScene:
         statics: static objects (clutter, debris).
         ego_length_m, ego_width_m: ego footprint [m].
         title: text drawn above every frame.
+        light_stop_lines: (L, 2, 2) stop-line end points [m] of the traffic lights.
+        light_heads_xy: (L, 2) head positions [m] (same order).
     """
 
     drivable_polygons: Sequence[np.ndarray] = ()
@@ -80,6 +89,8 @@ class BevScene:
     ego_length_m: float = 4.6
     ego_width_m: float = 1.9
     title: str = ""
+    light_stop_lines: np.ndarray = field(default_factory=lambda: np.zeros((0, 2, 2)))
+    light_heads_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,6 +105,7 @@ class BevFrame:
         collision_xy: (C, 2) positions [m] to mark as collisions (all so far).
         time_s: simulation time [s] (shown in the title).
         label: extra text (e.g. the selected trajectory source).
+        light_states: (L,) state of each traffic light of the scene (None: drawn grey).
     """
 
     ego_pose: tuple[float, float, float]
@@ -103,6 +115,7 @@ class BevFrame:
     collision_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     time_s: float = 0.0
     label: str = ""
+    light_states: np.ndarray | None = None
 
 
 def frame_from_boxset(boxes) -> ObjectFrame:
@@ -179,6 +192,7 @@ class BevRenderer:
             a.remove()
         dyn: list = []
         ax = self.ax
+        dyn += self._lights(frame)
         if frame.lidar_xy is not None and len(frame.lidar_xy):
             pts = np.asarray(frame.lidar_xy, float).reshape(-1, 2)
             if pts.shape[0] > MAX_LIDAR_POINTS:
@@ -219,6 +233,25 @@ class BevRenderer:
         ax.set_ylim(y0, y1)
         # the title is owned by the axes; keep it out of the removal list
         self._dynamic = [a for a in dyn if a is not ax.title]
+
+    def _lights(self, frame: BevFrame) -> list:
+        """Stop lines and heads in their state colours (module docstring)."""
+        lines = np.asarray(self.scene.light_stop_lines, float).reshape(-1, 2, 2)
+        if not len(lines):
+            return []
+        states = (np.full(len(lines), 4) if frame.light_states is None
+                  else np.asarray(frame.light_states).reshape(-1))
+        colours = [LIGHT_COLOURS.get(int(v), LIGHT_COLOURS[4]) for v in states]
+        heads = np.asarray(self.scene.light_heads_xy, float).reshape(-1, 2)
+        out = [self.ax.add_collection(LineCollection(list(lines), colors=colours,
+                                                     linewidths=STOP_LINE_WIDTH_PT, zorder=3.5))]
+        if len(heads) == len(lines):
+            links = [np.stack([ln.mean(axis=0), h]) for ln, h in zip(lines, heads, strict=True)]
+            out.append(self.ax.add_collection(LineCollection(links, colors=colours, linewidths=0.4,
+                                                             linestyles=":", zorder=3.5)))
+            out.append(self.ax.scatter(heads[:, 0], heads[:, 1], s=28, c=colours,
+                                       edgecolors="black", linewidths=0.5, zorder=9))
+        return out
 
     def _visible(self, frame: BevFrame, x: float, y: float) -> bool:
         if self.view_radius_m is None:

@@ -4,8 +4,10 @@
     tps-eval demo                      # make demo: the smoke suite, a table, report + BEV paths
     tps-eval suites                    # list config/suites/*.yaml
     tps-eval detector --split test --backend onnxruntime-int8 --json runs/detector.json
+    tps-eval tokenizer --split test --json runs/tokenizer.json   # targeted vs untargeted tokenizer
     tps-eval expert-check --seeds 9000:9050 --duration 30
     tps-eval yield-probe --scenario priority --seeds 9000:9010
+    tps-eval lights --seeds 9000:9010 --json runs/lights.json   # traffic-light reader accuracy
     tps-eval compare runs/before.json runs/after.json   # per-episode differences of two runs
 
 Seeds (every verb, :mod:`tps_eval.seeds`): ``A:B`` is the half-open range [A, B)
@@ -28,7 +30,14 @@ from tps_eval import report as R
 from tps_eval import seeds as S
 from tps_eval.executors import EXECUTORS, default_domain_base, run_episodes
 from tps_eval.runner import finalize, per_case_table
-from tps_eval.suite import SuiteError, available_suites, load_suite, plan_episodes, repo_root
+from tps_eval.suite import (
+    CONFIGURATION_ORDER,
+    SuiteError,
+    available_suites,
+    load_suite,
+    plan_episodes,
+    repo_root,
+)
 
 DEFAULT_WORKERS = 2
 DEMO_SUITE = "smoke"
@@ -44,7 +53,7 @@ def _default_out(suite: str, prefix: str = "eval") -> Path:
 def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: str, workers: int,
               domain_base: int | None, ray_address: str | None, bev: bool = True,
               bev_episode: str | None = None, progress: bool = True,
-              bev_gifs: bool = False) -> dict:
+              bev_gifs: bool = False, configurations: str | None = None) -> dict:
     """Run a suite end to end and write its reports; returns the final dict with ``paths``.
 
     Args:
@@ -54,10 +63,12 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
         bev_gifs: also an animated GIF of every failed episode (~10-20 s each on 2 cores).
         bev_episode: also render a GIF of the first episode of this configuration (the demo
             shows one animation even when nothing failed).
+        configurations: comma-separated configurations to run instead of the suite's (the
+            expert is added when a scored configuration needs its reference progress).
     """
     from tqdm import tqdm
 
-    suite = load_suite(suite_name, seeds)
+    suite = load_suite(suite_name, seeds, configurations)
     S.warn_if_not_held_out(suite.seed_set, f"suite {suite.name} is scored")
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_episodes(suite, out)
@@ -120,16 +131,19 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
 
 
 def _print_summary(final: dict) -> None:
-    cols = (("configuration", "configuration", "{}"),) + R.AGG_COLUMNS[:6] + (
-        R.AGG_COLUMNS[11], R.AGG_COLUMNS[14], R.AGG_COLUMNS[15])
+    shown = ("episodes", "errors", "collision_rate", "at_fault_per_km", "route_completion",
+             "pdm_score", "pdm_score_tlc", "red_light_violations", "fallback_share",
+             "e2e_latency_p50_ms", "e2e_latency_p99_ms")
+    cols = (("configuration", "configuration", "{}"),) + tuple(
+        c for key in shown for c in R.AGG_COLUMNS if c[0] == key)
     print(R.text_table(R.aggregate_rows(final), cols))
-    for cfg in ("stack", "naive", "expert"):
+    for cfg in CONFIGURATION_ORDER:
         if cfg in final and final[cfg].get("failure_categories"):
             print(f"failures ({cfg}): {final[cfg]['failure_categories']}")
 
 
 def _json_payload(final: dict) -> dict:
-    keys = [k for k in ("stack", "expert", "naive") if k in final]
+    keys = [k for k in CONFIGURATION_ORDER if k in final]
     payload = {k: final[k] for k in keys}
     payload["episodes"] = final["episodes"]
     payload["run"] = final.get("run", {})
@@ -147,7 +161,7 @@ def cmd_closedloop(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(Path(args.suite).stem)
     final = run_suite(args.suite, _seed_override(args), out, args.executor, args.workers, args.domain_base,
                       args.ray_address, bev=not args.no_bev, progress=not args.quiet,
-                      bev_gifs=args.bev_gifs)
+                      bev_gifs=args.bev_gifs, configurations=args.configurations)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -190,10 +204,22 @@ def cmd_detector(args: argparse.Namespace) -> int:
     return evaluate.run(args)
 
 
+def cmd_tokenizer(args: argparse.Namespace) -> int:
+    from tps_eval.tokenizer import evaluate
+
+    return evaluate.run(args)
+
+
 def cmd_expert_check(args: argparse.Namespace) -> int:
     from tps_eval import expert_check
 
     return expert_check.run(args, S.from_args(args, default=expert_check.DEFAULT_SEEDS))
+
+
+def cmd_lights(args: argparse.Namespace) -> int:
+    from tps_eval import lights
+
+    return lights.run(args, S.from_args(args, default=lights.DEFAULT_SEEDS))
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -217,12 +243,18 @@ CLOSEDLOOP_EPILOG = f"""examples:
   tps-eval closedloop --suite default --seeds 9000:9005 --json runs/default.json
   tps-eval closedloop --suite smoke --executor ray --workers 4
   tps-eval closedloop --suite debris --split val --no-bev
+  tps-eval closedloop --suite default --seeds 1000:1010 --configurations fallback,expert,naive
 
 {SEEDS_HELP}
 
+configurations: stack (the stack's graph; fallback-only until the planner and monitor land),
+  fallback (the fallback driving alone), expert (SUMO drives: the EP reference), naive (obstacles
+  ignored); a scored configuration brings the expert along.
+
 output (--out, default runs/eval/<suite>-<UTC timestamp>/):
   episodes/<case>-s<seed>-<configuration>/  episode_log.npz, graph.log, metrics.json
-  summary.json   {{"stack", "expert", "naive", "episodes", "run"}} (run: suite, seeds, split,
+  summary.json   {{"stack", "fallback", "expert", "naive", "episodes", "run"}} (each configuration
+                 run; run: suite, seeds, split,
                  held_out, seed_set, executor, workers, wall_s, ...)
   report.md      aggregates per configuration, per-case tables, failed episodes
   bev/<episode>.png   key frame of every failed episode (--bev-gifs: also a GIF)
@@ -251,6 +283,43 @@ output: a Markdown table on stdout; --json PATH writes backend, source, frames, 
   mean_ap, per_clutter, overall {{ap, map, tp, num_gt, mean_ap}}, latency_ms_median, max_range_m,
   dist_ths_m, model_dir, ground_truth, eval_wall_s, seeds, split, held_out; the Markdown goes
   next to it (--md to choose). Definitions: docs/METRICS.md, "Detection"."""
+
+TOKENIZER_EPILOG = f"""examples:
+  tps-eval tokenizer --split test                          (= make eval-tokenizer)
+  tps-eval tokenizer --seeds 9000:9002 --json runs/tokenizer.json
+  tps-eval tokenizer --split test --backend onnxruntime-int8 --json runs/tokenizer_int8.json
+  tps-eval tokenizer --seeds 9000 --scenarios cut_in,highway --duration 10
+
+{SEEDS_HELP}
+  --split reads the stored shards data/sim/<split>/<scenario>/seed<N>.npz (tps-sim dataset);
+  --seeds generates fresh episodes (nothing stored).
+
+The targeted tokenizer and its untargeted ablation (models/tokenizer/) run side by side on the
+same detector features in one pass; faults (phantom cars, pose noise) are injected after the
+detector, as in the perception node.
+
+output: a Markdown report on stdout; --json PATH writes agent_recon_error_targeted,
+  agent_recon_error_untargeted, agent_recon_error_reduction, agent_code_share_targeted,
+  agent_code_share_untargeted, class_acc_ratio, perplexity, novelty_auroc, targets (each
+  acceptance threshold, value, met), variants {{targeted, untargeted}} (codebook use, read-outs,
+  quantisation-error distributions per clutter level and fault, AUROCs), frames, agents, backend,
+  source, seeds, split, held_out; the Markdown goes next to it (--md to choose).
+  Definitions: ros2_ws/src/tps_eval/README.md, "Tokenizer metrics"."""
+
+LIGHTS_EPILOG = f"""examples:
+  tps-eval lights --seeds 9000:9010 --json runs/lights/reader_test.json
+  tps-eval lights --seeds 1000:1010 --all-heads --density 2 --clutter high
+  tps-eval lights --seeds 9000:9010 --camera-width 1280 --camera-height 720
+
+{SEEDS_HELP}
+
+SUMO's expert drives the signalised scenarios; the front camera renders every --every-th step and
+the classical reader (the node's core) reads the heads on the route (--all-heads: every head).
+output: a Markdown report on stdout (accuracy per distance band for visible, partly occluded and
+  occluded in-view heads; wrong colours; the reader's verdicts); --json PATH writes summary
+  (accuracy_in_band_visible, wrong_colour_total, ...), bands, scenarios, seeds, split, held_out,
+  frames, samples, camera; the Markdown goes next to it. Exit 1 when the accuracy in 10-60 m is
+  below 99 % or any colour was read wrong. Definitions: docs/METRICS.md, "Traffic-light reader"."""
 
 EXPERT_EPILOG = f"""examples:
   tps-eval expert-check                              (first ten TEST seeds x 9 scenarios, 30 s)
@@ -287,7 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = _verb(sub, "closedloop", "run a suite closed loop and score it", CLOSEDLOOP_EPILOG)
     c.add_argument("--suite", required=True, help="suite name (config/suites/NAME.yaml) or path")
     S.add_arguments(c, default="the suite's own seeds")
-    c.add_argument("--json", default=None, help="write {stack, expert, naive, episodes, run} here")
+    c.add_argument("--json", default=None, help="write {<configuration>: aggregates, episodes, run} here")
+    c.add_argument("--configurations", default=None,
+                   help="comma-separated subset of stack,fallback,expert,naive (default: the suite's)")
     c.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local process pool or Ray (default local)")
     c.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -318,6 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
               DETECTOR_EPILOG)
     detector_arguments(t)
     t.set_defaults(func=cmd_detector)
+    from tps_eval.tokenizer.evaluate import add_arguments as tokenizer_arguments
+
+    tk = _verb(sub, "tokenizer", "agent tokenizer: codebook use, reconstruction from codes, novelty AUROC "
+               "(targeted vs untargeted)", TOKENIZER_EPILOG)
+    tokenizer_arguments(tk)
+    tk.set_defaults(func=cmd_tokenizer)
     from tps_eval import expert_check, yield_probe
 
     e = _verb(sub, "expert-check", "SUMO's expert (the EP reference) must cause no collision",
@@ -328,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
               YIELD_EPILOG)
     yield_probe.add_arguments(y)
     y.set_defaults(func=cmd_yield_probe)
+    from tps_eval import lights
+
+    li = _verb(sub, "lights", "classical traffic-light reader: state accuracy per distance band",
+               LIGHTS_EPILOG)
+    lights.add_arguments(li)
+    li.set_defaults(func=cmd_lights)
     k = _verb(sub, "compare", "per-episode differences between two closedloop --json files",
               "examples:\n  tps-eval compare runs/before.json runs/after.json\n"
               "  tps-eval compare a.json b.json --rel-tol 1e-9\n\n"

@@ -47,6 +47,7 @@ class _StateFrame:
     scene: object
     control: dict = field(default_factory=lambda: dict(_NO_CONTROL))
     events: tuple = ()
+    light_states: object = None      # (L,) traffic-light states of the step (no scene needed)
 
 
 class WorldEpisodeRecorder:
@@ -67,7 +68,8 @@ class WorldEpisodeRecorder:
         """Record one step."""
         scene = self.world.scene3d(state) if not self.log.rows else None
         self.log.add(_StateFrame(int(state.step), float(state.t_s), float(state.t_s), state, scene,
-                                 events=tuple(getattr(state, "events", ()) or ())),
+                                 events=tuple(getattr(state, "events", ()) or ()),
+                                 light_states=self.world.light_states(state)),
                      control_received=False, step_timeout=False, wall_time_s=time.monotonic())
 
     def trace(self, scenario: str) -> EpisodeTrace:

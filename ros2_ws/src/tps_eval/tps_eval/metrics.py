@@ -20,6 +20,11 @@ How an episode becomes a NAVSIM-style score (METRICS.md, "Closed-loop episodes" 
   (the simulator's expert, same scenario and seed), 1 if the reference made under 5 m.
 
 ``PDMS = NC x DAC x (5 TTC + 5 EP + 2 C) / 12`` per episode, averaged over episodes.
+
+Traffic lights (METRICS.md, "Traffic lights"): **TLC** is NAVSIM v2's traffic-light compliance, 0
+when the ego's front bumper crosses a stop line into the junction while that stop line's light
+is red, else 1; every such crossing is a **red-light violation**. ``PDMS x TLC`` is reported
+beside v1's PDMS.
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ COMFORT_YAW_RATE_RPS = 0.95
 # differentiating; without it 0.1-s finite differences turn numerical noise into jerk.
 SAVGOL_WINDOW = 15
 SAVGOL_ORDER = 2
+
+# Traffic lights: the ego crosses a stop line when its front bumper goes from before the line to
+# on or past it, within the line's half width plus this, heading within this of the lane's
+# direction of travel (METRICS.md, "Traffic lights").
+STOP_LINE_LATERAL_TOL_M = 0.5
+STOP_LINE_HEADING_TOL_RAD = np.deg2rad(60.0)
+LIGHT_RED = 0                      # tps_common.traffic_lights.RED (= CarlaTrafficLightStatus.RED)
 
 # Collision types (nuPlan's taxonomy, used by NAVSIM's NC).
 COLLISION_STOPPED_EGO = "stopped_ego"
@@ -115,6 +127,42 @@ class ObjectFrame:
 
 
 @dataclass(frozen=True, eq=False)
+class LightTrace:
+    """The traffic lights of an episode: their stop lines and states at every step.
+
+    Attributes:
+        ids: (L,) head ids.
+        stop_xy: (L, 2) stop-line centres [m].
+        lane_yaw: (L,) direction of travel through each stop line [rad].
+        width: (L,) stop-line lengths across the lane [m].
+        states: (T, L) uint8 state of each head per step (RED 0, YELLOW 1, GREEN 2, OFF 3,
+            UNKNOWN 4).
+        heads: (L, 4) head pose x, y, z [m], yaw [rad] (plotting).
+    """
+
+    ids: np.ndarray
+    stop_xy: np.ndarray
+    lane_yaw: np.ndarray
+    width: np.ndarray
+    states: np.ndarray
+    heads: np.ndarray = field(default_factory=lambda: np.zeros((0, 4)))
+
+    def __post_init__(self) -> None:
+        ids = np.asarray(self.ids, np.int64).reshape(-1)
+        n = ids.shape[0]
+        object.__setattr__(self, "ids", ids)
+        object.__setattr__(self, "stop_xy", np.asarray(self.stop_xy, np.float64).reshape(n, 2))
+        object.__setattr__(self, "lane_yaw", np.asarray(self.lane_yaw, np.float64).reshape(n))
+        object.__setattr__(self, "width", np.asarray(self.width, np.float64).reshape(n))
+        object.__setattr__(self, "states", np.asarray(self.states, np.uint8).reshape(-1, n))
+        heads = np.asarray(self.heads, np.float64)
+        object.__setattr__(self, "heads", heads.reshape(n, 4) if heads.size else np.zeros((0, 4)))
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
 class EpisodeTrace:
     """One closed-loop episode, one row per simulation step (map frame, SI units).
 
@@ -145,6 +193,7 @@ class EpisodeTrace:
         route_goal_m: the episode's goal as a distance along the route from where the ego
             started [m] (None: the end of the route). Route completion is progress / goal.
         meta: free-form identification (scenario, seed, configuration ...).
+        lights: the traffic lights' stop lines and states (None: no lights; TLC reads 1).
     """
 
     dt_s: float
@@ -167,6 +216,7 @@ class EpisodeTrace:
     route_progress_m: np.ndarray | None = None
     route_goal_m: float | None = None
     meta: dict = field(default_factory=dict)
+    lights: LightTrace | None = None
 
     def __post_init__(self) -> None:
         xy = np.asarray(self.ego_xy, dtype=np.float64).reshape(-1, 2)
@@ -187,6 +237,9 @@ class EpisodeTrace:
             if v is not None and np.asarray(v).shape[0] != t:
                 raise ValueError(f"EpisodeTrace.{name} has {np.asarray(v).shape[0]} rows for "
                                  f"{t} steps")
+        if self.lights is not None and len(self.lights) and self.lights.states.shape[0] != t:
+            raise ValueError(f"EpisodeTrace.lights has {self.lights.states.shape[0]} state rows "
+                             f"for {t} steps")
 
     @property
     def n_steps(self) -> int:
@@ -238,6 +291,12 @@ class EpisodeMetrics:
     e2e_latency_p50_ms: float | None
     e2e_latency_p99_ms: float | None
     node_latency_ms: dict
+
+    tlc: float = 1.0
+    red_light_violations: int = 0
+    stop_line_crossings: int = 0
+    stop_line_events: list = field(default_factory=list)
+    pdm_score_tlc: float | None = None
 
     NON_DETERMINISTIC = ("e2e_latency_p50_ms", "e2e_latency_p99_ms", "node_latency_ms")
 
@@ -381,6 +440,52 @@ def no_at_fault_collision_score(events: Sequence[CollisionEvent]) -> float:
         if e.at_fault:
             score = min(score, NC_STATIC_SCORE if e.static else 0.0)
     return score
+
+
+# --- TLC: traffic-light compliance ---------------------------------------------------------------
+@dataclass(frozen=True)
+class StopLineCrossing:
+    """The ego's front bumper crossed a stop line at ``step``; ``state`` is the line's light
+    state at that step, ``violation`` = it was red."""
+
+    step: int
+    light_id: int
+    state: int
+    violation: bool
+
+
+def stop_line_crossings(trace: EpisodeTrace) -> list[StopLineCrossing]:
+    """Every crossing of a stop line by the ego's front bumper (METRICS.md, "Traffic lights"):
+    the centre of the front edge goes from before the line (along the lane's direction of
+    travel) at step k-1 to on or past it at step k, within half the line's width plus
+    ``STOP_LINE_LATERAL_TOL_M`` of its centre across the lane, with the ego heading within
+    ``STOP_LINE_HEADING_TOL_RAD`` of the direction of travel. It is a red-light violation when
+    the light is RED at step k."""
+    lights = trace.lights
+    if lights is None or not len(lights) or trace.n_steps < 2:
+        return []
+    heading = np.stack([np.cos(trace.ego_yaw), np.sin(trace.ego_yaw)], axis=1)
+    front = trace.ego_xy + 0.5 * trace.ego_length_m * heading                    # (T, 2)
+    d = np.stack([np.cos(lights.lane_yaw), np.sin(lights.lane_yaw)], axis=1)      # (L, 2)
+    rel = front[:, None, :] - lights.stop_xy[None, :, :]                           # (T, L, 2)
+    along = np.einsum("tld,ld->tl", rel, d)
+    across = rel[..., 1] * d[None, :, 0] - rel[..., 0] * d[None, :, 1]
+    dyaw = np.abs((trace.ego_yaw[:, None] - lights.lane_yaw[None, :] + np.pi) % (2 * np.pi) - np.pi)
+    crossed = (along[:-1] < 0.0) & (along[1:] >= 0.0)
+    near = (np.abs(across[1:]) <= 0.5 * lights.width[None, :] + STOP_LINE_LATERAL_TOL_M) \
+        & (dyaw[1:] <= STOP_LINE_HEADING_TOL_RAD)
+    out = []
+    for k, j in zip(*np.nonzero(crossed & near), strict=True):
+        step = int(k) + 1
+        state = int(lights.states[step, j])
+        out.append(StopLineCrossing(step, int(lights.ids[j]), state, state == LIGHT_RED))
+    out.sort(key=lambda c: (c.step, c.light_id))
+    return out
+
+
+def traffic_light_compliance(crossings: Sequence[StopLineCrossing]) -> float:
+    """TLC (NAVSIM v2; METRICS.md): 0 if any stop line was crossed on red, else 1."""
+    return 0.0 if any(c.violation for c in crossings) else 1.0
 
 
 # --- DAC: drivable area compliance ------------------------------------------------------------
@@ -606,6 +711,8 @@ def evaluate_episode(trace: EpisodeTrace,
     at_fault = [e for e in events if e.at_fault]
     ep = ego_progress_score(progress_m, reference_progress_m)
     pdms = None if ep is None else pdm_score(nc, dac, ttc, ep, comfort)
+    crossings = stop_line_crossings(trace)
+    tlc = traffic_light_compliance(crossings)
     off_road = 0 if trace.drivable is None else int(
         np.count_nonzero(~np.asarray(trace.drivable, bool).all(axis=1)))
     node_lat = {name: {"p50": percentile_or_none(v, 50), "p99": percentile_or_none(v, 99),
@@ -638,6 +745,11 @@ def evaluate_episode(trace: EpisodeTrace,
         e2e_latency_p50_ms=percentile_or_none(trace.e2e_latency_ms, 50),
         e2e_latency_p99_ms=percentile_or_none(trace.e2e_latency_ms, 99),
         node_latency_ms=node_lat,
+        tlc=tlc,
+        red_light_violations=sum(1 for c in crossings if c.violation),
+        stop_line_crossings=len(crossings),
+        stop_line_events=[asdict(c) for c in crossings],
+        pdm_score_tlc=None if pdms is None else pdms * tlc,
     )
 
 
@@ -650,6 +762,8 @@ def with_reference(metrics: dict, reference_progress_m: float | None) -> dict:
     out["reference_progress_m"] = reference_progress_m
     out["pdm_score"] = None if ep is None else pdm_score(
         metrics["nc"], metrics["dac"], metrics["ttc"], ep, metrics["comfort"])
+    out["pdm_score_tlc"] = None if out["pdm_score"] is None else \
+        out["pdm_score"] * float(metrics.get("tlc", 1.0))
     return out
 
 
@@ -658,8 +772,9 @@ def aggregate(episodes: Sequence[dict]) -> dict:
     """Aggregates over the metric dicts of one configuration's episodes.
 
     collision_rate: share of episodes with >= 1 at-fault collision; route_completion,
-    pdm_score, nc, dac, ttc, ep, comfort, fallback_share: means over episodes (None-valued
-    entries skipped); at_fault_per_km: at-fault collisions / total km driven; off_road_rate:
+    pdm_score, pdm_score_tlc, tlc, nc, dac, ttc, ep, comfort, fallback_share: means over episodes
+    (None-valued entries skipped); red_light_violations, stop_line_crossings: sums;
+    red_light_episode_rate: share of episodes with >= 1 red-light violation; at_fault_per_km: at-fault collisions / total km driven; off_road_rate:
     share of episodes with DAC 0; e2e latency p50/p99 and per-node processing time p50/p99:
     medians of the per-episode values.
     """
@@ -679,6 +794,12 @@ def aggregate(episodes: Sequence[dict]) -> dict:
         "any_collision_rate": sum(1 for e in episodes if e["collisions"] > 0) / n,
         "route_completion": mean("route_completion"),
         "pdm_score": mean("pdm_score"),
+        "pdm_score_tlc": mean("pdm_score_tlc"),
+        "tlc": mean("tlc"),
+        "red_light_violations": sum(int(e.get("red_light_violations", 0)) for e in episodes),
+        "red_light_episode_rate": sum(1 for e in episodes
+                                      if e.get("red_light_violations", 0) > 0) / n,
+        "stop_line_crossings": sum(int(e.get("stop_line_crossings", 0)) for e in episodes),
         "nc": mean("nc"),
         "dac": mean("dac"),
         "ttc": mean("ttc"),

@@ -3,7 +3,7 @@ key frame + GIF) of every failed episode. Pure Python (no ROS).
 
 Files under the run directory::
 
-    summary.json     {"stack": {...}, "expert": {...}, "naive": {...}, "episodes": [...],
+    summary.json     {"stack": {...}, "fallback": {...}, "expert": {...}, "naive": {...}, "episodes": [...],
                       "run": {suite, seeds, executor, workers, wall_s, ...}}
     report.md        aggregates per configuration, per-case table, failures by category
     bev/<episode>.png / .gif
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tps_eval.suite import CONFIGURATION_ORDER
+
 AGG_COLUMNS = (
     ("episodes", "episodes", "{:d}"),
     ("errors", "errors", "{:d}"),
@@ -25,6 +27,9 @@ AGG_COLUMNS = (
     ("at_fault_per_km", "at-fault / km", "{:.2f}"),
     ("route_completion", "route completion", "{:.1%}"),
     ("pdm_score", "PDMS", "{:.3f}"),
+    ("pdm_score_tlc", "PDMS x TLC", "{:.3f}"),
+    ("tlc", "TLC", "{:.3f}"),
+    ("red_light_violations", "red-light violations", "{:d}"),
     ("nc", "NC", "{:.3f}"),
     ("dac", "DAC", "{:.3f}"),
     ("ttc", "TTC", "{:.3f}"),
@@ -43,6 +48,8 @@ CASE_COLUMNS = (
     ("at_fault_collisions", "collisions", "{:d}"),
     ("route_completion", "route completion", "{:.1%}"),
     ("pdm_score", "PDMS", "{:.3f}"),
+    ("pdm_score_tlc", "PDMS x TLC", "{:.3f}"),
+    ("red_light_violations", "red-light violations", "{:d}"),
     ("e2e_latency_p50_ms", "e2e p50 [ms]", "{:.1f}"),
     ("e2e_latency_p99_ms", "e2e p99 [ms]", "{:.1f}"),
 )
@@ -80,7 +87,7 @@ def text_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) ->
 
 def aggregate_rows(final: dict) -> list[dict]:
     """One row per configuration present in ``final``."""
-    return [dict(final[c], configuration=c) for c in ("stack", "naive", "expert") if c in final]
+    return [dict(final[c], configuration=c) for c in CONFIGURATION_ORDER if c in final]
 
 
 def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
@@ -96,11 +103,13 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
     lines += [f"- {k}: `{v}`" for k, v in run_info.items() if k != "suite"]
     lines += ["", "Metric definitions: docs/METRICS.md in the repository (NAVSIM PDM score v1; NC "
               "and DAC per episode, TTC and C per 4-s window, EP against the expert of the same "
-              "seed; collision taxonomy in its section \"Collisions and fault\"); code: "
-              "tps_eval/metrics.py.", "", "## Aggregates per configuration", ""]
+              "seed; collision taxonomy in its section \"Collisions and fault\"; TLC and "
+              "red-light violations in \"Traffic lights\": PDMS x TLC is v1's PDMS times NAVSIM "
+              "v2's traffic-light compliance); code: tps_eval/metrics.py.", "",
+              "## Aggregates per configuration", ""]
     cols = (("configuration", "configuration", "{}"),) + AGG_COLUMNS
     lines += [markdown_table(aggregate_rows(final), cols), ""]
-    lat_rows = [{"configuration": c, "node": n, **v} for c in ("stack", "naive", "expert")
+    lat_rows = [{"configuration": c, "node": n, **v} for c in CONFIGURATION_ORDER
                 if c in final for n, v in (final[c].get("node_latency_ms") or {}).items()]
     if lat_rows:
         lines += ["## Per-node processing time (from /diagnostics; medians of per-episode "
@@ -135,14 +144,15 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
 # --- BEV of an episode ------------------------------------------------------------------------------
 def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
                 stride: int = GIF_STEP_STRIDE) -> dict:
-    """PNG of the key frame (first at-fault collision, else first off-road step, else the last
-    step) and, with ``gif``, an animation of the episode. Returns {"png": path, "gif": path}."""
+    """PNG of the key frame (first at-fault collision, else first red-light violation, else first
+    off-road step, else the last step) and, with ``gif``, an animation of the episode. Returns
+    {"png": path, "gif": path}."""
     from tps_common.geometry import box_corners
     from tps_sim.episode_log import BOX, load_episode_log
 
     from tps_eval import bev
     from tps_eval.road import road_for_scenario
-    from tps_eval.trace import agent_frames, collisions_per_step, static_frame
+    from tps_eval.trace import agent_frames, collisions_per_step, light_trace, static_frame
 
     s = result["spec"]
     key = f"{s['case_id']}-s{s['seed']}-{s['configuration']}"
@@ -155,9 +165,14 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
     m = result.get("metrics") or {}
     faults = [e for e in m.get("collision_events", []) if e["at_fault"]]
     length, width = float(np.median(ego[:, BOX["length"]])), float(np.median(ego[:, BOX["width"]]))
+    lights = light_trace(log)
+    stop_lines = (np.zeros((0, 2, 2)) if lights is None else np.stack([
+        c[None, :] + np.array([[-0.5], [0.5]]) * w * np.array([-np.sin(y), np.cos(y)])[None, :]
+        for c, y, w in zip(lights.stop_xy, lights.lane_yaw, lights.width, strict=True)]))
     scene = bev.BevScene(road.drivable_polygons(), road.marking_polylines(),
                          np.asarray(log["route"], float), static_frame(log), length, width,
-                         title=key)
+                         title=key, light_stop_lines=stop_lines,
+                         light_heads_xy=np.zeros((0, 2)) if lights is None else lights.heads[:, :2])
     hit_xy = []
     frames = []
     for k in range(t):
@@ -168,9 +183,13 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
             agents[k], ego[: k + 1, [BOX["x"], BOX["y"]]],
             collision_xy=np.array(hit_xy) if hit_xy else np.zeros((0, 2)),
             time_s=float(np.asarray(log["t_s"])[k]),
-            label=f"v = {ego[k, BOX['speed_mps']]:.1f} m/s"))
+            label=f"v = {ego[k, BOX['speed_mps']]:.1f} m/s",
+            light_states=None if lights is None else lights.states[k]))
+    red = [e for e in m.get("stop_line_events", []) if e.get("violation")]
     if faults:
         key_step = int(faults[0]["step"])
+    elif red:
+        key_step = int(red[0]["step"])
     else:
         corners = box_corners(ego[:, [BOX["x"], BOX["y"]]], ego[:, BOX["yaw"]], length, width)
         on = road.contains(corners.reshape(-1, 2)).reshape(t, 4).all(axis=1) if t else []

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tps_eval import metrics as M
-from tps_eval.suite import EpisodeSpec
+from tps_eval.suite import CONFIGURATION_ORDER, EpisodeSpec
 
 BRIDGE_NODE = "sim_bridge"
 LOG_NAME = "episode_log.npz"
@@ -193,7 +193,7 @@ def _episode_completed(log_path: Path) -> bool:
 def failure_categories(result: dict) -> list[str]:
     """Why an episode counts as failed (empty list: it did not): ``error``, ``collision``
     (at-fault), ``off_road`` (DAC 0), ``route_incomplete`` (completion < 0.9),
-    ``step_timeouts``."""
+    ``step_timeouts``, ``red_light`` (a red-light violation, TLC 0)."""
     if result["status"] != "ok" or result["metrics"] is None:
         return ["error"]
     m = result["metrics"]
@@ -206,6 +206,8 @@ def failure_categories(result: dict) -> list[str]:
         cats.append("route_incomplete")
     if m["step_timeouts"] > 0:
         cats.append("step_timeouts")
+    if m.get("red_light_violations", 0) > 0:
+        cats.append("red_light")
     return cats
 
 
@@ -218,7 +220,7 @@ def finalize(results: Sequence[dict]) -> dict:
         {"<configuration>": aggregates, ..., "episodes": [result dicts]}; a configuration's
         aggregates also count its ``errors`` (episodes that did not run).
     """
-    order = {"stack": 0, "naive": 1, "expert": 2}
+    order = {c: k for k, c in enumerate(CONFIGURATION_ORDER)}
     res = sorted((dict(r) for r in results),
                  key=lambda r: (r["spec"]["case_id"], r["spec"]["seed"],
                                 order.get(r["spec"]["configuration"], 9)))
@@ -275,6 +277,9 @@ def per_case_table(final: dict, configuration: str = "stack") -> list[dict]:
                     "at_fault_collisions": sum(m["at_fault_collisions"] for m in ms),
                     "route_completion": agg.get("route_completion"),
                     "pdm_score": agg.get("pdm_score"),
+                    "tlc": agg.get("tlc"),
+                    "red_light_violations": agg.get("red_light_violations"),
+                    "pdm_score_tlc": agg.get("pdm_score_tlc"),
                     "fallback_share": agg.get("fallback_share"),
                     "e2e_latency_p50_ms": agg.get("e2e_latency_p50_ms"),
                     "e2e_latency_p99_ms": agg.get("e2e_latency_p99_ms")})

@@ -17,10 +17,12 @@ A suite file::
         id: highway_debris         # unique case id (default: the scenario name)
         obstacles: [{kind: debris, route_s_m: 110.0, lateral_m: 0.0}]
 
-Configurations: ``stack`` (the stack's closed-loop graph; today the fallback drives), ``expert``
-(the bridge alone, SUMO drives the ego: the privileged rule-based reference) and ``naive`` (the
-fallback with ``ignore_obstacles``: a lane keeper at constant cruise speed). Each maps to a graph
-file under ``config/graph/`` (``graphs:`` in the suite overrides the mapping).
+Configurations: ``stack`` (the stack's closed-loop graph; until the learned planner and the monitor
+land it is the fallback's graph), ``fallback`` (the fallback driving alone: the safety net measured
+on its own, whatever the stack becomes), ``expert`` (the bridge alone, SUMO drives the ego: the
+privileged rule-based reference) and ``naive`` (the fallback with ``ignore_obstacles``: a lane
+keeper at the lanes' speed limits). Each maps to a graph file under ``config/graph/`` (``graphs:``
+in the suite overrides the mapping); ``tps-eval closedloop --configurations`` runs a subset.
 
 Everything here is plain data (no ROS); bad files raise :class:`SuiteError` naming the field.
 """
@@ -37,9 +39,13 @@ import yaml
 
 from tps_eval.seeds import SeedError, SeedSet, seed_set
 
-CONFIGURATIONS = ("stack", "expert", "naive")
+CONFIGURATIONS = ("stack", "fallback", "expert", "naive")
+DEFAULT_CONFIGURATIONS = ("stack", "expert", "naive")   # a suite that names none
+# Report order of the configurations (aggregates, tables, JSON).
+CONFIGURATION_ORDER = ("stack", "fallback", "naive", "expert")
 DEFAULT_GRAPHS = {
-    "stack": "config/graph/sim_fallback.yaml",
+    "stack": "config/graph/sim_fallback.yaml",     # the full stack's graph once it exists
+    "fallback": "config/graph/sim_fallback.yaml",
     "expert": "config/graph/sim_expert.yaml",
     "naive": "config/graph/sim_naive.yaml",
 }
@@ -142,8 +148,10 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in d.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str | os.PathLike, seeds: Any = None) -> Suite:
-    """Read and validate a suite; ``seeds`` (e.g. ``"9000:9005"``) overrides the file's seeds.
+def load_suite(name_or_path: str | os.PathLike, seeds: Any = None,
+               configurations: Any = None) -> Suite:
+    """Read and validate a suite; ``seeds`` (e.g. ``"9000:9005"``) overrides the file's seeds,
+    ``configurations`` (a list or a comma-separated string) its configurations.
 
     Raises:
         SuiteError: unknown suite, bad YAML, unknown keys, unknown scenario, bad option.
@@ -158,6 +166,10 @@ def load_suite(name_or_path: str | os.PathLike, seeds: Any = None) -> Suite:
         raise SuiteError(f"suite {path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise SuiteError(f"suite {path}: expected a mapping at the top level")
+    if configurations is not None:
+        if isinstance(configurations, str):
+            configurations = [c.strip() for c in configurations.split(",") if c.strip()]
+        data = dict(data, configurations=list(configurations))
     return parse_suite(data, seeds=seeds, source=str(path))
 
 
@@ -172,12 +184,12 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
         seed_list = seed_set(seeds if seeds is not None else data.get("seeds", "9000:9001"))
     except SeedError as exc:
         raise SuiteError(f"seeds: {exc}") from None
-    configs = tuple(data.get("configurations", CONFIGURATIONS))
+    configs = tuple(data.get("configurations", DEFAULT_CONFIGURATIONS))
     for c in configs:
         if c not in CONFIGURATIONS:
             raise SuiteError(f"{where}: configurations: unknown {c!r} (allowed: "
                              f"{list(CONFIGURATIONS)})")
-    if "stack" in configs or "naive" in configs:
+    if any(c in configs for c in ("stack", "fallback", "naive")):
         # EP needs the expert's progress in the same world.
         if "expert" not in configs:
             configs = configs + ("expert",)

@@ -12,7 +12,7 @@ import numpy as np
 from tps_sim.episode_log import BOX, STATIC, EpisodeLogError
 
 from tps_eval.collector import CollectedData, stamp_key
-from tps_eval.metrics import EpisodeTrace, ObjectFrame, ego_corners
+from tps_eval.metrics import EpisodeTrace, LightTrace, ObjectFrame, ego_corners
 from tps_eval.road import RoadQuery
 
 
@@ -57,6 +57,15 @@ def selected_sources(log: dict, collected: CollectedData | None) -> np.ndarray |
     return np.array([collected.sources.get(k, -1) for k in keys], np.int64)
 
 
+def light_trace(log: dict) -> LightTrace | None:
+    """The traffic lights of the log (its optional ``light_*`` keys), None without lights."""
+    if "light_id" not in log or not len(log["light_id"]):
+        return None
+    stop = np.asarray(log["light_stop"], np.float64).reshape(-1, 4)
+    return LightTrace(log["light_id"], stop[:, 0:2], stop[:, 2], stop[:, 3], log["light_state"],
+                      np.asarray(log["light_head"], np.float64))
+
+
 def trace_from_log(log: dict, road: RoadQuery | None, collected: CollectedData | None = None,
                    meta: dict | None = None, route_length_m: float | None = None,
                    route_goal_m: float | None = None) -> EpisodeTrace:
@@ -87,7 +96,8 @@ def trace_from_log(log: dict, road: RoadQuery | None, collected: CollectedData |
         # route_progress_m did not match the ego position in format_version 1)
         route_length_m=route_length_m,
         route_goal_m=route_goal_m,
-        meta=dict(meta or {}))
+        meta=dict(meta or {}),
+        lights=light_trace(log))
     trace = EpisodeTrace(**trace_kwargs)
     if road is None:
         return trace

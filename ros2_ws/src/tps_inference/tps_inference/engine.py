@@ -188,6 +188,8 @@ class Engine:
             elif not path.exists():
                 raise ArtifactMissingError(f"{what} not found: {path}")
         self.model_path = path
+        self.model_name = model_name
+        self._manifest = manifest
         self.selection = select_backend(kind, self.params)
         self.backend: Backend = self._load(kind, model, path, input_specs, output_names, allow)
         if input_specs and self.backend.name != "torch":
@@ -227,19 +229,33 @@ class Engine:
                             input_specs=specs, output_names=output_names)
 
     def _tensorrt_engine(self, onnx_path: Path) -> Path:
+        """The cached engine of this model (built, or a stale one rebuilt/refused, by get_or_build).
+        A manifest model with a ``tensorrt`` recipe is built from the recipe's source ONNX at its
+        precision (e.g. an ORT INT8 QDQ model -> the FP32 ONNX + INT8 calibration cache)."""
         from .engine_cache import (
             current_key,
-            default_cache_dir,
             get_or_build,
             onnx_profile_shapes,
             tensorrt_builder,
+            timing_cache_path,
         )
+        from .lifecycle import TensorRTPlan, cache_dir_of, tensorrt_plan
 
-        shapes = onnx_profile_shapes(onnx_path, self.params.trt_input_shapes)
-        key = current_key(onnx_path, self.params.precision, shapes)
-        cache = Path(self.params.engine_cache_dir) if self.params.engine_cache_dir else default_cache_dir()
-        build = tensorrt_builder(self.params.precision, shapes, self.params.trt_workspace_mb)
-        return get_or_build(onnx_path, cache, key, build, rebuild=self.params.rebuild_stale_engine)
+        man = None
+        if self.model_name is not None:
+            man = self._manifest if isinstance(self._manifest, Manifest) else Manifest.load(self._manifest)
+        if man is not None and self.model_name in man:
+            plan = tensorrt_plan(self.model_name, man, self.params)
+        else:
+            plan = TensorRTPlan(str(onnx_path), onnx_path, self.params.precision, None,
+                                onnx_profile_shapes(onnx_path, self.params.trt_input_shapes))
+        if plan.problem:
+            raise EngineCacheError(plan.problem)
+        key = current_key(plan.onnx_path, plan.precision, plan.input_shapes, plan.calibration_cache)
+        cache = cache_dir_of(self.params)
+        build = tensorrt_builder(plan.precision, plan.input_shapes, self.params.trt_workspace_mb,
+                                 calibration_cache=plan.calibration_cache, timing_cache=timing_cache_path(cache))
+        return get_or_build(plan.onnx_path, cache, key, build, rebuild=self.params.rebuild_stale_engine)
 
     @staticmethod
     def _check_engine_file(engine_path: Path) -> Path:

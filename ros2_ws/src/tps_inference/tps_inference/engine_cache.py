@@ -23,16 +23,22 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .errors import BackendUnavailableError, EngineCacheError, InferenceError
 from .manifest import repo_root, sha256_file
 
 LOG = logging.getLogger("tps_inference.engine_cache")
-METADATA_VERSION = 1
-_KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "precision", "input_shapes")
+METADATA_VERSION = 2  # 2: the key holds the INT8 calibration cache's sha256
+_KEY_FIELDS = ("onnx_sha256", "tensorrt_version", "gpu_name", "precision", "input_shapes", "calibration_sha256")
+# Key fields that only a machine with TensorRT and a GPU can know (see :func:`probe_key`).
+MACHINE_FIELDS = ("tensorrt_version", "gpu_name")
+ENGINE_CACHE_ENV = "TPS_ENGINE_CACHE"
+TIMING_CACHE_NAME = "timing.cache"
 
 ShapeProfile = Mapping[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
@@ -53,6 +59,8 @@ class EngineCacheKey:
         precision: fp32 | fp16 | int8.
         input_shapes: name -> (min, opt, max) shape of the optimisation profile (fixed inputs
             have min == opt == max).
+        calibration_sha256: sha256 of the INT8 calibration cache the engine was calibrated with
+            ("" when none: FP16/FP32, or an explicitly quantised QDQ graph).
     """
 
     onnx_sha256: str
@@ -60,6 +68,7 @@ class EngineCacheKey:
     gpu_name: str
     precision: str
     input_shapes: tuple
+    calibration_sha256: str = ""
 
     def __post_init__(self) -> None:
         shapes = self.input_shapes
@@ -79,16 +88,25 @@ class EngineCacheKey:
         """Raises KeyError/TypeError/ValueError on a malformed dict (caller reports corruption)."""
         shapes = {n: tuple(tuple(s) for s in triple) for n, triple in d["input_shapes"].items()}
         return cls(str(d["onnx_sha256"]), str(d["tensorrt_version"]), str(d["gpu_name"]), str(d["precision"]),
-                   shapes)
+                   shapes, str(d.get("calibration_sha256", "")))
 
     def digest(self) -> str:
         """sha256 of the key's canonical JSON (stable across runs and machines)."""
         return hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()
 
-    def differences(self, other: EngineCacheKey) -> list[str]:
-        """``["tensorrt_version: 10.0.1 -> 10.3.0", ...]`` from ``other`` (cached) to ``self`` (wanted)."""
+    def differences(self, other: EngineCacheKey, ignore: Iterable[str] = ()) -> list[str]:
+        """``["tensorrt_version: 10.0.1 -> 10.3.0", ...]`` from ``other`` (cached) to ``self`` (wanted);
+        fields in ``ignore`` are not compared (those this machine cannot know, see :func:`probe_key`)."""
         mine, theirs = self.as_dict(), other.as_dict()
-        return [f"{f}: {theirs[f]} -> {mine[f]}" for f in _KEY_FIELDS if mine[f] != theirs[f]]
+        skip = set(ignore)
+        return [f"{f}: {_short(theirs[f])} -> {_short(mine[f])}" for f in _KEY_FIELDS
+                if f not in skip and mine[f] != theirs[f]]
+
+
+def _short(value) -> str:
+    """sha256 digests shortened to 12 hex digits in messages; other values as they are."""
+    text = str(value)
+    return text[:12] + "..." if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
 
 
 @dataclass(frozen=True)
@@ -102,8 +120,10 @@ class CacheStatus:
 
 
 def default_cache_dir() -> Path:
-    """``data/engines`` under the repository (git-ignored)."""
-    return repo_root() / "data" / "engines"
+    """``$TPS_ENGINE_CACHE`` (e.g. a mounted volume in the vehicle image), else ``data/engines``
+    under the repository (git-ignored)."""
+    env = os.environ.get(ENGINE_CACHE_ENV)
+    return Path(env) if env else repo_root() / "data" / "engines"
 
 
 def engine_paths(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, precision: str) -> tuple[Path, Path]:
@@ -146,8 +166,10 @@ def read_metadata(metadata_path: Path) -> tuple[dict, EngineCacheKey]:
     return meta, key
 
 
-def check_cache(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, key: EngineCacheKey) -> CacheStatus:
-    """Classify the cached engine for ``onnx_path`` at ``key.precision`` against ``key``."""
+def check_cache(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, key: EngineCacheKey,
+                ignore: Iterable[str] = ()) -> CacheStatus:
+    """Classify the cached engine for ``onnx_path`` at ``key.precision`` against ``key``
+    (key fields in ``ignore`` are not compared: a machine without TensorRT checks the rest)."""
     engine, meta_path = engine_paths(cache_dir, onnx_path, key.precision)
     if not engine.exists() and not meta_path.exists():
         return CacheStatus("missing", f"no cached engine {engine}", engine, meta_path)
@@ -168,7 +190,7 @@ def check_cache(cache_dir: str | os.PathLike, onnx_path: str | os.PathLike, key:
     if actual != meta["engine_sha256"]:
         return CacheStatus("corrupt", f"engine {engine} sha256 {actual[:12]}... does not match its metadata "
                            f"{str(meta['engine_sha256'])[:12]}...", engine, meta_path)
-    diffs = key.differences(cached)
+    diffs = key.differences(cached, ignore)
     if diffs:
         return CacheStatus("stale", f"engine {engine} was built for another configuration: " + "; ".join(diffs),
                            engine, meta_path)
@@ -230,7 +252,8 @@ def _import_tensorrt():
     return trt
 
 
-def current_key(onnx_path: str | os.PathLike, precision: str, input_shapes: ShapeProfile) -> EngineCacheKey:
+def current_key(onnx_path: str | os.PathLike, precision: str, input_shapes: ShapeProfile,
+                calibration_cache: str | os.PathLike | None = None) -> EngineCacheKey:
     """The key for building ``onnx_path`` on this machine (needs TensorRT and a CUDA device)."""
     from .device import cuda_status, gpu_name
 
@@ -238,7 +261,33 @@ def current_key(onnx_path: str | os.PathLike, precision: str, input_shapes: Shap
     ok, reason = cuda_status()
     if not ok:
         raise BackendUnavailableError(f"TensorRT needs a CUDA device: {reason}")
-    return EngineCacheKey(sha256_file(onnx_path), str(trt.__version__), gpu_name(), precision, input_shapes)
+    calib = sha256_file(calibration_cache) if calibration_cache else ""
+    return EngineCacheKey(sha256_file(onnx_path), str(trt.__version__), gpu_name(), precision, input_shapes, calib)
+
+
+def probe_key(onnx_path: str | os.PathLike, precision: str, input_shapes: ShapeProfile,
+              calibration_cache: str | os.PathLike | None = None) -> tuple[EngineCacheKey, tuple[str, ...], str]:
+    """The key as far as *this* machine can tell, without needing TensorRT or a GPU.
+
+    Returns:
+        (key, fields this machine cannot know -- compare with ``check_cache(..., ignore=...)`` --,
+        why they are unknown ("" when TensorRT and a GPU are here and the key is complete)).
+    """
+    from .device import cuda_status, gpu_name, tensorrt_status
+
+    trt_ok, trt_why = tensorrt_status()
+    cuda_ok, cuda_why = cuda_status()
+    version = ""
+    if trt_ok:
+        import tensorrt as trt
+
+        version = str(trt.__version__)
+    unknown = tuple(f for f, ok in (("tensorrt_version", trt_ok), ("gpu_name", cuda_ok)) if not ok)
+    why = "; ".join(w for w, ok in ((trt_why, trt_ok), (cuda_why, cuda_ok)) if not ok)
+    calib = sha256_file(calibration_cache) if calibration_cache else ""
+    key = EngineCacheKey(sha256_file(onnx_path), version, gpu_name() if cuda_ok else "", precision, input_shapes,
+                         calib)
+    return key, unknown, why
 
 
 def onnx_profile_shapes(onnx_path: str | os.PathLike, overrides: ShapeProfile) -> dict:
@@ -268,8 +317,28 @@ def onnx_profile_shapes(onnx_path: str | os.PathLike, overrides: ShapeProfile) -
     return shapes
 
 
-def tensorrt_builder(precision: str, input_shapes: ShapeProfile, workspace_mb: int) -> Callable[[Path, Path], dict]:
-    """A ``build(onnx_path, engine_path)`` for :func:`get_or_build` using the TensorRT 10 builder."""
+def tensorrt_builder(precision: str, input_shapes: ShapeProfile, workspace_mb: int, *,
+                     calibration_cache: str | os.PathLike | None = None,
+                     calibration_batches: Iterable[Mapping[str, np.ndarray]] | None = None,
+                     timing_cache: str | os.PathLike | None = None) -> Callable[[Path, Path], dict]:
+    """A ``build(onnx_path, engine_path)`` for :func:`get_or_build` using the TensorRT 10 builder.
+
+    Args:
+        precision: fp32 | fp16 | int8.
+        calibration_cache: INT8 of an FP32 graph (implicit quantisation): the calibration cache
+            file. Read when it exists (no data needed then); written when ``calibration_batches``
+            are given and it does not exist yet. Without it, INT8 expects a QDQ graph (explicit
+            quantisation). TensorRT 10 deprecates the implicit path but still runs it.
+        calibration_batches: INT8 calibration inputs (name -> array, batch 1) for the entropy
+            calibrator; only used when no calibration cache exists.
+        timing_cache: TensorRT timing cache file, read if present and written back after the
+            build (it speeds up later builds on the same GPU and TensorRT; never changes validity).
+    """
+    if precision not in ("fp32", "fp16", "int8"):
+        raise EngineCacheError(f"TensorRT precision must be fp32, fp16 or int8, got {precision!r}")
+    batches = list(calibration_batches) if calibration_batches is not None else []
+    if batches and not calibration_cache:
+        raise EngineCacheError("INT8 calibration batches need a calibration_cache path to write the cache to")
 
     def build(onnx_path: Path, engine_path: Path) -> dict:
         trt = _import_tensorrt()
@@ -282,13 +351,22 @@ def tensorrt_builder(precision: str, input_shapes: ShapeProfile, workspace_mb: i
             raise EngineCacheError(f"TensorRT could not parse {onnx_path}: {errors}")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+        info = {"tensorrt_version": str(trt.__version__), "workspace_mb": int(workspace_mb), "precision": precision}
         if precision == "fp16":
             config.set_flag(trt.BuilderFlag.FP16)
         elif precision == "int8":
-            # Explicit quantisation: the ONNX carries QDQ nodes (export/ makes them); FP16 lets
-            # layers without scales fall back to half precision rather than FP32.
+            # FP16 lets layers without INT8 scales fall back to half precision rather than FP32.
             config.set_flag(trt.BuilderFlag.INT8)
             config.set_flag(trt.BuilderFlag.FP16)
+            if calibration_cache:
+                cache = Path(calibration_cache)
+                if not cache.exists() and not batches:
+                    raise EngineCacheError(f"INT8 calibration cache {cache} does not exist and no calibration data "
+                                           "was given to make it")
+                config.int8_calibrator = _entropy_calibrator(trt, batches, cache)
+                info["calibration"] = "cache" if cache.exists() else f"{len(batches)} batches -> {cache.name}"
+            else:
+                info["calibration"] = "explicit (QDQ graph)"
         profile = builder.create_optimization_profile()
         dynamic = False
         for i in range(network.num_inputs):
@@ -299,13 +377,73 @@ def tensorrt_builder(precision: str, input_shapes: ShapeProfile, workspace_mb: i
             profile.set_shape(tensor.name, lo, opt, hi)
         if dynamic:
             config.add_optimization_profile(profile)
+            if precision == "int8" and calibration_cache:
+                config.set_calibration_profile(profile)
+        timing = Path(timing_cache) if timing_cache else None
+        if timing is not None:
+            cache_obj = config.create_timing_cache(timing.read_bytes() if timing.exists() else b"")
+            config.set_timing_cache(cache_obj, ignore_mismatch=False)
+        t0 = time.perf_counter()
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise EngineCacheError(f"TensorRT failed to build an engine from {onnx_path} (precision {precision})")
+        info["build_s"] = round(time.perf_counter() - t0, 1)
         Path(engine_path).write_bytes(bytes(serialized))
-        return {"tensorrt_version": str(trt.__version__), "workspace_mb": int(workspace_mb), "precision": precision}
+        if timing is not None:
+            timing.parent.mkdir(parents=True, exist_ok=True)
+            timing.write_bytes(bytes(config.get_timing_cache().serialize()))
+            info["timing_cache"] = str(timing)
+        return info
 
     return build
+
+
+def _entropy_calibrator(trt, batches: list[Mapping[str, np.ndarray]], cache_path: Path):
+    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` (device copies via cuda-python) and
+    reading/writing ``cache_path``. With an existing cache TensorRT reads it and asks for no data."""
+    from .backends.tensorrt_backend import import_cudart
+
+    class _Calibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rt = import_cudart() if batches else None
+            self.k = 0
+            self.mem: dict[str, int] = {}
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names):
+            if self.k >= len(batches):
+                return None
+            batch = batches[self.k]
+            self.k += 1
+            ptrs = []
+            for name in names:
+                arr = np.ascontiguousarray(batch[name])
+                if name not in self.mem:
+                    err, ptr = self.rt.cudaMalloc(arr.nbytes)
+                    if int(err) != 0:
+                        raise EngineCacheError(f"cudaMalloc for INT8 calibration failed: {err}")
+                    self.mem[name] = int(ptr)
+                (err,) = self.rt.cudaMemcpy(self.mem[name], arr.ctypes.data, arr.nbytes,
+                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+                ptrs.append(self.mem[name])
+            return ptrs
+
+        def read_calibration_cache(self):
+            return cache_path.read_bytes() if cache_path.exists() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            cache_path.parent.mkdir(parents=True, exist_ok=True)
+            cache_path.write_bytes(bytes(cache))
+
+    return _Calibrator()
+
+
+def timing_cache_path(cache_dir: str | os.PathLike) -> Path:
+    """The TensorRT timing cache kept beside the engines (one per cache directory)."""
+    return Path(cache_dir) / TIMING_CACHE_NAME
 
 
 # ----------------------------------------------------------------------------------------------
@@ -359,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--cache", type=Path, default=None, help="default: data/engines")
     build.add_argument("--workspace-mb", type=int, default=1024)
     build.add_argument("--no-rebuild", action="store_true", help="refuse stale/corrupt engines instead")
+    build.add_argument("--calibration-cache", type=Path, default=None,
+                       help="INT8 of an FP32 graph: the TensorRT calibration cache (made by python -m export all)")
     lst = sub.add_parser("list", help="list cached engines and check them against their metadata")
     lst.add_argument("--cache", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -374,9 +514,10 @@ def main(argv: list[str] | None = None) -> int:
 
         onnx_path = trusted_path(args.onnx)
         shapes = onnx_profile_shapes(onnx_path, dict(args.shape))
-        key = current_key(onnx_path, args.precision, shapes)
-        engine = get_or_build(onnx_path, cache, key, tensorrt_builder(args.precision, shapes, args.workspace_mb),
-                              rebuild=not args.no_rebuild)
+        key = current_key(onnx_path, args.precision, shapes, args.calibration_cache)
+        builder = tensorrt_builder(args.precision, shapes, args.workspace_mb, calibration_cache=args.calibration_cache,
+                                   timing_cache=timing_cache_path(cache))
+        engine = get_or_build(onnx_path, cache, key, builder, rebuild=not args.no_rebuild)
         print(f"{engine} (key {key.digest()[:12]})")
         return 0
     except InferenceError as exc:  # missing/untrusted ONNX, no TensorRT, stale engine, ...

@@ -11,6 +11,10 @@ Format (documented at the top of ``models/manifest.yaml`` too)::
         data: "train seeds 0..999, calibration VAL 1000..1019"  # seeds/splits (string or mapping)
         metrics: {val_map: 0.61, parity_cosine: 0.998}          # what it scores (mapping, may be {})
         notes: "static QDQ INT8"                                # free text (optional)
+        tensorrt:                          # optional: how TensorRT builds this model instead
+          source: detector_fp32            #   manifest name of the ONNX TensorRT builds from
+          precision: int8                  #   fp32 | fp16 | int8
+          calibration: detector_trt_calib  #   INT8 of an FP32 graph: manifest name of the calibration cache
 
 The runtime computes the file's sha256 before loading it; a mismatch, a missing file, a malformed
 manifest or an unlisted model raises an :class:`~tps_inference.errors.ArtifactError` subclass
@@ -39,7 +43,9 @@ from .errors import ArtifactChecksumError, ArtifactMissingError, ManifestError
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED = ("file", "sha256", "made_by", "data", "metrics")
-_OPTIONAL = ("notes",)
+_OPTIONAL = ("notes", "tensorrt")
+_TENSORRT_KEYS = ("source", "precision", "calibration")
+_TENSORRT_PRECISIONS = ("fp32", "fp16", "int8")
 _CHUNK_BYTES = 1 << 20
 
 
@@ -112,6 +118,16 @@ class ManifestEntry:
     metrics: Mapping[str, Any]
     notes: str = ""
     path: Path = field(default=Path(), compare=False)
+    tensorrt: Mapping[str, str] | None = None  # {source, precision[, calibration]} or None
+
+    def raw(self) -> dict:
+        """The entry as written in the manifest."""
+        out = {k: getattr(self, k) for k in _REQUIRED}
+        if self.notes:
+            out["notes"] = self.notes
+        if self.tensorrt:
+            out["tensorrt"] = dict(self.tensorrt)
+        return out
 
     def verify(self) -> Path:
         """Verify the file's sha256; return its resolved path."""
@@ -149,6 +165,10 @@ class Manifest:
         entries = {}
         for name, raw in models.items():
             entries[str(name)] = cls._entry(path, str(name), raw)
+        for name, entry in entries.items():
+            if entry.tensorrt and entry.tensorrt["source"] not in entries:
+                raise ManifestError(f"model manifest {path}, model '{name}': tensorrt.source "
+                                    f"'{entry.tensorrt['source']}' is not a listed model")
         return cls(path, entries)
 
     @staticmethod
@@ -171,9 +191,18 @@ class Manifest:
             raise ManifestError(f"{where}: made_by must be the exact command that made the file")
         if not isinstance(raw["metrics"], dict):
             raise ManifestError(f"{where}: metrics must be a mapping (may be empty), got {raw['metrics']!r}")
+        trt = raw.get("tensorrt")
+        if trt is not None:
+            if not isinstance(trt, dict) or not isinstance(trt.get("source"), str) \
+                    or trt.get("precision") not in _TENSORRT_PRECISIONS or set(trt) - set(_TENSORRT_KEYS) \
+                    or not isinstance(trt.get("calibration", ""), str):
+                raise ManifestError(f"{where}: tensorrt must be a mapping with source (a model name), precision "
+                                    f"({' | '.join(_TENSORRT_PRECISIONS)}) and optionally calibration (a model "
+                                    f"name), got {trt!r}")
+            trt = {k: str(v) for k, v in trt.items()}
         return ManifestEntry(name=name, file=raw["file"], sha256=sha, made_by=raw["made_by"], data=raw["data"],
                              metrics=dict(raw["metrics"]), notes=str(raw.get("notes") or ""),
-                             path=(path.parent / raw["file"]).resolve())
+                             path=(path.parent / raw["file"]).resolve(), tensorrt=trt)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -240,7 +269,8 @@ def render_entry(name: str, entry: Mapping[str, Any]) -> str:
 
 
 def add_entry(manifest_path: str | os.PathLike, name: str, file: str | os.PathLike, made_by: str, data: Any,
-              metrics: Mapping[str, Any] | None = None, notes: str = "", replace: bool = False) -> ManifestEntry:
+              metrics: Mapping[str, Any] | None = None, notes: str = "", replace: bool = False,
+              tensorrt: Mapping[str, str] | None = None) -> ManifestEntry:
     """Add (or with ``replace`` update) a model entry, computing the file's sha256.
 
     The manifest is rewritten with its header comment kept: everything up to and including the
@@ -264,13 +294,16 @@ def add_entry(manifest_path: str | os.PathLike, name: str, file: str | os.PathLi
            "metrics": dict(metrics or {})}
     if notes:
         raw["notes"] = notes
+    if tensorrt is None and name in man and man[name].tensorrt:
+        tensorrt = man[name].tensorrt  # a re-registered file keeps its TensorRT recipe
+    if tensorrt:
+        raw["tensorrt"] = dict(tensorrt)
     text = manifest_path.read_text()
     match = re.search(r"^models:.*$", text, flags=re.MULTILINE)
     if match is None:
         raise ManifestError(f"model manifest {manifest_path} has no 'models:' line")
     head = text[: match.start()] + "models:\n"
-    entries = {n: {k: getattr(e, k) for k in _REQUIRED} | ({"notes": e.notes} if e.notes else {})
-               for n, e in man.entries.items() if n != name}
+    entries = {n: e.raw() for n, e in man.entries.items() if n != name}
     entries[name] = raw
     body = "".join(render_entry(n, e) for n, e in entries.items())
     manifest_path.write_text(head + body)

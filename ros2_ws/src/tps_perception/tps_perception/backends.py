@@ -115,7 +115,7 @@ MANIFEST_NAMES = {"fp32": "detector_fp32", "int8": "detector_int8"}
 
 
 def engine_backend(model_name: str, backend: str = "auto", threads: int = DEFAULT_THREADS,
-                   model_dir: Path | None = None) -> tuple[Backend, dict, str]:
+                   model_dir: Path | None = None, engine_params=None) -> tuple[Backend, dict, str]:
     """The network through :class:`tps_inference.Engine` (sha256-verified via models/manifest.yaml).
 
     Args:
@@ -125,6 +125,8 @@ def engine_backend(model_name: str, backend: str = "auto", threads: int = DEFAUL
             into the module and hands it to the Engine.
         threads: intra-op threads.
         model_dir: folder of ``detector.json``; default: the folder of the manifest entry's file.
+        engine_params: further :class:`tps_inference.EngineParams` (TensorRT precision, engine
+            cache, stale-engine policy); ``backend`` and ``threads`` above override its fields.
 
     Returns:
         (backend callable, detector metadata, a one-line description of what was loaded).
@@ -133,11 +135,14 @@ def engine_backend(model_name: str, backend: str = "auto", threads: int = DEFAUL
         tps_inference.errors.InferenceError subclasses (missing/modified/unlisted file, backend
         unavailable), FileNotFoundError (metadata).
     """
+    import dataclasses
+
     from tps_inference.engine import Engine
     from tps_inference.engine_params import EngineParams
     from tps_inference.manifest import Manifest, verify_sha256
 
-    params = EngineParams(backend=backend, intra_op_threads=threads, inter_op_threads=1)
+    params = dataclasses.replace(engine_params or EngineParams(), backend=backend, intra_op_threads=threads,
+                                 inter_op_threads=1)
     man = Manifest.load()
     if backend == "torch":
         from tps_inference.specs import TensorSpec

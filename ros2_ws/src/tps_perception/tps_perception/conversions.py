@@ -7,7 +7,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from tps_common.geometry import wrap_angle
-from tps_msgs.msg import DetectedAgent, DetectedAgents
+from tps_msgs.msg import DetectedAgent, DetectedAgents, TrafficLightState, TrafficLightStates
 
 from tps_perception.postprocess import Detections
 
@@ -56,4 +56,24 @@ def detections_to_msg(header_stamp: Time, frame_id: str, det: Detections, ids: n
         a.velocity.x, a.velocity.y = float(velocities[k, 0]), float(velocities[k, 1])
         agents.append(a)
     msg.agents = agents
+    return msg
+
+
+def camera_matrix(msg) -> np.ndarray | None:
+    """K (3, 3) [px] of a ``sensor_msgs/CameraInfo``; None when it is unset (all zeros) or not
+    finite. Distortion is not modelled (the reader assumes rectified images)."""
+    k = np.asarray(msg.k, np.float64).reshape(3, 3)
+    if not np.all(np.isfinite(k)) or k[0, 0] <= 0.0 or k[1, 1] <= 0.0:
+        return None
+    return k
+
+
+def light_states_msg(header_stamp: Time, frame_id: str, items) -> TrafficLightStates:
+    """``tps_msgs/TrafficLightStates`` from (light id, state, confidence, distance to the stop line
+    [m], reason) tuples, in the given order."""
+    msg = TrafficLightStates()
+    msg.header = Header(stamp=header_stamp, frame_id=frame_id)
+    msg.lights = [TrafficLightState(id=int(i), state=int(st), confidence=float(conf),
+                                    distance_to_stop_line_m=float(dist), reason=int(reason))
+                  for i, st, conf, dist, reason in items]
     return msg

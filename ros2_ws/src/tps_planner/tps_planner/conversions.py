@@ -20,17 +20,22 @@ from tps_common.conversions import (
 )
 from tps_common.stamp_sync import EgoPose
 from tps_inference.conversions import ConversionError, pointcloud2_to_xyzi
-from tps_msgs.msg import MonitorStatus, PlannedTrajectory, TrajectoryPoint
+from tps_msgs.msg import LaneMap as LaneMapMsg
+from tps_msgs.msg import MonitorStatus, PlannedTrajectory, TrafficLightStates, TrajectoryPoint
 from visualization_msgs.msg import Marker, MarkerArray
 
 from tps_planner.controller import ControlResult
 from tps_planner.fallback import FallbackResult
+from tps_planner.lane_map import Crosswalk, LaneMap, MapLane, StopLine
+from tps_planner.traffic_rules import LightObservation
 from tps_planner.trajectory import Trajectory
 
 __all__ = [
     "ConversionError",
     "control_to_msg",
     "fallback_markers",
+    "lane_map_from_msg",
+    "light_observations",
     "odometry_to_pose",
     "path_to_xy",
     "pointcloud_to_xyz",
@@ -88,9 +93,37 @@ def path_to_xy(msg: Path) -> np.ndarray:
     return np.array([[ps.pose.position.x, ps.pose.position.y] for ps in msg.poses], dtype=float).reshape(-1, 2)
 
 
+def _xy(points) -> np.ndarray:
+    return np.array([[q.x, q.y] for q in points], dtype=float).reshape(-1, 2)
+
+
+def lane_map_from_msg(msg: LaneMapMsg) -> LaneMap:
+    """tps_msgs/LaneMap -> LaneMap (map frame; raises ValueError on a lane with fewer than two
+    centreline points or non-finite values)."""
+    lanes = []
+    for ln in msg.lanes:
+        c = _xy(ln.centerline)
+        if len(c) < 2 or not np.all(np.isfinite(c)) or not math.isfinite(ln.width_m):
+            raise ValueError(f"lane {ln.id!r}: needs >= 2 finite centreline points and a width")
+        lanes.append(MapLane(str(ln.id), c, float(ln.width_m), float(ln.speed_limit_mps), bool(ln.is_junction),
+                             bool(ln.is_acceleration_lane), str(ln.left_id), str(ln.right_id),
+                             bool(ln.can_change_left), bool(ln.can_change_right),
+                             tuple(str(s) for s in ln.successor_ids)))
+    crosswalks = tuple(Crosswalk(str(c.id), _xy(c.polygon)) for c in msg.crosswalks if len(c.polygon) >= 3)
+    stop_lines = tuple(StopLine(str(s.lane_id), _xy(s.points), int(s.control), int(s.traffic_light_id))
+                       for s in msg.stop_lines)
+    return LaneMap(tuple(lanes), tuple(str(i) for i in msg.route_lane_ids), crosswalks, stop_lines)
+
+
 def pointcloud_to_xyz(msg: PointCloud2) -> np.ndarray:
     """PointCloud2 -> (N, 3) float32 xyz (NaN kept). Raises ConversionError if malformed."""
     return pointcloud2_to_xyzi(msg, intensity_field=None)[:, :3]
+
+
+def light_observations(msg: TrafficLightStates) -> tuple[float, list[LightObservation]]:
+    """(stamp [s], the reader's state of each light) of a ``tps_msgs/TrafficLightStates``."""
+    return time_to_seconds(msg.header.stamp), [
+        LightObservation(int(li.id), int(li.state), float(li.confidence)) for li in msg.lights]
 
 
 def monitor_state_of(msg: MonitorStatus) -> tuple[int, tuple[str, ...]]:
@@ -113,7 +146,8 @@ def control_to_msg(res: ControlResult, stamp_s: float) -> CarlaEgoVehicleControl
 
 
 def fallback_markers(res: FallbackResult, stamp_s: float, ns: str = "fallback") -> MarkerArray:
-    """RViz markers of the fallback's corridor (two line strips), obstacle (cube + text) and plan."""
+    """RViz markers of the fallback's corridor (two line strips), obstacle (cube + text), plan and
+    the tracked objects around the ego (a cube list)."""
     header = Header(stamp=seconds_to_time(stamp_s), frame_id="map")
     markers = [Marker(header=header, ns=ns, action=Marker.DELETEALL)]
 
@@ -145,4 +179,11 @@ def fallback_markers(res: FallbackResult, stamp_s: float, ns: str = "fallback") 
         text.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
         text.text = f"{ob.gap_m:.1f} m, closing {ob.closing_speed_mps:.1f} m/s"
         markers += [cube, text]
+    if res.objects:
+        cubes = Marker(header=header, ns=ns, id=6, type=Marker.CUBE_LIST, action=Marker.ADD)
+        cubes.pose.orientation.w = 1.0
+        cubes.scale = Vector3(x=0.8, y=0.8, z=0.8)
+        cubes.color = ColorRGBA(r=1.0, g=0.7, b=0.1, a=0.8)
+        cubes.points = [Point(x=float(o.xy[0]), y=float(o.xy[1]), z=0.4) for o in res.objects]
+        markers.append(cubes)
     return MarkerArray(markers=markers)

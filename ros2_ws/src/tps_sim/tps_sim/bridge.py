@@ -335,6 +335,7 @@ class SimBridge:
         self._step_for_delay = 0
         self._done = False
         self._closed = False
+        self._lane_map = None
 
     # -- episode ------------------------------------------------------------------------------
     @property
@@ -349,6 +350,20 @@ class SimBridge:
     @property
     def instruction(self):
         return self.world.instruction
+
+    @property
+    def lane_map(self):
+        """The episode's map knowledge (:class:`tps_sim.map_knowledge.LaneMapData`), built once."""
+        if self._lane_map is None:
+            from tps_sim.map_knowledge import lane_map_of_world
+
+            self._lane_map = lane_map_of_world(self.world)
+        return self._lane_map
+
+    @property
+    def light_heads(self) -> tuple:
+        """The world's traffic-light heads (map knowledge; empty without lights)."""
+        return tuple(getattr(self.world, "light_heads", ()))
 
     @property
     def done(self) -> bool:

@@ -165,12 +165,21 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
             raise ParameterError(f"{name} must be >= {low}, got {value}")
     _check_world(names[0], 0, args.density, args.clutter or "none", args.duration)
     _check_lidar(args.lidar_beams, args.lidar_azimuth_steps)
+    image_size = None
+    if args.image_size:
+        try:
+            image_size = tuple(int(v) for v in args.image_size.lower().split("x"))
+            if len(image_size) != 2 or min(image_size) < 2:
+                raise ValueError
+        except ValueError:
+            raise ParameterError(f"--image-size must be WxH (pixels >= 2), got {args.image_size!r}") from None
     paths, errors = generate_dataset(
         names, args.split, args.episodes, args.out, workers=args.workers,
         duration_s=args.duration, frame_stride=args.frame_stride, image_every=args.image_every,
         clutter=args.clutter, density=args.density, lidar_beams=args.lidar_beams,
         lidar_azimuth_steps=args.lidar_azimuth_steps, overwrite=args.overwrite,
-        progress=not args.no_progress, first_seed_index=args.first_seed_index)
+        progress=not args.no_progress, first_seed_index=args.first_seed_index,
+        image_size=image_size)
     for err in errors:
         print(f"tps-sim dataset: episode failed: {err}", file=sys.stderr)
     print(json.dumps({"split": args.split, "shards": len(paths), "failed": len(errors),

@@ -22,9 +22,17 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from carla_msgs.msg import CarlaEgoVehicleControl, CarlaEgoVehicleStatus
+from carla_msgs.msg import (
+    CarlaBoundingBox,
+    CarlaEgoVehicleControl,
+    CarlaEgoVehicleStatus,
+    CarlaTrafficLightInfo,
+    CarlaTrafficLightInfoList,
+    CarlaTrafficLightStatus,
+    CarlaTrafficLightStatusList,
+)
 from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import Point, PoseStamped, Vector3
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Vector3
 from nav_msgs.msg import Odometry, Path
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
@@ -35,7 +43,15 @@ from tps_common.conversions import header, seconds_to_time, time_to_ns, time_to_
 from tps_common.conversions import yaw_to_quaternion_msg as yaw_quaternion
 from tps_common.geometry import yaw_to_quaternion
 from tps_common.tf import transform_stamped
-from tps_msgs.msg import DrivingInstruction, GroundTruth, GroundTruthAgent
+from tps_msgs.msg import (
+    DrivingInstruction,
+    GroundTruth,
+    GroundTruthAgent,
+    LaneMap,
+    MapCrosswalk,
+    MapLane,
+    MapStopLine,
+)
 
 from tps_sim.sensors.rig import CAMERA_FRAME, LIDAR_FRAME, MAP_FRAME, SensorRig
 from tps_sim.sensors.rig import VEHICLE_FRAME as EGO_FRAME
@@ -51,9 +67,14 @@ TOPIC_CONTROL = "/carla/ego_vehicle/vehicle_control_cmd"
 TOPIC_GROUND_TRUTH = "/tps/sim/ground_truth"
 TOPIC_ROUTE = "/planning/route"
 TOPIC_INSTRUCTION = "/tps/instruction"
+TOPIC_LANE_MAP = "/tps/map/lane_map"
 TOPIC_DIAGNOSTICS = "/diagnostics"
 TOPIC_TF = "/tf"
 TOPIC_TF_STATIC = "/tf_static"
+# Traffic lights (carla-ros-bridge): map knowledge, latched; ground-truth states every step (for
+# recording and evaluation only -- no stack node subscribes to it, tests/foundation checks).
+TOPIC_LIGHT_INFO = "/carla/traffic_lights/info"
+TOPIC_LIGHT_STATUS = "/carla/traffic_lights/status"
 
 # Topic -> ROS type name, in the order the bridge publishes them each step.
 TOPIC_TYPES: dict[str, str] = {
@@ -65,11 +86,14 @@ TOPIC_TYPES: dict[str, str] = {
     TOPIC_ODOMETRY: "nav_msgs/msg/Odometry",
     TOPIC_STATUS: "carla_msgs/msg/CarlaEgoVehicleStatus",
     TOPIC_GROUND_TRUTH: "tps_msgs/msg/GroundTruth",
+    TOPIC_LIGHT_STATUS: "carla_msgs/msg/CarlaTrafficLightStatusList",
     TOPIC_ROUTE: "nav_msgs/msg/Path",
     TOPIC_INSTRUCTION: "tps_msgs/msg/DrivingInstruction",
+    TOPIC_LANE_MAP: "tps_msgs/msg/LaneMap",
     TOPIC_TF_STATIC: "tf2_msgs/msg/TFMessage",
+    TOPIC_LIGHT_INFO: "carla_msgs/msg/CarlaTrafficLightInfoList",
 }
-LATCHED_TOPICS = (TOPIC_ROUTE, TOPIC_INSTRUCTION, TOPIC_TF_STATIC)
+LATCHED_TOPICS = (TOPIC_ROUTE, TOPIC_INSTRUCTION, TOPIC_LANE_MAP, TOPIC_TF_STATIC, TOPIC_LIGHT_INFO)
 DEFAULT_RIG = SensorRig()
 
 POINT_STEP = 16  # x, y, z, intensity float32 (carla-ros-bridge layout)
@@ -237,6 +261,33 @@ def ground_truth_msg(state, scenario: str, seed: int, events: Iterable[str], t_s
     return msg
 
 
+def traffic_light_info_msg(heads) -> CarlaTrafficLightInfoList:
+    """``carla_msgs/CarlaTrafficLightInfoList`` of the network's heads
+    (``tps_common.traffic_lights.LightHead``): id, transform = the head's pose in ``map`` (housing
+    centre, yaw = the direction its lamps face), trigger volume relative to it (from the stop line
+    ``TRIGGER_DEPTH_M`` upstream, one lane wide; docs/CONTRACTS.md "Traffic lights")."""
+    out = []
+    for h in heads:
+        centre, size = h.trigger_volume()
+        qx, qy, qz, qw = h.quaternion()
+        x, y, z = (float(v) for v in h.position)
+        box = CarlaBoundingBox(center=Vector3(x=float(centre[0]), y=float(centre[1]),
+                                              z=float(centre[2])),
+                               size=Vector3(x=float(size[0]), y=float(size[1]), z=float(size[2])))
+        out.append(CarlaTrafficLightInfo(id=int(h.id), transform=Pose(
+            position=Point(x=x, y=y, z=z), orientation=Quaternion(x=qx, y=qy, z=qz, w=qw)),
+            trigger_volume=box))
+    return CarlaTrafficLightInfoList(traffic_lights=out)
+
+
+def traffic_light_status_msg(ids, states) -> CarlaTrafficLightStatusList:
+    """``carla_msgs/CarlaTrafficLightStatusList``: the state of every head (ids, states as
+    ``tps_common.traffic_lights`` = ``CarlaTrafficLightStatus`` constants). carla-ros-bridge's
+    message has no header."""
+    return CarlaTrafficLightStatusList(traffic_lights=[
+        CarlaTrafficLightStatus(id=int(i), state=int(s)) for i, s in zip(ids, states, strict=True)])
+
+
 def path_msg(route_xy: np.ndarray, t_s: float = 0.0) -> Path:
     """``nav_msgs/Path`` of a (N, 2) map polyline [m]; each pose faces the next point."""
     route = np.asarray(route_xy, dtype=np.float64).reshape(-1, 2)
@@ -265,6 +316,28 @@ def instruction_msg(instruction, t_s: float = 0.0) -> DrivingInstruction:
                               command=int(instruction.command),
                               exit_number=int(getattr(instruction, "exit_number", 0) or 0),
                               target_speed_mps=float(-1.0 if target is None else target))
+
+
+def _points(xy: np.ndarray) -> list:
+    return [Point(x=float(x), y=float(y), z=0.0) for x, y in np.asarray(xy, np.float64).reshape(-1, 2)]
+
+
+def lane_map_msg(lane_map, t_s: float = 0.0, frame_id: str = MAP_FRAME) -> LaneMap:
+    """``tps_msgs/LaneMap`` of a :class:`tps_sim.map_knowledge.LaneMapData` (map frame)."""
+    msg = LaneMap(header=header(t_s, frame_id), route_lane_ids=[str(i) for i in lane_map.route_lane_ids])
+    msg.lanes = [MapLane(id=str(ln.lane_id), centerline=_points(ln.centerline), width_m=float(ln.width_m),
+                         speed_limit_mps=float(ln.speed_limit_mps), is_junction=bool(ln.is_junction),
+                         is_acceleration_lane=bool(ln.is_acceleration_lane), left_id=str(ln.left_id),
+                         right_id=str(ln.right_id), can_change_left=bool(ln.can_change_left),
+                         can_change_right=bool(ln.can_change_right),
+                         successor_ids=[str(s) for s in ln.successor_ids])
+                 for ln in lane_map.lanes]
+    msg.crosswalks = [MapCrosswalk(id=str(c.crosswalk_id), polygon=_points(c.polygon))
+                      for c in lane_map.crosswalks]
+    msg.stop_lines = [MapStopLine(lane_id=str(s.lane_id), points=_points(s.points), control=int(s.control),
+                                  traffic_light_id=int(s.traffic_light_id))
+                      for s in lane_map.stop_lines]
+    return msg
 
 
 def diagnostic_msg(node_name: str, statuses: Iterable[tuple[str, str, str, dict]],
@@ -303,8 +376,10 @@ def frame_messages(frame, scenario: str, seed: int, camera_info_fields: dict | N
     """Every message of one bridge ``Frame`` (tps_sim.bridge), as (topic, message) in publication
     order: /clock first, then /tf (map -> vehicle), sensors, odometry, vehicle status and ground
     truth (all stamped ``frame.stamp_s``, delayed sensor data keeps its own stamp), frame ids from
-    ``rig``. The live bridge publishes and the recorder writes exactly this list; ``/tf_static``
-    (:func:`tf_static_msg`) is published once, latched."""
+    ``rig``; last the traffic lights' ground-truth states (an empty list without lights). The
+    live bridge publishes and the recorder writes exactly this list; ``/tf_static``
+    (:func:`tf_static_msg`) and the lights' map knowledge (:func:`traffic_light_info_msg`) are
+    published once, latched."""
     t = frame.stamp_s
     ego = frame.state.ego
     pose = (ego.center[0], ego.center[1], ego.yaw)
@@ -323,4 +398,8 @@ def frame_messages(frame, scenario: str, seed: int, camera_info_fields: dict | N
                                                  frame.control, t)))
     out.append((TOPIC_GROUND_TRUTH, ground_truth_msg(frame.state, scenario, seed, frame.events, t,
                                                      futures)))
+    lights = getattr(frame.scene, "lights", None)
+    out.append((TOPIC_LIGHT_STATUS, traffic_light_status_msg(
+        [h.id for h in lights.heads] if lights is not None else [],
+        lights.states if lights is not None else [])))
     return out

@@ -3,7 +3,13 @@
 ``tps-sim dataset --scenarios all --episodes N --split train -o data/sim`` (or
 :func:`generate_episode`) simulates every step of an episode with SUMO driving the ego (the
 expert), keeps every ``frame_stride``-th step as a *frame*, casts the lidar on frames, renders the
-camera on every ``image_every``-th frame, and computes futures from the full step sequence.
+camera on every ``image_every``-th frame (stored at the camera's resolution, or downscaled to
+``--image-size WxH`` with area averaging, a copy for learned image encoders), and computes futures
+from the full step sequence. Traffic lights: every frame carries the ground-truth state of every
+head and its stop line in that frame's base_link (see the table).
+
+Size on disk (``np.savez_compressed``): see the tps_sim README, "Datasets" (measured per shard
+with and without images).
 
 Splits: seeds come from :mod:`tps_sim.splits` (train 0..999, val 1000..1099, test 9000..9099); a
 shard's split is the split of its seed -- test seeds are held out: never for training, tuning,
@@ -25,8 +31,19 @@ t_s                  (T,) float64     sim time of the frame [s]
 points               (P, 4) float32   x, y, z [m], intensity in the LIDAR frame
                                       (base_link + 1.8 m up, REP-103) of every frame
 point_offsets        (T+1,) int64     frame i's points: points[point_offsets[i]:[i+1]]
-image                (Ti, H, W, 3)    uint8 RGB front camera (``ego_vehicle/rgb_front``)
+image                (Ti, H, W, 3)    uint8 RGB front camera (``ego_vehicle/rgb_front``) at the
+                                      stored size (meta ``image_size``, ``image_K``)
 image_frame_idx      (Ti,) int64      frame index of each image
+light_id             (L,) int32       traffic-light head ids (CarlaTrafficLightInfo ids; L = 0
+                                      without lights)
+light_head           (L, 4) float32   head x, y, z [m], yaw [rad] (its lamps' facing) in map
+light_stop           (L, 4) float32   stop line centre x, y [m], direction of travel [rad],
+                                      width [m] in map
+light_on_route       (L,) bool        the ego's route drives through that stop line
+light_state          (T, L) uint8     state per frame: RED 0, YELLOW 1, GREEN 2, OFF 3
+                                      (CarlaTrafficLightStatus)
+light_stop_base      (T, L, 2, 2)     float32 stop-line end points (right, left) in base_link
+                                      of that frame [m]
 gt_offsets           (T+1,) int64     frame i's boxes: rows gt_offsets[i]:[i+1]
 gt_boxes             (G, 9) float32   x, y, z, l, w, h, yaw, vx, vy in base_link of that frame
                                       (z = box-centre height above ground; vx, vy = velocity
@@ -70,7 +87,7 @@ CLUTTER_LEVELS = ("none", "low", "medium", "high")
 FUTURE_COUNT = 6
 FUTURE_STEP_S = 0.5
 GT_BOX_COLUMNS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: traffic-light keys, image_size / image_K in meta
 LIDAR_SEED_OFFSET = 1_000_003
 
 
@@ -101,7 +118,7 @@ class _StepRecord:
 def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, duration_s: float = 20.0,
                      frame_stride: int = 5, image_every: int = 5, clutter: str | None = None,
                      density: float = 1.0, lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
-                     overwrite: bool = True) -> Path:
+                     overwrite: bool = True, image_size: tuple[int, int] | None = None) -> Path:
     """Simulate one expert episode and write its shard.
 
     Args:
@@ -115,6 +132,7 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
         density: traffic density factor.
         lidar_beams, lidar_azimuth_steps: lidar resolution.
         overwrite: False = return an existing shard untouched.
+        image_size: (width, height) [px] the images are downscaled to (None: the camera's).
 
     Returns:
         Path of the shard.
@@ -128,7 +146,8 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
         return path
     arrays = episode_arrays(scenario, seed, duration_s=duration_s, frame_stride=frame_stride,
                             image_every=image_every, clutter=clutter, density=density,
-                            lidar_beams=lidar_beams, lidar_azimuth_steps=lidar_azimuth_steps)
+                            lidar_beams=lidar_beams, lidar_azimuth_steps=lidar_azimuth_steps,
+                            image_size=image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, **arrays)
@@ -136,9 +155,21 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
     return path
 
 
+def scaled_camera_matrix(k: np.ndarray, src_size: tuple[int, int],
+                         dst_size: tuple[int, int]) -> np.ndarray:
+    """K (3, 3) of an image resized from ``src_size`` to ``dst_size`` (width, height) [px], pixel
+    centres at integer coordinates before and after (OpenCV's resize convention)."""
+    sx, sy = dst_size[0] / src_size[0], dst_size[1] / src_size[1]
+    out = np.array(k, np.float64).copy()
+    out[0, 0], out[1, 1] = k[0, 0] * sx, k[1, 1] * sy
+    out[0, 2], out[1, 2] = (k[0, 2] + 0.5) * sx - 0.5, (k[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
 def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_stride: int = 5,
                    image_every: int = 5, clutter: str | None = None, density: float = 1.0,
-                   lidar_beams: int = 32, lidar_azimuth_steps: int = 1024) -> dict[str, np.ndarray]:
+                   lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
+                   image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
     """Simulate one expert episode and return the shard's arrays without writing anything (for
     evaluations on fresh held-out seeds). Arguments as :func:`generate_episode`; the result has
     exactly the shard's keys (``Episode(episode_arrays(...))`` gives the accessors)."""
@@ -151,6 +182,10 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
         raise ValueError(f"frame_stride must be >= 1, got {frame_stride}")
     if int(image_every) < 0:
         raise ValueError(f"image_every must be >= 0, got {image_every}")
+    if image_size is not None:
+        image_size = (int(image_size[0]), int(image_size[1]))
+        if min(image_size) < 2:
+            raise ValueError(f"image_size must be (width, height) >= 2 px, got {image_size}")
     split = splits.split_of(seed)
     clutter = clutter_for_seed(seed) if clutter is None else clutter
     lidar_params = LidarParams(beams=lidar_beams, azimuth_steps=lidar_azimuth_steps)
@@ -183,18 +218,31 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
                 frame = {"step": len(steps) - 1, "t_s": float(state.t_s), "points": to_xyzi(scan),
                          "hit_id": scan.hit_id, "state": state, "image": None}
                 if camera is not None and len(frames) % image_every == 0:
-                    frame["image"] = camera.render(scene)
+                    image = camera.render(scene)
+                    if image_size is not None and image_size != image.shape[1::-1]:
+                        import cv2
+
+                        image = cv2.resize(image, image_size, interpolation=cv2.INTER_AREA)
+                    frame["image"] = image
+                frame["lights"] = (np.asarray(scene.lights.states, np.uint8)
+                                   if scene.lights is not None else np.zeros(0, np.uint8))
                 frames.append(frame)
             if world.is_done(state):
                 break
             state = world.step(neutral)  # ignored: the expert drives
         instruction = world.instruction
         route = np.asarray(world.route, np.float64).reshape(-1, 2)
+        heads = tuple(world.light_heads)
     finally:
         world.close()
 
     stride_steps = max(1, int(round(FUTURE_STEP_S / dt)))
     arrays = _assemble(frames, steps, stride_steps)
+    arrays.update(_light_arrays(frames, steps, heads, route))
+    stored = native = None
+    if camera is not None:
+        native = (camera.params.width, camera.params.height)
+        stored = image_size or native
     meta = {
         "scenario": scenario, "seed": int(seed), "split": split, "clutter": clutter,
         "density": float(density), "dt_s": dt, "frame_stride": int(frame_stride),
@@ -207,6 +255,9 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
         "lidar_height_m": LIDAR_HEIGHT_M,
         "camera": ({**asdict(camera.params), "K": camera.intrinsics().ravel().tolist()}
                    if camera is not None else None),
+        "image_size": list(stored) if stored else None,
+        "image_K": (scaled_camera_matrix(camera.intrinsics(), native, stored).ravel().tolist()
+                    if camera is not None else None),
         "future_step_s": FUTURE_STEP_S, "gt_box_columns": list(GT_BOX_COLUMNS),
         "format_version": FORMAT_VERSION,
     }
@@ -214,6 +265,30 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
     arrays["route"] = route
     arrays["static_boxes"] = static_boxes
     return arrays
+
+
+def _light_arrays(frames: list[dict], steps: list[_StepRecord], heads: tuple,
+                  route: np.ndarray) -> dict[str, np.ndarray]:
+    """The traffic-light keys of a shard (module docstring)."""
+    from tps_common.traffic_lights import heads_on_route
+
+    n = len(heads)
+    if not n:
+        return {"light_id": np.zeros(0, np.int32), "light_head": np.zeros((0, 4), np.float32),
+                "light_stop": np.zeros((0, 4), np.float32), "light_on_route": np.zeros(0, bool),
+                "light_state": np.zeros((len(frames), 0), np.uint8),
+                "light_stop_base": np.zeros((len(frames), 0, 2, 2), np.float32)}
+    ends = np.stack([h.stop_line() for h in heads])                              # (L, 2, 2)
+    on_route = {h.id for h, _ in heads_on_route(heads, route)}
+    base = np.stack([to_base_link(ends, steps[fr["step"]].ego) for fr in frames])
+    return {
+        "light_id": np.array([h.id for h in heads], np.int32),
+        "light_head": np.array([[*h.position, h.yaw] for h in heads], np.float32),
+        "light_stop": np.array([[*h.stop_xy, h.lane_yaw, h.stop_width_m] for h in heads], np.float32),
+        "light_on_route": np.array([h.id in on_route for h in heads], bool),
+        "light_state": np.stack([fr["lights"] for fr in frames]).astype(np.uint8).reshape(-1, n),
+        "light_stop_base": base.astype(np.float32).reshape(len(frames), n, 2, 2),
+    }
 
 
 def _assemble(frames: list[dict], steps: list[_StepRecord], stride: int) -> dict[str, np.ndarray]:
@@ -365,6 +440,15 @@ class Episode:
         j = self._image_of.get(self._check(i))
         return None if j is None else self.arrays["image"][j]
 
+    def lights(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids (L,), states (L,) uint8, stop lines (L, 2, 2) in base_link [m]) of frame ``i``
+        (empty arrays for shards without traffic lights or older than format 2)."""
+        i = self._check(i)
+        arr = self.arrays
+        if "light_id" not in arr:
+            return np.zeros(0, np.int32), np.zeros(0, np.uint8), np.zeros((0, 2, 2), np.float32)
+        return arr["light_id"], arr["light_state"][i], arr["light_stop_base"][i]
+
     def ego(self, i: int) -> tuple[np.ndarray, float, float, np.ndarray, np.ndarray]:
         """(pose (3,) map x, y, yaw; speed [m/s]; accel [m/s^2]; future (6, 3); valid (6,))."""
         i = self._check(i)
@@ -395,7 +479,8 @@ def generate_dataset(scenarios: list[str], split: str, episodes: int, out_dir: s
                      image_every: int = 5, clutter: str | None = None, density: float = 1.0,
                      lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
                      overwrite: bool = False, progress: bool = True,
-                     first_seed_index: int = 0) -> tuple[list[Path], list[str]]:
+                     first_seed_index: int = 0,
+                     image_size: tuple[int, int] | None = None) -> tuple[list[Path], list[str]]:
     """Generate ``episodes`` episodes per scenario from the first seeds of ``split`` in a spawn
     process pool (one SUMO per process). Existing shards are kept unless ``overwrite``.
 
@@ -410,7 +495,8 @@ def generate_dataset(scenarios: list[str], split: str, episodes: int, out_dir: s
     tasks = [dict(scenario=s, seed=seed, out_dir=str(out_dir), duration_s=duration_s,
                   frame_stride=frame_stride, image_every=image_every, clutter=clutter,
                   density=density, lidar_beams=lidar_beams,
-                  lidar_azimuth_steps=lidar_azimuth_steps, overwrite=overwrite)
+                  lidar_azimuth_steps=lidar_azimuth_steps, overwrite=overwrite,
+                  image_size=image_size)
              for seed in seeds for s in scenarios]
     paths: list[Path] = []
     errors: list[str] = []
@@ -444,6 +530,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep every N-th 0.1 s step as a frame")
     parser.add_argument("--image-every", type=int, default=5,
                         help="camera image on every N-th frame (0 = none)")
+    parser.add_argument("--image-size", default=None, metavar="WxH",
+                        help="store the images downscaled to W x H pixels (area averaging; "
+                             "default: the camera's 640x360)")
     parser.add_argument("--clutter", default=None, choices=CLUTTER_LEVELS,
                         help="fixed clutter level (default: cycled by seed %% 4)")
     parser.add_argument("--density", type=float, default=1.0, help="traffic density factor")

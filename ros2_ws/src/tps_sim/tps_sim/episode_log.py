@@ -49,6 +49,18 @@ events_json            str                 JSON list (length T) of the event lis
 route                  (R, 2) float64      ego route polyline [m]
 =====================  ==================  ===================================================
 
+Optional keys (all or none; written when the world has traffic lights, validated when present):
+
+=====================  ==================  ===================================================
+light_id               (L,) int64          traffic-light head ids (carla_msgs info ids)
+light_head             (L, 4) float64      head pose: x, y, z [m], yaw [rad] (the direction its
+                                           lamps face) (:data:`LIGHT_HEAD_COLUMNS`)
+light_stop             (L, 4) float64      its stop line: centre x, y [m], direction of travel
+                                           [rad], width [m] (:data:`LIGHT_STOP_COLUMNS`)
+light_state            (T, L) uint8        state of each head at each step (RED 0, YELLOW 1,
+                                           GREEN 2, OFF 3, UNKNOWN 4: CarlaTrafficLightStatus)
+=====================  ==================  ===================================================
+
 In ``.json.gz`` a missing (NaN) float is written as ``null`` (NaN is not JSON); the reader turns
 ``null`` (and a ``NaN`` literal) back into NaN, so both formats read to the same arrays.
 """
@@ -69,6 +81,8 @@ BOX_COLUMNS = ("x", "y", "z", "yaw", "length", "width", "height", "vx", "vy", "s
                "accel_mps2", "yaw_rate")
 STATIC_COLUMNS = ("x", "y", "z", "length", "width", "height", "yaw", "material")
 CONTROL_COLUMNS = ("throttle", "steer", "brake", "hand_brake", "reverse")
+LIGHT_HEAD_COLUMNS = ("x", "y", "z", "yaw")
+LIGHT_STOP_COLUMNS = ("x", "y", "yaw", "width")
 # Column index by name, for readers: ego[:, BOX["yaw"]], static_box[:, STATIC["material"]].
 BOX = {name: i for i, name in enumerate(BOX_COLUMNS)}
 STATIC = {name: i for i, name in enumerate(STATIC_COLUMNS)}
@@ -99,8 +113,17 @@ LOG_KEYS: dict[str, tuple[Any, tuple]] = {
     "events_json": (str, ()),
     "route": (np.float64, ("R", 2)),
 }
+# Optional keys, all or none (shape entries as above; L = traffic-light heads).
+OPTIONAL_LOG_KEYS: dict[str, tuple[Any, tuple]] = {
+    "light_id": (np.int64, ("L",)),
+    "light_head": (np.float64, ("L", len(LIGHT_HEAD_COLUMNS))),
+    "light_stop": (np.float64, ("L", len(LIGHT_STOP_COLUMNS))),
+    "light_state": (np.uint8, ("T", "L")),
+}
 # Offsets and the rows they index.
 _OFFSET_KEYS = {"agent_offsets": "agent_id", "collision_offsets": "collision_ids"}
+# A step whose frame carries no traffic-light states logs this state for every head.
+_UNKNOWN_LIGHT_STATE = 4
 
 
 class EpisodeLogError(ValueError):
@@ -133,6 +156,9 @@ class EpisodeLog:
         self.rows: list[dict] = []
         self.static_id = np.zeros(0, np.int64)
         self.static_box = np.zeros((0, len(STATIC_COLUMNS)))
+        self.light_id: np.ndarray | None = None
+        self.light_head = np.zeros((0, len(LIGHT_HEAD_COLUMNS)))
+        self.light_stop = np.zeros((0, len(LIGHT_STOP_COLUMNS)))
 
     def add(self, frame, *, control_received: bool, step_timeout: bool,  # noqa: ANN001
             wall_time_s: float) -> None:
@@ -146,8 +172,16 @@ class EpisodeLog:
             wall_time_s: wall clock when the step was produced [s].
         """
         state = frame.state
+        lights = getattr(frame.scene, "lights", None) if frame.scene is not None else None
         if not self.rows and frame.scene is not None:
             self.static_id, self.static_box = static_rows(frame.scene.statics)
+            if lights is not None and len(lights):
+                self.light_id = np.array([h.id for h in lights.heads], np.int64)
+                self.light_head = np.array([[*h.position, h.yaw] for h in lights.heads], np.float64)
+                self.light_stop = np.array([[*h.stop_xy, h.lane_yaw, h.stop_width_m]
+                                            for h in lights.heads], np.float64)
+        # Light states: the scene's, else the frame's own (a world stepped without scenes).
+        light_states = lights.states if lights is not None else getattr(frame, "light_states", None)
         c = frame.control
         self.rows.append({
             "t_s": float(frame.t_s), "step": int(frame.step), "stamp_s": float(frame.stamp_s),
@@ -162,6 +196,7 @@ class EpisodeLog:
             "control_received": bool(control_received), "step_timeout": bool(step_timeout),
             "e2e_latency_s": float("nan"), "wall_time_s": float(wall_time_s),
             "events": list(frame.events),
+            "light_state": None if light_states is None else [int(v) for v in light_states],
         })
 
     def set_latency(self, step: int, latency_s: float) -> None:
@@ -177,7 +212,15 @@ class EpisodeLog:
         agent_box = [b for r in rows for b in r["agent_box"]]
         meta = dict(meta, num_steps=len(rows), format_version=LOG_FORMAT_VERSION,
                     box_columns=list(BOX_COLUMNS))
-        return {
+        lights = {}
+        if self.light_id is not None:
+            n = self.light_id.shape[0]
+            states = [r["light_state"] if r["light_state"] is not None and len(r["light_state"]) == n
+                      else [_UNKNOWN_LIGHT_STATE] * n for r in rows]
+            lights = {"light_id": self.light_id, "light_head": self.light_head,
+                      "light_stop": self.light_stop,
+                      "light_state": np.array(states, np.uint8).reshape(len(rows), n)}
+        return lights | {
             "meta_json": np.array(json.dumps(meta, sort_keys=True)),
             "t_s": np.array([r["t_s"] for r in rows], np.float64),
             "step": np.array([r["step"] for r in rows], np.int64),
@@ -247,9 +290,9 @@ def _read_raw(path: Path) -> dict[str, Any]:
     raise EpisodeLogError(f"episode log {path}: unknown format (expected .npz or .json.gz)")
 
 
-def _typed(path: Path, key: str, value: Any) -> Any:
+def _typed(path: Path, key: str, value: Any, spec: tuple | None = None) -> Any:
     """``value`` as the key's dtype and dimensionality (strings for the JSON keys)."""
-    dtype, shape = LOG_KEYS[key]
+    dtype, shape = spec if spec is not None else LOG_KEYS[key]
     if dtype is str:
         if isinstance(value, np.ndarray):
             if value.ndim != 0:
@@ -265,9 +308,10 @@ def _typed(path: Path, key: str, value: Any) -> Any:
     except (TypeError, ValueError) as exc:
         raise EpisodeLogError(f"episode log {path}: {key} is not {np.dtype(dtype).name}: "
                               f"{exc}") from None
-    if arr.size == 0 and len(shape) == 2:
+    if arr.size == 0 and len(shape) == 2 and isinstance(shape[1], int):
         arr = arr.reshape(0, shape[1])  # an empty JSON list has lost its column count
-    if arr.ndim != len(shape) or (len(shape) == 2 and arr.shape[1] != shape[1]):
+    if arr.ndim != len(shape) or (len(shape) == 2 and isinstance(shape[1], int)
+                                  and arr.shape[1] != shape[1]):
         want = "(" + ", ".join(str(s) for s in shape) + ")"
         raise EpisodeLogError(f"episode log {path}: {key} has shape {arr.shape}, "
                               f"expected {want}")
@@ -293,6 +337,23 @@ def _check_rows(path: Path, log: dict) -> None:
             raise EpisodeLogError(f"episode log {path}: {key} must rise from 0 to "
                                   f"len({indexed}) = {log[indexed].shape[0]}, got "
                                   f"{off[0]}..{off[-1]}")
+
+
+def _check_lights(path: Path, log: dict) -> None:
+    """The optional traffic-light keys agree with each other and with the step count."""
+    n = log["light_id"].shape[0]
+    for key in ("light_head", "light_stop"):
+        if log[key].shape[0] != n:
+            raise EpisodeLogError(f"episode log {path}: {key} has {log[key].shape[0]} rows, "
+                                  f"expected {n} (L, from light_id)")
+    t = log["t_s"].shape[0]
+    state = log["light_state"]
+    if state.size == 0:
+        state = state.reshape(t, n)
+        log["light_state"] = state
+    if state.shape != (t, n):
+        raise EpisodeLogError(f"episode log {path}: light_state has shape {state.shape}, "
+                              f"expected ({t}, {n}) (T, L)")
 
 
 def load_episode_log(path: str | os.PathLike) -> dict[str, Any]:
@@ -339,8 +400,15 @@ def log_from_arrays(raw: dict[str, Any], source: str = "(in memory)") -> dict[st
     if missing:
         raise EpisodeLogError(f"episode log {where}: missing keys {missing}")
     log: dict[str, Any] = {k: _typed(where, k, raw[k]) for k in LOG_KEYS}
-    log.update({k: v for k, v in raw.items() if k not in LOG_KEYS})  # keep extra keys as read
+    optional = [k for k in OPTIONAL_LOG_KEYS if k in raw]
+    if optional and len(optional) != len(OPTIONAL_LOG_KEYS):
+        raise EpisodeLogError(f"episode log {where}: has {optional} but not "
+                              f"{sorted(set(OPTIONAL_LOG_KEYS) - set(optional))} (all or none)")
+    log.update({k: _typed(where, k, raw[k], OPTIONAL_LOG_KEYS[k]) for k in optional})
+    log.update({k: v for k, v in raw.items() if k not in LOG_KEYS and k not in log})
     _check_rows(where, log)
+    if optional:
+        _check_lights(where, log)
     try:
         log["meta"] = json.loads(log["meta_json"])
         log["events"] = json.loads(log["events_json"])

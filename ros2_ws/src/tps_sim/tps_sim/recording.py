@@ -3,8 +3,9 @@
 ``tps-sim record --scenario merge --seed 3 --duration 30 -o run.mcap`` runs the world and the
 sensors in-process through the bridge's core (:class:`tps_sim.bridge.SimBridge`, the expert
 drives by default) and writes the topics the live bridge publishes (``tps_sim.conversions
-.frame_messages`` builds the very same messages, ``/tf`` included), plus the latched
-``/planning/route``, ``/tps/instruction`` and ``/tf_static`` at t = 0.
+.frame_messages`` builds the very same messages, ``/tf`` and the traffic lights' states
+included), plus the latched ``/planning/route``, ``/tps/instruction``, ``/tps/map/lane_map``,
+``/tf_static`` and ``/carla/traffic_lights/info`` at t = 0.
 
 Output: with MCAP storage and a path ending in ``.mcap``, one self-contained ``.mcap`` file
 (opens in Foxglove, ``rosbags``' Reader, ``mcap-ros2-support``, ``ros2 bag play FILE``);
@@ -229,6 +230,8 @@ def record(params: BridgeParams, out: str | os.PathLike, *, storage: str = "mcap
         horizon = stride * FUTURE_COUNT
         bag.write(conv.TOPIC_ROUTE, conv.path_msg(core.route, 0.0), 0)
         bag.write(conv.TOPIC_INSTRUCTION, conv.instruction_msg(core.instruction, 0.0), 0)
+        bag.write(conv.TOPIC_LANE_MAP, conv.lane_map_msg(core.lane_map, 0.0), 0)
+        bag.write(conv.TOPIC_LIGHT_INFO, conv.traffic_light_info_msg(core.light_heads), 0)
         bag.write(conv.TOPIC_TF_STATIC, conv.tf_static_msg(core.rig, 0.0,
                                                            lidar=params.lidar_enabled,
                                                            camera=params.camera_enabled), 0)

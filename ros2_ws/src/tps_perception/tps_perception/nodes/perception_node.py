@@ -19,6 +19,7 @@ or the clock passing its stamp releases it with the nearest pose within ``pose_t
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 
@@ -35,6 +36,8 @@ from tps_common.node import load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, STACK_OUTPUT_QOS, sensor_qos
 from tps_common.stamp_sync import EgoPose, PoseKind, Release, StampSync, StampSyncParams
 from tps_common.tf import ExtrinsicSource
+from tps_inference import EngineParams
+from tps_inference.lifecycle import BuildOnlyFinished, build_models, startup_warnings, summarize
 from tps_msgs.msg import DetectedAgents
 
 from tps_perception.backends import engine_backend
@@ -46,6 +49,7 @@ from tps_perception.postprocess import Detections
 
 NODE_NAME = "perception"
 ODOM_HISTORY = 50           # poses kept for stamp lookup (5 s at 10 Hz)
+BUILD_ONLY_EXIT_DELAY_S = 0.01  # build_only: the report is logged, then the node exits from a timer
 
 
 class PerceptionNode(Node):
@@ -56,7 +60,16 @@ class PerceptionNode(Node):
         super().__init__(**kwargs)
         _, p = load_params(self, "perception_node")
         self.p = p
-        backend, meta, what = engine_backend(p["model_name"], p["backend"], p["threads"])
+        self.engine_params = EngineParams(precision=p["trt_precision"], engine_cache_dir=p["engine_cache_dir"],
+                                          rebuild_stale_engine=p["rebuild_stale_engine"])
+        models = [] if p["backend"] == "torch" else [p["model_name"]]  # the manifest models this node loads
+        if p["build_only"]:
+            self._build_only(models)
+            return
+        for warning in startup_warnings(models, dataclasses.replace(self.engine_params, backend=p["backend"])):
+            self.get_logger().warning(warning)
+        backend, meta, what = engine_backend(p["model_name"], p["backend"], p["threads"],
+                                             engine_params=self.engine_params)
         self.backend_name = what
         params = DetectorParams.from_meta(meta, score_threshold=p["score_threshold"], track=p["track"])
         self.detector = Detector(params, backend)
@@ -81,6 +94,22 @@ class PerceptionNode(Node):
                 self.create_subscription(Clock, "/clock", self.on_clock, CLOCK_QOS)
         self.get_logger().info(f"perception ready: model {p['model_name']} on {what}"
                                + (f", FAULTS: {self.faults.params.describe()}" if self.faults.params.any_active else ""))
+
+    def _build_only(self, models: list[str]) -> None:
+        """build_only: build/validate every engine (tps_inference.lifecycle), log the report, exit
+        (0 = every model ready) from a timer, so that run_node ends the node with that code."""
+        params = dataclasses.replace(self.engine_params, backend=self.p["backend"],
+                                     intra_op_threads=self.p["threads"], inter_op_threads=1)
+        text, code = summarize(build_models(models, params))
+        log = self.get_logger().info if code == 0 else self.get_logger().error
+        for line in text.splitlines():
+            log(line)
+        summary = text.splitlines()[-1]
+
+        def finish() -> None:
+            raise BuildOnlyFinished(summary, code)
+
+        self.create_timer(BUILD_ONLY_EXIT_DELAY_S, finish)
 
     # ---------------------------------------------------------------- inputs
     def on_odom(self, msg: Odometry) -> None:

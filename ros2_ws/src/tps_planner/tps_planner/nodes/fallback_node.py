@@ -2,10 +2,19 @@
 
 Inputs: ``~/input/points`` (sensor_msgs/PointCloud2, lidar frame), ``~/input/odometry``
 (nav_msgs/Odometry), ``~/input/route`` (nav_msgs/Path, transient local), ``~/input/monitor_status``
-(tps_msgs/MonitorStatus), ``/tf_static`` and ``/tf`` (the lidar extrinsic ``T_base<-lidar``;
-``lidar_extrinsic`` until the tree connects the cloud's frame). Outputs: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, source
+(tps_msgs/MonitorStatus), ``~/input/lane_map`` (tps_msgs/LaneMap, transient local: lanes, speed
+limits, crosswalks), ``/tf_static`` and ``/tf`` (the lidar extrinsic ``T_base<-lidar``;
+``lidar_extrinsic`` until the tree connects the cloud's frame); with ``use_traffic_lights``
+also ``~/input/traffic_light_info`` (carla_msgs/CarlaTrafficLightInfoList, transient local: map
+knowledge) and ``~/input/traffic_lights`` (tps_msgs/TrafficLightStates of the classical light
+reader). Outputs: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, source
 fallback or minimal-risk, stamped with the cloud's stamp), ``~/output/markers``
 (visualization_msgs/MarkerArray), ``/diagnostics``.
+
+Traffic lights (``tps_planner.traffic_rules``): a cycle uses the reader's output of its own stamp
+(the camera frame of the same step); while the route has stop lines and that output has not
+arrived, the cloud waits for it (at most ``light_wait_s`` of wall time, then every light counts
+as UNKNOWN).
 
 Each cloud is planned with the ego pose at the cloud's stamp: if the odometry of that stamp has
 not arrived yet, the cloud waits for it (the synchronous loop publishes both per step); the next
@@ -18,23 +27,27 @@ from __future__ import annotations
 import sys
 import time
 
+from carla_msgs.msg import CarlaTrafficLightInfoList
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
+from rclpy.clock import Clock as WallClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
 from tps_common import diagnostics as diag
-from tps_common.conversions import seconds_to_time, time_to_seconds
+from tps_common.conversions import light_heads_from_info, seconds_to_time, time_to_seconds
 from tps_common.frames import parse_static_transform
 from tps_common.node import load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, TRAJECTORY_QOS, sensor_qos
 from tps_common.stamp_sync import PoseKind, Release, StampSync, StampSyncParams
 from tps_common.tf import ExtrinsicSource
-from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+from tps_msgs.msg import LaneMap, MonitorStatus, PlannedTrajectory, TrafficLightStates
 from visualization_msgs.msg import MarkerArray
 
 from tps_planner import conversions as conv
-from tps_planner.fallback import FallbackParams, FallbackPlanner
+from tps_planner.fallback import FallbackParams, FallbackPlanner, VirtualStop
+from tps_planner.traffic_rules import TrafficLightStage, TrafficRuleParams
 from tps_planner.trajectory import STATE_NAMES
 
 NODE_NAME = "fallback"
@@ -66,11 +79,25 @@ class FallbackNode(Node):
         self.create_subscription(PointCloud2, "~/input/points", self._on_points, qos)
         self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, qos)
         self.create_subscription(Path, "~/input/route", self._on_route, LATCHED_QOS)
+        self.create_subscription(LaneMap, "~/input/lane_map", self._on_lane_map, LATCHED_QOS)
         self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor, TRAJECTORY_QOS)
         if self.get_parameter("use_sim_time").value:
             self.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
         else:
             self.create_timer(0.1, lambda: self._check_stale(self.get_clock().now().nanoseconds * 1e-9))
+        self.lights: TrafficLightStage | None = None
+        self._parked: list[tuple[Release, float]] = []    # cycles waiting for the light reader
+        if self.cfg["use_traffic_lights"]:
+            c = self.cfg
+            self.lights = TrafficLightStage(TrafficRuleParams(
+                comfort_decel_mps2=c["light_comfort_decel_mps2"], max_stop_decel_mps2=c["light_max_stop_decel_mps2"],
+                stop_margin_m=c["light_stop_margin_m"], lookahead_m=c["light_lookahead_m"],
+                unknown_margin_m=c["light_unknown_margin_m"], hold_s=c["light_hold_s"],
+                min_confidence=c["light_min_confidence"]))
+            self.create_subscription(CarlaTrafficLightInfoList, "~/input/traffic_light_info", self._on_light_info,
+                                     LATCHED_QOS)
+            self.create_subscription(TrafficLightStates, "~/input/traffic_lights", self._on_lights, TRAJECTORY_QOS)
+            self.create_timer(0.05, self._release_parked, clock=WallClock(clock_type=ClockType.STEADY_TIME))
 
     # ---------------------------------------------------------------- inputs
     def _on_route(self, msg: Path) -> None:
@@ -79,6 +106,8 @@ class FallbackNode(Node):
         else:
             try:
                 self.planner.set_route(conv.path_to_xy(msg))
+                if self.lights is not None:
+                    self.lights.set_route(conv.path_to_xy(msg))
                 self.route_error = ""
                 self.get_logger().info(f"route: {len(msg.poses)} poses, {self.planner.route.s[-1]:.0f} m")
                 return
@@ -86,6 +115,39 @@ class FallbackNode(Node):
                 self.route_error = f"unusable route: {exc}"
         self.get_logger().error(self.route_error)
         self._diag_error("route", self.route_error)
+
+    def _on_lane_map(self, msg: LaneMap) -> None:
+        if msg.header.frame_id not in ("map", ""):
+            self._diag_error("lane_map", f"lane map frame '{msg.header.frame_id}' is not 'map': ignored")
+            return
+        try:
+            self.planner.set_lane_map(conv.lane_map_from_msg(msg))
+        except ValueError as exc:
+            self._diag_error("lane_map", f"unusable lane map: {exc}")
+            return
+        lanes = self.planner.lanes
+        self.get_logger().info(f"lane map: {len(msg.lanes)} lanes, {len(msg.crosswalks)} crosswalks"
+                               + (f", {len(lanes.strips)} along the route" if lanes is not None else ""))
+
+    def _on_light_info(self, msg: CarlaTrafficLightInfoList) -> None:
+        try:
+            self.lights.set_heads(light_heads_from_info(msg))
+        except ValueError as exc:
+            self._diag_error("traffic_lights", f"traffic light info ignored: {exc}")
+
+    def _on_lights(self, msg: TrafficLightStates) -> None:
+        stamp, observations = conv.light_observations(msg)
+        self.lights.put(stamp, observations)
+        self._release_parked()
+
+    def _release_parked(self) -> None:
+        """Plan the cycles whose light reading arrived (or that waited ``light_wait_s``)."""
+        now = time.monotonic()
+        ready = [(r, t) for r, t in self._parked
+                 if not self.lights.waits_for(r.stamp_s) or now - t > self.cfg["light_wait_s"]]
+        for item in ready:
+            self._parked.remove(item)
+            self._process(item[0], parked=True)
 
     def _on_monitor(self, msg: MonitorStatus) -> None:
         state, _ = conv.monitor_state_of(msg)
@@ -123,7 +185,10 @@ class FallbackNode(Node):
                          stamp_s=now_s)
 
     # ---------------------------------------------------------------- planning
-    def _process(self, r: Release) -> None:
+    def _process(self, r: Release, parked: bool = False) -> None:
+        if self.lights is not None and not parked and self.lights.waits_for(r.stamp_s):
+            self._parked.append((r, time.monotonic()))      # the light reading of this frame first
+            return
         t0 = time.perf_counter()
         msg, stamp, pose = r.payload, r.stamp_s, r.pose
         self.last_cloud_stamp_s = stamp
@@ -144,7 +209,19 @@ class FallbackNode(Node):
         if r.pose_kind is PoseKind.NEAREST:
             extra.append(f"odometry of the cloud's stamp missing: used the pose at {pose.stamp_s:.3f} s")
         self.planner.set_lidar_extrinsic(self.extrinsic.transform(msg.header.frame_id or None))
-        res = self.planner.update(points, stamp, pose, self.monitor_state)
+        light_values, stops = {}, ()
+        if self.lights is not None and self.planner.route is not None:
+            if not self.lights.has(stamp) and self.lights.rules.stop_lines:
+                extra.append("no light reading for this frame: every light UNKNOWN")
+            s_ego, _ = self.planner.project_ego(pose)
+            rule = self.lights.update(stamp, s_ego + self.core_params.ego_length_m / 2, pose.speed_mps)
+            stops = rule.stops
+            d = rule.decisions[0] if rule.decisions else None
+            light_values = {"light_id": d.light_id if d else 0, "light_state": d.effective if d else -1,
+                            "light_gap_m": d.gap_m if d else float("inf"), "light_stop": bool(stops),
+                            "light_decision": d.reason if d else "no stop line ahead"}
+        res = self.planner.update(points, stamp, pose, self.monitor_state,
+                                  virtual_stops=tuple(VirtualStop(s, "traffic light") for s in stops))
         if res.trajectory is None:
             self._diag_error("planning", "; ".join([*res.messages, *extra, self.route_error]).strip("; "),
                              stamp_s=stamp)
@@ -166,7 +243,11 @@ class FallbackNode(Node):
             "nan_fraction": res.nan_fraction, "ego_speed_mps": pose.speed_mps, "route_s_m": res.s_ego_m,
             "source": "minimal_risk" if res.minimal_risk else "fallback",
             "plan_speed_end_mps": float(res.trajectory.speed_mps[-1]),
+            "lane_state": res.lane.state, "lane_id": res.lane.lane_id, "lane_target": res.lane.target_lane_id,
+            "lane_reason": res.lane.reason, "objects": len(res.objects),
+            "stops": "; ".join(f"{st.reason} at {st.s_m:.1f} m" for st in res.stops),
             **self.extrinsic.diagnostic_values(msg.header.frame_id or None),
+            **light_values,
         }
         text = "; ".join([*res.messages, *extra]) or "ok"
         statuses = [

@@ -11,7 +11,12 @@ import sys
 import time
 
 import rclpy
-from carla_msgs.msg import CarlaEgoVehicleControl, CarlaEgoVehicleStatus
+from carla_msgs.msg import (
+    CarlaEgoVehicleControl,
+    CarlaEgoVehicleStatus,
+    CarlaTrafficLightInfoList,
+    CarlaTrafficLightStatusList,
+)
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry, Path
 from rclpy.clock import Clock, ClockType
@@ -25,7 +30,7 @@ from tps_common.levels import ERROR, WARN
 from tps_common.node import is_requested_shutdown, load_params
 from tps_common.params import ParameterError
 from tps_common.tf import tf_qos, tf_static_broadcast_qos
-from tps_msgs.msg import DrivingInstruction, GroundTruth
+from tps_msgs.msg import DrivingInstruction, GroundTruth, LaneMap
 
 from tps_sim import conversions as conv
 from tps_sim.bridge import BridgeParams, SimBridge, status_summary
@@ -62,13 +67,16 @@ class SimBridgeNode(Node):
         self.pub_gt = p(GroundTruth, conv.TOPIC_GROUND_TRUTH, SENSOR_QOS)
         self.pub_route = p(Path, conv.TOPIC_ROUTE, qos.LATCHED_QOS)
         self.pub_instruction = p(DrivingInstruction, conv.TOPIC_INSTRUCTION, qos.LATCHED_QOS)
+        self.pub_lane_map = p(LaneMap, conv.TOPIC_LANE_MAP, qos.LATCHED_QOS)
         self.pub_diag = p(DiagnosticArray, conv.TOPIC_DIAGNOSTICS, qos.DIAGNOSTICS_QOS)
+        self.pub_light_info = p(CarlaTrafficLightInfoList, conv.TOPIC_LIGHT_INFO, qos.LATCHED_QOS)
+        self.pub_light_status = p(CarlaTrafficLightStatusList, conv.TOPIC_LIGHT_STATUS, SENSOR_QOS)
         self._publishers_by_topic = {
             conv.TOPIC_CLOCK: self.pub_clock, conv.TOPIC_TF: self.pub_tf,
             conv.TOPIC_LIDAR: self.pub_lidar,
             conv.TOPIC_IMAGE: self.pub_image, conv.TOPIC_CAMERA_INFO: self.pub_info,
             conv.TOPIC_ODOMETRY: self.pub_odom, conv.TOPIC_STATUS: self.pub_status,
-            conv.TOPIC_GROUND_TRUTH: self.pub_gt}
+            conv.TOPIC_GROUND_TRUTH: self.pub_gt, conv.TOPIC_LIGHT_STATUS: self.pub_light_status}
         self.create_subscription(CarlaEgoVehicleControl, conv.TOPIC_CONTROL, self._on_control,
                                  qos.CONTROL_QOS)
         period = POLL_PERIOD_S if self.params.step_period_s <= 0 else min(
@@ -83,6 +91,8 @@ class SimBridgeNode(Node):
                                                       camera=self.params.camera_enabled))
         self.pub_route.publish(conv.path_msg(self.core.route, 0.0))
         self.pub_instruction.publish(conv.instruction_msg(self.core.instruction, 0.0))
+        self.pub_lane_map.publish(conv.lane_map_msg(self.core.lane_map, 0.0))
+        self.pub_light_info.publish(conv.traffic_light_info_msg(self.core.light_heads))
         self._publish_frame(self.core.start(time.monotonic()))
         self.get_logger().info(
             f"{self.params.scenario} seed {self.params.seed}: ego_driver={self.params.ego_driver}, "

@@ -14,10 +14,12 @@ Rendering, back to front:
    those positions are a table; each frame they are moved to the map frame and looked up in the
    road raster (asphalt, lane paint, off-road). With a level mount (no roll or pitch) these are
    exactly the rows below the horizon row;
-2. boxes (agents and clutter, not the ego) sorted far to near by the distance from the camera to
-   the nearest point of their footprint (painter's algorithm), each drawn as its camera-facing
-   faces, clipped at the near plane, filled with ``cv2.fillConvexPoly`` and flat-shaded by face
-   orientation.
+2. boxes (agents, clutter and the traffic-light structure, not the ego) sorted far to near by
+   the distance from the camera to the nearest point of their footprint (painter's algorithm),
+   each drawn as its camera-facing faces, clipped at the near plane, filled with
+   ``cv2.fillConvexPoly`` and flat-shaded by face orientation. Right after a traffic-light
+   housing's front face, its three lamps are painted on it (12-gon discs, unshaded): the lit
+   one in its state's colour (``LAMP_RGB``), the others dark.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass, fields
 import cv2
 import numpy as np
 from numba import njit
+from tps_common.traffic_lights import GREEN, LAMP_ORDER, RED, YELLOW
 
 from tps_sim.sensors.rig import CAMERA_FRAME, OPTICAL_IN_BODY
 from tps_sim.sensors.scene3d import (
@@ -41,6 +44,7 @@ from tps_sim.sensors.scene3d import (
     MAT_PARKED_CAR,
     MAT_PEDESTRIAN,
     MAT_POLE,
+    MAT_SIGNAL,
     MAT_TRUCK,
     MAT_WALL,
     SURFACE_ASPHALT,
@@ -71,8 +75,14 @@ MATERIAL_RGB = {
     MAT_BUILDING: (185, 165, 150),
     MAT_PARKED_CAR: (110, 110, 140),
     MAT_DEBRIS: (100, 80, 60),
+    MAT_SIGNAL: (28, 28, 30),
 }
 DEFAULT_RGB = (128, 128, 128)
+# Traffic-light lamps (emitters: brighter and more saturated than any painted material): the lit
+# lamp of each state, and an unlit lamp.
+LAMP_RGB = {RED: (255, 30, 20), YELLOW: (255, 200, 0), GREEN: (30, 255, 120)}
+LAMP_OFF_RGB = (55, 55, 58)
+LAMP_SIDES = 12
 # Flat shading: brightness of the top face, and of side faces facing (away from) the light.
 TOP_SHADE = 1.0
 SIDE_SHADE_MIN, SIDE_SHADE_MAX = 0.55, 0.9
@@ -361,6 +371,7 @@ class CameraModel:
         np.clip(uv, -MAX_ABS_PX, MAX_ABS_PX, out=uv)
         uv_fixed = np.round(uv * scale).astype(np.int32)
         visible = facing[order]
+        lamps = self._lamp_decals(scene, order, r, t)
         for k, f in zip(*np.nonzero(visible), strict=True):
             if clipped[k, f]:
                 pts = self._project_clipped(polys[k, f], near)
@@ -369,6 +380,37 @@ class CameraModel:
             else:
                 pts = uv_fixed[k, f]
             cv2.fillConvexPoly(img, pts, colours[k][f], lineType=cv2.LINE_8, shift=DRAW_SHIFT)
+            if f == 0 and k in lamps:   # a housing's front face: its lamps go on it
+                for lamp_pts, rgb in lamps[k]:
+                    cv2.fillConvexPoly(img, lamp_pts, rgb, lineType=cv2.LINE_8, shift=DRAW_SHIFT)
+
+    def _lamp_decals(self, scene: Scene3D, order: np.ndarray, r: np.ndarray, t: np.ndarray
+                     ) -> dict[int, list]:
+        """{painter index of a housing: [(fixed-point lamp polygon, RGB), ...]} for the drawn
+        housings whose lamps are wholly in front of the near plane."""
+        lights = scene.lights
+        if lights is None or not len(lights):
+            return {}
+        first = len(scene.agents) + len(scene.statics)
+        position = {int(row): k for k, row in enumerate(order)}
+        out: dict[int, list] = {}
+        scale = float(1 << DRAW_SHIFT)
+        for head, state, row in zip(lights.heads, lights.states, lights.housing_rows, strict=True):
+            k = position.get(first + int(row))
+            if k is None:
+                continue
+            decals = []
+            for lamp in LAMP_ORDER:
+                poly = head.lamp_polygon(lamp, LAMP_SIDES) @ r.T + t
+                if np.any(poly[:, 2] < self.params.near_clip_m):
+                    continue
+                uv = np.stack([self.fx * poly[:, 0] / poly[:, 2] + self.cx,
+                               self.fy * poly[:, 1] / poly[:, 2] + self.cy], axis=1)
+                np.clip(uv, -MAX_ABS_PX, MAX_ABS_PX, out=uv)
+                rgb = LAMP_RGB[lamp] if int(state) == lamp else LAMP_OFF_RGB
+                decals.append((np.round(uv * scale).astype(np.int32), rgb))
+            out[k] = decals
+        return out
 
     def _project_clipped(self, poly: np.ndarray, near: float) -> np.ndarray | None:
         """Clip a face (K, 3, optical frame) at depth ``near`` and project it to fixed-point

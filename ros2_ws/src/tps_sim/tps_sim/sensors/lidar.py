@@ -35,6 +35,7 @@ from tps_sim.sensors.scene3d import (
     MAT_PARKED_CAR,
     MAT_PEDESTRIAN,
     MAT_POLE,
+    MAT_SIGNAL,
     MAT_TRUCK,
     MAT_WALL,
     SURFACE_ASPHALT,
@@ -61,6 +62,7 @@ MATERIAL_REFLECTIVITY = {
     MAT_BUILDING: 0.35,
     MAT_PARKED_CAR: 0.50,
     MAT_DEBRIS: 0.25,
+    MAT_SIGNAL: 0.30,
 }
 DEFAULT_REFLECTIVITY = 0.4
 # A box window is widened by this many radians on every side (rounding safety; the windows are
@@ -406,7 +408,8 @@ class LidarModel:
         p = self.params
         origin, rot = scene.sensor_pose(self.mount.translation, self._mount_rotation)
         ego = scene.ego_box()
-        boxes = BoxSet.concat(ego, scene.agents, scene.statics)
+        boxes = BoxSet.concat(ego, scene.agents, scene.statics,
+                              scene.lights.boxes if scene.lights is not None else BoxSet.empty())
         # Boxes into the sensor frame.
         rel = boxes.centers - origin
         centers_s = rel @ rot  # row-vector form of rot.T @ rel

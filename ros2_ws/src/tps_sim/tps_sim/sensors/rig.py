@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-from tps_common.frames import RigidTransform
+from tps_common.frames import OPTICAL_IN_BODY, RigidTransform  # noqa: F401 - re-exported
 from tps_common.params import ParameterError
 
 from tps_sim.sensors.scene3d import CAMERA_MOUNT, LIDAR_MOUNT, mount_transform, mount_tuple
@@ -34,9 +33,8 @@ BASE_FRAME = "base_link"
 LIDAR_FRAME = "ego_vehicle/lidar"
 CAMERA_FRAME = "ego_vehicle/rgb_front"
 # Camera body (x forward, y left, z up) -> optical (x right, y down, z forward): the rotation of
-# the optical frame in the body frame (carla-ros-bridge's quat_swap matrix).
-OPTICAL_IN_BODY = RigidTransform(np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]),
-                                 np.zeros(3))
+# the optical frame in the body frame (carla-ros-bridge's quat_swap matrix; one copy, in
+# tps_common.frames, shared with the nodes that read the camera).
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,11 @@ CAMERA_MOUNT = (*CAMERA_OFFSET_M, 0.0, 0.0, 0.0)
 # are equal to the class ids of the detector (tps_msgs DetectedAgent class ids).
 MAT_CAR, MAT_TRUCK, MAT_BUS, MAT_PEDESTRIAN, MAT_CYCLIST = 1, 2, 3, 4, 5
 MAT_POLE, MAT_BARRIER, MAT_WALL, MAT_BUILDING, MAT_PARKED_CAR, MAT_DEBRIS = 10, 11, 12, 13, 14, 15
+# Traffic-light housings (their poles and arms are MAT_POLE); see LightScene.
+MAT_SIGNAL = 16
+# Ids of the traffic-light structure boxes (poles, arms, housings): apart from agents (1, 2, ...)
+# and world statics (tps_sim.world.state.STATIC_ID_BASE = 1_000_000 upwards).
+SIGNAL_ID_BASE = 3_000_000
 
 # Sensor hits on the ground plane (no box) carry this material and id GROUND_ID.
 MAT_GROUND = 0
@@ -52,6 +57,7 @@ MATERIAL_NAMES = {
     MAT_BUILDING: "building",
     MAT_PARKED_CAR: "parked_car",
     MAT_DEBRIS: "debris",
+    MAT_SIGNAL: "signal",
 }
 
 # Typical box heights [m] per material, for worlds that only know a footprint (SUMO vTypes have
@@ -207,6 +213,8 @@ class RoadSurface:
         marking_polylines: (K_i, 2) float64 polylines [m] of painted lines (lane borders,
             dashes as separate short polylines).
         marking_width_m: painted line width [m].
+        marking_areas: (J_i, 2) float64 polygons [m] of painted areas (stop lines, give-way
+            dashes, zebra stripes), filled.
         raster_resolution_m: requested cell size of the cached raster [m]; it grows when the
             network would need more than ``MAX_RASTER_CELLS`` cells.
 
@@ -218,22 +226,26 @@ class RoadSurface:
     marking_polylines: tuple = ()
     marking_width_m: float = 0.15
     raster_resolution_m: float = 0.2
+    marking_areas: tuple = ()
 
     def __post_init__(self) -> None:
         polys = tuple(np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in
                       self.drivable_polygons)
         lines = tuple(np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in
                       self.marking_polylines)
+        areas = tuple(np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in
+                      self.marking_areas)
         if not self.marking_width_m > 0.0:
             raise ValueError(f"RoadSurface.marking_width_m must be > 0, got {self.marking_width_m}")
         if not self.raster_resolution_m > 0.0:
             raise ValueError("RoadSurface.raster_resolution_m must be > 0, got "
                              f"{self.raster_resolution_m}")
-        for p in polys + lines:
+        for p in polys + lines + areas:
             if not np.all(np.isfinite(p)):
                 raise ValueError("RoadSurface: polygon/polyline coordinates must be finite")
         object.__setattr__(self, "drivable_polygons", polys)
         object.__setattr__(self, "marking_polylines", lines)
+        object.__setattr__(self, "marking_areas", areas)
 
     @cached_property
     def raster(self) -> tuple[np.ndarray, float, float, float]:
@@ -274,6 +286,10 @@ class RoadSurface:
             thickness = max(1, int(round(self.marking_width_m / cell)))
             cv2.polylines(codes, lines, False, SURFACE_MARKING, thickness=thickness,
                           lineType=cv2.LINE_8, shift=shift)
+        for area in self.marking_areas:
+            if len(area) >= 3:
+                cv2.fillPoly(codes, [to_px(area)], SURFACE_MARKING, lineType=cv2.LINE_8,
+                             shift=shift)
         return codes, float(x0), float(y0), cell
 
     def surface_at(self, xy: np.ndarray) -> np.ndarray:
@@ -290,6 +306,49 @@ class RoadSurface:
 
 
 @dataclass(frozen=True, eq=False)
+class LightScene:
+    """Traffic lights as the sensors see them (map frame).
+
+    The structure (poles, arms, hangers and housings) is plain geometry: both sensors see its
+    boxes, the lidar never the lamps' colours. The camera also paints each head's three lamps on
+    its housing's front face: the lit one in the colour of its state, the others dark
+    (``tps_common.traffic_lights`` has the light model: lamp layout, sizes).
+
+    Attributes:
+        heads: K ``tps_common.traffic_lights.LightHead`` (id, housing pose, stop line).
+        states: (K,) uint8 state of each head (``tps_common.traffic_lights`` RED, YELLOW, GREEN,
+            OFF).
+        boxes: every structure box (ids from ``SIGNAL_ID_BASE``; housings MAT_SIGNAL, the rest
+            MAT_POLE).
+        housing_rows: (K,) int64, the row of ``boxes`` that is head k's housing.
+    """
+
+    heads: tuple
+    states: np.ndarray
+    boxes: BoxSet
+    housing_rows: np.ndarray
+
+    def __post_init__(self) -> None:
+        states = np.asarray(self.states, np.uint8).reshape(-1)
+        rows = np.asarray(self.housing_rows, np.int64).reshape(-1)
+        if not (len(self.heads) == states.shape[0] == rows.shape[0]):
+            raise ValueError(f"LightScene: {len(self.heads)} heads, {states.shape[0]} states, "
+                             f"{rows.shape[0]} housing rows")
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self.boxes)):
+            raise ValueError("LightScene.housing_rows: a row outside boxes")
+        object.__setattr__(self, "heads", tuple(self.heads))
+        object.__setattr__(self, "states", states)
+        object.__setattr__(self, "housing_rows", rows)
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    def with_states(self, states: np.ndarray) -> LightScene:
+        """The same lights in other states (the structure is shared)."""
+        return LightScene(self.heads, states, self.boxes, self.housing_rows)
+
+
+@dataclass(frozen=True, eq=False)
 class Scene3D:
     """Everything a sensor can see at one simulation step.
 
@@ -301,6 +360,9 @@ class Scene3D:
         ego_size: (length, width, height) [m] of the ego's box, centred on base_link in x/y,
             standing on the ground. Sensors exclude it.
         time_s: simulation time [s].
+        lights: the traffic lights (structure + lamp states), or None where there are none.
+            Their boxes are sensor geometry only: not world statics (the world's collision
+            check and the episode log's statics do not include them).
     """
 
     agents: BoxSet
@@ -309,6 +371,7 @@ class Scene3D:
     ego_pose: tuple[float, float, float]
     ego_size: tuple[float, float, float] = (4.6, 1.9, 1.5)
     time_s: float = 0.0
+    lights: LightScene | None = None
 
     def __post_init__(self) -> None:
         pose = tuple(float(v) for v in self.ego_pose)
@@ -321,8 +384,10 @@ class Scene3D:
         object.__setattr__(self, "ego_size", size)
 
     def all_boxes(self) -> BoxSet:
-        """Agents then statics, as one set."""
-        return BoxSet.concat(self.agents, self.statics)
+        """Agents, statics, then the traffic-light structure (if any), as one set."""
+        if self.lights is None:
+            return BoxSet.concat(self.agents, self.statics)
+        return BoxSet.concat(self.agents, self.statics, self.lights.boxes)
 
     def ego_box(self) -> BoxSet:
         """The ego as a one-box set (id -1, material car)."""

@@ -16,6 +16,15 @@ from tps_sim.world.sumo_adapter import NetworkData
 MARKING_DASH_M = 3.0
 MARKING_GAP_M = 9.0
 LANE_LOOKUP_TOLERANCE_M = 0.05
+# Transverse markings at junction entries and crossings (painted areas) [m].
+STOP_LINE_WIDTH_M = 0.4          # solid stop line (signal-controlled or stop-sign lanes)
+GIVE_WAY_LINE_WIDTH_M = 0.3      # broken give-way line (lanes that must yield)
+GIVE_WAY_DASH_M, GIVE_WAY_GAP_M = 0.6, 0.4
+TRANSVERSE_INSET_M = 0.1         # transverse lines stop this short of the lane's borders
+ZEBRA_STRIPE_M, ZEBRA_GAP_M = 0.5, 0.5
+# SUMO right-of-way states of a lane's links that need a stop line / a give-way line.
+STOP_LINK_STATES = frozenset("oOs")
+GIVE_WAY_LINK_STATES = frozenset("m")
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,6 +32,25 @@ class LaneMarking:
     """A painted line: ``polyline`` (K, 2) [m], ``kind`` "solid" or "dashed"."""
 
     polyline: np.ndarray
+    kind: str
+
+
+@dataclass(frozen=True, eq=False)
+class TransverseLine:
+    """A line painted across a lane where it enters a junction.
+
+    Attributes:
+        lane_id: the incoming lane.
+        centre: (2,) centre of the line on the lane's end [m] (the lane meets the junction there).
+        direction: (2,) unit direction of travel.
+        width_m: the lane's width [m].
+        kind: "stop" (solid) or "give_way" (broken).
+    """
+
+    lane_id: str
+    centre: np.ndarray
+    direction: np.ndarray
+    width_m: float
     kind: str
 
 
@@ -38,6 +66,8 @@ class RoadGeometry:
         junction_polygons: {junction id: (M, 2) polygon [m]}.
         markings: painted lines of the normal edges.
         sidewalk_polygons: pedestrian-only lanes (not drivable).
+        transverse_lines: stop and give-way lines at junction entries.
+        crossings: pedestrian crossings as ((K, 2) centreline [m], width [m]) (zebra stripes).
     """
 
     lane_ids: tuple
@@ -47,6 +77,8 @@ class RoadGeometry:
     junction_polygons: dict
     markings: tuple
     sidewalk_polygons: tuple = field(default_factory=tuple)
+    transverse_lines: tuple = field(default_factory=tuple)
+    crossings: tuple = field(default_factory=tuple)
 
     @classmethod
     def from_network(cls, net: NetworkData) -> RoadGeometry:
@@ -74,8 +106,20 @@ class RoadGeometry:
                 markings.append(LaneMarking(right, "solid" if k == 0 else "dashed"))
                 if k == len(lanes) - 1:
                     markings.append(LaneMarking(_offset(line, 0.5 * ln.width_m), "solid"))
+        transverse = []
+        for lane_id, states in net.lane_link_states.items():
+            if lane_id not in centers or lane_id.startswith(":"):
+                continue
+            kind = ("stop" if STOP_LINK_STATES.intersection(states) else
+                    "give_way" if set(states) <= GIVE_WAY_LINK_STATES else "")
+            if not kind:
+                continue
+            shape = centers[lane_id]
+            d = shape[-1] - shape[-2]
+            d = d / max(float(np.hypot(d[0], d[1])), 1e-9)
+            transverse.append(TransverseLine(lane_id, shape[-1].copy(), d, widths[lane_id], kind))
         return cls(tuple(centers), centers, widths, polys, dict(net.junction_polygons),
-                   tuple(markings), tuple(sidewalks))
+                   tuple(markings), tuple(sidewalks), tuple(transverse), tuple(net.crossings))
 
     @cached_property
     def drivable_union(self):  # noqa: ANN201 - shapely geometry
@@ -141,10 +185,47 @@ class RoadGeometry:
                 out.append(m.polyline)
         return tuple(out)
 
+    def marking_areas(self) -> tuple:
+        """Painted areas as (4, 2) polygons [m]: solid stop lines and broken give-way lines
+        across the lane ends at junction entries, and the zebra stripes of pedestrian
+        crossings."""
+        out = []
+        for line in self.transverse_lines:
+            d = line.direction
+            n = np.array([-d[1], d[0]])
+            half = 0.5 * line.width_m - TRANSVERSE_INSET_M
+            if line.kind == "stop":
+                out.append(_rectangle(line.centre, d, n, -STOP_LINE_WIDTH_M, 0.0, -half, half))
+                continue
+            a = -half
+            while a < half - 0.05:
+                b = min(a + GIVE_WAY_DASH_M, half)
+                out.append(_rectangle(line.centre, d, n, -GIVE_WAY_LINE_WIDTH_M, 0.0, a, b))
+                a = b + GIVE_WAY_GAP_M
+        for centreline, width in self.crossings:
+            line = LineString(centreline)
+            if line.length <= 0.0:
+                continue
+            s = 0.5 * ZEBRA_GAP_M
+            while s + ZEBRA_STRIPE_M <= line.length:
+                p0 = np.asarray(line.interpolate(s).coords[0])
+                p1 = np.asarray(line.interpolate(s + ZEBRA_STRIPE_M).coords[0])
+                d = (p1 - p0) / max(float(np.hypot(*(p1 - p0))), 1e-9)
+                n = np.array([-d[1], d[0]])
+                out.append(_rectangle(p0, d, n, 0.0, ZEBRA_STRIPE_M, -0.5 * width, 0.5 * width))
+                s += ZEBRA_STRIPE_M + ZEBRA_GAP_M
+        return tuple(out)
+
     def drivable_polygons(self) -> tuple:
         """Lane polygons then junction polygons, as (M, 2) arrays."""
         return tuple(self.lane_polygons.values()) + tuple(
             p for p in self.junction_polygons.values() if len(p) >= 3)
+
+
+def _rectangle(origin: np.ndarray, d: np.ndarray, n: np.ndarray, a0: float, a1: float, b0: float,
+               b1: float) -> np.ndarray:
+    """(4, 2) corners of the rectangle origin + [a0, a1] d + [b0, b1] n."""
+    return np.array([origin + a * d + b * n for a, b in ((a0, b0), (a1, b0), (a1, b1), (a0, b1))])
 
 
 def _lane_polygon(shape: np.ndarray, width: float) -> np.ndarray:

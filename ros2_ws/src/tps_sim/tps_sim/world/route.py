@@ -23,6 +23,49 @@ def _length(poly: np.ndarray) -> float:
     return float(np.hypot(*np.diff(poly, axis=0).T).sum())
 
 
+def _route_plan(net: NetworkData, edges: tuple, depart_lane: int) -> list:
+    """Per edge of the route: (edge, lane it is entered on, lane it is left from, the internal
+    lanes through the next junction); the connection taken at each junction is the one nearest
+    to the current lane."""
+    lanes = {ln.lane_id for ln in net.lanes}
+    plan = []
+    lane_in = depart_lane
+    for k, edge in enumerate(edges):
+        vias: list = []
+        if k + 1 < len(edges):
+            conns = net.connections.get((edge, edges[k + 1]))
+            if not conns:
+                raise ValueError(f"route: no connection from edge {edge!r} to {edges[k + 1]!r}")
+            conn = min(conns, key=lambda c: (abs(c[0] - lane_in), c[0]))
+            lane_out = conn[0]
+            via = conn[2]
+            # Follow the chain of internal lanes (internal junctions split them).
+            guard = 0
+            while via and via in lanes and guard < 4:
+                vias.append(via)
+                nxt = [c for c in net.connections.get((via.rsplit("_", 1)[0], edges[k + 1]), [])]
+                via = nxt[0][2] if nxt else ""
+                guard += 1
+            plan.append((edge, lane_in, lane_out, tuple(vias)))
+            lane_in = conn[1]
+        else:
+            plan.append((edge, lane_in, lane_in, ()))
+    return plan
+
+
+def route_lane_ids(net: NetworkData, edges: tuple, depart_lane: int) -> tuple[str, ...]:
+    """The lanes :func:`route_polyline` drives through, in order: on an edge left from another
+    lane than it was entered on, both lanes follow each other (a lane change), then the internal
+    lanes of the junction."""
+    out: list = []
+    for edge, lane_in, lane_out, vias in _route_plan(net, edges, depart_lane):
+        out.append(f"{edge}_{lane_in}")
+        if lane_out != lane_in:
+            out.append(f"{edge}_{lane_out}")
+        out.extend(vias)
+    return tuple(out)
+
+
 def route_polyline(net: NetworkData, edges: tuple, depart_lane: int) -> np.ndarray:
     """Centreline (N, 2) [m] of a route: the depart lane on the first edge, then through each
     junction along the connection nearest to the current lane (internal lane included); when
@@ -30,16 +73,7 @@ def route_polyline(net: NetworkData, edges: tuple, depart_lane: int) -> np.ndarr
     lanes over the middle half of the edge (a lane change)."""
     lanes = {ln.lane_id: ln for ln in net.lanes}
     pieces = []
-    lane_in = depart_lane
-    for k, edge in enumerate(edges):
-        if k + 1 < len(edges):
-            conns = net.connections.get((edge, edges[k + 1]))
-            if not conns:
-                raise ValueError(f"route: no connection from edge {edge!r} to {edges[k + 1]!r}")
-            conn = min(conns, key=lambda c: (abs(c[0] - lane_in), c[0]))
-            lane_out = conn[0]
-        else:
-            conn, lane_out = None, lane_in
+    for edge, lane_in, lane_out, vias in _route_plan(net, edges, depart_lane):
         a = lanes[f"{edge}_{lane_in}"].shape
         if lane_out != lane_in:
             b = lanes[f"{edge}_{lane_out}"].shape
@@ -51,16 +85,7 @@ def route_polyline(net: NetworkData, edges: tuple, depart_lane: int) -> np.ndarr
             pieces.append(ra * (1.0 - w)[:, None] + rb * w[:, None])
         else:
             pieces.append(a)
-        if conn is not None:
-            via = conn[2]
-            # Follow the chain of internal lanes (internal junctions split them).
-            guard = 0
-            while via and via in lanes and guard < 4:
-                pieces.append(lanes[via].shape)
-                nxt = [c for c in net.connections.get((via.rsplit("_", 1)[0], edges[k + 1]), [])]
-                via = nxt[0][2] if nxt else ""
-                guard += 1
-            lane_in = conn[1]
+        pieces.extend(lanes[via].shape for via in vias)
     poly = np.concatenate(pieces)
     keep = np.concatenate([[True], np.hypot(*np.diff(poly, axis=0).T) > 1e-6])
     poly = poly[keep]

@@ -75,6 +75,7 @@ class Scenario:
     warmup_s: float | None = None  # overrides WorldConfig.warmup_s when set
     extra_sumo_args: tuple = field(default_factory=tuple)
     ego_lc_params: tuple = ()  # ((LC2013 parameter, value), ...) for the expert ego
+    random_signal_phase: bool = False  # traffic lights start in a seeded random phase
 
 
 # ------------------------------------------------------------------ networks
@@ -205,9 +206,10 @@ def roundabout_net() -> NetSpec:
 INTERSECTION_ARM_M = 200.0
 
 
-def intersection_net(kind: str) -> NetSpec:
-    """Four-arm intersection: ``kind`` "traffic_light" (2 lanes each way, signalised) or
-    "priority" (east-west main road has priority over the north-south minor road)."""
+def intersection_net(kind: str, green_s: float = 15.0, yellow_s: float = 3.0) -> NetSpec:
+    """Four-arm intersection: ``kind`` "traffic_light" (2 lanes each way, signalised; SUMO's
+    fixed-time program, ``green_s`` / ``yellow_s`` per phase) or "priority" (east-west main road
+    has priority over the north-south minor road)."""
     arm = INTERSECTION_ARM_M
     dirs = {"E": (arm, 0), "N": (0, arm), "W": (-arm, 0), "S": (0, -arm)}
     rows = [("J", 0, 0, kind)] + [(f"o{k}", x, y) for k, (x, y) in dirs.items()]
@@ -221,8 +223,10 @@ def intersection_net(kind: str) -> NetSpec:
                       "speed": speed, "priority": prio})
         edges.append({"id": f"out_{k}", "from": "J", "to": f"o{k}", "numLanes": lanes,
                       "speed": speed, "priority": prio})
-    opts = ("--tls.green.time", "15", "--tls.yellow.time", "3") if kind == "traffic_light" else ()
-    return NetSpec(f"x_{kind}", _nodes(*rows), _edges(*edges), options=opts)
+    opts = ("--tls.green.time", f"{green_s:g}", "--tls.yellow.time", f"{yellow_s:g}") \
+        if kind == "traffic_light" else ()
+    name = f"x_{kind}" if (green_s, yellow_s) == (15.0, 3.0) else f"x_{kind}_g{green_s:g}y{yellow_s:g}"
+    return NetSpec(name, _nodes(*rows), _edges(*edges), options=opts)
 
 
 def crossing_net() -> NetSpec:
@@ -293,6 +297,13 @@ def _build() -> dict:
         "from the south turns right", intersection_net("traffic_light"), ("in_S", "out_E"), 0,
         70.0, 12.0, Instruction("turn right at the lights", CMD_TURN_RIGHT, 0, 12.0),
         _intersection_flows(160.0))
+    sc["lights"] = Scenario(
+        "lights", "intersection", "signalised four-arm intersection with short light cycles "
+        "(green 8 s, yellow 3 s), each seed meeting them in a random phase; ego from the south "
+        "goes straight across", intersection_net("traffic_light", green_s=8.0, yellow_s=3.0),
+        ("in_S", "out_N"), 0, 70.0, 12.0,
+        Instruction("go straight at the lights", CMD_GO_STRAIGHT, 0, 12.0),
+        _intersection_flows(160.0), random_signal_phase=True)
     sc["priority"] = Scenario(
         "priority", "intersection", "unsignalised priority junction: ego on the minor road turns "
         "left across the main road and must give way", intersection_net("priority"),

@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import libsumo
 import numpy as np
 import sumo as _sumo_pkg
 import sumolib
 from tps_common.geometry import wrap_angle
+from tps_common.traffic_lights import GREEN, OFF, RED, YELLOW
 
 from tps_sim.world.config import (
     CLASS_BUS,
@@ -108,6 +109,22 @@ def class_id_of_vclass(vclass: str) -> int:
     return VCLASS_TO_CLASS_ID.get(vclass, CLASS_UNKNOWN)
 
 
+# SUMO signal characters (one per link of a traffic light's state string) -> the project's light
+# states (tps_common.traffic_lights, = carla_msgs/CarlaTrafficLightStatus): red, red+yellow
+# ('u', vehicles still wait) and stop ('s') are red; 'o'/'O' (blinking / off) are off.
+SUMO_SIGNAL_STATES = {"r": RED, "u": RED, "s": RED, "y": YELLOW, "Y": YELLOW, "G": GREEN,
+                      "g": GREEN, "o": OFF, "O": OFF}
+
+
+def signal_state(char: str) -> int:
+    """The light state of one SUMO signal character (ValueError for an unknown one)."""
+    try:
+        return SUMO_SIGNAL_STATES[char]
+    except KeyError:
+        raise ValueError(f"unknown SUMO signal state {char!r}; known: "
+                         f"{''.join(sorted(SUMO_SIGNAL_STATES))}") from None
+
+
 # ---------------------------------------------------------------- network building / reading
 
 def run_netconvert(args: list[str], cwd: str) -> None:
@@ -132,6 +149,12 @@ class LaneInfo:
         internal: True for junction-internal lanes.
         drivable: True when passenger cars may use it (not a sidewalk / crossing).
         num_lanes_on_edge: lanes on the lane's edge.
+        speed_mps: the lane's speed limit [m/s].
+        acceleration: True for an acceleration lane (it ends by merging into its left
+            neighbour).
+        change_left, change_right: passenger cars may change from this lane to its left /
+            right neighbour (SUMO's ``changeLeft`` / ``changeRight`` lane attributes; absent =
+            allowed).
     """
 
     lane_id: str
@@ -142,6 +165,21 @@ class LaneInfo:
     internal: bool
     drivable: bool
     num_lanes_on_edge: int
+    speed_mps: float = 0.0
+    acceleration: bool = False
+    change_left: bool = True
+    change_right: bool = True
+
+
+@dataclass(frozen=True)
+class SignalLink:
+    """One traffic-light-controlled connection: character ``link_index`` of the state string of
+    traffic light ``tls_id`` governs driving from lane ``from_lane`` into ``to_lane``."""
+
+    tls_id: str
+    link_index: int
+    from_lane: str
+    to_lane: str
 
 
 @dataclass(frozen=True)
@@ -154,6 +192,11 @@ class NetworkData:
         junction_polygons: {junction id: (K, 2) polygon [m]} for non-dead-end junctions.
         connections: {(from_edge, to_edge): [(from_lane_index, to_lane_index, via_lane_id)]}.
         edge_length_m: {edge id: length [m]} of normal edges.
+        signal_links: every traffic-light-controlled connection (:class:`SignalLink`).
+        lane_link_states: {normal lane id: SUMO right-of-way states of its outgoing connections}
+            ('M' major, 'm' minor (give way), '=' equal, 's' stop, 'o'/'O' signal-controlled...).
+        crossings: pedestrian crossings as ((K, 2) centreline [m], width [m]).
+        edge_to_node: {normal edge id: id of the junction it ends at}.
     """
 
     offset: np.ndarray
@@ -161,6 +204,10 @@ class NetworkData:
     junction_polygons: dict
     connections: dict
     edge_length_m: dict
+    signal_links: tuple = ()
+    lane_link_states: dict = field(default_factory=dict)
+    crossings: tuple = ()
+    edge_to_node: dict = field(default_factory=dict)
 
     def lane(self, lane_id: str) -> LaneInfo:
         """The lane with SUMO id ``lane_id`` (KeyError if absent)."""
@@ -170,21 +217,53 @@ class NetworkData:
         raise KeyError(lane_id)
 
 
+def _lane_change_rules(net_path: str) -> dict:
+    """{lane id: (passenger cars may change left, may change right)} for the lanes whose
+    ``changeLeft`` / ``changeRight`` attributes restrict changing (sumolib does not read them).
+    Each attribute lists the vehicle classes that may change; absent means every class."""
+    import xml.etree.ElementTree as ET
+
+    def allows(classes: str | None) -> bool:
+        if classes is None:
+            return True
+        names = classes.split()
+        return "all" in names or "passenger" in names
+
+    rules = {}
+    for _, el in ET.iterparse(net_path, events=("end",)):
+        if el.tag == "lane" and ("changeLeft" in el.attrib or "changeRight" in el.attrib):
+            rules[el.attrib["id"]] = (allows(el.attrib.get("changeLeft")),
+                                      allows(el.attrib.get("changeRight")))
+        if el.tag in ("edge", "junction"):
+            el.clear()
+    return rules
+
+
 def read_network(net_path: str) -> NetworkData:
     """Read a .net.xml with sumolib (internal lanes included) into map-frame plain data."""
     net = sumolib.net.readNet(net_path, withInternal=True, withPedestrianConnections=True)
     offset = np.asarray(net.getLocationOffset(), dtype=np.float64)
+    change_rules = _lane_change_rules(net_path)
     lanes = []
+    crossings = []
     for edge in net.getEdges(withInternal=True):
         internal = edge.getFunction() == "internal"
-        if edge.getFunction() in ("walkingarea", "crossing"):
+        if edge.getFunction() == "crossing":
+            for ln in edge.getLanes():
+                crossings.append((np.asarray(ln.getShape(), dtype=np.float64)[:, :2] - offset,
+                                  float(ln.getWidth())))
+            continue
+        if edge.getFunction() == "walkingarea":
             continue
         for ln in edge.getLanes():
             shape = np.asarray(ln.getShape(), dtype=np.float64)[:, :2] - offset
+            change_left, change_right = change_rules.get(ln.getID(), (True, True))
             lanes.append(LaneInfo(
                 lane_id=ln.getID(), edge_id=edge.getID(), index=ln.getIndex(), shape=shape,
                 width_m=float(ln.getWidth()), internal=internal,
-                drivable=bool(ln.allows("passenger")), num_lanes_on_edge=edge.getLaneNumber()))
+                drivable=bool(ln.allows("passenger")), num_lanes_on_edge=edge.getLaneNumber(),
+                speed_mps=float(ln.getSpeed()), acceleration=bool(ln.isAccelerationLane()),
+                change_left=change_left, change_right=change_right))
     junctions = {}
     for node in net.getNodes():
         if node.getType() in ("dead_end",):
@@ -194,14 +273,28 @@ def read_network(net_path: str) -> NetworkData:
             junctions[node.getID()] = np.asarray(shape, dtype=np.float64)[:, :2] - offset
     connections: dict = {}
     edge_length = {}
+    signal_links = []
+    link_states: dict = {}
+    edge_to_node = {}
     for edge in net.getEdges(withInternal=False):
         edge_length[edge.getID()] = float(edge.getLength())
+        edge_to_node[edge.getID()] = edge.getToNode().getID()
         for to_edge, conns in edge.getOutgoing().items():
             key = (edge.getID(), to_edge.getID())
             connections[key] = [(c.getFromLane().getIndex(), c.getToLane().getIndex(),
                                  c.getViaLaneID() or "") for c in conns]
+            for c in conns:
+                from_lane = c.getFromLane().getID()
+                link_states.setdefault(from_lane, []).append(str(c.getState()))
+                if c.getTLSID() and c.getTLLinkIndex() >= 0:
+                    signal_links.append(SignalLink(str(c.getTLSID()), int(c.getTLLinkIndex()),
+                                                   from_lane, c.getToLane().getID()))
+    signal_links.sort(key=lambda k: (k.tls_id, k.link_index))
     return NetworkData(offset=offset, lanes=tuple(lanes), junction_polygons=junctions,
-                       connections=connections, edge_length_m=edge_length)
+                       connections=connections, edge_length_m=edge_length,
+                       signal_links=tuple(signal_links),
+                       lane_link_states={k: tuple(v) for k, v in sorted(link_states.items())},
+                       crossings=tuple(crossings), edge_to_node=edge_to_node)
 
 
 # ---------------------------------------------------------------- the running simulation
@@ -384,6 +477,21 @@ class SumoSim:
         """((tls id, state string), ...) for every traffic light."""
         t = libsumo.trafficlight
         return tuple((tid, t.getRedYellowGreenState(tid)) for tid in t.getIDList())
+
+    def traffic_light_phases(self, tls_id: str) -> tuple[float, ...]:
+        """Durations [s] of the phases of the running program of traffic light ``tls_id``."""
+        t = libsumo.trafficlight
+        program = t.getProgram(tls_id)
+        for logic in t.getAllProgramLogics(tls_id):
+            if logic.programID == program:
+                return tuple(float(ph.duration) for ph in logic.phases)
+        raise SumoError(f"traffic light {tls_id!r}: running program {program!r} not found")
+
+    def set_traffic_light_phase(self, tls_id: str, phase: int, remaining_s: float) -> None:
+        """Switch traffic light ``tls_id`` to ``phase`` (index in its program) with
+        ``remaining_s`` seconds left in it."""
+        libsumo.trafficlight.setPhase(tls_id, int(phase))
+        libsumo.trafficlight.setPhaseDuration(tls_id, float(remaining_s))
 
     # -- writing
     def add_route(self, route_id: str, edges: list[str]) -> None:

@@ -45,9 +45,11 @@ from tps_sim.world.networks import (
 from tps_sim.world.road import RoadGeometry
 from tps_sim.world.route import RouteTracker, route_polyline
 from tps_sim.world.scenarios import SCENARIOS, Scenario
+from tps_sim.world.signals import build_layout
 from tps_sim.world.state import EGO_ID, STATIC_ID_BASE, AgentState, StaticObjects, WorldState
 from tps_sim.world.sumo_adapter import (
     CLASS_CAR,
+    NetworkData,
     SumoError,
     SumoSim,
     read_network,
@@ -101,6 +103,9 @@ class SimWorld:
         self.start_s_m = float(min(self.scenario.ego_depart_pos_m, len(self.route) - 1.0))
         self._sim = SumoSim(self._net.offset)
         self._road_surface = None
+        # Traffic lights (heads, poles, arms; tps_sim.world.signals): fixed per network.
+        self.light_layout = build_layout(self._net, self.road)
+        self._light_boxes = None
         self._reset_episode_fields()
 
     def _reset_episode_fields(self) -> None:
@@ -141,6 +146,8 @@ class SimWorld:
         for _ in range(int(round(warmup_s / cfg.dt_s))):
             self._sim.step()
             self._hold_stalled()
+        if sc.random_signal_phase:
+            self._randomise_signal_phases()
         self._insert_ego()
         self._t0 = self._sim.time_s()
         self._ids = {EGO_SIM_ID: EGO_ID}
@@ -159,6 +166,15 @@ class SimWorld:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _randomise_signal_phases(self) -> None:
+        """Start every traffic light in a seeded random phase with a random part of it left, so
+        that the seeds of a scenario meet the lights in different states."""
+        for tls in sorted(set(self.light_layout.tls_ids)):
+            durations = self._sim.traffic_light_phases(tls)
+            phase = int(self._rng.integers(len(durations)))
+            remaining = float(self._rng.uniform(0.5, max(durations[phase], 0.5)))
+            self._sim.set_traffic_light_phase(tls, phase, round(remaining, 1))
 
     # ------------------------------------------------------------------ stepping
     def step(self, control: EgoControl | None = None) -> WorldState:
@@ -204,6 +220,12 @@ class SimWorld:
         if state.route_progress_m >= self._tracker.length_m - ROUTE_END_MARGIN_M:
             return True
         return bool(self._done_reason)
+
+    @property
+    def network(self) -> NetworkData:
+        """The scenario's road network (map frame), e.g. for the map knowledge
+        (``tps_sim.map_knowledge``)."""
+        return self._net
 
     @property
     def route_length_m(self) -> float:
@@ -509,7 +531,8 @@ class SimWorld:
 
         if self._road_surface is None:
             self._road_surface = s3d.RoadSurface(self.road.drivable_polygons(),
-                                                 self.road.marking_polylines())
+                                                 self.road.marking_polylines(),
+                                                 marking_areas=self.road.marking_areas())
         arr = state.agent_arrays()
         agents = s3d.BoxSet(arr["ids"], arr["centers"], arr["sizes"], arr["yaws"],
                             arr["class_ids"].astype(np.int16))
@@ -520,7 +543,32 @@ class SimWorld:
         e = state.ego
         return s3d.Scene3D(agents=agents, statics=statics, road=self._road_surface,
                            ego_pose=(e.center[0], e.center[1], e.yaw), ego_size=e.size,
-                           time_s=state.t_s)
+                           time_s=state.t_s, lights=self.light_scene(state))
+
+    # ------------------------------------------------------------------ traffic lights
+    @property
+    def light_heads(self) -> tuple:
+        """The network's traffic-light heads (``tps_common.traffic_lights.LightHead``, ids
+        1..K; empty without lights)."""
+        return self.light_layout.heads
+
+    def light_states(self, state: WorldState) -> np.ndarray:
+        """(K,) uint8 state of every head at ``state`` (tps_common.traffic_lights constants)."""
+        return self.light_layout.states(state.traffic_lights)
+
+    def light_scene(self, state: WorldState):  # noqa: ANN201 - scene3d.LightScene | None
+        """The traffic lights of ``state`` for the sensors (None without lights)."""
+        from tps_sim.sensors import scene3d as s3d
+
+        layout = self.light_layout
+        if not len(layout):
+            return None
+        if self._light_boxes is None:
+            n = layout.centers.shape[0]
+            self._light_boxes = s3d.BoxSet(s3d.SIGNAL_ID_BASE + np.arange(n), layout.centers,
+                                           layout.sizes, layout.yaws, layout.materials)
+        return s3d.LightScene(layout.heads, self.light_states(state), self._light_boxes,
+                              layout.housing_rows)
 
 
 __all__ = ["SimWorld", "ConfigError", "BENCHMARK_SCENARIO", "BENCHMARK_DENSITY"]
