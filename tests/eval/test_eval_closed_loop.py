@@ -2,8 +2,9 @@
 
 - determinism: the same short suite and seeds twice give identical per-episode metrics;
 - ``--executor ray`` (local Ray, 2 workers) gives the same aggregates as the local executor;
-- the fallback stops for stationary debris in its lane (a class the detector never saw) that the
-  naive lane keeper drives into.
+- stationary debris in the ego's lane (a class the detector never saw), which the naive lane
+  keeper drives into: the fallback changes lanes round it when a neighbour lane is free, and stops
+  behind it when debris blocks every lane.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 from tps_eval.cli import run_suite
 from tps_eval.executors import MAX_DOMAIN_ID, default_domain_base
 from tps_eval.metrics import EpisodeMetrics
-from tps_sim.episode_log import BOX, load_episode_log
+from tps_sim.episode_log import BOX, STATIC, load_episode_log
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -32,6 +33,7 @@ AGGREGATE_KEYS = ("episodes", "errors", "collision_rate", "route_completion", "p
 DEBRIS_SUITE = "debris"
 STOPPED_SPEED_MPS = 0.3
 DEBRIS_MATERIAL = 15  # scene3d.MAT_DEBRIS
+LANE_CHANGE_CLEARANCE_M = 1.0   # side clearance passing the debris (lanes 3.2 m apart)
 
 
 def _domain_base() -> int:
@@ -94,24 +96,47 @@ def test_ray_executor_gives_the_local_aggregates(tmp_path):
             assert ray_run[config][key] == local[config][key], (config, key)
 
 
-def test_fallback_stops_for_debris_the_naive_driver_hits(tmp_path):
+def test_fallback_passes_or_stops_for_debris_the_naive_driver_hits(tmp_path):
     final = run_suite(DEBRIS_SUITE, None, tmp_path / "debris", "local", WORKERS, _domain_base(),
                       None, bev=True, progress=False)
     eps = _episodes(final)
-    stack, naive = eps["highway_debris-0-stack"], eps["highway_debris-0-naive"]
-    for r in (stack, naive):
+    for r in eps.values():
         assert r["status"] == "ok", r["error"]
-    log = load_episode_log(stack["log_path"])
-    debris = np.asarray(log["static_box"])
-    debris = debris[debris[:, 7] == DEBRIS_MATERIAL]
-    assert len(debris) == 1, "the suite places exactly one debris object"
-    ego = np.asarray(log["ego"])
-    # the fallback ends at rest, behind the debris, without touching it
-    assert stack["metrics"]["collisions"] == 0
+
+    # A free neighbour lane: the fallback changes lanes round the debris and drives on, never
+    # touching it and never leaving the drivable area.
+    passed, naive = eps["highway_debris-0-stack"], eps["highway_debris-0-naive"]
+    debris, ego = _debris_and_ego(passed)
+    assert len(debris) == 1, "the case places exactly one debris object"
+    m = passed["metrics"]
+    assert m["collisions"] == 0
+    assert m["dac"] == 1.0, "the ego left the drivable area"
+    assert m["route_completion"] == 1.0
+    x0, y0 = debris[0, STATIC["x"]], debris[0, STATIC["y"]]
+    half_len, half_wid = debris[0, STATIC["length"]] / 2, debris[0, STATIC["width"]] / 2
+    assert ego[-1, BOX["x"]] > x0 + 50.0, "the ego did not get past the debris"
+    beside = np.abs(ego[:, BOX["x"]] - x0) <= ego[:, BOX["length"]] / 2 + half_len
+    assert beside.any()
+    clearance = np.abs(ego[beside, BOX["y"]] - y0) - ego[beside, BOX["width"]] / 2 - half_wid
+    assert clearance.min() > LANE_CHANGE_CLEARANCE_M, f"passed the debris {clearance.min():.2f} m off"
+    assert ego[-1, BOX["speed_mps"]] > 10.0, "it drives on after the lane change"
+
+    # Debris across every lane: nowhere to go round it, the fallback waits behind it.
+    blocked = eps["highway_debris_blocked-0-stack"]
+    debris, ego = _debris_and_ego(blocked)
+    assert len(debris) == 3
+    assert blocked["metrics"]["collisions"] == 0
     assert abs(ego[-1, BOX["speed_mps"]]) < STOPPED_SPEED_MPS
-    gap = debris[0, 0] - ego[-1, BOX["x"]]
+    gap = debris[:, STATIC["x"]].min() - ego[-1, BOX["x"]]
     assert 0.0 < gap < 40.0, f"stopped {gap:.1f} m before the debris"
+
     # the naive lane keeper (obstacles ignored) drives into it: the obstacle is really in lane
     assert naive["metrics"]["at_fault_static_collisions"] >= 1
     assert "collision" in naive["failures"]
     assert naive.get("bev", {}).get("png"), "failed episodes get a BEV plot"
+
+
+def _debris_and_ego(result: dict) -> tuple[np.ndarray, np.ndarray]:
+    log = load_episode_log(result["log_path"])
+    debris = np.asarray(log["static_box"])
+    return debris[debris[:, STATIC["material"]] == DEBRIS_MATERIAL], np.asarray(log["ego"])

@@ -203,6 +203,57 @@ def test_does_not_overtake_a_queue_near_a_junction():
     assert log["v"][-1] < STOP_SPEED_MPS
 
 
+DEBRIS = (0.8, 0.8, 0.5)            # l, w, h of the simulator's debris
+
+
+def test_waits_behind_low_debris_across_every_lane_also_once_it_hides_between_beams():
+    # Low debris in every lane: nowhere to go round it. Stopped behind it, the debris sits near
+    # the roof's shadow line where it can fall between two lidar beams: the fallback must keep it
+    # (it once lost it there, drove off and hit it) and must not change into a lane whose debris
+    # hid the same way.
+    debris_x = 100.0
+    statics = [(debris_x, y, 0.0, *DEBRIS) for y in (Y_MID, Y_LEFT, Y_RIGHT)]
+    log = drive(three_lanes(speed=22.0), straight(Y_MID), 260, 20.0, statics=statics)
+    assert min_clearance(log) > 1.0
+    assert np.all(np.abs(np.array(log["y"]) - Y_MID) < 0.5)
+    assert max(log["v"][-60:]) < STOP_SPEED_MPS                # stopped for good
+    assert debris_x - DEBRIS[0] / 2 - (log["x"][-1] + CAR[0] / 2) < 15.0
+
+
+def test_near_blind_zone_counts_a_beam_spacing_of_margin():
+    fb = FallbackPlanner()                       # default mount: 1.8 m straight above base_link
+    assert fb.in_blind_zone(8.0, DEBRIS[2])      # under the roof's shadow line
+    assert fb.in_blind_zone(9.5, DEBRIS[2])      # between the shadow line and the next beam
+    assert not fb.in_blind_zone(15.0, DEBRIS[2])
+    assert not fb.in_blind_zone(2.0, CAR[2])     # a car's roof stays in view
+    no_margin = FallbackPlanner(FallbackParams(lidar_beam_spacing_deg=0.0))
+    assert not no_margin.in_blind_zone(9.5, DEBRIS[2])
+
+
+def _track_series(top_m: float, recede_mps: float, frames_recede: int) -> list:
+    """The corridor track fed an object standing at 100 m for 1 s, then measured receding."""
+    fb = FallbackPlanner()
+    out = []
+    for k in range(10 + frames_recede):
+        s_meas = 100.0 + recede_mps * max(k - 9, 0) * DT_S
+        out.append(fb._update_track(k * DT_S, s_meas, top_m, 80.0))
+    return out
+
+
+def test_a_low_standing_object_is_pinned_while_its_visible_face_recedes():
+    # The roof's shadow eats a low object's lower part as the ego creeps up: its nearest visible
+    # point recedes. A low standing object stays where it stood, at speed 0 (the ego once
+    # followed such "departing" debris into it) ...
+    s, v, _ = _track_series(DEBRIS[2], 1.0, 15)[-1]
+    assert s == pytest.approx(100.0) and v == 0.0
+    # ... until it has really moved off by more than track_gate_m,
+    s, v, _ = _track_series(DEBRIS[2], 1.0, 40)[-1]
+    assert s > 103.0 and v > 0.5
+    # and a vehicle (too tall to hide at the standstill gap) is followed as it drives off.
+    s, v, _ = _track_series(CAR[2], 1.0, 15)[-1]
+    assert s > 101.0 and v > 0.5
+
+
 # ----------------------------------------------------------------------------------- crosswalk
 CROSSWALK_X = 60.0
 

@@ -2,7 +2,8 @@
 
 sim_bridge runs an expert episode with the lidar mounted at x 1.2 m, z 2.0 m, pitch 2 deg, yaw
 1 deg; perception_node and fallback_node run with their shipped parameter files (whose configured
-``lidar_extrinsic`` is the default 1.8 m mount). Their diagnostics must report the extrinsic from
+``lidar_extrinsic`` is the default 1.8 m mount; the fallback wired to the bridge's lane map and
+clock as in config/graph/sim_fallback.yaml). Their diagnostics must report the extrinsic from
 /tf_static with the tilted mount's values, and both must keep producing output. (That outputs
 agree with the default mount's, given the extrinsic: tests/perception/test_lidar_mount.py.)
 """
@@ -31,6 +32,7 @@ EPISODE_S = 6.0
 RUN_TIMEOUT_S = 120.0
 LIDAR = "/carla/ego_vehicle/lidar"
 ODOM = "/carla/ego_vehicle/odometry"
+LANE_MAP = "/tps/map/lane_map"
 EXPECTED_XYZ = "1.200 0.000 2.000"
 
 
@@ -46,8 +48,13 @@ def test_perception_and_fallback_use_the_tf_static_extrinsic(tmp_path):
         stdout=(tmp_path / "bridge.log").open("w"), stderr=subprocess.STDOUT)
     perception = start_node("perception_node", "perception", {"~/input/points": LIDAR, "~/input/odometry": ODOM},
                             log_dir=tmp_path, params_file=REPO / "config" / "perception_node.param.yaml")
+    # The fallback as in the closed-loop graphs: it plans only once the bridge's lane map has
+    # arrived (require_lane_map) and follows the bridge's /clock (its cloud-timeout check is in sim
+    # time: on the wall clock every sim-stamped cloud would read as decades old).
     fallback = start_node("fallback_node", "fallback", {"~/input/points": LIDAR, "~/input/odometry": ODOM,
-                                                        "~/input/route": "/planning/route"},
+                                                        "~/input/route": "/planning/route",
+                                                        "~/input/lane_map": LANE_MAP},
+                          params={"use_sim_time": True},
                           log_dir=tmp_path, params_file=REPO / "config" / "fallback_node.param.yaml")
     seen: dict[str, dict] = {}
     context = rclpy.Context()

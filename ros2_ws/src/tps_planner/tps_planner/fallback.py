@@ -142,6 +142,7 @@ class FallbackParams:
     new_track_comfort_frames: int = 1         # a new obstacle's first frames brake at comfort at most
     track_coast_s: float = 1.5                # keep an unseen obstacle this long (beam gaps), s
     ego_height_m: float = 1.5                 # the roof shadows the lidar's lowest beams near the ego
+    lidar_beam_spacing_deg: float = 1.29      # the lidar's vertical resolution (between its beams)
     nan_error_fraction: float = 0.5           # more NaN points than this -> ERROR
     min_cloud_points: int = 1
     # lanes (lane map)
@@ -1088,15 +1089,20 @@ class FallbackPlanner:
     # ---------------------------------------------------------------- tracking
     def in_blind_zone(self, gap_m: float, top_height_m: float) -> bool:
         """True if an obstacle ``gap_m`` ahead of the front bumper whose top is ``top_height_m``
-        above the ground hides under the lidar's roof shadow (rays steeper than the line from the
-        sensor over the front edge of the roof hit the ego itself)."""
+        above the ground may hide under the lidar's roof shadow: rays steeper than the line from
+        the sensor over the front edge of the roof hit the ego itself, and the beams are
+        ``lidar_beam_spacing_deg`` apart, so the obstacle is surely seen only when at least that
+        much of elevation lies between the ray over its top and the roof's shadow line."""
         p = self.params
         sensor_x, sensor_z = self._sensor_xz
         to_roof_edge = p.ego_length_m / 2 - sensor_x   # sensor -> front edge of the roof, m
         drop = sensor_z - p.ego_height_m
         if drop <= 0.0 or to_roof_edge <= 0.0 or top_height_m >= sensor_z:
             return False
-        shadow_range = (sensor_z - top_height_m) * to_roof_edge / drop   # from the sensor, m
+        visible_dip = math.atan2(drop, to_roof_edge) - math.radians(p.lidar_beam_spacing_deg)
+        if visible_dip <= 0.0:
+            return True
+        shadow_range = (sensor_z - top_height_m) / math.tan(visible_dip)   # from the sensor, m
         return gap_m + to_roof_edge < shadow_range
 
     def _update_track(self, stamp_s: float, s_meas: float | None, top_m: float, s_ego: float
@@ -1122,9 +1128,13 @@ class FallbackPlanner:
                 return None
             t_last, s_last = tr["hist"][-1]
             # A vehicle tracked long enough coasts on at its speed (the corridor moved off it in a
-            # lane change, a beam gap); anything else, as stationary (the conservative guess).
-            moving = len(tr["hist"]) >= COAST_MOVING_MIN_FRAMES and tr["v"] > COAST_MOVING_MIN_SPEED_MPS
+            # lane change, a beam gap); anything else, as stationary (the conservative guess); a
+            # standing one where it stood (its anchor).
+            moving = len(tr["hist"]) >= COAST_MOVING_MIN_FRAMES and tr["v"] > COAST_MOVING_MIN_SPEED_MPS \
+                and tr.get("anchor") is None
             v_coast = tr["v"] if moving else 0.0
+            if tr.get("anchor") is not None:
+                s_last = min(s_last, tr["anchor"])
             s_last = s_last + v_coast * max(stamp_s - t_last, 0.0)
             gap = s_last - (s_ego + p.ego_length_m / 2)
             blind = self.in_blind_zone(gap, tr["top"])
@@ -1145,7 +1155,28 @@ class FallbackPlanner:
         s_h = np.array([h[1] for h in hist])
         tc = t - t.mean()
         v = float(np.dot(tc, s_h - s_h.mean()) / np.dot(tc, tc))
-        self._track = {"hist": hist, "v": v, "top": max(tr["top"], top_m)}
+        # A low object (one that would hide in the near blind zone with the ego at its standstill
+        # gap) standing for overtake_stationary_s is pinned at the nearest face seen (anchor),
+        # speed 0, until it moves off by more than track_gate_m: close ahead, the roof's shadow
+        # eats its lower part as the ego creeps up, so its nearest visible point recedes and
+        # would read as an object driving away, which the ego would follow into it.
+        anchor, still_s = tr.get("anchor"), tr.get("still_s", 0.0)
+        low = self.in_blind_zone(p.idm_min_gap_m, max(tr["top"], top_m))
+        if anchor is None:
+            if low and abs(v) < p.overtake_speed_mps and len(hist) >= 3:
+                still_s += stamp_s - tr["hist"][-1][0]
+                if still_s >= p.overtake_stationary_s:
+                    anchor = float(s_h.min())
+            else:
+                still_s = 0.0
+        elif s_meas - anchor > p.track_gate_m:
+            anchor, still_s = None, 0.0                  # it really moved off
+        else:
+            anchor = min(anchor, s_meas)
+        self._track = {"hist": hist, "v": v, "top": max(tr["top"], top_m), "anchor": anchor,
+                       "still_s": still_s, "standing": tr.get("standing", False)}
+        if anchor is not None:
+            return anchor, 0.0, True
         return s_meas, v, True
 
     # ---------------------------------------------------------------- speed profile
@@ -1363,7 +1394,10 @@ class FallbackPlanner:
                                     measured=measured)
                 # Behind a standing obstacle it could overtake, the ego stops farther back: room to
                 # steer round it.
-                standing = measured and abs(v_obs) < p.overtake_speed_mps and len(self._track["hist"]) >= 3
+                # (Coasted, e.g. hidden in the near blind zone: as it was when last measured.)
+                standing = abs(v_obs) < p.overtake_speed_mps and len(self._track["hist"]) >= 3 if measured \
+                    else self._track.get("standing", False)
+                self._track["standing"] = standing
                 gap0 = p.stalled_standstill_gap_m if (
                     standing and self._overtake_possible(s_ego, d_ego, s_obs)) else p.idm_min_gap_m
                 lead = (s_obs, max(v_obs, 0.0), gap0)
