@@ -20,6 +20,15 @@ structure except the head's own housing); a head is *visible* when no lamp is hi
 Scores, per band of distance: for visible in-view heads ``accuracy`` = correct / all (UNKNOWN
 counts as not correct), ``wrong`` = a different colour; for occluded and partly occluded heads
 the counts of correct, UNKNOWN and wrong readings (the requirement: never a wrong colour).
+
+``--occluders`` (the occlusion test): traffic rarely hides a head on its pole, so on every read
+frame each candidate head 10-60 m ahead and in view gets an occluder of its own, a box standing
+on the ground in the line of sight (between 25 % and 70 % of the way from the camera to the
+housing, across the line of sight, 2.5 m wide, 0.4 m deep), as tall as it must be to hide the
+lowest 1, 2 or all 3 lamps (the top of the box in the gap between two lamps' rays), in a
+material drawn from ``OCCLUDER_MATERIALS`` (vehicles, buildings, pedestrians, a dark housing-like
+box); all draws seeded by (seed, step, head id). Visibility is still the ray test above, so a
+box that happens to hide more or less than planned is scored as what it hides.
 """
 
 from __future__ import annotations
@@ -42,6 +51,11 @@ DEFAULT_SEEDS = "1000:1005"
 DEFAULT_DURATION_S = 45.0
 DEFAULT_EVERY = 2
 VIS_VISIBLE, VIS_PARTIAL, VIS_OCCLUDED = "visible", "partly_occluded", "occluded"
+# --occluders: box id range, materials, size and placement (module docstring).
+OCCLUDER_ID_BASE = 4_000_000
+OCCLUDER_WIDTH_M, OCCLUDER_DEPTH_M = 2.5, 0.4
+OCCLUDER_FRACTION = (0.25, 0.70)      # along camera -> housing
+OCCLUDER_MIN_AHEAD_M = 3.0            # never closer to the camera than this (the ego's bonnet)
 
 
 @dataclass(frozen=True)
@@ -125,12 +139,74 @@ def in_view(head, camera, optical_to_map, cos_view: float, min_depth_m: float) -
     return bool(np.all((u - r >= -0.5) & (u + r <= w - 0.5) & (v - r >= -0.5) & (v + r <= h - 0.5)))
 
 
+def occluder_materials() -> tuple[int, ...]:
+    """The materials an occluder is drawn from (``tps_sim.sensors.scene3d`` ``MAT_*``)."""
+    from tps_sim.sensors.scene3d import (
+        MAT_BUILDING,
+        MAT_BUS,
+        MAT_CAR,
+        MAT_PEDESTRIAN,
+        MAT_SIGNAL,
+        MAT_TRUCK,
+        MAT_WALL,
+    )
+
+    return (MAT_TRUCK, MAT_BUS, MAT_CAR, MAT_BUILDING, MAT_WALL, MAT_PEDESTRIAN, MAT_SIGNAL)
+
+
+def add_occluders(scene, heads, camera_origin: np.ndarray, *, seed: int, step: int,
+                  band_m: tuple[float, float] = ACCEPTANCE_BAND_M):
+    """``scene`` with one ground-standing occluder box per head of ``heads`` whose housing is
+    ``band_m`` from ``camera_origin`` (3,) [m, map] (module docstring, ``--occluders``); returns
+    (scene, {head id: planned number of hidden lamps})."""
+    from dataclasses import replace
+
+    from tps_common.traffic_lights import LAMP_RADIUS_M
+    from tps_sim.sensors.scene3d import BoxSet
+
+    materials = occluder_materials()
+    cz = float(camera_origin[2])
+    rows, planned = [], {}
+    for head in heads:
+        to_head = head.position - camera_origin
+        dist = float(np.linalg.norm(to_head))
+        if not band_m[0] <= dist < band_m[1]:
+            continue
+        rng = np.random.default_rng([int(seed), int(step), int(head.id), 12])
+        f = max(float(rng.uniform(*OCCLUDER_FRACTION)), OCCLUDER_MIN_AHEAD_M / dist)
+        hidden = int(rng.integers(1, 4))            # lowest 1 (green), 2 (+ yellow) or all 3
+        # Top of the box: where the rays from the camera cross the box's near face (a ray
+        # that passes it there rises over the flat top), midway between the ray to the top edge
+        # of the highest hidden lamp and the ray to the bottom edge of the lowest visible one.
+        u = to_head[:2] / max(float(np.linalg.norm(to_head[:2])), 1e-9)
+        near_face = f * float(np.dot(u, to_head[:2])) - 0.5 * OCCLUDER_DEPTH_M
+        lamps = head.lamp_centres()[::-1]                   # green, yellow, red (rising)
+        t = near_face / ((lamps[:, :2] - camera_origin[:2]) @ u)
+        below = cz + t[hidden - 1] * (lamps[hidden - 1, 2] + LAMP_RADIUS_M - cz)
+        above = (cz + t[hidden] * (lamps[hidden, 2] - LAMP_RADIUS_M - cz) if hidden < 3
+                 else below + 2.0 * f * LAMP_RADIUS_M)
+        top = 0.5 * (below + above)
+        xy = camera_origin[:2] + f * to_head[:2]
+        yaw = math.atan2(to_head[1], to_head[0])
+        rows.append((OCCLUDER_ID_BASE + len(rows), (xy[0], xy[1], 0.5 * top),
+                     (OCCLUDER_DEPTH_M, OCCLUDER_WIDTH_M, top), yaw,
+                     materials[int(rng.integers(len(materials)))]))
+        planned[head.id] = hidden
+    if not rows:
+        return scene, planned
+    ids, centers, sizes, yaws, mats = zip(*rows, strict=True)
+    occ = BoxSet(np.array(ids), np.array(centers), np.array(sizes), np.array(yaws), np.array(mats))
+    return replace(scene, statics=BoxSet.concat(scene.statics, occ)), planned
+
+
 def run_episode(scenario: str, seed: int, *, duration_s: float, every: int, all_heads: bool,
                 clutter: str | None, density: float, reader_params=None,
-                camera_params=None, save_frames: dict | None = None) -> list[Sample]:
+                camera_params=None, save_frames: dict | None = None,
+                occluders: bool = False) -> list[Sample]:
     """Drive one expert episode and score the reader on every ``every``-th step.
 
-    ``save_frames``: {step: path} -- PNGs of those steps' camera images (for reports)."""
+    ``save_frames``: {step: path} -- PNGs of those steps' camera images (for reports).
+    ``occluders``: hide every candidate head 10-60 m ahead behind a box (module docstring)."""
     from PIL import Image
     from tps_common.traffic_lights import heads_on_route
     from tps_perception.traffic_light_reader import REASON_NAMES, TrafficLightReader
@@ -157,10 +233,13 @@ def run_episode(scenario: str, seed: int, *, duration_s: float, every: int, all_
         while True:
             if state.step % every == 0 and heads:
                 scene = world.scene3d(state)
+                optical_to_map = rig.vehicle_transform(scene.ego_pose) @ camera.optical_mount
+                if occluders:
+                    scene, _ = add_occluders(scene, heads, optical_to_map.translation, seed=seed,
+                                             step=int(state.step))
                 image = camera.render(scene)
                 if save_frames and state.step in save_frames:
                     Image.fromarray(image).save(save_frames[state.step])
-                optical_to_map = rig.vehicle_transform(scene.ego_pose) @ camera.optical_mount
                 readings = reader.read(image, camera.intrinsics(), optical_to_map, heads)
                 for head, rd in zip(heads, readings, strict=True):
                     k = index[head.id]
@@ -238,7 +317,10 @@ def markdown(result: dict) -> str:
              f"Camera: {cam.get('width')} x {cam.get('height')} px, hfov {cam.get('hfov_deg')} deg, "
              f"mount {cam.get('mount')} (x, y, z m, roll, pitch, yaw rad).", "",
              "Definitions: docs/METRICS.md \"Traffic-light reader\". Candidates: "
-             + ("every head" if result["all_heads"] else "the heads on the ego's route") + ".", "",
+             + ("every head" if result["all_heads"] else "the heads on the ego's route") + ".",
+             *(["", "Occluders: every candidate head 10-60 m ahead has a box in its line of sight "
+                "hiding its lowest 1, 2 or 3 lamps (tps_eval.lights, `--occluders`)."]
+               if result.get("occluders") else []), "",
              f"- accuracy, visible in-view heads {s['acceptance_band_m'][0]:g}-"
              f"{s['acceptance_band_m'][1]:g} m: **{'-' if acc is None else f'{acc:.2%}'}** "
              f"(n = {s['samples_in_band_visible']}, target {s['accuracy_target']:.0%})",
@@ -262,7 +344,7 @@ def markdown(result: dict) -> str:
 
 def evaluate(scenarios, seed_set, *, duration_s: float, every: int, all_heads: bool,
              clutter: str | None, density: float, progress: bool = True,
-             camera_params=None) -> dict:
+             camera_params=None, occluders: bool = False) -> dict:
     """Run every (scenario, seed) and build the result dict (``--json`` content)."""
     from dataclasses import asdict
 
@@ -275,8 +357,9 @@ def evaluate(scenarios, seed_set, *, duration_s: float, every: int, all_heads: b
     jobs = [(sc, seed) for sc in scenarios for seed in seed_set.seeds]
     for sc, seed in tqdm(jobs, desc="lights", unit="episode", disable=not progress):
         samples += run_episode(sc, seed, duration_s=duration_s, every=every, all_heads=all_heads,
-                               clutter=clutter, density=density, camera_params=camera_params)
-    return {"scenarios": list(scenarios), "camera": asdict(camera_params),
+                               clutter=clutter, density=density, camera_params=camera_params,
+                               occluders=occluders)
+    return {"scenarios": list(scenarios), "camera": asdict(camera_params), "occluders": occluders,
             "seeds": seed_set.spec, "split": seed_set.split,
             "held_out": seed_set.held_out, "seed_set": seed_set.to_dict(),
             "duration_s": duration_s, "every": every, "all_heads": all_heads,
@@ -306,13 +389,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--camera-mount", type=float, nargs=6, default=None,
                         metavar=("X", "Y", "Z", "ROLL", "PITCH", "YAW"),
                         help="camera body pose in base_link [m, rad] (default 1.5 0 1.5 0 0 0)")
+    parser.add_argument("--occluders", action="store_true",
+                        help="the occlusion test: a box in the line of sight of every candidate "
+                             "head 10-60 m ahead, hiding 1, 2 or 3 lamps")
     parser.add_argument("--json", default=None, help="write the result here (Markdown next to it)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace, seed_set) -> int:
     """The verb: prints the Markdown report; exit 1 when the accuracy target is missed or any
-    colour was read wrong."""
+    colour was read wrong (with ``--occluders``: when any colour was read wrong or no head was
+    occluded at all)."""
     from pathlib import Path
 
     from tps_eval import seeds as S
@@ -329,7 +416,8 @@ def run(args: argparse.Namespace, seed_set) -> int:
               if v is not None}
     result = evaluate(scenarios, seed_set, duration_s=args.duration, every=args.every,
                       all_heads=args.all_heads, clutter=args.clutter, density=args.density,
-                      progress=not args.quiet, camera_params=CameraParams(**camera))
+                      progress=not args.quiet, camera_params=CameraParams(**camera),
+                      occluders=args.occluders)
     text = markdown(result)
     print(text)
     if args.json:
@@ -339,4 +427,6 @@ def run(args: argparse.Namespace, seed_set) -> int:
         path.with_suffix(".md").write_text(text)
         print(f"json: {path}", file=sys.stderr)
     s = result["summary"]
+    if args.occluders:
+        return 0 if s["occluded_or_partly_samples"] > 0 and s["wrong_colour_total"] == 0 else 1
     return 0 if s["accuracy_met"] and s["wrong_colour_total"] == 0 else 1

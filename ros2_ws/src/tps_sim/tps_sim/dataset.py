@@ -8,8 +8,8 @@ camera on every ``image_every``-th frame (stored at the camera's resolution, or 
 from the full step sequence. Traffic lights: every frame carries the ground-truth state of every
 head and its stop line in that frame's base_link (see the table).
 
-Size on disk (``np.savez_compressed``): see the tps_sim README, "Datasets" (measured per shard
-with and without images).
+Size on disk (``np.savez_compressed``): see ``tps_sim/BRIDGE.md``, "Training datasets" (measured
+per shard with and without images).
 
 Splits: seeds come from :mod:`tps_sim.splits` (train 0..999, val 1000..1099, test 9000..9099); a
 shard's split is the split of its seed -- test seeds are held out: never for training, tuning,
