@@ -7,7 +7,14 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
 from tps_common.geometry import wrap_angle
-from tps_msgs.msg import DetectedAgent, DetectedAgents, TrafficLightState, TrafficLightStates
+from tps_msgs.msg import (
+    AgentToken,
+    AgentTokens,
+    DetectedAgent,
+    DetectedAgents,
+    TrafficLightState,
+    TrafficLightStates,
+)
 
 from tps_perception.postprocess import Detections
 
@@ -56,6 +63,31 @@ def detections_to_msg(header_stamp: Time, frame_id: str, det: Detections, ids: n
         a.velocity.x, a.velocity.y = float(velocities[k, 0]), float(velocities[k, 1])
         agents.append(a)
     msg.agents = agents
+    return msg
+
+
+def tokens_to_msg(header_stamp: Time, frame_id: str, tokens, status: int, status_message: str,
+                  processing_time_ms: float, codebook_size: int = 0, scene_codebook_size: int = 0) -> AgentTokens:
+    """Build an AgentTokens from :class:`tps_perception.tokenizer.AgentTokens` (row k = published
+    agent k), or an empty message with ``status`` when ``tokens`` is None (then the codebook sizes
+    come from the arguments)."""
+    msg = AgentTokens()
+    msg.header = Header(stamp=header_stamp, frame_id=frame_id)
+    msg.status = int(status)
+    msg.status_message = status_message
+    msg.processing_time_ms = float(processing_time_ms)
+    if tokens is None:
+        msg.codebook_size, msg.scene_codebook_size = int(codebook_size), int(scene_codebook_size)
+        return msg
+    msg.codebook_size, msg.scene_codebook_size = int(tokens.codebook_size), int(tokens.scene_codebook_size)
+    g = tokens.geometry
+    msg.tokens = [AgentToken(agent_id=int(tokens.agent_ids[k]), code_index=int(tokens.codes[k]),
+                             quantisation_error=float(tokens.qerr[k]), x=float(g[k, 0]), y=float(g[k, 1]),
+                             yaw=float(wrap_angle(float(g[k, 2]), include_pi=True)), length=float(g[k, 3]),
+                             width=float(g[k, 4]), vx=float(g[k, 5]), vy=float(g[k, 6]))
+                  for k in range(len(tokens))]
+    msg.scene_codes = [int(c) for c in tokens.scene_codes]
+    msg.scene_quantisation_errors = [float(e) for e in tokens.scene_qerr]
     return msg
 
 

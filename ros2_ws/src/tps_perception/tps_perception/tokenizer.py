@@ -154,7 +154,7 @@ class PerceptionTokenizer:
                            np.asarray(sqerr, np.float32), cfg.codebook_size, cfg.scene_codebook_size)
 
     def run(self, points: np.ndarray, t_s: float = 0.0, ego_pose: np.ndarray | None = None,
-            faults: FaultInjector | None = None) -> TokenizedResult:
+            faults: FaultInjector | None = None, sensor_to_base=None) -> TokenizedResult:
         """Detect, track, (optionally) inject faults, tokenize the published agents.
 
         Args:
@@ -163,11 +163,13 @@ class PerceptionTokenizer:
             ego_pose: (3,) map x, y, yaw of base_link, or None.
             faults: applied to the detector's output before tokenizing (phantoms then get tokens
                 too: their quantisation error is the novelty signal).
+            sensor_to_base: the lidar extrinsic (as :meth:`Detector.run`; the BEV, its features
+                and the boxes are then all in base_link).
 
         Raises:
             tps_perception.pillars.PreprocessError: bad cloud (shape, empty, NaN).
         """
-        det = self.detector.run(points, t_s, ego_pose)
+        det = self.detector.run(points, t_s, ego_pose, sensor_to_base=sensor_to_base)
         features = self._stash.features
         fault = None
         boxes, ids, vel = det.detections, det.track_ids, det.velocities

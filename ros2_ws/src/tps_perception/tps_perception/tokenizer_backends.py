@@ -222,37 +222,73 @@ def make_token_backend(name: str, variant: str = "targeted", model_dir: Path | N
 def engine_backends(precision: str = "int8", backend: str = "auto", threads: int = DEFAULT_THREADS
                     ) -> tuple[FeatureBackend, TokenBackend, dict, dict, str]:
     """Both networks through :class:`tps_inference.Engine` (sha256-verified via
-    ``models/manifest.yaml``), for the perception node.
+    ``models/manifest.yaml``) by precision: ``int8`` (detector_int8 + tokenizer_int8) or ``fp32``.
+    See :func:`engine_pair` (this is ``engine_pair`` with the manifest names of ``precision``).
+
+    Raises:
+        ValueError: unknown precision; else as :func:`engine_pair`.
+    """
+    from tps_inference.engine_params import EngineParams
+
+    if precision not in MANIFEST_NAMES:
+        raise ValueError(f"precision must be one of {sorted(MANIFEST_NAMES)}, got {precision!r}")
+    det_name, tok_name = MANIFEST_NAMES[precision]
+    return engine_pair(det_name, tok_name, EngineParams(backend=backend, intra_op_threads=threads, inter_op_threads=1))
+
+
+def torch_manifest_name(tokenizer_name: str) -> str:
+    """The torch weights' manifest entry of a tokenizer manifest name (``tokenizer_int8`` ->
+    ``tokenizer_torch``, ``tokenizer_untargeted_fp32`` -> ``tokenizer_untargeted_torch``)."""
+    base = tokenizer_name.rsplit("_", 1)[0] if tokenizer_name.endswith(("_int8", "_fp32", "_torch")) else tokenizer_name
+    return base + "_torch"
+
+
+def tokenizer_engine_params(params, max_agents: int):
+    """``params`` with the TensorRT optimisation profile of the tokenizer's dynamic agent axis."""
+    import dataclasses
+
+    return dataclasses.replace(params, trt_input_shapes=agent_profile(max_agents))
+
+
+def engine_pair(det_name: str, tok_name: str, params, manifest=None
+                ) -> tuple[FeatureBackend, TokenBackend, dict, dict, str]:
+    """The detector graph (with its ``features`` output) and the tokenizer graph, named by their
+    manifest entries, for the perception node: one process, the feature map never leaves memory.
 
     Args:
-        precision: ``int8`` (detector_int8 + tokenizer_int8) or ``fp32``.
-        backend: tps_inference backend (auto | onnxruntime | tensorrt).
-        threads: intra-op threads of each session.
+        det_name: detector manifest name (``detector_int8``, ``detector_fp32``).
+        tok_name: tokenizer manifest name (``tokenizer_int8``, ``tokenizer_fp32``,
+            ``tokenizer_untargeted_int8``, ``tokenizer_untargeted_fp32``).
+        params: :class:`tps_inference.EngineParams` of both (the tokenizer gets the TensorRT profile
+            of its agent axis added). ``backend="torch"`` loads the torch weights of the manifest
+            entries ``detector_torch`` and :func:`torch_manifest_name` (sha256-verified) instead.
+        manifest: a loaded :class:`tps_inference.manifest.Manifest` (default: the repository's).
 
     Returns:
         (feature backend, token backend, detector metadata, tokenizer metadata, description).
 
     Raises:
         tps_inference.errors.InferenceError subclasses (missing/modified/unlisted file, backend
-        unavailable); ValueError: unknown precision or a detector graph without ``features``.
+        unavailable); ValueError: a detector graph without ``features``.
     """
     from tps_inference.engine import Engine
-    from tps_inference.engine_params import EngineParams
-    from tps_inference.manifest import Manifest
+    from tps_inference.manifest import Manifest, verify_sha256
 
-    if precision not in MANIFEST_NAMES:
-        raise ValueError(f"precision must be one of {sorted(MANIFEST_NAMES)}, got {precision!r}")
-    det_name, tok_name = MANIFEST_NAMES[precision]
-    man = Manifest.load()
+    man = manifest or Manifest.load()
     det_meta = load_meta(man[det_name].path.parent)
     tok_meta = load_tokenizer_meta(man[tok_name].path.parent)
     max_agents = int(TokenizerConfig.from_dict(tok_meta["config"]).max_agents)
-    params = EngineParams(backend=backend, intra_op_threads=threads, inter_op_threads=1)
-    # TensorRT: the optimisation profile of the tokenizer's dynamic agent axis
-    tok_params = EngineParams(backend=backend, intra_op_threads=threads, inter_op_threads=1,
-                              trt_input_shapes=agent_profile(max_agents))
+    if params.backend == "torch":
+        det_entry, tok_entry = man["detector_torch"], man[torch_manifest_name(tok_name)]
+        verify_sha256(det_entry.path, det_entry.sha256, what="model 'detector_torch' file")
+        verify_sha256(tok_entry.path, tok_entry.sha256, what=f"model '{tok_entry.name}' file")
+        threads = params.intra_op_threads or DEFAULT_THREADS
+        net, _ = load_torch_model(det_entry.path)
+        tok, _ = load_torch_tokenizer(tok_entry.path)
+        return (torch_feature_backend(net, threads), torch_token_backend(tok, threads), det_meta, tok_meta,
+                f"torch eager CPU ({det_entry.name} + {tok_entry.name}, {threads} threads)")
     det = Engine.from_manifest(det_name, params, manifest=man)
-    tok = Engine.from_manifest(tok_name, tok_params, manifest=man)
+    tok = Engine.from_manifest(tok_name, tokenizer_engine_params(params, max_agents), manifest=man)
     if FEATURE_OUTPUT not in {s.name for s in det.output_specs}:
         raise ValueError(f"model '{det_name}' has no '{FEATURE_OUTPUT}' output; run `python -m export.tokenizer`")
     rows = next(s for s in tok.input_specs if s.name == "boxes").shape[1]

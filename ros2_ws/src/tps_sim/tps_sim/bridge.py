@@ -14,7 +14,11 @@ stamps are stale and ignored; malformed ones are rejected or clamped with a name
 timeout and adds the event ``step_timeout`` to the next step's ground truth. Until the very first
 control arrives (controller still starting), ``poll`` instead returns the current frame again to
 be re-published (``Frame.republished``), for at most ``wait_for_controller_s``; no timeout is
-counted while waiting. With ``ego_driver = "expert"`` (SUMO drives) or ``synchronous = False``
+counted while waiting. :meth:`SimBridge.hold_start` extends that wait past the first control
+(the node holds step 0 until the nodes named in ``wait_for_nodes`` subscribe to its outputs,
+e.g. perception loading its models): step 0 is re-published, the first control stays pending and
+is applied once the hold is lifted (or ``wait_for_controller_s`` has passed). With
+``ego_driver = "expert"`` (SUMO drives) or ``synchronous = False``
 the core steps every ``step_period_s`` of wall time regardless of controls; free-running with the
 external driver applies the newest control received (any stamp) at each step.
 
@@ -77,6 +81,7 @@ class BridgeParams:
     sync_timeout_s: float = 1.0
     step_period_s: float = 0.1
     wait_for_controller_s: float = 30.0
+    wait_for_nodes: str = ""
     lidar_enabled: bool = True
     lidar_beams: int = 32
     lidar_azimuth_steps: int = 1024
@@ -336,6 +341,7 @@ class SimBridge:
         self._done = False
         self._closed = False
         self._lane_map = None
+        self._start_held = False
 
     # -- episode ------------------------------------------------------------------------------
     @property
@@ -382,6 +388,15 @@ class SimBridge:
         self._commit(frame, control_received=False, step_timeout=False, now_s=now_s)
         return frame
 
+    def hold_start(self, held: bool) -> None:
+        """Hold (True) or release step 0: while held, step 0 is re-published and a control
+        already received stays pending, for at most ``wait_for_controller_s`` after start."""
+        self._start_held = bool(held)
+
+    def _held(self, now_s: float) -> bool:
+        return (self._start_held and self.frame is not None and self.frame.step == 0
+                and now_s - self._clock.started_wall_s < self.params.wait_for_controller_s)
+
     def submit_control(self, fields_in: dict, now_s: float) -> ControlVerdict:
         """Offer a control message (fields as from ``conversions.control_fields``: stamp_ns,
         throttle, steer, brake, hand_brake, reverse)."""
@@ -421,7 +436,7 @@ class SimBridge:
             return False
         if not self.waits_for_control:
             return now_s - self._clock.published_wall_s >= self.params.step_period_s
-        if self._pending is not None:
+        if self._pending is not None and not self._held(now_s):
             return True
         return now_s - self._clock.published_wall_s >= self.params.sync_timeout_s
 
@@ -434,12 +449,13 @@ class SimBridge:
             latest, self._latest_control = self._latest_control, None
             return self._advance(latest or self._last_control, now_s,
                                  control_received=latest is not None, step_timeout=False)
-        if self._pending is not None:
+        held = self._held(now_s)
+        if self._pending is not None and not held:
             pending, self._pending = self._pending, None
             return self._advance(pending.control, now_s, control_received=True, step_timeout=False)
-        # No control within sync_timeout_s.
-        waiting_for_first = (self.stats.controls_received == 0
-                             and now_s - self._clock.started_wall_s < self.params.wait_for_controller_s)
+        # No control within sync_timeout_s (or step 0 held).
+        waiting_for_first = held or (self.stats.controls_received == 0
+                                     and now_s - self._clock.started_wall_s < self.params.wait_for_controller_s)
         if waiting_for_first:
             self.stats.republished_frames += 1
             self._clock.published_wall_s = now_s

@@ -1,4 +1,5 @@
-"""perception_node: PointCloud2 -> DetectedAgents (lidar 3D detector + tracker + faults).
+"""perception_node: PointCloud2 -> DetectedAgents + AgentTokens (lidar 3D detector + tracker +
+faults + Agent-Centric Tokenizer, one process).
 
 Inputs: ``~/input/points`` (sensor_msgs/PointCloud2, sensor QoS, frame ``expected_frame``),
 ``~/input/odometry`` (nav_msgs/Odometry, optional: ego pose for over-ground track velocities),
@@ -6,10 +7,20 @@ Inputs: ``~/input/points`` (sensor_msgs/PointCloud2, sensor QoS, frame ``expecte
 ``T_output<-lidar``; ``lidar_extrinsic`` until the tree connects the cloud's frame, e.g. a bag
 without TF).
 Outputs: ``~/output/detections`` (tps_msgs/DetectedAgents, base_link, stamp = cloud stamp, one per
-cloud), ``/diagnostics`` (``<node>: processing_time`` OK / WARN above ``processing_budget_ms`` /
-ERROR above ``processing_error_budget_ms``; ``<node>: input`` ERROR on a bad cloud; ``<node>:
-inference`` ERROR when the model fails; ``<node>: odometry`` ERROR on non-finite odometry).
-A bad cloud never stops the node: it answers with an empty DetectedAgents whose status says why.
+cloud), ``~/output/tokens`` (tps_msgs/AgentTokens, with ``tokenizer_enabled``: one per cloud, same
+stamp, one token per published DetectedAgent with its id, in the same order, plus the frame's scene
+codes), ``/diagnostics`` (``<node>: processing_time`` OK / WARN above ``processing_budget_ms`` /
+ERROR above ``processing_error_budget_ms``, the whole frame incl. the tokenizer, stage times in its
+values; ``<node>: input`` ERROR on a bad cloud; ``<node>: inference`` ERROR when the detector fails;
+``<node>: tokenizer`` ERROR when the tokenizer fails; ``<node>: odometry`` ERROR on non-finite
+odometry). A bad cloud never stops the node: it answers with an empty DetectedAgents and an empty
+AgentTokens whose status says why.
+
+Detector and tokenizer run in this process (``tps_perception.tokenizer_backends.engine_pair``): the
+detector graph returns its head input ``features`` beside the heads, the tokenizer graph reads it
+from memory, so the BEV feature map never crosses DDS. Model files come from models/manifest.yaml
+(``model_name``, ``tokenizer_model_name``; sha256-verified); the default is ONNX Runtime INT8 on a
+CPU (``backend: auto`` picks TensorRT where it exists).
 
 With ``use_odometry``, each cloud is processed with the ego pose *of its stamp*
 (tps_common.stamp_sync): a cloud whose odometry has not arrived yet waits for it; the next cloud
@@ -38,14 +49,15 @@ from tps_common.stamp_sync import EgoPose, PoseKind, Release, StampSync, StampSy
 from tps_common.tf import ExtrinsicSource
 from tps_inference import EngineParams
 from tps_inference.lifecycle import BuildOnlyFinished, build_models, startup_warnings, summarize
-from tps_msgs.msg import DetectedAgents
+from tps_msgs.msg import AgentTokens, DetectedAgents
 
 from tps_perception.backends import engine_backend
-from tps_perception.conversions import CloudError, cloud_to_points, detections_to_msg
+from tps_perception.conversions import CloudError, cloud_to_points, detections_to_msg, tokens_to_msg
 from tps_perception.detector import Detector, DetectorParams
 from tps_perception.faults import FaultInjector, FaultParams
 from tps_perception.pillars import PreprocessError
 from tps_perception.postprocess import Detections
+from tps_perception.tokenizer import PerceptionTokenizer, TokenizerParams
 
 NODE_NAME = "perception"
 ODOM_HISTORY = 50           # poses kept for stamp lookup (5 s at 10 Hz)
@@ -53,7 +65,8 @@ BUILD_ONLY_EXIT_DELAY_S = 0.01  # build_only: the report is logged, then the nod
 
 
 class PerceptionNode(Node):
-    """Thin node around :class:`tps_perception.detector.Detector`."""
+    """Thin node around :class:`tps_perception.detector.Detector` and, with ``tokenizer_enabled``,
+    :class:`tps_perception.tokenizer.PerceptionTokenizer` (the same Detector plus the tokenizer)."""
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault("node_name", NODE_NAME)
@@ -62,17 +75,30 @@ class PerceptionNode(Node):
         self.p = p
         self.engine_params = EngineParams(precision=p["trt_precision"], engine_cache_dir=p["engine_cache_dir"],
                                           rebuild_stale_engine=p["rebuild_stale_engine"])
-        models = [] if p["backend"] == "torch" else [p["model_name"]]  # the manifest models this node loads
+        self.tokenizing = bool(p["tokenizer_enabled"])
+        model_params = self._model_params()  # the manifest models this node loads -> their EngineParams
         if p["build_only"]:
-            self._build_only(models)
+            self._build_only(model_params)
             return
-        for warning in startup_warnings(models, dataclasses.replace(self.engine_params, backend=p["backend"])):
-            self.get_logger().warning(warning)
-        backend, meta, what = engine_backend(p["model_name"], p["backend"], p["threads"],
-                                             engine_params=self.engine_params)
+        for name, mp in model_params.items():
+            for warning in startup_warnings([name], mp):
+                self.get_logger().warning(warning)
+        self.core: PerceptionTokenizer | None = None
+        if self.tokenizing:
+            from tps_perception.tokenizer_backends import engine_pair
+
+            features, tokens, meta, tok_meta, what = engine_pair(p["model_name"], p["tokenizer_model_name"],
+                                                                 self._run_params())
+            self.core = PerceptionTokenizer(TokenizerParams.from_meta(
+                meta, tok_meta, score_threshold=p["score_threshold"], track=p["track"]), features, tokens)
+            self.detector = self.core.detector
+            self.codebook_sizes = (self.core.params.config.codebook_size, self.core.params.config.scene_codebook_size)
+        else:
+            backend, meta, what = engine_backend(p["model_name"], p["backend"], p["threads"],
+                                                 engine_params=self.engine_params)
+            params = DetectorParams.from_meta(meta, score_threshold=p["score_threshold"], track=p["track"])
+            self.detector = Detector(params, backend)
         self.backend_name = what
-        params = DetectorParams.from_meta(meta, score_threshold=p["score_threshold"], track=p["track"])
-        self.detector = Detector(params, backend)
         # T_output<-lidar: from /tf_static (or /tf) once it connects the frames, else configured.
         self.extrinsic = ExtrinsicSource(
             self, target_frame=p["output_frame"], sensor_frame=p["expected_frame"] or "lidar",
@@ -85,6 +111,8 @@ class PerceptionNode(Node):
                                                          history_capacity=ODOM_HISTORY))
         self.tracking_in_map: bool | None = None
         self.pub = self.create_publisher(DetectedAgents, "~/output/detections", STACK_OUTPUT_QOS)
+        self.token_pub = (self.create_publisher(AgentTokens, "~/output/tokens", STACK_OUTPUT_QOS)
+                          if self.tokenizing else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         qos = sensor_qos(p["reliable_sensor_qos"])
         self.create_subscription(PointCloud2, "~/input/points", self.on_cloud, qos)
@@ -92,15 +120,36 @@ class PerceptionNode(Node):
             self.create_subscription(Odometry, "~/input/odometry", self.on_odom, qos)
             if self.get_parameter("use_sim_time").value:
                 self.create_subscription(Clock, "/clock", self.on_clock, CLOCK_QOS)
-        self.get_logger().info(f"perception ready: model {p['model_name']} on {what}"
+        models = p["model_name"] + (f" + {p['tokenizer_model_name']}" if self.tokenizing else "")
+        self.get_logger().info(f"perception ready: model {models} on {what}"
                                + (f", FAULTS: {self.faults.params.describe()}" if self.faults.params.any_active else ""))
 
-    def _build_only(self, models: list[str]) -> None:
+    def _run_params(self) -> EngineParams:
+        return dataclasses.replace(self.engine_params, backend=self.p["backend"],
+                                   intra_op_threads=self.p["threads"], inter_op_threads=1)
+
+    def _model_params(self) -> dict[str, EngineParams]:
+        """Manifest name -> EngineParams of every ONNX model this node loads (none with the torch
+        backend); the tokenizer's carry the TensorRT profile of its dynamic agent axis."""
+        if self.p["backend"] == "torch":
+            return {}
+        params = self._run_params()
+        out = {self.p["model_name"]: params}
+        if self.tokenizing:
+            from tps_inference.manifest import Manifest
+
+            from tps_perception.tokenizer_backends import load_tokenizer_meta, tokenizer_engine_params
+            from tps_perception.tokenizer_layout import TokenizerConfig
+
+            name = self.p["tokenizer_model_name"]
+            cfg = TokenizerConfig.from_dict(load_tokenizer_meta(Manifest.load()[name].path.parent)["config"])
+            out[name] = tokenizer_engine_params(params, int(cfg.max_agents))
+        return out
+
+    def _build_only(self, model_params: dict[str, EngineParams]) -> None:
         """build_only: build/validate every engine (tps_inference.lifecycle), log the report, exit
         (0 = every model ready) from a timer, so that run_node ends the node with that code."""
-        params = dataclasses.replace(self.engine_params, backend=self.p["backend"],
-                                     intra_op_threads=self.p["threads"], inter_op_threads=1)
-        text, code = summarize(build_models(models, params))
+        text, code = summarize(build_models(list(model_params), model_params))
         log = self.get_logger().info if code == 0 else self.get_logger().error
         for line in text.splitlines():
             log(line)
@@ -135,6 +184,9 @@ class PerceptionNode(Node):
         ms = 1e3 * (time.perf_counter() - t0)
         self.pub.publish(detections_to_msg(msg.header.stamp, self.p["output_frame"], Detections.empty(),
                                            np.zeros(0, np.uint32), np.zeros((0, 2), np.float32), status, text, ms))
+        if self.token_pub is not None:
+            self.token_pub.publish(tokens_to_msg(msg.header.stamp, self.p["output_frame"], None, status, text, ms,
+                                                 *self.codebook_sizes))
         self._diag(msg.header.stamp, aspect, diag.ERROR, text,
                    {diag.PROCESSING_TIME_KEY: ms, "frame_id": msg.header.frame_id})
 
@@ -160,21 +212,49 @@ class PerceptionNode(Node):
         fr = self.faults.apply(res.detections, res.track_ids, res.velocities)
         if self.faults.params.latency_ms > 0:
             time.sleep(self.faults.params.latency_ms / 1e3)
-        ms = 1e3 * (time.perf_counter() - t0)
+        det_ms = 1e3 * (time.perf_counter() - t0)
         status, text = DetectedAgents.STATUS_OK, ""
         if fr.active:
             status, text = DetectedAgents.STATUS_FAULT_INJECTED, f"fault injected: {fr.description}"
         self.pub.publish(detections_to_msg(msg.header.stamp, self.p["output_frame"], fr.detections, fr.track_ids,
-                                           fr.velocities, status, text, ms))
+                                           fr.velocities, status, text, det_ms))
         values = {"preprocess_ms": res.preprocess_ms, "network_ms": res.network_ms,
                   "postprocess_ms": res.postprocess_ms, "detections": len(fr.detections),
                   "model": self.p["model_name"],
                   "velocity_frame": "relative" if res.velocity_is_relative else "over_ground"}
+        if self.core is not None:
+            values.update(self._publish_tokens(msg, fr, status, text, t0))
+        ms = 1e3 * (time.perf_counter() - t0)
         if self.p["use_odometry"] and r.pose_kind is not PoseKind.EXACT:
             values["pose"] = r.note or r.pose_kind.value
         values.update(self.extrinsic.diagnostic_values(msg.header.frame_id or None))
         self.diag_pub.publish(diag.array(msg.header.stamp, [diag.processing_time_status(
             self.get_name(), ms, self.p["processing_budget_ms"], self.p["processing_error_budget_ms"], values)]))
+
+    def _publish_tokens(self, msg: PointCloud2, fr, status: int, text: str, t0: float) -> dict:
+        """Tokens of the agents just published (the tokenizer reads this frame's feature map from
+        memory: PerceptionTokenizer.tokenize, as PerceptionTokenizer.run does after the faults);
+        returns diagnostic values. A tokenizer failure gives an empty AgentTokens with
+        STATUS_INFERENCE_ERROR and a ``tokenizer`` ERROR diagnostic; the detections stand."""
+        t1 = time.perf_counter()
+        try:
+            tokens = self.core.tokenize(self.core.last_features, fr.detections.boxes, fr.velocities, fr.track_ids)
+            if len(tokens) != len(fr.detections):
+                raise RuntimeError(f"{len(tokens)} tokens for {len(fr.detections)} agents")
+        except Exception as exc:  # noqa: BLE001 - a model failure must not kill the node
+            err = f"tokenizer failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(err, throttle_duration_sec=1.0)
+            ms = 1e3 * (time.perf_counter() - t0)
+            self.token_pub.publish(tokens_to_msg(msg.header.stamp, self.p["output_frame"], None,
+                                                 AgentTokens.STATUS_INFERENCE_ERROR, err, ms, *self.codebook_sizes))
+            self._diag(msg.header.stamp, "tokenizer", diag.ERROR, err, {diag.PROCESSING_TIME_KEY: ms})
+            return {"tokenize_ms": 1e3 * (time.perf_counter() - t1), "tokens": 0,
+                    "tokenizer_model": self.p["tokenizer_model_name"]}
+        tok_ms = 1e3 * (time.perf_counter() - t1)
+        self.token_pub.publish(tokens_to_msg(msg.header.stamp, self.p["output_frame"], tokens, status, text,
+                                             1e3 * (time.perf_counter() - t0)))
+        return {"tokenize_ms": tok_ms, "tokens": len(tokens), "scene_tokens": len(tokens.scene_codes),
+                "tokenizer_model": self.p["tokenizer_model_name"]}
 
     def _diag(self, stamp, aspect: str, level: int, text: str, values: dict) -> None:
         self.diag_pub.publish(diag.array(stamp, [diag.status(f"{self.get_name()}: {aspect}", level, text, values)]))

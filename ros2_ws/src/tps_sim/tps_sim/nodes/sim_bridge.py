@@ -38,6 +38,8 @@ from tps_sim.bridge import BridgeParams, SimBridge, status_summary
 NODE_NAME = "sim_bridge"
 # Wall period of the polling timer (timeouts, free-running steps) [s].
 POLL_PERIOD_S = 0.005
+# Wall period of the subscriber check while step 0 waits for ``wait_for_nodes`` [s].
+WAIT_FOR_NODES_PERIOD_S = 0.1
 # Sensor outputs RELIABLE (the synchronous loop loses no frame; a best-effort subscriber still
 # matches a reliable writer).
 SENSOR_QOS = qos.RELIABLE_SENSOR_QOS
@@ -55,6 +57,12 @@ class SimBridgeNode(Node):
         self.standalone = False  # main() sets True: it runs the exit itself
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.core = SimBridge(self.params)
+        # Step 0 is held until these nodes subscribe to one of the bridge's outputs (synchronous
+        # mode; at most wait_for_controller_s): a stack node that loads models (perception) is up
+        # from the first step although no control depends on it.
+        self._waiting_for = {n.strip() for n in self.params.wait_for_nodes.split(",") if n.strip()}
+        self._next_node_check_s = 0.0
+        self.core.hold_start(bool(self._waiting_for))
         p = self.create_publisher
         self.pub_clock = p(ClockMsg, conv.TOPIC_CLOCK, qos.CLOCK_QOS)
         self.pub_tf = p(TFMessage, conv.TOPIC_TF, tf_qos())
@@ -115,9 +123,32 @@ class SimBridgeNode(Node):
         if verdict.status == "accepted":
             self._on_poll()
 
+    def _check_waiting_nodes(self) -> None:
+        """Lift the step-0 hold once every ``wait_for_nodes`` node subscribes to a sensor or state
+        output (lidar, camera, odometry, status, ground truth, light status)."""
+        now = time.monotonic()
+        if now < self._next_node_check_s:
+            return
+        self._next_node_check_s = now + WAIT_FOR_NODES_PERIOD_S
+        # sensor and state topics only: /clock and /tf are subscribed by any node at creation
+        # (use_sim_time, TF listeners), before it has loaded what it needs
+        subscribed = {info.node_name for topic in self._publishers_by_topic
+                      if topic not in (conv.TOPIC_CLOCK, conv.TOPIC_TF)
+                      for info in self.get_subscriptions_info_by_topic(topic)}
+        missing = self._waiting_for - subscribed
+        if missing:
+            self.get_logger().info(f"waiting for {sorted(missing)} to subscribe: re-publishing step 0",
+                                   throttle_duration_sec=5.0)
+            return
+        self.get_logger().info(f"{sorted(self._waiting_for)} subscribed: step 0 released")
+        self._waiting_for = set()
+        self.core.hold_start(False)
+
     def _on_poll(self) -> None:
         if self.finished:
             return
+        if self._waiting_for:
+            self._check_waiting_nodes()
         try:
             frame = self.core.poll(time.monotonic())
         except Exception as exc:  # noqa: BLE001 - a world failure ends the episode, not the node
