@@ -18,6 +18,7 @@ import yaml
 from tps_bringup.deploy import (
     STACK_ARGUMENTS,
     TOPIC_ARGUMENTS,
+    argument_defaults,
     build_only_graph,
     load_graph_data,
     stack_overrides,
@@ -176,3 +177,13 @@ def test_launch_description_builds(path, monkeypatch):
         if isinstance(entity, OpaqueFunction):
             actions = entity.execute(context)  # the graphs' Node actions; a GraphError would raise here
             assert any(isinstance(a, Node) for a in actions), f"{path.name} starts no node"
+
+
+def test_backend_and_precision_defaults_follow_the_environment():
+    """The vehicle images set TPS_PRECISION (docker/entrypoint.sh builds the engines with it): the
+    launch files' defaults follow it, so the engines built and the engines loaded agree."""
+    assert argument_defaults({}) == {n: d for n, (d, _) in STACK_ARGUMENTS.items()}
+    got = argument_defaults({"TPS_PRECISION": "fp16", "TPS_BACKEND": "tensorrt"})
+    assert (got["precision"], got["backend"]) == ("fp16", "tensorrt")
+    with pytest.raises(ValueError, match="TPS_PRECISION"):
+        argument_defaults({"TPS_PRECISION": "int4"})

@@ -115,7 +115,8 @@ def detector_models(tmp_path) -> Path:
 def run_build_only(models: Path, cache: Path, **params) -> tuple[int, str]:
     exe = Path(sys.executable).parent / "perception_node"
     args = [str(exe), "--ros-args", "--params-file", str(REPO / "config" / "perception_node.param.yaml"),
-            "-p", "model_name:=detector_fp32", "-p", "build_only:=true", "-p", f"engine_cache_dir:={cache}"]
+            "-p", "model_name:=detector_fp32", "-p", "build_only:=true", "-p", f"engine_cache_dir:={cache}",
+            "-p", "tokenizer_enabled:=false"]  # the detector's engine alone (its manifest lists no tokenizer)
     for k, v in params.items():
         args += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     env = dict(os.environ, TPS_MANIFEST=str(models / "manifest.yaml"))  # the session's ROS domain

@@ -16,7 +16,12 @@ Synchronous mode (what the stack's closed-loop contract assumes, docs/CONTRACTS.
 - route: ``route_topic`` defaults to carla_waypoint_publisher's ``/carla/ego_vehicle/waypoints``;
   the lane map (``tps_msgs/LaneMap``) has no carla-ros-bridge source: publish one from the town's
   OpenDRIVE map or set the fallback's ``require_lane_map: false``;
-- carla-ros-bridge's ``passive`` mode must be off (the bridge, not another client, ticks the world).
+- carla-ros-bridge's ``passive`` mode must be off (the bridge, not another client, ticks the world);
+- start order: the stack first (``build_only:=true`` once, then this file), the bridge once the stack
+  is up. In synchronous mode the bridge waits only for the controller's command, which the fallback
+  chain gives without any model; perception loads its networks before it subscribes, so frames
+  ticked before it is up get no DetectedAgents (tests/bringup/test_stack_carla_graph.py waits for
+  perception's subscription before starting the simulator for that reason).
 
     ros2 launch tps_bringup carla.launch.py
     ros2 launch tps_bringup carla.launch.py backend:=tensorrt precision:=int8

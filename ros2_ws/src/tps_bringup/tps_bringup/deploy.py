@@ -49,9 +49,10 @@ BUILD_ONLY_PARAMETER = "build_only"
 # launch argument -> (default, description); the stack launch files declare these
 STACK_ARGUMENTS: dict[str, tuple[str, str]] = {
     "backend": ("auto", "model runtime of the model nodes: auto (TensorRT where it exists, else ONNX Runtime) | "
-                        "onnxruntime | tensorrt | torch"),
+                        "onnxruntime | tensorrt | torch ($TPS_BACKEND sets the default)"),
     "precision": ("int8", "model precision: int8 (ORT INT8 on CPUs, TensorRT INT8 with its calibration cache) | "
-                          "fp16 (TensorRT FP16; ORT FP32 on CPUs) | fp32"),
+                          "fp16 (TensorRT FP16; ORT FP32 on CPUs) | fp32 ($TPS_PRECISION sets the default: "
+                          "fp16 in the vehicle images)"),
     "models_dir": ("", "folder holding manifest.yaml and the model files ('' = the repository's models/)"),
     "engine_cache": ("", "TensorRT engine cache directory ('' = $TPS_ENGINE_CACHE, else data/engines)"),
     "build_only": ("false", "true: start only the model nodes, build/validate their engines, report and exit "
@@ -63,6 +64,30 @@ STACK_ARGUMENTS: dict[str, tuple[str, str]] = {
     "lidar_frame": ("", "frame_id of the lidar clouds perception accepts ('' = the parameter file's)"),
     **{name: ("", f"{what} ('' = the graph's topic)") for name, (_, what) in TOPIC_ARGUMENTS.items()},
 }
+
+
+# launch arguments whose default an environment variable sets (the vehicle images set
+# TPS_PRECISION=fp16: TensorRT INT8 needs a calibration cache the manifest does not list yet, and
+# docker/entrypoint.sh builds the engines with the same variables, so both agree)
+ARGUMENT_ENV: dict[str, str] = {"backend": "TPS_BACKEND", "precision": "TPS_PRECISION"}
+
+
+def argument_defaults(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The launch arguments' defaults: ``STACK_ARGUMENTS``'s, ``ARGUMENT_ENV``'s variables first.
+
+    Raises:
+        ValueError: a variable holds a value the argument does not take (names both).
+    """
+    environ = os.environ if environ is None else environ
+    out = {name: default for name, (default, _) in STACK_ARGUMENTS.items()}
+    allowed = {"backend": BACKENDS, "precision": PRECISIONS}
+    for name, var in ARGUMENT_ENV.items():
+        value = environ.get(var, "").strip()
+        if value:
+            if value not in allowed[name]:
+                raise ValueError(f"${var}={value!r}: {name} must be one of {list(allowed[name])}")
+            out[name] = value
+    return out
 
 
 def repo_root() -> Path:

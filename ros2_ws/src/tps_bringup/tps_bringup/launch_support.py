@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from tps_bringup.deploy import (
     STACK_ARGUMENTS,
+    argument_defaults,
     build_only_graph,
     deployment_env,
     graph_file,
@@ -24,10 +25,11 @@ from tps_bringup.graph import invocations, load_graph
 
 def declare_arguments(arguments: Mapping[str, tuple[str, str]] = STACK_ARGUMENTS,
                       defaults: Mapping[str, str] | None = None) -> list:
-    """One ``DeclareLaunchArgument`` per argument, each with its description."""
+    """One ``DeclareLaunchArgument`` per argument, each with its description; ``backend`` and
+    ``precision`` default to ``$TPS_BACKEND``/``$TPS_PRECISION`` where set (deploy.argument_defaults)."""
     from launch.actions import DeclareLaunchArgument
 
-    defaults = dict(defaults or {})
+    defaults = {**argument_defaults(), **dict(defaults or {})}
     return [DeclareLaunchArgument(name, default_value=defaults.get(name, default), description=description)
             for name, (default, description) in arguments.items()]
 
