@@ -112,3 +112,55 @@ def test_finalize_scores_against_the_expert_and_counts_errors(tmp_path):
     assert summary["fallback"]["pdm_score"] == pytest.approx(((5 + 4.5 + 2) / 12 + 1.0) / 2)
     assert [row["configuration"] for row in R.aggregate_rows(final)] == ["stack", "fallback", "naive",
                                                                          "expert"]
+
+
+def test_case_node_parameters_reach_only_the_graphs_that_have_the_node(tmp_path):
+    from tps_bringup.graph import load_graph
+
+    specs = {s.key: s for s in plan_episodes(load_suite("demo"), tmp_path)}
+    blackout = specs["cut_in_detector_blackout-s9000-stack"]
+    assert blackout.node_parameters == {"perception": {"fault_blackout": True}}
+    assert specs["cut_in_detector_blackout-s9000-expert"].node_parameters == {}  # no detector there
+    assert specs["cut_in-s9000-stack"].node_parameters == {}
+    # the override goes through the graph runner's schema check onto the perception node
+    graph = load_graph(blackout.graph, runner.node_overrides(blackout), check_executables=False)
+    assert graph.node("perception").parameters["fault_blackout"] is True
+    plain = load_graph(blackout.graph, check_executables=False)
+    assert plain.node("perception").parameters.get("fault_blackout") in (None, False)
+    base = {"name": "x", "seeds": "0:1", "configurations": ["stack"]}
+    typo = parse_suite(dict(base, cases=[{"scenario": "highway",
+                                          "node_parameters": {"percepton": {"fault_blackout": True}}}]))
+    with pytest.raises(SuiteError, match="percepton"):
+        plan_episodes(typo, tmp_path)
+    for bad in ({"perception": True}, {"perception": {}}, {"perception": {"x": [1]}}, [1]):
+        with pytest.raises(SuiteError, match="node_parameters"):
+            parse_suite(dict(base, cases=[{"scenario": "highway", "node_parameters": bad}]))
+
+
+def test_demo_text_shows_the_tables_and_where_everything_is(tmp_path):
+    from tps_eval.cli import demo_text, episode_line
+
+    results = [_result("expert", 0, 200.0), _result("stack", 0, 100.0, faults=1)]
+    edir = tmp_path / "episodes" / "highway-s0-stack"
+    edir.mkdir(parents=True)
+    (edir / "episode.mcap").write_bytes(b"")
+    results[1]["episode_dir"] = str(edir)
+    final = runner.finalize(results)
+    final["case_rows"] = {"stack": runner.per_case_table(final)}
+    final["run"] = {"wall_s": 12.3, "workers": 2, "host_cpus": 2}
+    final["paths"] = {"report": "R.md", "summary": "S.json", "bev": {"k": "a.png"},
+                      "animation": "x.gif"}
+    text = demo_text(final)
+    table = text.split("\n\n")[0].splitlines()
+    assert "fallback share" in table[1] and "collisions" in table[1]
+    row = table[3].split()
+    assert row[0] == "highway" and row[3] == "1"            # case, episodes, errors, collisions
+    assert "100.0%" in table[3]                             # the stack's fallback share
+    assert "wall time: 12 s for 2 episodes" in text and "report: R.md" in text
+    assert f"bags: 1 x {tmp_path / 'episodes'}" in text and "BEV animation: x.gif" in text
+    line = episode_line(next(r for r in final["episodes"] if r["spec"]["configuration"] == "stack"), 2, 2)
+    assert line.startswith("[2/2] highway-s0-stack: ok") and "at-fault collisions 1" in line
+    final["perception_rows"] = [{"case": "highway", "lidar_frames": 202, "detection_frames": 92,
+                                 "frames_with_agents": 91, "fault_frames": 0, "answered_share": 92 / 202}]
+    block = demo_text(final).split("Perception in the loop")[1].splitlines()
+    assert block[3].split() == ["highway", "202", "92", "46%", "91", "0"]

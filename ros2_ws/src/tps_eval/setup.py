@@ -20,6 +20,8 @@ setup(
     entry_points={
         "console_scripts": [
             "tps-eval = tps_eval.cli:main",
+            "tps-replay = tps_eval.replay.cli:main",
+            "stack_markers = tps_eval.viz.markers_node:main",
         ],
     },
 )

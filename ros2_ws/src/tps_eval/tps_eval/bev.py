@@ -10,7 +10,9 @@ Boxes are :class:`tps_eval.metrics.ObjectFrame` (ids, xy, yaw, length, width, ve
 class_id); :func:`frame_from_boxset` converts a :class:`tps_sim.sensors.scene3d.BoxSet`.
 Traffic lights: each stop line is drawn across its lane and each head as a dot (linked to its
 stop line by a thin line), both in the colour of the light's state at the frame
-(``LIGHT_COLOURS``).
+(``LIGHT_COLOURS``). The stack's state, when known, is drawn on top: its detections as dashed
+outlines (``DETECTION_COLOUR``; ground-truth agents stay filled) and a text box (``BevFrame.info``:
+the selected trajectory's source, the monitor state, the detector's status).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ ROUTE_COLOUR = "#2ca02c"
 PATH_COLOUR = "#000000"
 COLLISION_COLOUR = "#ff0000"
 BACKGROUND_COLOUR = "#a8c99a"
+DETECTION_COLOUR = "#d62728"
 
 # Traffic-light states (tps_common.traffic_lights: RED 0, YELLOW 1, GREEN 2, OFF 3, UNKNOWN 4).
 LIGHT_COLOURS = {0: "#e41a1c", 1: "#ffbf00", 2: "#00c853", 3: "#7f7f7f", 4: "#7f7f7f"}
@@ -106,6 +109,8 @@ class BevFrame:
         time_s: simulation time [s] (shown in the title).
         label: extra text (e.g. the selected trajectory source).
         light_states: (L,) state of each traffic light of the scene (None: drawn grey).
+        detections: the stack's detections at this step, in map (None: not known, not drawn).
+        info: lines of text drawn in a box in the upper left corner (the stack's state).
     """
 
     ego_pose: tuple[float, float, float]
@@ -116,6 +121,8 @@ class BevFrame:
     time_s: float = 0.0
     label: str = ""
     light_states: np.ndarray | None = None
+    detections: ObjectFrame | None = None
+    info: tuple[str, ...] = ()
 
 
 def frame_from_boxset(boxes) -> ObjectFrame:
@@ -206,6 +213,16 @@ class BevRenderer:
                     if self._visible(frame, x, y):
                         dyn.append(ax.text(x, y + 1.6, str(int(oid)), fontsize=6,
                                            ha="center", zorder=9))
+        if frame.detections is not None and len(frame.detections):
+            det = PolyCollection(list(frame.detections.corners()), facecolors="none",
+                                 edgecolors=DETECTION_COLOUR, linewidths=1.2, linestyles="--",
+                                 zorder=8.5)
+            ax.add_collection(det)
+            dyn.append(det)
+        if frame.info:
+            dyn.append(ax.text(0.02, 0.98, "\n".join(frame.info), transform=ax.transAxes,
+                               fontsize=7, va="top", ha="left", family="monospace", zorder=11,
+                               bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85}))
         path = np.asarray(frame.path, float).reshape(-1, 2)
         if len(path) >= 2:
             dyn += ax.plot(path[:, 0], path[:, 1], "-", color=PATH_COLOUR, lw=1.2, zorder=7)

@@ -1,7 +1,7 @@
 """``tps-eval``: every evaluation of the project, one verb each.
 
     tps-eval closedloop --suite default --seeds 9000:9005 --json runs/default.json
-    tps-eval demo                      # make demo: the smoke suite, a table, report + BEV paths
+    tps-eval demo                      # make demo: the demo suite, a table, report, bags, BEV GIF
     tps-eval suites                    # list config/suites/*.yaml
     tps-eval detector --split test --backend onnxruntime-int8 --json runs/detector.json
     tps-eval tokenizer --split test --json runs/tokenizer.json   # targeted vs untargeted tokenizer
@@ -19,6 +19,7 @@ labelled held out, any seed outside TRAIN and VAL is.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -40,7 +41,8 @@ from tps_eval.suite import (
 )
 
 DEFAULT_WORKERS = 2
-DEMO_SUITE = "smoke"
+DEMO_SUITE = "demo"
+DEMO_ANIMATION = "cut_in/stack"   # the episode the demo animates (CASE/CONFIGURATION)
 EXIT_USAGE = 2
 EXIT_ALL_FAILED = 1
 
@@ -53,7 +55,8 @@ def _default_out(suite: str, prefix: str = "eval") -> Path:
 def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: str, workers: int,
               domain_base: int | None, ray_address: str | None, bev: bool = True,
               bev_episode: str | None = None, progress: bool = True,
-              bev_gifs: bool = False, configurations: str | None = None) -> dict:
+              bev_gifs: bool = False, configurations: str | None = None, record: bool = False,
+              episode_lines: bool = False) -> dict:
     """Run a suite end to end and write its reports; returns the final dict with ``paths``.
 
     Args:
@@ -61,10 +64,13 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
             ``"9000:9005"`` or ``{"split": "test"}``); None keeps the suite's.
         bev: a BEV PNG (key frame) of every failed episode.
         bev_gifs: also an animated GIF of every failed episode (~10-20 s each on 2 cores).
-        bev_episode: also render a GIF of the first episode of this configuration (the demo
-            shows one animation even when nothing failed).
+        bev_episode: also render a GIF of the first episode of this configuration, or of
+            ``CASE/CONFIGURATION`` (the demo shows one animation even when nothing failed).
         configurations: comma-separated configurations to run instead of the suite's (the
             expert is added when a scored configuration needs its reference progress).
+        record: write each episode's full topic set to ``episodes/<key>/episode.mcap``.
+        episode_lines: one line per finished episode (status, wall time, collisions, route
+            completion, red-light violations) above the progress bar.
     """
     from tqdm import tqdm
 
@@ -72,6 +78,8 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
     S.warn_if_not_held_out(suite.seed_set, f"suite {suite.name} is scored")
     out.mkdir(parents=True, exist_ok=True)
     specs = plan_episodes(suite, out)
+    if record:
+        specs = [dataclasses.replace(s, record=True) for s in specs]
     t0 = time.monotonic()
     counts = {"ok": 0, "failed": 0}
     bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="episode", disable=not progress,
@@ -85,6 +93,8 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
         if r["status"] != "ok":
             tqdm.write(f"episode {r['spec']['case_id']}-s{r['spec']['seed']}-"
                        f"{r['spec']['configuration']}: {r['error']}", file=sys.stderr)
+        elif episode_lines:
+            tqdm.write(episode_line(r, sum(counts.values()), len(specs)))
 
     try:
         results = run_episodes(specs, executor, workers, domain_base, ray_address, on_result)
@@ -99,7 +109,8 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
         first = None
         if bev_episode:
             first = next((r for r in final["episodes"]
-                          if r["spec"]["configuration"] == bev_episode
+                          if bev_episode in (r["spec"]["configuration"],
+                                             f"{r['spec']['case_id']}/{r['spec']['configuration']}")
                           and Path(r["log_path"]).is_file()), None)
             if first is not None and first not in todo:
                 todo.append(first)
@@ -130,13 +141,82 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
     return final
 
 
-def _print_summary(final: dict) -> None:
+def episode_line(r: dict, done: int, total: int) -> str:
+    """One finished episode as a progress line (EP / PDMS need the expert: in the final table)."""
+    s, m = r["spec"], r.get("metrics") or {}
+    key = f"{s['case_id']}-s{s['seed']}-{s['configuration']}"
+    text = f"[{done}/{total}] {key}: {r['status']}, {r.get('wall_s', 0.0):.0f} s wall"
+    if m:
+        text += (f"; at-fault collisions {m.get('at_fault_collisions')}, route completion "
+                 f"{R.fmt(m.get('route_completion'), '{:.0%}')}, red-light violations "
+                 f"{m.get('red_light_violations', 0)}, end {m.get('end_reason') or '-'}")
+    return text
+
+
+def demo_text(final: dict) -> str:
+    """What ``tps-eval demo`` prints after the run: the per-case table of the stack, the
+    aggregates per configuration, the wall time, and where the report, bags and animation are."""
+    lines = ["Per case, stack (sim_stack.yaml; the fallback drives until the planner and monitor land):",
+             R.text_table(final["case_rows"].get("stack", []), R.CASE_COLUMNS), "",
+             _summary_table(final)]
+    if final.get("perception_rows"):
+        lines += ["", "Perception in the loop, stack episodes (from the bags; the synchronous loop waits "
+                  "for the controller, not for perception):",
+                  R.text_table(final["perception_rows"], PERCEPTION_COLUMNS)]
+    for cfg in CONFIGURATION_ORDER:
+        if cfg in final and final[cfg].get("failure_categories"):
+            lines.append(f"failures ({cfg}): {final[cfg]['failure_categories']}")
+    run = final.get("run", {})
+    lines += ["", f"wall time: {run.get('wall_s', 0.0):.0f} s for {len(final['episodes'])} episodes "
+              f"({run.get('workers')} workers, {run.get('host_cpus')} CPUs)",
+              f"report: {final['paths']['report']}", f"summary: {final['paths']['summary']}"]
+    bags = [r for r in final["episodes"]
+            if (Path(r.get("episode_dir") or "") / "episode.mcap").is_file()]
+    if bags:
+        lines.append(f"bags: {len(bags)} x {Path(bags[0]['episode_dir']).parent}/<episode>/episode.mcap "
+                     f"(replay one: tps-replay {Path(bags[0]['episode_dir']) / 'episode.mcap'} "
+                     f"--out runs/replay/demo)")
+    gifs = [v for v in final["paths"].get("bev", {}).values() if str(v).endswith(".gif")]
+    animation = final["paths"].get("animation") or (gifs[0] if gifs else None)
+    if animation:
+        lines.append(f"BEV animation: {animation}")
+    return "\n".join(lines)
+
+
+PERCEPTION_COLUMNS = (("case", "case", "{}"), ("lidar_frames", "lidar frames", "{:d}"),
+                      ("detection_frames", "DetectedAgents", "{:d}"),
+                      ("answered_share", "answered", "{:.0%}"),
+                      ("frames_with_agents", "with agents", "{:d}"),
+                      ("fault_frames", "fault injected", "{:d}"))
+
+
+def perception_rows(final: dict) -> list[dict]:
+    """:func:`tps_eval.stack_state.perception_row` of every recorded stack episode."""
+    from tps_eval.stack_state import perception_row
+
+    rows = []
+    for r in final["episodes"]:
+        bag = Path(r.get("episode_dir") or "") / "episode.mcap"
+        if r["spec"]["configuration"] != "stack" or not bag.is_file():
+            continue
+        try:
+            rows.append(dict(perception_row(bag), case=r["spec"]["case_id"]))
+        except Exception as exc:  # noqa: BLE001 - a bag that cannot be read loses one row, said so
+            print(f"perception row of {bag}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return rows
+
+
+def _summary_table(final: dict) -> str:
     shown = ("episodes", "errors", "collision_rate", "at_fault_per_km", "route_completion",
              "pdm_score", "pdm_score_tlc", "red_light_violations", "fallback_share",
              "e2e_latency_p50_ms", "e2e_latency_p99_ms")
     cols = (("configuration", "configuration", "{}"),) + tuple(
         c for key in shown for c in R.AGG_COLUMNS if c[0] == key)
-    print(R.text_table(R.aggregate_rows(final), cols))
+    return R.text_table(R.aggregate_rows(final), cols)
+
+
+def _print_summary(final: dict) -> None:
+    print(_summary_table(final))
     for cfg in CONFIGURATION_ORDER:
         if cfg in final and final[cfg].get("failure_categories"):
             print(f"failures ({cfg}): {final[cfg]['failure_categories']}")
@@ -161,7 +241,7 @@ def cmd_closedloop(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(Path(args.suite).stem)
     final = run_suite(args.suite, _seed_override(args), out, args.executor, args.workers, args.domain_base,
                       args.ray_address, bev=not args.no_bev, progress=not args.quiet,
-                      bev_gifs=args.bev_gifs, configurations=args.configurations)
+                      bev_gifs=args.bev_gifs, configurations=args.configurations, record=args.record)
     if args.json:
         p = Path(args.json)
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -177,24 +257,19 @@ def cmd_closedloop(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else _default_out(DEMO_SUITE, prefix="demo")
-    print(f"tps demo: closed-loop smoke suite (one short episode per scenario family), fallback "
-          f"driving + expert and naive baselines, {args.workers} workers; output {out}",
-          flush=True)
-    final = run_suite(DEMO_SUITE, _seed_override(args), out, "local", args.workers, args.domain_base,
-                      None, bev=True, bev_episode="stack")
+    out = Path(args.out) if args.out else _default_out(args.suite, prefix="demo")
+    t0 = time.monotonic()
+    print(f"tps demo: the stack's graph closed loop (suite {args.suite}: config/suites/"
+          f"{args.suite}.yaml), each episode beside SUMO's expert of the same seed, "
+          f"{args.workers} workers{', every episode recorded' if not args.no_record else ''}; "
+          f"output {out}", flush=True)
+    final = run_suite(args.suite, _seed_override(args), out, "local", args.workers, args.domain_base,
+                      None, bev=True, bev_episode=args.animate, record=not args.no_record,
+                      episode_lines=True)
+    final["perception_rows"] = perception_rows(final)
     print()
-    print("Per scenario, stack (fallback driving):")
-    print(R.text_table(final["case_rows"].get("stack", []), R.CASE_COLUMNS))
-    print()
-    _print_summary(final)
-    print()
-    print(f"wall time: {final['run']['wall_s']:.0f} s")
-    print(f"report: {final['paths']['report']}")
-    gifs = [v for v in final["paths"]["bev"].values() if str(v).endswith(".gif")]
-    animation = final["paths"].get("animation") or (gifs[0] if gifs else None)
-    if animation:
-        print(f"BEV animation: {animation}")
+    print(demo_text(final))
+    print(f"demo total: {time.monotonic() - t0:.0f} s (episodes, scoring, BEV animation)")
     return 0 if any(r["status"] == "ok" for r in final["episodes"]) else EXIT_ALL_FAILED
 
 
@@ -247,8 +322,8 @@ CLOSEDLOOP_EPILOG = f"""examples:
 
 {SEEDS_HELP}
 
-configurations: stack (the stack's graph; fallback-only until the planner and monitor land),
-  fallback (the fallback driving alone), expert (SUMO drives: the EP reference), naive (obstacles
+configurations: stack (the stack's graph: fallback + perception_node with detections and agent
+  tokens; the fallback drives until the planner and monitor land), fallback (the fallback alone), expert (SUMO drives: the EP reference), naive (obstacles
   ignored); a scored configuration brings the expert along.
 
 output (--out, default runs/eval/<suite>-<UTC timestamp>/):
@@ -264,11 +339,14 @@ metric definitions: docs/METRICS.md"""
 DEMO_EPILOG = f"""examples:
   tps-eval demo                   (= make demo)
   tps-eval demo --workers 1 --seeds 9001
+  tps-eval demo --suite smoke --animate roundabout/stack --no-record
 
 {SEEDS_HELP}
 
-output (--out, default runs/demo/smoke-<UTC timestamp>/): the closedloop layout, plus a GIF of
-the first stack episode; a table per scenario on stdout."""
+output (--out, default runs/demo/<suite>-<UTC timestamp>/): the closedloop layout with every
+episode recorded (episodes/<key>/episode.mcap, replayable with tps-replay), plus a GIF of one
+stack episode with the stack's state drawn (detections, driving source, monitor, detector status);
+one line per finished episode, then a table per case and per configuration on stdout."""
 
 DETECTOR_EPILOG = f"""examples:
   tps-eval detector --split test                           (= make eval-detector)
@@ -373,12 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--bev-gifs", action="store_true", help="also an animated GIF of every failed "
                    "episode (default: a PNG of its key frame)")
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--record", action="store_true",
+                   help="write each episode's topics (sensors, stack outputs, ground truth, /tf) to "
+                        "episodes/<key>/episode.mcap, replayable with tps-replay")
     c.set_defaults(func=cmd_closedloop)
-    d = _verb(sub, "demo", "the make-demo run: smoke suite + table + BEV animation", DEMO_EPILOG)
+    d = _verb(sub, "demo", "the make-demo run: demo suite + table + bags + BEV animation", DEMO_EPILOG)
     d.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
     S.add_arguments(d, default="the smoke suite's seeds")
     d.add_argument("--out", default=None)
     d.add_argument("--domain-base", type=int, default=None)
+    d.add_argument("--suite", default=DEMO_SUITE, help=f"suite (default {DEMO_SUITE})")
+    d.add_argument("--animate", default=DEMO_ANIMATION,
+                   help=f"episode to animate: CONFIGURATION or CASE/CONFIGURATION (default {DEMO_ANIMATION})")
+    d.add_argument("--no-record", action="store_true", help="do not record the episodes' bags")
     d.set_defaults(func=cmd_demo)
     s = _verb(sub, "suites", "list the suites (config/suites/*.yaml)",
               "example:\n  tps-eval suites")

@@ -50,6 +50,7 @@ CASE_COLUMNS = (
     ("pdm_score", "PDMS", "{:.3f}"),
     ("pdm_score_tlc", "PDMS x TLC", "{:.3f}"),
     ("red_light_violations", "red-light violations", "{:d}"),
+    ("fallback_share", "fallback share", "{:.1%}"),
     ("e2e_latency_p50_ms", "e2e p50 [ms]", "{:.1f}"),
     ("e2e_latency_p99_ms", "e2e p99 [ms]", "{:.1f}"),
 )
@@ -146,7 +147,9 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
                 stride: int = GIF_STEP_STRIDE) -> dict:
     """PNG of the key frame (first at-fault collision, else first red-light violation, else first
     off-road step, else the last step) and, with ``gif``, an animation of the episode. Returns
-    {"png": path, "gif": path}."""
+    {"png": path, "gif": path}. When the episode was recorded (``episode.mcap``), every frame also
+    shows the stack's state: its detections and the driving source / monitor / detector text
+    (:mod:`tps_eval.stack_state`)."""
     from tps_common.geometry import box_corners
     from tps_sim.episode_log import BOX, load_episode_log
 
@@ -173,18 +176,26 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
                          np.asarray(log["route"], float), static_frame(log), length, width,
                          title=key, light_stop_lines=stop_lines,
                          light_heads_xy=np.zeros((0, 2)) if lights is None else lights.heads[:, :2])
+    bag = Path(result.get("episode_dir") or Path(result["log_path"]).parent) / "episode.mcap"
+    state = None
+    if bag.is_file():
+        from tps_eval import stack_state as SS
+
+        state = SS.read_stack_state(bag)
     hit_xy = []
     frames = []
     for k in range(t):
         if collisions[k]:
             hit_xy.append(ego[k, [BOX["x"], BOX["y"]]])
+        pose = (float(ego[k, BOX["x"]]), float(ego[k, BOX["y"]]), float(ego[k, BOX["yaw"]]))
+        t_k = float(np.asarray(log["t_s"])[k])
         frames.append(bev.BevFrame(
-            (float(ego[k, BOX["x"]]), float(ego[k, BOX["y"]]), float(ego[k, BOX["yaw"]])),
-            agents[k], ego[: k + 1, [BOX["x"], BOX["y"]]],
+            pose, agents[k], ego[: k + 1, [BOX["x"], BOX["y"]]],
             collision_xy=np.array(hit_xy) if hit_xy else np.zeros((0, 2)),
-            time_s=float(np.asarray(log["t_s"])[k]),
-            label=f"v = {ego[k, BOX['speed_mps']]:.1f} m/s",
-            light_states=None if lights is None else lights.states[k]))
+            time_s=t_k, label=f"v = {ego[k, BOX['speed_mps']]:.1f} m/s",
+            light_states=None if lights is None else lights.states[k],
+            detections=None if state is None else SS.detections_in_map(state, t_k, pose),
+            info=() if state is None else SS.info_lines(state, t_k)))
     red = [e for e in m.get("stop_line_events", []) if e.get("violation")]
     if faults:
         key_step = int(faults[0]["step"])

@@ -92,12 +92,36 @@ def bridge_overrides(spec: EpisodeSpec, edir: Path) -> list[str]:
             f"{p}density={float(spec.density)}", f"{p}clutter='{spec.clutter}'",
             f"{p}duration_s={float(spec.duration_s)}", f"{p}faults='{faults}'",
             f"{p}obstacles='{obstacles}'", f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
-            f"{p}episode_log='{edir / LOG_NAME}'"]
+            f"{p}episode_log='{edir / LOG_NAME}'"] + node_overrides(spec)
+
+
+def node_overrides(spec: EpisodeSpec) -> list[str]:
+    """``--set`` overrides of the case's ``node_parameters`` (e.g. a detector fault); values as
+    JSON, which the override parser reads as YAML (booleans, numbers, quoted strings)."""
+    return [f"nodes.{node}.parameters.{k}={json.dumps(v)}"
+            for node, params in sorted(spec.node_parameters.items()) for k, v in sorted(params.items())]
 
 
 def episode_wall_budget_s(spec: EpisodeSpec) -> float:
     """Wall-clock limit of one episode [s]."""
     return EPISODE_STARTUP_BUDGET_S + EPISODE_WALL_PER_SIM_S * float(spec.duration_s)
+
+
+RECORD_NAME = "episode.mcap"
+
+
+def _episode_recorder(domain_id: int, edir: Path):
+    """``closedloop --record``: every topic of the episode's domain into ``<edir>/episode.mcap``
+    (the bridge's topics subscribed before the graph starts, the stack's as discovered), so a failed
+    episode can be replayed through a changed stack (``tps-replay``)."""
+    from tps_sim import conversions as conv
+
+    from tps_eval.replay.recorder import EpisodeRecorder
+
+    target = edir / RECORD_NAME
+    if target.exists():
+        target.unlink()
+    return EpisodeRecorder(domain_id, target, fixed=dict(conv.TOPIC_TYPES), latched=set(conv.LATCHED_TOPICS))
 
 
 def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
@@ -119,13 +143,16 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     log_path = edir / LOG_NAME
     if log_path.exists():
         log_path.unlink()
-    collector = None
+    collector = recorder = None
     error = ""
     graph_warning = ""
     diag_errors: list = []
     collected = None
     try:
         graph = load_graph(spec.graph, bridge_overrides(spec, edir))
+        if spec.record:
+            recorder = _episode_recorder(domain_id, edir)
+            time.sleep(COLLECTOR_SETTLE_S)
         if spec.configuration != "expert":
             collector = Collector(domain_id)
             time.sleep(COLLECTOR_SETTLE_S)
@@ -155,6 +182,11 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     finally:
         if collector is not None:
             collector.close()
+        if recorder is not None:
+            try:
+                recorder.close()
+            except Exception as exc:  # noqa: BLE001 - a recording problem never loses the episode
+                (edir / "record_error.txt").write_text(f"{type(exc).__name__}: {exc}")
     metrics = None
     if not error:
         try:

@@ -16,9 +16,15 @@ A suite file::
       - scenario: highway
         id: highway_debris         # unique case id (default: the scenario name)
         obstacles: [{kind: debris, route_s_m: 110.0, lateral_m: 0.0}]
+      - scenario: cut_in
+        id: cut_in_detector_blackout
+        node_parameters:           # parameters of the graph's nodes for this case, by node name;
+          perception: {fault_blackout: true}   # applied in each configuration whose graph has
+                                   # the node (a node no configuration's graph has is an error)
 
-Configurations: ``stack`` (the stack's closed-loop graph; until the learned planner and the monitor
-land it is the fallback's graph), ``fallback`` (the fallback driving alone: the safety net measured
+Configurations: ``stack`` (the stack's closed-loop graph ``sim_stack.yaml``: the fallback's graph
+plus perception_node, detections and agent tokens in every episode; until the learned planner and
+the monitor land the fallback drives, so its driving equals ``fallback``'s), ``fallback`` (the fallback driving alone: the safety net measured
 on its own, whatever the stack becomes), ``expert`` (the bridge alone, SUMO drives the ego: the
 privileged rule-based reference) and ``naive`` (the fallback with ``ignore_obstacles``: a lane
 keeper at the lanes' speed limits). Each maps to a graph file under ``config/graph/`` (``graphs:``
@@ -44,15 +50,16 @@ DEFAULT_CONFIGURATIONS = ("stack", "expert", "naive")   # a suite that names non
 # Report order of the configurations (aggregates, tables, JSON).
 CONFIGURATION_ORDER = ("stack", "fallback", "naive", "expert")
 DEFAULT_GRAPHS = {
-    "stack": "config/graph/sim_fallback.yaml",     # the full stack's graph once it exists
+    "stack": "config/graph/sim_stack.yaml",        # fallback graph + perception_node (planner, monitor to come)
     "fallback": "config/graph/sim_fallback.yaml",
     "expert": "config/graph/sim_expert.yaml",
     "naive": "config/graph/sim_naive.yaml",
 }
-CASE_OPTION_KEYS = ("duration_s", "density", "clutter", "faults", "obstacles", "route_goal_m")
+CASE_OPTION_KEYS = ("duration_s", "density", "clutter", "faults", "obstacles", "route_goal_m",
+                    "node_parameters")
 SUITE_KEYS = ("name", "description", "seeds", "configurations", "defaults", "cases", "graphs")
 BUILTIN_DEFAULTS = {"duration_s": 15.0, "density": 1.0, "clutter": "medium", "faults": {},
-                    "obstacles": [], "route_goal_m": None}
+                    "obstacles": [], "route_goal_m": None, "node_parameters": {}}
 
 
 class SuiteError(ValueError):
@@ -80,6 +87,7 @@ class Case:
     faults: dict = field(default_factory=dict)
     obstacles: list = field(default_factory=list)
     route_goal_m: float | None = None
+    node_parameters: dict = field(default_factory=dict)   # {node name: {parameter: value}}
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,8 @@ class EpisodeSpec:
     graph: str
     out_dir: str
     route_goal_m: float | None = None
+    record: bool = False          # write the episode's full topic set to <episode dir>/episode.mcap
+    node_parameters: dict = field(default_factory=dict)   # {node: {parameter: value}} of this graph
 
     @property
     def key(self) -> str:
@@ -242,27 +252,70 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
         if goal is not None and (isinstance(goal, bool) or not isinstance(goal, (int, float))
                                  or not goal > 0):
             raise SuiteError(f"{f}.route_goal_m: {goal!r} must be a positive number of metres")
+        node_params = _node_parameters(opts["node_parameters"], f"{f}.node_parameters")
         cases.append(Case(cid, scen, float(dur), float(dens), str(opts["clutter"]),
                           dict(opts["faults"]), list(opts["obstacles"]),
-                          None if goal is None else float(goal)))
+                          None if goal is None else float(goal), node_params))
     return Suite(name, str(data.get("description", "")), seed_list.seeds, configs,
                  tuple(cases), graphs, source, seed_list.spec)
 
 
+def _node_parameters(value: Any, where: str) -> dict:
+    """``{node name: {parameter: scalar}}`` checked (a case's ``node_parameters``)."""
+    if not isinstance(value, dict):
+        raise SuiteError(f"{where}: expected a mapping of node name -> {{parameter: value}}")
+    out = {}
+    for node, params in value.items():
+        if not isinstance(params, dict) or not params:
+            raise SuiteError(f"{where}.{node}: expected a non-empty mapping of parameter -> value")
+        for k, v in params.items():
+            if not isinstance(v, (bool, int, float, str)):
+                raise SuiteError(f"{where}.{node}.{k}: {v!r} is not a bool, number or string")
+        out[str(node)] = {str(k): v for k, v in params.items()}
+    return out
+
+
+def graph_node_names(graph: str | os.PathLike) -> set[str]:
+    """The node names a graph file declares (``nodes[].name``); empty when it cannot be read."""
+    try:
+        data = yaml.safe_load(Path(graph).read_text())
+    except (OSError, yaml.YAMLError):
+        return set()
+    nodes = data.get("nodes") if isinstance(data, dict) else None
+    return {str(n["name"]) for n in nodes or [] if isinstance(n, dict) and "name" in n}
+
+
 def plan_episodes(suite: Suite, out_dir: str | os.PathLike) -> list[EpisodeSpec]:
-    """Every episode of the suite, in a fixed order (case, seed, configuration)."""
+    """Every episode of the suite, in a fixed order (case, seed, configuration).
+
+    A case's ``node_parameters`` go to the configurations whose graph has that node (a detector
+    fault means nothing to the expert's graph, which has no detector).
+
+    Raises:
+        SuiteError: a case names a node that no configuration's graph of the suite has.
+    """
     root = repo_root()
+    graphs = {}
+    for cfg in suite.configurations:
+        graph = Path(suite.graphs[cfg])
+        graphs[cfg] = graph if graph.is_absolute() else root / graph
+    names = {cfg: graph_node_names(g) for cfg, g in graphs.items()}
+    for case in suite.cases:
+        unknown = set(case.node_parameters) - set().union(*names.values())
+        if unknown:
+            raise SuiteError(f"suite {suite.name}: case {case.id}: node_parameters names "
+                             f"{sorted(unknown)}, which no graph of {list(suite.configurations)} has")
     specs = []
     for case in suite.cases:
         for seed in suite.seeds:
             for cfg in suite.configurations:
-                graph = Path(suite.graphs[cfg])
-                if not graph.is_absolute():
-                    graph = root / graph
+                graph = graphs[cfg]
                 specs.append(EpisodeSpec(
                     suite=suite.name, case_id=case.id, scenario=case.scenario, seed=int(seed),
                     configuration=cfg, duration_s=case.duration_s, density=case.density,
                     clutter=case.clutter, faults=json.loads(json.dumps(case.faults)),
                     obstacles=json.loads(json.dumps(case.obstacles)), graph=str(graph),
-                    out_dir=str(out_dir), route_goal_m=case.route_goal_m))
+                    out_dir=str(out_dir), route_goal_m=case.route_goal_m,
+                    node_parameters={n: dict(p) for n, p in case.node_parameters.items()
+                                     if n in names[cfg]}))
     return specs

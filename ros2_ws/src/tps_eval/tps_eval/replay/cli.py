@@ -26,7 +26,8 @@ configuration (--config FILE, YAML; none is needed for the simulator's own bags)
   graph, nodes (a subset of the graph), set (tps-bringup overrides), remap (bag topic -> graph
   topic), inputs (roles: lidar, camera, odometry, ground_truth, lane_map, route), play, drop,
   lidar.fields (PointField renames), lidar.frame_id, static_transforms ({parent, child, xyz_rpy}),
-  time (clock: bag|header, restamp, non_monotonic: drop|keep), lockstep (timeout_s, give_up_after).
+  time (clock: bag|header, restamp, non_monotonic: drop|keep), lockstep (timeout_s, give_up_after),
+  markers (true: the stack_markers node draws the outputs on /tps/viz/markers).
   Documented in tps_eval/replay/config.py; example: config/replay/foreign_lidar_example.yaml.
   The nodes measured and waited for: config/replay/nodes.yaml (one row per node output).
 
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", default=None, help="output directory")
     ap.add_argument("--foxglove", nargs="?", const=8765, type=int, default=None, metavar="PORT",
                     help="serve the run live over the Foxglove WebSocket protocol (default port 8765)")
+    ap.add_argument("--markers", action="store_true",
+                    help="add the stack_markers node: MarkerArray of the outputs on /tps/viz/markers (recorded)")
     ap.add_argument("--with-inputs", action="store_true", help="also write the played inputs to result.mcap")
     ap.add_argument("--compress", action="store_true", help="zstd-compress result.mcap")
     ap.add_argument("--max-frames", type=int, default=None, help="stop after this many lidar frames")
@@ -99,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
             changes["nodes"] = tuple(n.strip() for n in args.nodes.split(",") if n.strip())
         if args.set:
             changes["set"] = (*config.set, *args.set)
+        if args.markers:
+            changes["markers"] = True
         config = config.with_overrides(**changes)
         if not args.rate > 0:
             raise ReplayConfigError(f"--rate must be > 0, got {args.rate}")

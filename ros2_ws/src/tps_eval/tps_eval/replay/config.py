@@ -30,6 +30,8 @@ remaps, the lidar's field names and frame, static transforms, and how stamps are
     lockstep:
       timeout_s: 5.0                         # wall seconds a frame waits for the graph's outputs
       give_up_after: 3                       # frames a silent node is waited for before giving up
+    markers: false                           # true: add the stack_markers node (MarkerArray of the
+                                             # graph's outputs on /tps/viz/markers, for RViz/Foxglove)
 
 Errors name the field (:class:`ReplayConfigError`).
 """
@@ -61,7 +63,7 @@ CLOCK_MODES = ("bag", "header")
 NON_MONOTONIC = ("drop", "keep")
 # Topics the replayer owns or that never go back into a graph.
 NEVER_PLAYED = ("/clock", "/rosout", "/parameter_events", "/diagnostics", "/diagnostics_agg")
-TOP_KEYS = ("graph", "nodes", "set", "remap", "inputs", "play", "drop", "lidar", "static_transforms",
+TOP_KEYS = ("graph", "nodes", "set", "remap", "inputs", "play", "drop", "lidar", "static_transforms", "markers",
             "time", "lockstep")
 
 
@@ -121,6 +123,7 @@ class ReplayConfig:
     static_transforms: tuple[StaticTransform, ...] = ()
     time: TimeConfig = field(default_factory=TimeConfig)
     lockstep: LockstepConfig = field(default_factory=LockstepConfig)
+    markers: bool = False
     source: str = ""
 
     def graph_path(self, root: Path | None = None) -> Path:
@@ -212,8 +215,11 @@ def parse_config(data: Any, source: str = "") -> ReplayConfig:
                               give_up_after=int(ls.get("give_up_after", 3)))
     if not lockstep.timeout_s > 0 or lockstep.give_up_after < 1:
         raise ReplayConfigError(f"{where}: lockstep: timeout_s must be > 0 and give_up_after >= 1")
+    markers = data.get("markers", False)
+    if not isinstance(markers, bool):
+        raise ReplayConfigError(f"{where}: markers: expected true or false")
     return ReplayConfig(
-        graph=graph, nodes=_str_list(data.get("nodes"), f"{where}: nodes"),
+        markers=markers, graph=graph, nodes=_str_list(data.get("nodes"), f"{where}: nodes"),
         set=_str_list(data.get("set"), f"{where}: set"),
         remap=_str_map(data.get("remap"), f"{where}: remap"), inputs=inputs,
         play=_str_list(data.get("play"), f"{where}: play"),
@@ -317,6 +323,31 @@ def resolve_outputs(table: tuple[NodeOutput, ...], remaps_by_node: dict[str, dic
 
 
 # --- the graph -----------------------------------------------------------------------------------
+MARKERS_NODE = "stack_markers"
+MARKERS_TOPIC = "/tps/viz/markers"
+# node-table role -> the stack_markers input it feeds
+MARKERS_INPUTS = {"detections": "~/input/detections", "tokens": "~/input/tokens",
+                  "candidate_trajectory": "~/input/candidate_trajectory",
+                  "fallback_trajectory": "~/input/fallback_trajectory",
+                  "selected_trajectory": "~/input/selected_trajectory", "monitor_status": "~/input/monitor_status"}
+
+
+def markers_node_entry(graph_data: dict, table: tuple[NodeOutput, ...] | None = None) -> dict:
+    """A graph entry for the ``stack_markers`` node (tps_eval.viz) wired to the outputs of the
+    graph's nodes (found through the node table's roles and the graph's remaps)."""
+    nodes = [n for n in graph_data.get("nodes") or [] if isinstance(n, dict)]
+    remaps = {n.get("name"): dict(n.get("remaps") or {}) for n in nodes}
+    outputs, _ = resolve_outputs(table if table is not None else load_node_table(), remaps,
+                                 {n.get("name"): n.get("namespace", "") for n in nodes})
+    wiring = {}
+    for o in outputs:
+        if o.role in MARKERS_INPUTS and MARKERS_INPUTS[o.role] not in wiring:
+            wiring[MARKERS_INPUTS[o.role]] = o.topic
+    wiring["~/output/markers"] = MARKERS_TOPIC
+    return {"name": MARKERS_NODE, "package": "tps_eval", "executable": "stack_markers",
+            "params": ["config/stack_markers.param.yaml"], "remaps": wiring}
+
+
 def load_replay_graph(config: ReplayConfig, extra_overrides: tuple[str, ...] = ()):
     """The graph to replay into: ``config.graph`` restricted to ``config.nodes`` (when given), with
     ``use_sim_time: true`` and the ``set`` overrides (those naming a node outside the subset are
@@ -339,6 +370,9 @@ def load_replay_graph(config: ReplayConfig, extra_overrides: tuple[str, ...] = (
             raise ReplayConfigError(f"nodes: {unknown} not in graph {path} (nodes: {names})")
         data = dict(data, nodes=[n for n in data["nodes"] if n.get("name") in config.nodes])
         names = list(config.nodes)
+    if config.markers and MARKERS_NODE not in names:
+        data = dict(data, nodes=[*data["nodes"], markers_node_entry(data)])
+        names.append(MARKERS_NODE)
     overrides, skipped = ["use_sim_time=true"], []
     for text in (*config.set, *extra_overrides):
         parts = text.split("=", 1)[0].split(".")

@@ -1,7 +1,8 @@
 """Serve a run live over the Foxglove WebSocket protocol (``foxglove-sdk``): every message the
 replayer plays or records (CDR, with its ``ros2msg`` schema from the project's typestore, so
 Foxglove decodes tps_msgs and carla_msgs), and the sim time. Open Foxglove, "Open connection",
-``ws://HOST:PORT``, then load ``config/foxglove/tps_replay.json`` as the layout."""
+``ws://HOST:PORT``, then import ``config/foxglove/tps_replay.json`` as the layout (it also fits
+the result bags)."""
 
 from __future__ import annotations
 

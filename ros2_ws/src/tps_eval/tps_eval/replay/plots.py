@@ -46,7 +46,8 @@ def timeline_png(series: Series, path: Path, title: str = "") -> Path:
                 [float(np.interp(1.0, t.t_s, t.speed)) if len(t.t_s) > 1 else np.nan for t in series.selected],
                 color=TRAJECTORY_STYLE["selected"][0], lw=1.0, label="selected plan at +1 s")
     ax.set_ylabel("speed [m/s]")
-    ax.legend(fontsize=7, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
     ax = axes[1]
     if series.monitor:
         m = np.array(series.monitor, np.float64)
@@ -69,7 +70,8 @@ def timeline_png(series: Series, path: Path, title: str = "") -> Path:
         ax.set_yticks(list(SOURCE_NAMES), list(SOURCE_NAMES.values()), fontsize=7)
     ax.set_ylim(-0.5, 3.5)
     ax.set_ylabel("state")
-    ax.legend(fontsize=7, loc="upper right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper right")
     ax = axes[3]
     if series.detections:
         ax.plot([d.header.stamp.sec + d.header.stamp.nanosec * 1e-9 - t0 for d in series.detections],

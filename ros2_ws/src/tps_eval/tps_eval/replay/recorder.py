@@ -190,3 +190,70 @@ class TopicRecorder:
         for sub in self.subscriptions.values():
             self.node.destroy_subscription(sub)
         self.subscriptions.clear()
+
+
+# Topics an episode recording leaves out: ROS plumbing, not data.
+EPISODE_EXCLUDED = ("/rosout", "/parameter_events")
+
+
+class EpisodeRecorder:
+    """Records every topic of a ROS domain into one MCAP (``tps-eval closedloop --record``): its own
+    rclpy context and node on ``domain_id``, subscriptions made up front for ``fixed`` (so the first
+    steps are not lost to discovery) and for every other topic as it is discovered; the log time of
+    a message is the later of the last ``/clock`` heard and its header stamp.
+
+    Args:
+        domain_id: the episode's ROS domain.
+        path: the ``.mcap`` file to write (must not exist).
+        fixed: topic -> msgtype subscribed before the graph starts.
+        latched: those of ``fixed`` that are transient local.
+    """
+
+    def __init__(self, domain_id: int, path: str | Path, fixed: dict[str, str] | None = None,
+                 latched: set[str] | None = None, compress: bool = True) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self._rclpy = rclpy
+        self.clock_ns = 0
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=int(domain_id))
+        self.node = rclpy.create_node("tps_episode_recorder", context=self.context,
+                                      start_parameter_services=False)
+        self.sink = RecordSink(path, compress=compress)
+        self.recorder = TopicRecorder(self.node, self.sink, lambda: self.clock_ns, fixed=fixed,
+                                      latched=latched, include=lambda t: t not in EPISODE_EXCLUDED,
+                                      on_message=self._on_message)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, name="tps-episode-recorder", daemon=True)
+        self._thread.start()
+
+    def _on_message(self, topic: str, raw: bytes, wall: float) -> None:
+        if topic == "/clock":   # rosgraph_msgs/Clock: a builtin_interfaces/Time first
+            t = cdr_header_stamp_ns(raw)
+            if t is not None and t > self.clock_ns:
+                self.clock_ns = t
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutdown races end the loop, never the episode
+                if self._stop.is_set() or not self.context.ok():
+                    return
+                raise
+
+    def close(self) -> Path | None:
+        """Stop, write what is queued and finish the file; returns its path."""
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        try:
+            self.recorder.destroy()
+            self.executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+        finally:
+            if self.context.ok():
+                self._rclpy.shutdown(context=self.context)
+        return self.sink.close()

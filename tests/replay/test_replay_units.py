@@ -1,0 +1,212 @@
+"""tps_eval.replay without ROS: the configuration and regression table (errors name the field), the
+input bag's adaptation (remaps, field renames, static transforms, unreadable and out-of-order
+messages counted), the regression budgets."""
+
+from __future__ import annotations
+
+import pytest
+from replay_bags import (
+    FOREIGN_FRAME,
+    FOREIGN_LIDAR,
+    SIM_BAG,
+    SIM_LIDAR,
+    foreign_config_text,
+    write_foreign_bag,
+)
+from tps_eval.replay.bagio import BagError, InputBag
+from tps_eval.replay.config import ReplayConfigError, parse_config
+from tps_eval.replay.regression import RegressionCase, check_budgets, load_cases, parse_cases
+
+NODES = ("perception", "fallback")
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    return write_foreign_bag(SIM_BAG, tmp_path_factory.mktemp("foreign") / "bag")
+
+
+def _frames(bag: InputBag):
+    out = []
+    for _, frame in bag.frames():
+        if frame is not None:
+            out.append(frame)
+    return out
+
+
+@pytest.mark.parametrize("data, names", [
+    ({"remapp": {}}, "unknown keys ['remapp']"),
+    ({"static_transforms": [{"parent": "base_link", "child": "velodyne", "xyz_rpy": [1, 2, 3]}]},
+     "static_transforms[0].xyz_rpy"),
+    ({"time": {"non_monotonic": "sort"}}, "time.non_monotonic"),
+    ({"lidar": {"fields": {"reflectivity": 3}}}, "lidar.fields"),
+    ({"lockstep": {"timeout_s": 0}}, "lockstep"),
+])
+def test_config_errors_name_the_field(data, names):
+    with pytest.raises(ReplayConfigError) as info:
+        parse_config(data, "x.yaml")
+    assert names in str(info.value)
+
+
+def test_simulator_bag_needs_no_configuration():
+    with InputBag(SIM_BAG, parse_config({})) as bag:
+        frames = _frames(bag)
+        assert len(frames) == 31
+        assert sum(bag.stats.unreadable.values()) == 0
+        assert all(f.trigger.topic == SIM_LIDAR for f in frames)
+        assert [f.index for f in frames] == list(range(31))
+
+
+def test_foreign_bag_adapted_by_configuration(foreign):
+    import yaml
+
+    cfg = parse_config(yaml.safe_load(foreign_config_text(NODES)), "foreign.yaml")
+    with InputBag(foreign.path, cfg) as bag:
+        frames = _frames(bag)
+        stats = bag.stats
+        edges = {tf.child_frame_id: tf for tf in bag.static_transforms()}
+    assert len(frames) == foreign.frames
+    assert sum(stats.unreadable.values()) == foreign.corrupt                   # counted, not fatal
+    assert stats.non_monotonic[SIM_LIDAR] == foreign.out_of_order               # dropped
+    assert stats.adapted[SIM_LIDAR] == foreign.frames
+    cloud = frames[0].trigger.msg
+    assert frames[0].trigger.bag_topic == FOREIGN_LIDAR and frames[0].trigger.topic == SIM_LIDAR
+    assert [f.name for f in cloud.fields] == ["x", "y", "z", "intensity", "ring", "time"]
+    assert cloud.header.frame_id == FOREIGN_FRAME
+    heights = {f.trigger.msg.height for f in frames}
+    assert heights == {1, 2}, heights        # organised and unorganised clouds both played
+    assert FOREIGN_FRAME in edges and edges[FOREIGN_FRAME].header.frame_id == "base_link"
+
+
+def test_configured_static_transform_wins_over_the_bag(foreign):
+    import yaml
+
+    data = yaml.safe_load(foreign_config_text(NODES))
+    data["static_transforms"] = [{"parent": "base_link", "child": FOREIGN_FRAME, "xyz_rpy": [0.5, 0, 2, 0, 0, 0]}]
+    with InputBag(foreign.path, parse_config(data)) as bag:
+        _frames(bag)
+        raw = bag.tf_static_raw()
+        msg = bag.typestore.deserialize_cdr(raw, "tf2_msgs/msg/TFMessage")
+    edge = next(tf for tf in msg.transforms if tf.child_frame_id == FOREIGN_FRAME)
+    assert (edge.transform.translation.x, edge.transform.translation.z) == (0.5, 2.0)
+
+
+def test_bag_without_the_lidar_topic_is_refused_naming_it(foreign):
+    with pytest.raises(BagError, match="no lidar topic '/carla/ego_vehicle/lidar'"):
+        with InputBag(foreign.path, parse_config({})):
+            pass
+    with pytest.raises(BagError, match="no such file"):
+        InputBag(SIM_BAG.with_name("missing.mcap"), parse_config({}))
+
+
+def test_shipped_regression_table_parses():
+    cases = load_cases()
+    assert cases and all(c.outputs and c.nodes for c in cases)
+    for c in cases:
+        assert c.path(c.bag).is_file(), c.bag
+        assert c.path(c.reference).is_file(), c.reference
+
+
+def test_regression_table_errors_name_the_case_and_field():
+    row = {"name": "a", "bag": "b.mcap", "reference": "r.mcap", "nodes": ["perception"], "inputs": ["/x"],
+           "outputs": ["/y"], "latency_budget_ms": {"planner": 100}}
+    with pytest.raises(ReplayConfigError, match=r"case 'a'.latency_budget_ms: nodes \['planner'\]"):
+        parse_cases({"cases": [row]})
+    with pytest.raises(ReplayConfigError, match="missing keys"):
+        parse_cases({"cases": [{"name": "a"}]})
+    with pytest.raises(ReplayConfigError, match="tolerances"):
+        parse_cases({"cases": [dict(row, latency_budget_ms={}, tolerances={"x": -1})]})
+
+
+def test_budgets_fail_on_latency_drops_and_missing_outputs():
+    case = RegressionCase(name="c", bag="b", reference="r", nodes=("perception", "fallback"), inputs=("/x",),
+                          outputs=("/det",), latency_budget_ms={"perception": 100.0}, max_dropped=0)
+    ok = {"frames": 3, "dropped": {"perception": 0, "fallback": 0},
+          "latency_ms": {"perception": {"p95": 50.0}}, "recorded": {"/det": 3}}
+    assert check_budgets(case, ok) == []
+    bad = {"frames": 3, "dropped": {"perception": 0, "fallback": 1},
+           "latency_ms": {"perception": {"p95": 150.0}}, "recorded": {"/det": 2}}
+    failures = check_budgets(case, bad)
+    assert len(failures) == 3
+    assert any("fallback: 1 frame(s) dropped" in f for f in failures)
+    assert any("perception: latency p95 150 ms over the budget 100 ms" in f for f in failures)
+    assert any("/det: 2 message(s) recorded for 3 frame(s)" in f for f in failures)
+
+
+def test_shipped_foreign_example_configuration_loads():
+    from tps_eval.replay.config import load_config, load_replay_graph, repo_root
+
+    cfg = load_config(repo_root() / "config" / "replay" / "foreign_lidar_example.yaml")
+    graph, skipped = load_replay_graph(cfg)
+    assert [n.name for n in graph.nodes] == list(cfg.nodes) and skipped == []
+    assert cfg.lidar_fields == {"reflectivity": "intensity"} and cfg.static_transforms[0].child == FOREIGN_FRAME
+
+
+def _known_topics() -> set[str]:
+    """Every topic of the CARLA-contract graph (its remaps), the bridge's, and the markers'."""
+    import yaml
+    from tps_eval.replay.config import MARKERS_TOPIC, repo_root
+    from tps_sim.conversions import TOPIC_TYPES
+
+    graph = yaml.safe_load((repo_root() / "config" / "graph" / "stack_carla.yaml").read_text())
+    topics = {t for n in graph["nodes"] for t in (n.get("remaps") or {}).values()}
+    return topics | set(TOPIC_TYPES) | {MARKERS_TOPIC, "/diagnostics"}
+
+
+def test_rviz_and_foxglove_configs_name_real_topics():
+    """The shipped viewer configurations parse and every topic they show exists in the stack's
+    topic contract (a renamed topic breaks this test, not a viewer silently)."""
+    import json
+
+    import yaml
+    from tps_eval.replay.config import MARKERS_TOPIC, repo_root
+
+    known = _known_topics()
+    rviz = yaml.safe_load((repo_root() / "config" / "rviz" / "tps.rviz").read_text())
+    displays = rviz["Visualization Manager"]["Displays"]
+    rviz_topics = {d["Topic"]["Value"] for d in displays if "Topic" in d}
+    assert MARKERS_TOPIC in rviz_topics and rviz_topics <= known, rviz_topics - known
+    layout = json.loads((repo_root() / "config" / "foxglove" / "tps_replay.json").read_text())
+    panels = layout["configById"]
+    fox_topics = set(panels["3D!tps"]["topics"])
+    for cfg in panels.values():
+        fox_topics |= {p["value"].split(".")[0] for p in cfg.get("paths", [])}
+        if "topicPath" in cfg:
+            fox_topics.add(cfg["topicPath"])
+    assert MARKERS_TOPIC in fox_topics and fox_topics <= known, fox_topics - known
+
+
+def test_restamp_and_out_of_order_stamps(tmp_path):
+    """A driver whose header stamps are off (a clock 1000 s ahead, one stamp going back): with
+    ``time.restamp`` the header stamps become bag time and the frames follow the bag; without it the
+    stamp that goes back is counted and dropped (``keep`` plays it)."""
+    import numpy as np
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from tps_sim.recording import build_typestore
+
+    store = build_typestore()
+    cls = store.types
+    bag = tmp_path / "skewed"
+    writer = Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    conn = writer.add_connection(SIM_LIDAR, "sensor_msgs/msg/PointCloud2", typestore=store)
+    header_s = [1000.0, 1000.1, 1000.05, 1000.3]          # the third goes back
+    for k, hs in enumerate(header_s):
+        hdr = cls["std_msgs/msg/Header"](stamp=cls["builtin_interfaces/msg/Time"](sec=int(hs),
+                                         nanosec=int(round((hs % 1) * 1e9))), frame_id="ego_vehicle/lidar")
+        msg = cls["sensor_msgs/msg/PointCloud2"](header=hdr, height=1, width=0, fields=[], is_bigendian=False,
+                                                  point_step=16, row_step=0, data=np.zeros(0, np.uint8),
+                                                  is_dense=True)
+        writer.write(conn, k * 100_000_000, store.serialize_cdr(msg, "sensor_msgs/msg/PointCloud2"))
+    writer.close()
+
+    def frames_of(time_cfg):
+        with InputBag(bag, parse_config({"time": time_cfg})) as b:
+            return [(f.stamp_ns, f.clock_ns) for f in _frames(b)], dict(b.stats.non_monotonic)
+
+    restamped, back = frames_of({"restamp": True})
+    assert restamped == [(k * 100_000_000, k * 100_000_000) for k in range(4)] and back == {}
+    dropped, back = frames_of({"non_monotonic": "drop"})
+    assert len(dropped) == 3 and back == {SIM_LIDAR: 1}
+    kept, back = frames_of({"non_monotonic": "keep", "clock": "header"})
+    assert len(kept) == 4 and back == {SIM_LIDAR: 1}
+    assert [c for _, c in kept] == sorted(c for _, c in kept)      # /clock never goes back
