@@ -958,15 +958,8 @@ class FallbackPlanner:
         if lanes.next_entry_after(s_ego) - lead.s_max_m <= p.slow_lead_junction_distance_m:
             return [], ""
         reason = f"pass slow object {lead.track_id} ({lead.speed_mps:.1f} m/s)"
-        need = lanes.index(lead.s_max_m + p.overtake_clearance_m)
         out = []
-        for side in ("left", "right"):
-            m = lanes.neighbour(k, side, i_e)
-            if m < 0:
-                continue
-            end = lanes.path_ends(m, i_e, lanes.n - i_e)
-            if end is not None and end < need:
-                continue
+        for m in self._overtake_targets(k, i_e, lead):
             ahead = [o for o in self._objects_in_lane(objects, m, k)
                      if s_front < o.s_rear_m <= lead.s_max_m + p.slow_lead_gap_m]
             if all(o.speed_mps is not None and o.speed_mps >= lead.speed_mps + p.slow_lead_margin_mps

@@ -103,6 +103,25 @@ def stored_episodes(paths: list[Path]) -> Iterator[list[Frame]]:
         yield list(episode_frames(p))
 
 
+
+def evaluation_episodes(args: argparse.Namespace) -> tuple[SeedSet, Iterator[list[Frame]], str]:
+    """The episodes an evaluation verb reads: fresh ones generated for ``--seeds`` (x
+    ``--scenarios``) or the stored shards of ``--split`` (test by default); with the seed set and a
+    line saying where they came from. Raises SeedError / FileNotFoundError."""
+    from tps_sim.world import SCENARIOS
+
+    if args.seeds:
+        from tps_eval.seeds import seed_set
+
+        seeds = seed_set(args.seeds)
+        scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
+        episodes = generated_episodes(list(seeds.seeds), scenarios, args.duration, args.frame_stride)
+        return seeds, episodes, (f"generated seeds {args.seeds} x {len(scenarios)} scenarios, "
+                                 f"{args.duration:g} s, frame stride {args.frame_stride}")
+    split = args.split or "test"
+    paths = stored_shards(split, args.data_root, args.max_episodes)
+    return shard_seeds(paths, split), stored_episodes(paths), f"split {split}"
+
 def run_detector(episodes, detector, progress: bool = True, traffic_only: bool = False):
     """Detect over every frame; return (gt, pred, timings_ms) lists of FrameBoxes.
 
@@ -212,7 +231,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``tps-eval detector``: 0 on success, 2 on a usage error (missing model or shards, bad seeds)."""
     from tps_perception.detector import Detector, DetectorParams
-    from tps_sim.world import SCENARIOS
 
     model_dir = args.model_dir or default_model_dir()
     try:
@@ -224,20 +242,7 @@ def run(args: argparse.Namespace) -> int:
     params = DetectorParams.from_meta(meta, score_threshold=args.score_threshold)
     detector = Detector(params, backend)
     try:
-        if args.seeds:
-            from tps_eval.seeds import seed_set
-
-            seeds = seed_set(args.seeds)
-            scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
-            episodes = generated_episodes(list(seeds.seeds), scenarios, args.duration, args.frame_stride)
-            source = (f"generated seeds {args.seeds} x {len(scenarios)} scenarios, {args.duration:g} s, "
-                      f"frame stride {args.frame_stride}")
-        else:
-            split = args.split or "test"
-            paths = stored_shards(split, args.data_root, args.max_episodes)
-            seeds = shard_seeds(paths, split)
-            episodes = stored_episodes(paths)
-            source = f"split {split}"
+        seeds, episodes, source = evaluation_episodes(args)
     except (SeedError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -364,9 +364,8 @@ def run(args: argparse.Namespace) -> int:
         make_token_backend,
         weights_name,
     )
-    from tps_sim.world import SCENARIOS
 
-    from tps_eval.detector.evaluate import generated_episodes, shard_seeds, stored_episodes, stored_shards
+    from tps_eval.detector.evaluate import evaluation_episodes
 
     det_dir = args.detector_dir or default_model_dir()
     tok_dir = args.model_dir or default_tokenizer_dir()
@@ -380,20 +379,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        if args.seeds:
-            from tps_eval.seeds import seed_set
-
-            seeds = seed_set(args.seeds)
-            scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
-            episodes = generated_episodes(list(seeds.seeds), scenarios, args.duration, args.frame_stride)
-            source = (f"generated seeds {args.seeds} x {len(scenarios)} scenarios, {args.duration:g} s, "
-                      f"frame stride {args.frame_stride}")
-        else:
-            split = args.split or "test"
-            paths = stored_shards(split, args.data_root, args.max_episodes)
-            seeds = shard_seeds(paths, split)
-            episodes = stored_episodes(paths)
-            source = f"split {split}"
+        seeds, episodes, source = evaluation_episodes(args)
     except (SeedError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
