@@ -137,6 +137,25 @@ def test_case_node_parameters_reach_only_the_graphs_that_have_the_node(tmp_path)
             parse_suite(dict(base, cases=[{"scenario": "highway", "node_parameters": bad}]))
 
 
+def test_recording_holds_step_zero_for_the_recorder_only_where_the_stack_publishes():
+    from tps_bringup.graph import load_graph
+    from tps_eval.replay.recorder import READY_NODE
+
+    stack = load_graph("config/graph/sim_stack.yaml", check_executables=False)
+    outputs = runner.graph_output_topics(stack)
+    assert {"/tps/planning/fallback_trajectory", "/carla/ego_vehicle/vehicle_control_cmd",
+            "/tps/perception/tokens"} <= outputs
+    assert not any(t.startswith("/carla/ego_vehicle/lidar") for t in outputs)   # the bridge's
+    # the graph's own wait (perception loading its models) is kept, the recorder is added
+    (override,) = runner._record_overrides(stack)
+    held = load_graph("config/graph/sim_stack.yaml", [override], check_executables=False)
+    assert held.node("sim_bridge").parameters["wait_for_nodes"] == f"perception,{READY_NODE}"
+    fallback = load_graph("config/graph/sim_fallback.yaml", check_executables=False)
+    assert runner._record_overrides(fallback) == [f"nodes.sim_bridge.parameters.wait_for_nodes='{READY_NODE}'"]
+    # no stack output to wait for: the expert's bridge must not wait for a node that never comes
+    assert runner._record_overrides(load_graph("config/graph/sim_expert.yaml", check_executables=False)) == []
+
+
 def test_demo_text_shows_the_tables_and_where_everything_is(tmp_path):
     from tps_eval.cli import demo_text, episode_line
 

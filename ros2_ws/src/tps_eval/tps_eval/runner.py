@@ -108,12 +108,38 @@ def episode_wall_budget_s(spec: EpisodeSpec) -> float:
 
 
 RECORD_NAME = "episode.mcap"
+# The stack's topics in the sim graphs (config/graph/sim_*.yaml), subscribed before the graph starts
+# like the bridge's: discovery alone can join after a short synchronous episode's last step on two
+# loaded cores (the control and fallback topics are volatile, so a late subscription records
+# nothing). Anything else the graph publishes is still recorded as it is discovered.
+STACK_RECORD_TOPICS: dict[str, str] = {
+    "/tps/perception/detections": "tps_msgs/msg/DetectedAgents",
+    "/tps/perception/tokens": "tps_msgs/msg/AgentTokens",
+    "/tps/perception/traffic_lights": "tps_msgs/msg/TrafficLightStates",
+    "/tps/planning/candidate_trajectory": "tps_msgs/msg/PlannedTrajectory",
+    "/tps/planning/fallback_trajectory": "tps_msgs/msg/PlannedTrajectory",
+    "/tps/planning/trajectory": "tps_msgs/msg/PlannedTrajectory",
+    "/tps/monitor/status": "tps_msgs/msg/MonitorStatus",
+    "/carla/ego_vehicle/vehicle_control_cmd": "carla_msgs/msg/CarlaEgoVehicleControl",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+# Of those, the ones the stack publishes transient local (SELECTED_TRAJECTORY_QOS).
+STACK_RECORD_LATCHED = {"/tps/planning/trajectory"}
 
 
-def _episode_recorder(domain_id: int, edir: Path):
+def graph_output_topics(graph) -> set[str]:
+    """The topics the graph's stack nodes (all but the bridge) publish by remapping an
+    ``~/output/...`` name."""
+    return {dst for node in graph.nodes if node.name != BRIDGE_NODE
+            for src, dst in node.remaps if src.startswith("~/output/")}
+
+
+def _episode_recorder(domain_id: int, edir: Path, graph):
     """``closedloop --record``: every topic of the episode's domain into ``<edir>/episode.mcap``
-    (the bridge's topics subscribed before the graph starts, the stack's as discovered), so a failed
-    episode can be replayed through a changed stack (``tps-replay``)."""
+    (the bridge's and the stack's known topics subscribed before the graph starts, any other as
+    discovered), so a failed episode can be replayed through a changed stack (``tps-replay``).
+    The recorder's ready node appears once it hears every publisher of the graph's known outputs;
+    the bridge waits for it (:func:`_record_overrides`)."""
     from tps_sim import conversions as conv
 
     from tps_eval.replay.recorder import EpisodeRecorder
@@ -121,7 +147,22 @@ def _episode_recorder(domain_id: int, edir: Path):
     target = edir / RECORD_NAME
     if target.exists():
         target.unlink()
-    return EpisodeRecorder(domain_id, target, fixed=dict(conv.TOPIC_TYPES), latched=set(conv.LATCHED_TOPICS))
+    fixed = {**STACK_RECORD_TOPICS, **conv.TOPIC_TYPES}
+    return EpisodeRecorder(domain_id, target, fixed=fixed,
+                           latched=set(conv.LATCHED_TOPICS) | STACK_RECORD_LATCHED,
+                           ready_topics=graph_output_topics(graph) & set(STACK_RECORD_TOPICS))
+
+
+def _record_overrides(graph) -> list[str]:
+    """The bridge override that holds step 0 until the episode recorder is ready as well as the
+    nodes the graph already waits for."""
+    from tps_eval.replay.recorder import READY_NODE
+
+    if not graph_output_topics(graph) & set(STACK_RECORD_TOPICS):
+        return []  # nothing the recorder waits for (the expert graph): no ready node will appear
+    bridge = next(n for n in graph.nodes if n.name == BRIDGE_NODE)
+    waiting = [n.strip() for n in str(bridge.parameters.get("wait_for_nodes", "")).split(",") if n.strip()]
+    return [f"nodes.{BRIDGE_NODE}.parameters.wait_for_nodes='{','.join(waiting + [READY_NODE])}'"]
 
 
 def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
@@ -151,7 +192,8 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     try:
         graph = load_graph(spec.graph, bridge_overrides(spec, edir))
         if spec.record:
-            recorder = _episode_recorder(domain_id, edir)
+            graph = load_graph(spec.graph, bridge_overrides(spec, edir) + _record_overrides(graph))
+            recorder = _episode_recorder(domain_id, edir, graph)
             time.sleep(COLLECTOR_SETTLE_S)
         if spec.configuration != "expert":
             collector = Collector(domain_id)

@@ -194,6 +194,11 @@ class TopicRecorder:
 
 # Topics an episode recording leaves out: ROS plumbing, not data.
 EPISODE_EXCLUDED = ("/rosout", "/parameter_events")
+# The node an episode recorder creates once it hears every publisher of ``ready_topics``: it
+# subscribes to ``ready_signal_topic`` (a bridge output), so a bridge told to wait for it
+# (``wait_for_nodes``) holds step 0 until the recording cannot miss the stack's first outputs.
+READY_NODE = "tps_episode_recorder_ready"
+READY_CHECK_PERIOD_S = 0.1
 
 
 class EpisodeRecorder:
@@ -207,10 +212,16 @@ class EpisodeRecorder:
         path: the ``.mcap`` file to write (must not exist).
         fixed: topic -> msgtype subscribed before the graph starts.
         latched: those of ``fixed`` that are transient local.
+        ready_topics: topics of ``fixed`` whose publishers must be matched before the
+            :data:`READY_NODE` appears (empty: it never does).
+        ready_signal_topic, ready_signal_type: what the ready node subscribes to.
     """
 
     def __init__(self, domain_id: int, path: str | Path, fixed: dict[str, str] | None = None,
-                 latched: set[str] | None = None, compress: bool = True) -> None:
+                 latched: set[str] | None = None, compress: bool = True, *,
+                 ready_topics: set[str] | frozenset[str] = frozenset(),
+                 ready_signal_topic: str = "/carla/ego_vehicle/odometry",
+                 ready_signal_type: str = "nav_msgs/msg/Odometry") -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
 
@@ -226,6 +237,10 @@ class EpisodeRecorder:
                                       on_message=self._on_message)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.ready_topics = set(ready_topics) & set(self.recorder.subscriptions)
+        self._ready_signal = (ready_signal_topic, ready_signal_type)
+        self.ready_node = None
+        self._next_ready_check = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._spin, name="tps-episode-recorder", daemon=True)
         self._thread.start()
@@ -236,9 +251,31 @@ class EpisodeRecorder:
             if t is not None and t > self.clock_ns:
                 self.clock_ns = t
 
+    def unmatched(self) -> list[str]:
+        """Those of ``ready_topics`` with no publisher matched yet."""
+        counts = self.recorder.publisher_counts()
+        return sorted(t for t in self.ready_topics if counts.get(t, 0) == 0)
+
+    def _check_ready(self) -> None:
+        now = time.monotonic()
+        if self.ready_node is not None or not self.ready_topics or now < self._next_ready_check:
+            return
+        self._next_ready_check = now + READY_CHECK_PERIOD_S
+        if self.unmatched():
+            return
+        from tps_common.qos import RELIABLE_SENSOR_QOS
+
+        topic, msgtype = self._ready_signal
+        self.ready_node = self._rclpy.create_node(READY_NODE, context=self.context,
+                                                  start_parameter_services=False)
+        self.ready_node.create_subscription(message_class(msgtype), topic, lambda _raw: None,
+                                            RELIABLE_SENSOR_QOS, raw=True)
+        self.executor.add_node(self.ready_node)
+
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():
             try:
+                self._check_ready()
                 self.executor.spin_once(timeout_sec=0.05)
             except Exception:  # noqa: BLE001 - shutdown races end the loop, never the episode
                 if self._stop.is_set() or not self.context.ok():
@@ -252,6 +289,8 @@ class EpisodeRecorder:
         try:
             self.recorder.destroy()
             self.executor.shutdown(timeout_sec=1.0)
+            if self.ready_node is not None:
+                self.ready_node.destroy_node()
             self.node.destroy_node()
         finally:
             if self.context.ok():
