@@ -31,6 +31,7 @@ NODES = [
     ("fallback_node", "fallback_node", {}),
     ("trajectory_arbiter", "trajectory_arbiter", {}),
     ("perception_node", "perception_node", {}),
+    ("planner_node", "planner_node", {"model_path": "/nonexistent/planner.pt"}),   # no model: still describes
     ("sim_bridge", "sim_bridge", {"scenario": "highway", "duration_s": 5.0, "lidar_enabled": False}),
 ]
 

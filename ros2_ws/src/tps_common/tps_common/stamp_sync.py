@@ -24,6 +24,10 @@ the stored pose of its stamp (``exact``), else linear interpolation between the 
 (``interpolated``), else the nearest within ``pose_tolerance_s`` (``nearest``), else optionally
 the newest pose (``latest``), else none; plus a short note whenever the pose is not the exact one.
 
+A second stream paired by stamp (the planner's camera image beside its agent tokens) is kept in a
+:class:`StampBuffer`: the message within a slop of the released input's stamp, and whether waiting
+for it can still help (streams arrive in stamp order).
+
 Start-up (``startup_needs_pose``, the controller's rule): until the first pose arrives and
 before anything was released or published, a waiting input is never released blind: the next
 waiting input supersedes it (reported in :attr:`SyncResult.dropped`) and the clock leaves it
@@ -52,6 +56,7 @@ __all__ = [
     "PoseKind",
     "Release",
     "ReleaseCause",
+    "StampBuffer",
     "StampSync",
     "StampSyncParams",
     "SyncResult",
@@ -177,6 +182,56 @@ class PoseHistory:
         """Pose at ``stamp_s`` (s): the stored one, else linear interpolation between neighbours,
         else the nearest within ``tolerance_s`` (s); None if there is none. See :meth:`lookup`."""
         return self.lookup(stamp_s, tolerance_s)[0]
+
+
+class StampBuffer(Generic[T]):
+    """The recent messages of a second stream (a camera image, ...) by stamp, to pair with the
+    input a :class:`StampSync` releases: :meth:`nearest` finds the one whose stamp is within a slop
+    of the input's stamp, :meth:`may_still_arrive` says whether waiting for it can help.
+
+    Like :class:`PoseHistory`, a stamp not after the newest one means time went back: the entries
+    at or after it are dropped.
+    """
+
+    def __init__(self, capacity: int = 10, stamp_epsilon_s: float = STAMP_EPSILON_S) -> None:
+        """Args:
+            capacity: messages kept (the oldest are dropped), >= 1.
+            stamp_epsilon_s: two stamps closer than this are the same stamp, s.
+        """
+        if capacity < 1:
+            raise ValueError(f"StampBuffer capacity = {capacity}: must be >= 1")
+        self.capacity = capacity
+        self.stamp_epsilon_s = stamp_epsilon_s
+        self._items: list[tuple[float, T]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def newest_stamp_s(self) -> float | None:
+        """Stamp of the newest message (s), None when empty."""
+        return self._items[-1][0] if self._items else None
+
+    def put(self, stamp_s: float, payload: T) -> None:
+        """Store a message of stamp ``stamp_s`` (s)."""
+        if self._items and stamp_s <= self._items[-1][0]:
+            self._items = [it for it in self._items if it[0] < stamp_s]
+        self._items.append((stamp_s, payload))
+        del self._items[: -self.capacity]
+
+    def nearest(self, stamp_s: float, slop_s: float) -> tuple[float, T] | None:
+        """``(stamp, payload)`` of the stored message nearest to ``stamp_s`` if it lies within
+        ``slop_s`` (+ the stamp epsilon) of it, else None."""
+        if not self._items:
+            return None
+        best = min(self._items, key=lambda it: abs(it[0] - stamp_s))
+        return best if abs(best[0] - stamp_s) <= slop_s + self.stamp_epsilon_s else None
+
+    def may_still_arrive(self, stamp_s: float, slop_s: float) -> bool:
+        """True when no stored message is later than ``stamp_s + slop_s``: a message within the
+        slop of ``stamp_s`` can still come (streams are in stamp order)."""
+        newest = self.newest_stamp_s
+        return newest is None or newest < stamp_s + slop_s - self.stamp_epsilon_s
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ A suite file::
 
 Configurations: ``stack`` (the stack's closed-loop graph ``sim_stack.yaml``: the fallback's graph
 plus perception_node, detections and agent tokens in every episode; until the learned planner and
-the monitor land the fallback drives, so its driving equals ``fallback``'s), ``fallback`` (the fallback driving alone: the safety net measured
+the monitor land the fallback drives, so its driving equals ``fallback``'s), ``planner`` (``sim_planner.yaml``:
+the stack's graph plus planner_node; the arbiter selects the VLM planner's candidate, its watchdog
+falls back when the candidate is missing or late; no monitor yet), ``fallback`` (the fallback driving alone: the safety net measured
 on its own, whatever the stack becomes), ``expert`` (the bridge alone, SUMO drives the ego: the
 privileged rule-based reference) and ``naive`` (the fallback with ``ignore_obstacles``: a lane
 keeper at the lanes' speed limits). Each maps to a graph file under ``config/graph/`` (``graphs:``
@@ -45,12 +47,13 @@ import yaml
 
 from tps_eval.seeds import SeedError, SeedSet, seed_set
 
-CONFIGURATIONS = ("stack", "fallback", "expert", "naive")
+CONFIGURATIONS = ("stack", "planner", "fallback", "expert", "naive")
 DEFAULT_CONFIGURATIONS = ("stack", "expert", "naive")   # a suite that names none
 # Report order of the configurations (aggregates, tables, JSON).
-CONFIGURATION_ORDER = ("stack", "fallback", "naive", "expert")
+CONFIGURATION_ORDER = ("stack", "planner", "fallback", "naive", "expert")
 DEFAULT_GRAPHS = {
     "stack": "config/graph/sim_stack.yaml",        # fallback graph + perception_node (planner, monitor to come)
+    "planner": "config/graph/sim_planner.yaml",    # the stack + planner_node: the VLM planner drives (no monitor yet)
     "fallback": "config/graph/sim_fallback.yaml",
     "expert": "config/graph/sim_expert.yaml",
     "naive": "config/graph/sim_naive.yaml",
@@ -199,7 +202,7 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
         if c not in CONFIGURATIONS:
             raise SuiteError(f"{where}: configurations: unknown {c!r} (allowed: "
                              f"{list(CONFIGURATIONS)})")
-    if any(c in configs for c in ("stack", "fallback", "naive")):
+    if any(c in configs for c in ("stack", "planner", "fallback", "naive")):
         # EP needs the expert's progress in the same world.
         if "expert" not in configs:
             configs = configs + ("expert",)

@@ -11,7 +11,10 @@ planner's candidate and the fallback:
 | MINIMAL_RISK | any | minimal_risk (the fallback's path, stopping) |
 | silent monitor (watchdog) | any | fallback (minimal_risk stays minimal_risk) |
 
-"Silent" means nothing valid received for ``watchdog_timeout_s`` of sim time. When the mode
+"Silent" means nothing valid received for ``watchdog_timeout_s`` of sim time. With
+``monitor_required`` False (a graph without a monitor, e.g. config/graph/sim_planner.yaml) an absent
+or silent monitor counts as NOMINAL -- the planner's watchdog still applies -- while a monitor that
+does publish is obeyed. When the mode
 changes, the output is blended linearly from the last published trajectory to the new source's
 over ``blend_window_s`` (source SOURCE_BLEND meanwhile), so the controller sees no step.
 """
@@ -55,6 +58,7 @@ class ArbiterParams:
     blend_window_s: float = 0.5         # sim time; 0 = switch at once
     mrm_decel_mps2: float = 2.0         # used when the fallback has not yet turned to a stop
     expected_frame: str = "map"
+    monitor_required: bool = True       # False: no monitor in the graph (its silence is no reason to fall back)
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,13 @@ class TrajectoryArbiter:
         reasons: list[str] = []
         monitor_silent = monitor_age >= timeout
         planner_silent = planner_age >= timeout
-        if self._monitor_state == STATE_MINIMAL_RISK:
+        monitor_state = self._monitor_state
+        if not self.params.monitor_required and monitor_silent and monitor_state != STATE_MINIMAL_RISK:
+            # No monitor in this graph (or it fell silent): a stale state is not obeyed, and the
+            # silence is no reason to fall back; the planner watchdog below still is. A minimal-risk
+            # manoeuvre is never left this way.
+            monitor_state, monitor_silent = None, False
+        if monitor_state == STATE_MINIMAL_RISK:
             # Never leave a minimal-risk manoeuvre because the monitor went quiet.
             reasons.append("monitor: MINIMAL_RISK" + ("" if not monitor_silent else " (monitor silent since)"))
             return MODE_MINIMAL_RISK, reasons
@@ -134,9 +144,10 @@ class TrajectoryArbiter:
                                                else f" for {planner_age:.2f} s"))
         if monitor_silent or planner_silent:
             return MODE_FALLBACK, reasons
-        if self._monitor_state == STATE_FALLBACK:
+        if monitor_state == STATE_FALLBACK:
             return MODE_FALLBACK, ["monitor: FALLBACK", *self._monitor_reasons]
-        if self._monitor_state in (STATE_NOMINAL, STATE_DEGRADED):
+        if monitor_state in (STATE_NOMINAL, STATE_DEGRADED) or (
+                monitor_state is None and not self.params.monitor_required):
             return MODE_PLANNER, []
         return MODE_FALLBACK, ["no monitor state"]
 
@@ -188,7 +199,9 @@ class TrajectoryArbiter:
         self._last_output = out
 
         if mode == MODE_PLANNER:
-            level, msg = LEVEL_OK, f"mode planner (monitor {STATE_NAMES[self._monitor_state]})"
+            monitor = STATE_NAMES.get(self._monitor_state, "none") if self._monitor_state is not None else "none"
+            level, msg = LEVEL_OK, f"mode planner (monitor {monitor}" + (
+                ")" if p.monitor_required else ", not required)")
         elif any(r.startswith(("planner silent", "monitor silent")) for r in reasons):
             who = "planner silent" if any(r.startswith("planner silent") for r in reasons) else "monitor silent"
             level, msg = LEVEL_WARN, f"{who}: driving on fallback ({'; '.join(reasons)})"

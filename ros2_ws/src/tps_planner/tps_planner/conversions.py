@@ -20,8 +20,19 @@ from tps_common.conversions import (
 )
 from tps_common.stamp_sync import EgoPose
 from tps_inference.conversions import ConversionError, pointcloud2_to_xyzi
+from tps_msgs.msg import (
+    AgentForecast,
+    AgentRelevance,
+    AgentTokens,
+    ForecastMode,
+    Forecasts,
+    MonitorStatus,
+    PlannedTrajectory,
+    SceneUnderstanding,
+    TrafficLightStates,
+    TrajectoryPoint,
+)
 from tps_msgs.msg import LaneMap as LaneMapMsg
-from tps_msgs.msg import MonitorStatus, PlannedTrajectory, TrafficLightStates, TrajectoryPoint
 from visualization_msgs.msg import Marker, MarkerArray
 
 from tps_planner.controller import ControlResult
@@ -34,6 +45,10 @@ __all__ = [
     "ConversionError",
     "control_to_msg",
     "fallback_markers",
+    "forecasts_to_msg",
+    "planner_markers",
+    "scene_to_msg",
+    "tokens_to_arrays",
     "lane_map_from_msg",
     "light_observations",
     "odometry_to_pose",
@@ -186,4 +201,95 @@ def fallback_markers(res: FallbackResult, stamp_s: float, ns: str = "fallback") 
         cubes.color = ColorRGBA(r=1.0, g=0.7, b=0.1, a=0.8)
         cubes.points = [Point(x=float(o.xy[0]), y=float(o.xy[1]), z=0.4) for o in res.objects]
         markers.append(cubes)
+    return MarkerArray(markers=markers)
+
+
+# --- VLM planner (planner_node) -------------------------------------------------------------------
+def tokens_to_arrays(msg: AgentTokens) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """AgentTokens -> (codes (N,) int64, geometry (N, 7) x, y, yaw, length, width, vx, vy, quantisation
+    errors (N,), agent ids (N,) int64), in the message's frame (base_link)."""
+    toks = msg.tokens
+    code = np.array([t.code_index for t in toks], dtype=np.int64)
+    geom = np.array([[t.x, t.y, t.yaw, t.length, t.width, t.vx, t.vy] for t in toks], dtype=np.float64).reshape(-1, 7)
+    qerr = np.array([t.quantisation_error for t in toks], dtype=np.float64)
+    ids = np.array([t.agent_id for t in toks], dtype=np.int64)
+    return code, geom, qerr, ids
+
+
+def forecasts_to_msg(res, frame_id: str = "base_link") -> Forecasts:
+    """The stage-2 forecasts of a :class:`tps_planner.vlm.onboard.PlanResult` (base_link of its
+    stamp; one AgentForecast per agent the planner read, K modes each)."""
+    msg = Forecasts(header=Header(stamp=seconds_to_time(res.stamp_s), frame_id=frame_id))
+    for f in res.forecasts:
+        modes = [ForecastMode(probability=float(p), waypoints=[Point(x=float(x), y=float(y), z=0.0) for x, y in wp])
+                 for p, wp in zip(f.probabilities, f.modes, strict=True)]
+        msg.forecasts.append(AgentForecast(agent_id=int(f.agent_id), time_step_s=float(res.forecast_dt_s),
+                                           modes=modes))
+    return msg
+
+
+def scene_to_msg(res, frame_id: str = "base_link") -> SceneUnderstanding:
+    """The stage-1 scene understanding of a PlanResult: scene class, per-agent relevance and intent
+    (tps_msgs constants), lead agent, and the rationale rendered from the stage-1/2 outputs the
+    plan was conditioned on."""
+    msg = SceneUnderstanding(header=Header(stamp=seconds_to_time(res.stamp_s), frame_id=frame_id),
+                             scene_class=int(res.scene), rationale=res.rationale.text)
+    msg.agents = [AgentRelevance(agent_id=int(a.agent_id), relevance=float(min(max(a.relevance, 0.0), 1.0)),
+                                 intent=int(a.intent_msg)) for a in res.agents]
+    msg.has_lead_agent = res.lead_agent_id is not None
+    msg.lead_agent_id = int(res.lead_agent_id) if res.lead_agent_id is not None else 0
+    return msg
+
+
+def planner_markers(res, pose: np.ndarray, ns: str = "planner", max_forecasts: int = 8) -> MarkerArray:
+    """RViz markers (map) of a PlanResult: the plan (line strip + sigma spheres), the most likely
+    forecast mode of the most relevant agents, the lead agent and the rationale text above the ego."""
+    header = Header(stamp=seconds_to_time(res.stamp_s), frame_id="map")
+    markers = [Marker(header=header, ns=ns, action=Marker.DELETEALL)]
+    c, s = math.cos(pose[2]), math.sin(pose[2])
+
+    def to_map(xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, np.float64).reshape(-1, 2)
+        return np.stack([pose[0] + c * xy[:, 0] - s * xy[:, 1], pose[1] + s * xy[:, 0] + c * xy[:, 1]], axis=1)
+
+    def strip(mid: int, xy: np.ndarray, colour: ColorRGBA, width: float) -> Marker:
+        m = Marker(header=header, ns=ns, id=mid, type=Marker.LINE_STRIP, action=Marker.ADD)
+        m.scale = Vector3(x=width, y=0.0, z=0.0)
+        m.color = colour
+        m.pose.orientation.w = 1.0
+        m.points = [Point(x=float(x), y=float(y), z=0.1) for x, y in xy]
+        return m
+
+    markers.append(strip(1, res.trajectory.xy, ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.95), 0.25))
+    spheres = Marker(header=header, ns=ns, id=2, type=Marker.SPHERE_LIST, action=Marker.ADD)
+    spheres.pose.orientation.w = 1.0
+    sig = float(np.clip(np.mean(res.sigma_m), 0.1, 5.0))
+    spheres.scale = Vector3(x=sig, y=sig, z=0.1)
+    spheres.color = ColorRGBA(r=0.2, g=0.4, b=1.0, a=0.3)
+    spheres.points = [Point(x=float(x), y=float(y), z=0.05) for x, y in res.trajectory.xy[1:]]
+    markers.append(spheres)
+    order = sorted(range(len(res.agents)), key=lambda k: -res.agents[k].relevance)[:max_forecasts]
+    for n, k in enumerate(order):
+        f = res.forecasts[k]
+        best = int(np.argmax(f.probabilities))
+        xy = to_map(np.concatenate([res.agents[k].xy[None], f.modes[best]]))
+        alpha = 0.3 + 0.7 * float(res.agents[k].relevance)
+        markers.append(strip(10 + n, xy, ColorRGBA(r=1.0, g=0.6, b=0.1, a=alpha), 0.12))
+    if res.lead_agent_id is not None:
+        lead = next(a for a in res.agents if a.agent_id == res.lead_agent_id)
+        m = Marker(header=header, ns=ns, id=3, type=Marker.CYLINDER, action=Marker.ADD)
+        x, y = to_map(lead.xy)[0]
+        m.pose.position = Point(x=float(x), y=float(y), z=2.2)
+        m.pose.orientation.w = 1.0
+        m.scale = Vector3(x=0.6, y=0.6, z=0.2)
+        m.color = ColorRGBA(r=1.0, g=0.2, b=0.8, a=0.9)
+        markers.append(m)
+    text = Marker(header=header, ns=ns, id=4, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
+    text.pose.position = Point(x=float(pose[0]), y=float(pose[1]), z=4.0)
+    text.pose.orientation.w = 1.0
+    text.scale.z = 0.7
+    text.color = (ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0) if res.consistency.consistent
+                  else ColorRGBA(r=1.0, g=0.3, b=0.3, a=1.0))
+    text.text = res.rationale.text
+    markers.append(text)
     return MarkerArray(markers=markers)

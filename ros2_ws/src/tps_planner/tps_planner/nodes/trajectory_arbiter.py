@@ -5,6 +5,13 @@ Inputs: ``~/input/candidate_trajectory`` and ``~/input/fallback_trajectory``
 Output: ``~/output/trajectory`` (tps_msgs/PlannedTrajectory, stamped with the fallback's stamp),
 ``/diagnostics`` (mode, transitions, silence of planner and monitor). Triggered by the fallback
 trajectory; the watchdog runs on sim time.
+
+With ``candidate_wait_s`` > 0 (the synchronous closed loop with the planner,
+config/graph/sim_planner.yaml) a fallback trajectory whose stamp the planner has not answered yet
+waits for the candidate of that stamp, at most ``candidate_wait_s`` of wall time: the planner joins
+the lockstep chain, so the candidate of frame k exists before the controller acts on frame k. A
+wait that runs out marks the planner as not answering (no waiting, the watchdog decides) until
+its next candidate arrives.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import sys
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.clock import Clock as WallClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from tps_common import diagnostics as diag
@@ -27,6 +36,8 @@ from tps_planner.arbiter import ArbiterParams, ArbiterResult, TrajectoryArbiter
 from tps_planner.trajectory import SOURCE_NAMES, STATE_NAMES
 
 NODE_NAME = "trajectory_arbiter"
+CANDIDATE_WAIT_POLL_S = 0.01    # wall period of the check on a fallback waiting for its candidate
+STAMP_EPS_S = 1e-6
 
 
 class TrajectoryArbiterNode(Node):
@@ -47,6 +58,12 @@ class TrajectoryArbiterNode(Node):
         self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor, TRAJECTORY_QOS)
         if self.get_parameter("use_sim_time").value:
             self.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
+        self._parked: list[tuple[PlannedTrajectory, float]] = []   # fallbacks waiting for their candidate
+        self._newest_candidate_s = -math.inf
+        self._planner_answering = True
+        if self.cfg["candidate_wait_s"] > 0.0:
+            self.create_timer(CANDIDATE_WAIT_POLL_S, self._release_parked,
+                              clock=WallClock(clock_type=ClockType.STEADY_TIME))
 
     def _now_s(self) -> float:
         return max(self.get_clock().now().nanoseconds * 1e-9, self.clock_s)
@@ -59,6 +76,30 @@ class TrajectoryArbiterNode(Node):
         if reason is not None:
             self._diag("candidate", 2, f"planner candidate rejected: {reason}",
                        {"rejected_candidates": self.arbiter.rejected_candidates})
+        # Even a rejected candidate answers its stamp: the fallback of that stamp waits no longer.
+        stamp = time_to_seconds(msg.header.stamp)
+        if math.isfinite(stamp):
+            self._newest_candidate_s = max(self._newest_candidate_s, stamp)
+        self._planner_answering = True
+        self._release_parked()
+
+    def _waits_for_candidate(self, stamp_s: float) -> bool:
+        return (self.cfg["candidate_wait_s"] > 0.0 and self._planner_answering
+                and self._newest_candidate_s < stamp_s - STAMP_EPS_S)
+
+    def _release_parked(self) -> None:
+        """Select the parked fallbacks whose candidate arrived or whose wait ran out (in order)."""
+        while self._parked:
+            msg, since = self._parked[0]
+            stamp = time_to_seconds(msg.header.stamp)
+            waited = time.monotonic() - since
+            if self._newest_candidate_s < stamp - STAMP_EPS_S:
+                if waited <= self.cfg["candidate_wait_s"] and len(self._parked) == 1:
+                    return
+                if waited > self.cfg["candidate_wait_s"]:
+                    self._planner_answering = False   # until its next candidate
+            self._parked.pop(0)
+            self._select(msg, waited)
 
     def _on_monitor(self, msg: MonitorStatus) -> None:
         state, reasons = conv.monitor_state_of(msg)
@@ -67,21 +108,30 @@ class TrajectoryArbiterNode(Node):
             self._diag("monitor", 2, f"monitor status rejected: {reason}", {})
 
     def _on_fallback(self, msg: PlannedTrajectory) -> None:
+        stamp = time_to_seconds(msg.header.stamp)
+        if self._parked or (math.isfinite(stamp) and self._waits_for_candidate(stamp)):
+            self._parked.append((msg, time.monotonic()))
+            self._release_parked()
+            return
+        self._select(msg, 0.0)
+
+    def _select(self, msg: PlannedTrajectory, waited_s: float) -> None:
         t0 = time.perf_counter()
         fb = conv.trajectory_from_msg(msg)
         now = max(self._now_s(), fb.stamp_s)
         res = self.arbiter.update(fb, now)
         if res.trajectory is not None:
             self.pub_traj.publish(conv.trajectory_to_msg(res.trajectory))
-        self._report(res, fb.stamp_s, (time.perf_counter() - t0) * 1e3)
+        self._report(res, fb.stamp_s, (time.perf_counter() - t0) * 1e3, waited_s)
 
-    def _report(self, res: ArbiterResult, stamp_s: float, ms: float) -> None:
+    def _report(self, res: ArbiterResult, stamp_s: float, ms: float, waited_s: float = 0.0) -> None:
         values = {
             "mode": res.mode,
             "output_source": SOURCE_NAMES.get(res.trajectory.source, "?") if res.trajectory is not None else "none",
             "mode_transitions": res.transitions, "blending": res.blending, "blend_alpha": res.blend_alpha,
             "planner_age_ms": res.planner_age_s * 1e3, "monitor_age_ms": res.monitor_age_s * 1e3,
             "monitor_state": STATE_NAMES.get(res.monitor_state, "none"), "stamp_s": stamp_s,
+            "candidate_wait_ms": waited_s * 1e3, "planner_answering": self._planner_answering,
         }
         name = self.get_name()
         statuses = [

@@ -147,10 +147,24 @@ def governing_light(light_state: np.ndarray, stop_base: np.ndarray, on_route: np
     m, base_link). ``light_state`` (L,) CarlaTrafficLightStatus values, ``stop_base`` (L, 2, 2)."""
     if len(light_state) == 0:
         return LIGHT_NONE, None
-    mid = np.asarray(stop_base, np.float64).mean(1)
+    nearest = next_stop_line(stop_base, on_route)
+    if nearest is None:
+        return LIGHT_NONE, None
+    k, dist = nearest
+    return LIGHT_OF_CARLA_STATE.get(int(light_state[k]), LIGHT_NONE), dist
+
+
+def next_stop_line(stop_base: np.ndarray, on_route: np.ndarray) -> tuple[int, float] | None:
+    """(index, distance ahead [m]) of the stop line governing the ego's lane -- the nearest stop
+    line of an on-route head ahead (its centre 0 < x < STOP_LINE_RANGE_M, |y| < 12 m, base_link)
+    -- or None. ``stop_base`` (L, 2, 2) stop-line end points in base_link, ``on_route`` (L,) bool.
+    The ``stop_line_m`` of the dataset (via :func:`governing_light`) and of the planner node."""
+    mid = np.asarray(stop_base, np.float64).reshape(-1, 2, 2).mean(1)
+    if len(mid) == 0:
+        return None
     ok = np.asarray(on_route, bool) & (mid[:, 0] > 0.0) & (mid[:, 0] < STOP_LINE_RANGE_M) & (np.abs(mid[:, 1]) < 12.0)
     if not ok.any():
-        return LIGHT_NONE, None
+        return None
     cand = np.nonzero(ok)[0]
     k = int(cand[np.argmin(mid[cand, 0])])
-    return LIGHT_OF_CARLA_STATE.get(int(light_state[k]), LIGHT_NONE), float(mid[k, 0])
+    return k, float(mid[k, 0])
