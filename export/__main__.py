@@ -7,7 +7,7 @@ parity and latency, staged beside (never over) the shipped models.
     python -m export all --synthetic --calib-frames 8 --parity-episodes 1  # smoke run, no dataset
     python -m export formats                               # the formats x precisions table, and what is here
 
-Steps per model (detector, tokenizer; the planner when it lands): torch -> ONNX FP32 (checker,
+Steps per model (detector, tokenizer, planner): torch -> ONNX FP32 (checker,
 strict shape inference) -> ORT INT8 (the model's recipe) -> TensorRT FP16/INT8 (INT8: entropy
 calibration cache on ``--calib-frames`` TRAIN frames; timing cache) -> torch-CUDA where a GPU but
 no TensorRT; parity of every artifact against torch FP32 on ``--parity-episodes`` VAL episodes
@@ -99,7 +99,7 @@ def render(results: dict, skipped: dict, notes: list[str], artifacts: list, stag
                      f"{a.explanation} |")
     metric_cols = ["car_map_diff", "mean_ap_diff", "heatmap_prob_max_abs", "heatmap_prob_mean_abs",
                    "regression_max_abs", "regression_mean_abs", "code_agreement", "qerr_max_abs", "qerr_mean_abs",
-                   "latency_ms_median", "latency_ms_p90"]
+                   "traj_l2_mean", "traj_l2_max", "l2_mean_diff_vs_fp32", "latency_ms_median", "latency_ms_p90"]
     for model, res in results.items():
         if isinstance(res, str):
             continue

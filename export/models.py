@@ -2,10 +2,11 @@
 ONNX, quantise for ONNX Runtime, build TensorRT engines, run it on torch-CUDA, check parity.
 
 The recipes themselves live in the per-model modules and are called, not copied:
-``export.detector`` (ONNX, static QDQ INT8, head-output errors) and ``export.tokenizer`` (feature
-output surgery, ONNX, dynamic INT8, token parity). TensorRT engines go through
-``tps_inference.engine_cache`` (same key and metadata as the nodes' cache, plus the INT8
-calibration cache and the timing cache). The planner joins when its model lands.
+``export.detector`` (ONNX, static QDQ INT8, head-output errors), ``export.tokenizer`` (feature
+output surgery, ONNX, dynamic INT8, token parity) and ``export.planner`` (LoRA merged, one graph
+of the three stages, dynamic INT8 per-channel, trajectory parity on the planner's VAL shards).
+TensorRT engines go through ``tps_inference.engine_cache`` (same key and metadata as the nodes'
+cache, plus the INT8 calibration cache and the timing cache).
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ TOKENIZER_TOLERANCES: dict[str, list[tuple[str, str, float]]] = {
     "tokenizer tensorrt-fp16": [("code_agreement", ">=", 0.97)],
     "tokenizer torch-cuda-fp16": [("code_agreement", ">=", 0.97)],
     "tokenizer torch-cuda-fp32": [("code_agreement", ">=", 0.99)],
+}
+
+# Planner rows: trajectory/forecast differences vs torch [m]; INT8 no more than 0.05 m worse in
+# task-level mean L2 to the expert than ORT FP32 (issue 14's acceptance).
+PLANNER_TOLERANCES: dict[str, list[tuple[str, str, float]]] = {
+    "onnxruntime": [("traj_l2_max", "<=", 5e-3), ("forecast_l2_mean", "<=", 5e-3)],
+    "onnxruntime-int8": [("l2_mean_diff_vs_fp32", "<=", 0.05)],
+    "tensorrt-fp16": [("traj_l2_mean", "<=", 0.05)],
+    "tensorrt-int8": [("l2_mean_diff_vs_torch", "<=", 0.05)],
 }
 
 
@@ -449,7 +459,11 @@ class TokenizerExport:
 
 
 class PlannerExport:
-    """The VLM planner: its model has not landed (planner issue); nothing to export yet."""
+    """The VLM planner (``export.planner``): the checkpoint (models/planner/planner.pt, else the
+    newest runs/planner/*/planner.pt) -> one ONNX graph of all three stages (LoRA merged, the
+    word-embedding lookup outside) -> ORT dynamic INT8 (per-channel; per-tensor as a comparison
+    row) -> TensorRT FP16/INT8 on a GPU. Parity on the planner's own VAL shards (data/planner/val;
+    synthetic frames without them), not the detector frames the other models use."""
 
     name = "planner"
 
@@ -457,7 +471,93 @@ class PlannerExport:
         self.threads = threads
 
     def missing(self) -> str:
-        return "no planner model yet (models/manifest.yaml lists none; the planner issue adds it)"
+        from export.planner import default_checkpoint
+
+        try:
+            default_checkpoint()
+        except FileNotFoundError as exc:
+            return str(exc)
+        return ""
+
+    def run(self, stage: Path, cells, frames, calib_frames, iters: int, engines: Path) -> ModelResult:
+        from tps_planner.vlm.inputs import stack_frames
+        from tps_planner.vlm.layout import PlannerConfig
+        from tps_planner.vlm.runtime import PlannerRuntime, load_embeddings
+
+        from export.planner import (
+            FILES,
+            build_tensorrt,
+            calibration_inputs,
+            default_checkpoint,
+            export_all,
+            export_runtimes,
+            parity,
+            parity_frames,
+        )
+        from export.staging import REPO, command_line
+
+        res = ModelResult()
+        ckpt = default_checkpoint()
+        d = stage / "planner"
+        data_root = REPO / "data" / "planner"
+        man = export_all(ckpt, d, per_tensor=("onnxruntime", "int8") in cells, made_by=command_line())
+        check_onnx(d / FILES["fp32"])
+        src = f"weights: {ckpt.relative_to(REPO) if ckpt.is_relative_to(REPO) else ckpt}"
+        shipped = MODELS / "planner"
+        res.artifacts.append(Artifact("planner_fp32", "planner", "onnx", "fp32", d / FILES["fp32"],
+                                      shipped / FILES["fp32"], data=src))
+        res.artifacts.append(Artifact("planner_word_embeddings", "planner", "onnx", "fp32", d / FILES["embeddings"],
+                                      shipped / FILES["embeddings"],
+                                      data=f"{src}; the trunk's word embeddings ({man['embeddings']['dtype']})"))
+        res.cells[("onnx", "fp32")] = "exported"
+        if ("onnxruntime", "int8") in cells:
+            res.artifacts.append(Artifact("planner_int8", "planner", "onnxruntime", "int8", d / FILES["int8"],
+                                          shipped / FILES["int8"], data=f"{src}; dynamic INT8, per-channel (no data)"))
+            res.cells[("onnxruntime", "int8")] = "exported"
+        cfg = PlannerConfig.from_dict(man["config"])
+        extra, trt_skipped = {}, {}
+        trt_cells = [p for p in ("fp16", "int8") if ("tensorrt", p) in cells]
+        if trt_cells:
+            table = load_embeddings(d, man["embeddings"], cfg.d_model)
+            calib = calibration_inputs(data_root, cfg, table, len(calib_frames) or 64) if "int8" in trt_cells else []
+            built = build_tensorrt(d, man, calib, engines)
+            for prec in trt_cells:
+                row = built.get(f"tensorrt-{prec}", {})
+                if "skipped" in row:
+                    res.cells[("tensorrt", prec)] = "not built (see its parity row)"
+                    trt_skipped[f"tensorrt-{prec}"] = row
+                    continue
+                extra[f"tensorrt-{prec}"] = PlannerRuntime(d, "tensorrt", self.threads, precision=prec,
+                                                           engine_cache=engines)
+                res.artifacts.append(Artifact(f"planner_tensorrt_{prec}", "planner", "tensorrt", prec,
+                                              Path(row["engine"]), None))
+                res.cells[("tensorrt", prec)] = "built"
+        for prec in ("fp32", "fp16"):
+            if ("torch-cuda", prec) in cells:
+                res.cells[("torch-cuda", prec)] = "not offered: the planner runtime runs torch on the CPU"
+        runtimes = export_runtimes(d, ckpt, self.threads, extra)
+        if ("onnxruntime", "int8") not in cells:
+            runtimes.pop("onnxruntime-int8", None)
+        # as many planner VAL shards as the run's --parity-episodes (all their frames)
+        pf, texts, plans, valid, source = parity_frames(data_root, cfg, max(1, len(frames.parity)))
+        res.parity = parity(runtimes, pf, texts, plans, valid, cfg.plan_dt_s)
+        res.parity.update(trt_skipped)
+        res.cells[("onnxruntime", "fp32")] = "parity checked"
+        # latency: one frame with the most agents, all three stages, as the node calls it
+        k = int(np.argmax([f["agent_mask"].sum() for f in pf]))
+        batch = stack_frames([pf[k]])
+        for name, rt in runtimes.items():
+            res.parity[name].update(latency_ms(lambda r=rt: r.run(batch, [texts[k]]), iters))
+        for name, row in res.parity.items():
+            row["verdict"], row["failed"] = judge(row, PLANNER_TOLERANCES.get(name, []))
+        for a in res.artifacts:
+            row = res.parity.get({"planner_fp32": "onnxruntime", "planner_int8": "onnxruntime-int8"}.get(
+                a.name, f"tensorrt-{a.precision}" if a.fmt == "tensorrt" else ""), {})
+            a.metrics = {m: round(v, 5) for m, v in row.items()
+                         if m in ("traj_l2_mean", "traj_l2_max", "l2_mean", "l2_mean_diff_vs_fp32", "latency_ms_median")
+                         and isinstance(v, float)}
+        res.source = source
+        return res
 
 
 MODEL_CLASSES = {"detector": DetectorExport, "tokenizer": TokenizerExport, "planner": PlannerExport}
