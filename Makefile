@@ -12,7 +12,7 @@ export _ROS_WHEELS_BOOTSTRAP_COMPLETE :=
 # Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
 PYTEST_ARGS ?=
 
-.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer dataset-planner train-planner export-all gpu-check lint-docker clean distclean
+.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer dataset-planner train-planner export-planner export-all gpu-check lint-docker clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -79,6 +79,13 @@ dataset-planner: setup  ## the planner's shards under data/planner: train 8, val
 
 train-planner: setup  ## train the VLM planner by imitation (MiniLM + LoRA r=8; fixed seed, 80 min budget; needs make dataset-planner)
 	@$(PY) -m training.planner --trunk minilm --lora-rank 8 --time-budget-min 80 --threads 2 $(TRAIN_ARGS)
+
+# The planner's ONNX graphs are too large to ship in git (FP32 52 MB, INT8 16 MB, word embeddings
+# 23 MB): they are built here from the shipped checkpoint into build/export/planner, which the
+# planner node's onnxruntime backends read (tps_planner.vlm.runtime; sha256 of the checkpoint checked).
+EXPORT_PLANNER_ARGS ?=
+export-planner: setup  ## planner ONNX (LoRA merged, 3 stages) + ORT INT8 per-channel/per-tensor (+ TensorRT), parity on VAL -> build/export/planner
+	@$(PY) -m export.planner $(EXPORT_PLANNER_ARGS)
 
 # Every model, every format this machine can build, staged under build/export/ (models/ untouched).
 EXPORT_ARGS ?=

@@ -8,6 +8,7 @@
     tps-eval expert-check --seeds 9000:9050 --duration 30
     tps-eval yield-probe --scenario priority --seeds 9000:9010
     tps-eval lights --seeds 9000:9010 --json runs/lights.json   # traffic-light reader accuracy
+    tps-eval openloop --split test --count 10 --json runs/openloop.json   # VLM planner, open loop
     tps-eval compare runs/before.json runs/after.json   # per-episode differences of two runs
 
 Seeds (every verb, :mod:`tps_eval.seeds`): ``A:B`` is the half-open range [A, B)
@@ -297,6 +298,12 @@ def cmd_lights(args: argparse.Namespace) -> int:
     return lights.run(args, S.from_args(args, default=lights.DEFAULT_SEEDS))
 
 
+def cmd_openloop(args: argparse.Namespace) -> int:
+    from tps_eval.openloop import evaluate
+
+    return evaluate.run(args)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from tps_eval import compare
 
@@ -384,6 +391,25 @@ output: a Markdown report on stdout; --json PATH writes agent_recon_error_target
   source, seeds, split, held_out; the Markdown goes next to it (--md to choose).
   Definitions: ros2_ws/src/tps_eval/README.md, "Tokenizer metrics"."""
 
+OPENLOOP_EPILOG = f"""examples:
+  tps-eval openloop --split test --count 10 --json runs/openloop_test.json
+  tps-eval openloop --seeds 9000:9003 --scenarios lights,merge --paraphrases config/paraphrases/example.yaml
+  tps-eval openloop --split test --count 10 --ablation untargeted_tokens=runs/planner/untargeted/planner.pt \\
+      --ablation camera_off=runs/planner/no_camera/planner_no_camera.pt --json runs/openloop_ablations.json
+
+{SEEDS_HELP}
+  Default --split test. Episodes (every scenario x seed) are simulated and run through the frozen
+  detector + tokenizer on the fly, in memory (TEST episodes are never stored).
+
+output: a Markdown table on stdout (planner, constant-velocity and follow-the-route baselines,
+  ablations side by side; per scenario; instruction following per command); --json PATH writes
+  l2_1s, l2_2s, l2_3s, l2_mean (mean of the at-t L2), l2_avg_* (averaged up to t), collision_rate
+  (+ per horizon, any), min_ade_3s, min_fde_3s, miss_rate, intent_acc, light_state_acc,
+  instruction_following, per_scenario, baselines {{constant_velocity, follow_route}}, ablations
+  {{scratch_trunk, untargeted_tokens, camera_off}} (null when not given), counts, seeds, split,
+  held_out, definitions; the Markdown goes next to it (--md to choose).
+  Definitions: ros2_ws/src/tps_eval/tps_eval/openloop/metrics.py."""
+
 LIGHTS_EPILOG = f"""examples:
   tps-eval lights --seeds 9000:9010 --json runs/lights/reader_test.json
   tps-eval lights --seeds 1000:1010 --all-heads --density 2 --clutter high
@@ -436,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     S.add_arguments(c, default="the suite's own seeds")
     c.add_argument("--json", default=None, help="write {<configuration>: aggregates, episodes, run} here")
     c.add_argument("--configurations", default=None,
-                   help="comma-separated subset of stack,fallback,expert,naive (default: the suite's)")
+                   help="comma-separated subset of stack,planner,fallback,expert,naive (default: the suite's)")
     c.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local process pool or Ray (default local)")
     c.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -496,6 +522,12 @@ def build_parser() -> argparse.ArgumentParser:
                LIGHTS_EPILOG)
     lights.add_arguments(li)
     li.set_defaults(func=cmd_lights)
+    from tps_eval.openloop.evaluate import add_arguments as openloop_arguments
+
+    ol = _verb(sub, "openloop", "VLM planner open loop: L2, collisions, forecasts, instruction following, "
+               "baselines and ablations", OPENLOOP_EPILOG)
+    openloop_arguments(ol)
+    ol.set_defaults(func=cmd_openloop)
     k = _verb(sub, "compare", "per-episode differences between two closedloop --json files",
               "examples:\n  tps-eval compare runs/before.json runs/after.json\n"
               "  tps-eval compare a.json b.json --rel-tol 1e-9\n\n"

@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
