@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 
 from tps_common.params import ParameterError, declare_from_schema, load_schema
 
 EXIT_BAD_PARAMETER = 2
+PYBIND_INTERRUPTED_CONVERSION = "Unable to convert call argument"
+INTERRUPT_SHUTDOWN_WAIT_S = 1.0   # how long an interrupted conversion waits for the signal's shutdown [s]
 
 
 def is_requested_shutdown(exc: BaseException, context=None) -> bool:
@@ -36,6 +39,15 @@ def is_requested_shutdown(exc: BaseException, context=None) -> bool:
 
     if isinstance(exc, (KeyboardInterrupt, ExternalShutdownException)):
         return True
+    if isinstance(exc, RuntimeError) and str(exc).startswith(PYBIND_INTERRUPTED_CONVERSION):
+        # SIGINT while a subscription's message is taken: the KeyboardInterrupt raised inside
+        # pybind11's argument conversion surfaces as this RuntimeError (seen in CI stopping the
+        # talker/listener graph). rclpy shuts the context down from a deferred thread, so give it
+        # a moment; a context that stays up means a real conversion failure.
+        deadline = time.monotonic() + INTERRUPT_SHUTDOWN_WAIT_S
+        while rclpy.ok(context=context) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return not rclpy.ok(context=context)
     return isinstance(exc, rclpy._rclpy_pybind11.RCLError) and not rclpy.ok(context=context)
 
 
