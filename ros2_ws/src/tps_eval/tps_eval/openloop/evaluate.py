@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from tps_inference.manifest import sha256_file
 
 from tps_eval.openloop import metrics as M
 
@@ -507,7 +508,7 @@ def assemble(scores, runtimes, ablations, counts, errors, timing, para, instruct
                      "frames": sum(c["frames"] for c in counts.values()), "per_scenario": counts,
                      "errors": errors}
     res["model"] = {"path": str(rt.path), "backend": backend, "runs": getattr(rt, "describe", backend),
-                    "sha256": _sha256(rt.path) if rt.path.is_file() else None, "config": rt.cfg.to_dict(),
+                    "sha256": sha256_file(rt.path) if rt.path.is_file() else None, "config": rt.cfg.to_dict(),
                     "trained": {k: rt.summary.get(k) for k in ("steps", "epochs", "wall_s", "train_samples")
                                 if k in rt.summary}}
     res["perception"] = core_info
@@ -537,15 +538,6 @@ def assemble(scores, runtimes, ablations, counts, errors, timing, para, instruct
                      "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}
     return _round(res)
 
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- Markdown ----------------------------------------------------------------------------------------

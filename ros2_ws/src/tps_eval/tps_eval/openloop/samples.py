@@ -69,11 +69,10 @@ tok_qerr_<name>     (N, A) float32        from that token backend (not in shards
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
+from tps_inference.manifest import sha256_file
 
 FORMAT_VERSION = 1
 PLAN_STEPS = 8
@@ -84,13 +83,6 @@ DEFAULT_MAX_AGENTS = 64
 DEFAULT_MAX_GT = 96
 PARKED_ID_BASE = 1_000_000   # tps_eval.detector.data.PARKED_ID_BASE
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def make_core(backend: str = "onnxruntime-int8", threads: int = 2, variant: str = "targeted"):
@@ -118,8 +110,8 @@ def make_core(backend: str = "onnxruntime-int8", threads: int = 2, variant: str 
         int8 = backend == "onnxruntime-int8"
         det_file = det_dir / ("detector_int8.onnx" if int8 else "detector.onnx")
         tok_file = tok_dir / onnx_name(variant, int8)
-    info = {"backend": backend, "tokenizer_variant": variant, "detector_file": det_file.name, "detector_sha256": _sha256(det_file),
-            "tokenizer_file": tok_file.name, "tokenizer_sha256": _sha256(tok_file),
+    info = {"backend": backend, "tokenizer_variant": variant, "detector_file": det_file.name, "detector_sha256": sha256_file(det_file),
+            "tokenizer_file": tok_file.name, "tokenizer_sha256": sha256_file(tok_file),
             "codebook_size": int(tok_meta["config"]["codebook_size"])}
     return core, info
 
@@ -133,7 +125,7 @@ def make_token_backend(backend: str = "onnxruntime-int8", variant: str = "untarg
     fn = tb.make_token_backend(backend, variant, tok_dir, threads)
     f = tok_dir / (tb.weights_name(variant) if backend == "torch"
                    else tb.onnx_name(variant, backend == "onnxruntime-int8"))
-    return fn, {"tokenizer_variant": variant, "tokenizer_file": f.name, "tokenizer_sha256": _sha256(f)}
+    return fn, {"tokenizer_variant": variant, "tokenizer_file": f.name, "tokenizer_sha256": sha256_file(f)}
 
 
 def expert_plan(poses: np.ndarray, i: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
