@@ -220,3 +220,32 @@ def test_message_drop_drops_lidar():
         core.close()
     assert all(f.lidar_points is None for f in frames)
     assert all("fault:message_drop" in f.events for f in frames)
+
+
+def test_sensor_delay_a_control_stamped_with_the_delayed_scan_answers_the_step():
+    """With a sensor-delay fault the bridge publishes an older scan, and the stack's control carries
+    the stamp of the data it planned from: that control answers the step (no step timeout), while
+    one older than the published scan is still stale."""
+    core = make_core(lidar_enabled=True, duration_s=1.0,
+                     faults='{"sensor_delay": {"onset_s": 0.2, "steps": 3}}')
+    try:
+        frame = core.start(0.0)
+        now, timeouts = 0.0, 0
+        for _ in range(8):
+            if frame.lidar_points is not None:
+                lidar_ns = int(round(frame.lidar_stamp_s * 1e9))
+                if frame.lidar_stamp_s < frame.stamp_s - 1e-9:
+                    assert core.submit_control({"stamp_ns": lidar_ns - 1, "throttle": 0.3}, now).status == "stale"
+                assert core.submit_control({"stamp_ns": lidar_ns, "throttle": 0.3}, now).status == "accepted"
+            else:
+                # nothing published this step (the delay queue is filling): the controller brakes
+                # on the clock, stamped with the step
+                assert core.submit_control(control(frame, throttle=0.0, brake=0.3), now).status == "accepted"
+            now += 0.01
+            frame = core.poll(now)
+            assert frame is not None
+            timeouts += "step_timeout" in frame.events
+        assert timeouts == 0
+        assert core.stats.stale_controls >= 1    # the older-than-published controls above
+    finally:
+        core.close()

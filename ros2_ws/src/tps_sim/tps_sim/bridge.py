@@ -380,6 +380,19 @@ class SimBridge:
     def current_stamp_ns(self) -> int:
         return int(round(self.frame.stamp_s * 1e9)) if self.frame is not None else 0
 
+    @property
+    def accept_from_stamp_ns(self) -> int:
+        """The oldest control stamp that answers the current step: the step's own stamp, or the
+        stamp of the lidar scan published with it when that is older (a sensor-delay fault
+        publishes an older scan, and the stack's control carries the stamp of the data it planned
+        from). Without a delay both are the same."""
+        if self.frame is None:
+            return 0
+        stamp_s = self.frame.stamp_s
+        if self.frame.lidar_points is not None and self.frame.lidar_stamp_s < stamp_s:
+            stamp_s = self.frame.lidar_stamp_s
+        return int(round(stamp_s * 1e9))
+
     def start(self, now_s: float) -> Frame:
         """Reset the world and produce step 0."""
         state = self.world.reset()
@@ -407,7 +420,7 @@ class SimBridge:
         stamp_ns = int(fields_in.get("stamp_ns", 0))
         free_running = not self.params.synchronous and self.params.ego_driver == "external"
         # Free-running: the newest control always wins (a controller lags by design there).
-        if stamp_ns < self.current_stamp_ns and not free_running:
+        if stamp_ns < self.accept_from_stamp_ns and not free_running:
             self.stats.stale_controls += 1
             return ControlVerdict("stale", problems)
         if control is None:
@@ -488,14 +501,20 @@ class SimBridge:
                      wall_time_s=now_s)
         if self.world.is_done(frame.state):
             self._done = True
-            self.stats.end_reason = ("duration" if frame.t_s + 1e-9 >= self.params.duration_s
+            # the world's own reason first: an ego off the road (tps_sim.world.world.END_OFF_ROAD)
+            # is a driving failure to score, never a world error
+            world_reason = getattr(self.world, "done_reason", "")
+            self.stats.end_reason = (world_reason if world_reason == "off_road"
+                                     else "duration" if frame.t_s + 1e-9 >= self.params.duration_s
                                      else "route_end")
 
     # -- sensors and faults ---------------------------------------------------------------------
     def _make_frame(self, state, control: dict, events: list[str]) -> Frame:
         t_s = float(state.t_s)
         self._step_for_delay = int(state.step)
-        events = list(events)
+        # the bridge's events, then the world's ground-truth ones (e.g. off_drivable: a corner of
+        # the ego off the drivable area), so the episode log and /tps/sim/ground_truth carry both
+        events = list(events) + [e for e in getattr(state, "events", ()) if e not in events]
         scene = self.world.scene3d(state)
         schedule = None
         clock_offset_s = 0.0

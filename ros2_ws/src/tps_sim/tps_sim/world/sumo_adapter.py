@@ -428,8 +428,12 @@ class SumoSim:
             else np.zeros(0)
         # Changing lanes, or slow (SUMO keeps a stale lane-change angle while standing).
         for i in np.flatnonzero((np.abs(lat) > 1e-6) | (np.abs(speed) < LANE_CHANGE_MIN_SPEED_MPS)):
-            lane_yaw = sumo_angle_to_yaw(libsumo.lane.getAngle(v.getLaneID(ids[i]),
-                                                               v.getLanePosition(ids[i])))
+            lane_id = v.getLaneID(ids[i])
+            if not lane_id:
+                # Placed off every lane (moveToXY free placement: the external ego off the
+                # road network): there is no lane angle; its body angle is the one it was given.
+                continue
+            lane_yaw = sumo_angle_to_yaw(libsumo.lane.getAngle(lane_id, v.getLanePosition(ids[i])))
             limit = BODY_VS_LANE_YAW_RAD + math.atan2(
                 abs(lat[i]), max(abs(speed[i]), LANE_CHANGE_MIN_SPEED_MPS))
             dev = min(max(wrap_angle(yaw[i] - lane_yaw, include_pi=True), -limit), limit)
@@ -530,7 +534,9 @@ class SumoSim:
         """Place a vehicle by its box centre / yaw (map frame) and set its speed.
 
         Uses moveToXY(keepRoute=2): free placement, mapped onto the nearest lane so that the
-        background traffic perceives it. Raises SumoError if SUMO cannot map the position.
+        background traffic perceives it; with no lane near (the ego driven off the road) SUMO keeps
+        the vehicle off the network (lane id "", ignored by traffic) until it is moved back near a
+        lane. Raises SumoError if SUMO refuses the move.
         """
         front = center_to_front(np.asarray(center_xy)[None, :], np.asarray([yaw_rad]),
                                 np.asarray([length_m]))[0]

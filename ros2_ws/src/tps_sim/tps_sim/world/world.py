@@ -25,7 +25,7 @@ import math
 import zlib
 
 import numpy as np
-from tps_common.geometry import boxes_overlap, wrap_angle
+from tps_common.geometry import box_corners, boxes_overlap, wrap_angle
 
 from tps_sim.world.clutter import concat_statics, place_clutter, place_obstacles
 from tps_sim.world.config import ConfigError, EgoControl, Instruction, WorldConfig
@@ -70,6 +70,16 @@ OBSTACLE_START_DECEL_MPS2 = 3.0
 OBSTACLE_START_MARGIN_M = 15.0
 ADV_CLEAR_AHEAD_M = 200.0
 CUT_IN_TTC_S = 1.5
+# Lane departure (the external ego driven off every lane): SUMO keeps its ego off the network
+# (moveToXY free placement, no lane) while our ego model drives on; every step with a footprint
+# corner off the drivable area carries EVENT_OFF_DRIVABLE (DAC 0), and once the whole footprint
+# has been off the drivable area for more than OFF_ROAD_END_S the episode ends with
+# END_OFF_ROAD: nothing on a road is left to score by then (NC / DAC / TLC are decided, progress
+# no longer grows), and a short excursion (a cut corner, a wheel on the shoulder) can still
+# recover and keep being scored.
+EVENT_OFF_DRIVABLE = "off_drivable"
+END_OFF_ROAD = "off_road"
+OFF_ROAD_END_S = 2.0
 BENCHMARK_SCENARIO = "highway"
 BENCHMARK_DENSITY = 1.15
 
@@ -121,6 +131,7 @@ class SimWorld:
         self._adv: dict = {}
         self._rng = np.random.default_rng(0)
         self._done_reason = ""
+        self._off_road_steps = 0
         self._blockers: dict = {}
         self._blocker_ids: set = set()
         self._blocker_pos: dict = {}
@@ -210,16 +221,36 @@ class SimWorld:
             events.append("ego_arrived")
             self._done_reason = "ego_arrived"
             ego_state = self._last_ego
+        self._check_drivable(ego_state, events)
         return self._build_state(ego_state, tuple(events))
 
+    def _check_drivable(self, ego: AgentState, events: list) -> None:
+        """Lane departure bookkeeping (see OFF_ROAD_END_S): EVENT_OFF_DRIVABLE when a footprint
+        corner is off the drivable area; END_OFF_ROAD once the whole footprint has been off it
+        for more than OFF_ROAD_END_S."""
+        corners = box_corners(np.asarray(ego.center[:2], np.float64)[None], np.array([ego.yaw]),
+                              np.array([ego.size[0]]), np.array([ego.size[1]]))[0]
+        on = self.road.contains(corners)
+        if not on.all():
+            events.append(EVENT_OFF_DRIVABLE)
+        self._off_road_steps = 0 if on.any() else self._off_road_steps + 1
+        if self._off_road_steps * self.config.dt_s > OFF_ROAD_END_S + 1e-9 and not self._done_reason:
+            self._done_reason = END_OFF_ROAD
+
     def is_done(self, state: WorldState) -> bool:
-        """True when the duration has elapsed, the route end is reached or the expert ego
-        left the simulation."""
+        """True when the duration has elapsed, the route end is reached, the expert ego
+        left the simulation or the ego has been off the road too long (:attr:`done_reason`)."""
         if state.t_s >= self.config.duration_s - 1e-9:
             return True
         if state.route_progress_m >= self._tracker.length_m - ROUTE_END_MARGIN_M:
             return True
         return bool(self._done_reason)
+
+    @property
+    def done_reason(self) -> str:
+        """Why the world ended the episode by itself: "" (not, or by duration / route end),
+        "ego_arrived" (expert) or END_OFF_ROAD."""
+        return self._done_reason
 
     @property
     def network(self) -> NetworkData:
