@@ -232,3 +232,21 @@ def test_blackout_fault_is_reported(tmp_path, context, scene):
     finally:
         _stop(proc)
         h.node.destroy_node()
+
+
+def test_blackout_fault_starts_at_its_onset(tmp_path, context, scene):
+    """A fault configured with an onset: the frames stamped before it come out untouched with
+    STATUS_OK (a healthy-looking detector), the first frame at or after it is faulted."""
+    proc = _start(tmp_path / "perception_onset.log", name="perception_onset", fault_blackout=True,
+                  fault_onset_s=1.35)
+    h = Harness(context, "perception_onset")
+    try:
+        h.wait_connected(proc)
+        before = [h.send(_cloud(scene[-1].points)) for _ in range(3)]        # stamps 1.1, 1.2, 1.3 s
+        assert all(m.status == DetectedAgents.STATUS_OK and len(m.agents) > 0 for m in before)
+        after = h.send(_cloud(scene[-1].points))                              # 1.4 s
+        assert after.status == DetectedAgents.STATUS_FAULT_INJECTED and len(after.agents) == 0
+        assert "blackout" in after.status_message and "from 1.35 s" in after.status_message
+    finally:
+        _stop(proc)
+        h.node.destroy_node()

@@ -26,6 +26,7 @@ import time
 from tps_common.params import ParameterError, declare_from_schema, load_schema
 
 EXIT_BAD_PARAMETER = 2
+EXIT_INJECTED_CRASH = 70  # fault injection: a node's fault_crash_at_s fired (os._exit, no cleanup)
 PYBIND_INTERRUPTED_CONVERSION = "Unable to convert call argument"
 INTERRUPT_SHUTDOWN_WAIT_S = 1.0   # how long an interrupted conversion waits for the signal's shutdown [s]
 
@@ -49,6 +50,30 @@ def is_requested_shutdown(exc: BaseException, context=None) -> bool:
             time.sleep(0.01)
         return not rclpy.ok(context=context)
     return isinstance(exc, rclpy._rclpy_pybind11.RCLError) and not rclpy.ok(context=context)
+
+
+def guard_clock_messages() -> None:
+    """Make rclpy's sim-time ``/clock`` subscription survive malformed clocks (call before any node
+    is built). rclpy's ``TimeSource.clock_callback`` converts every message with ``Time.from_msg``,
+    which raises ValueError on negative seconds: one bad ``/clock`` message killed every node with
+    ``use_sim_time`` from inside rclpy (found by tests/fuzz). Such a message is dropped and logged as
+    an error naming ``/clock``; the node's time stays where it was. Idempotent."""
+    from rclpy.logging import get_logger
+    from rclpy.time_source import TimeSource
+
+    if getattr(TimeSource.clock_callback, "_tps_guarded", False):
+        return
+    original = TimeSource.clock_callback
+
+    def clock_callback(self, msg) -> None:
+        if msg.clock.sec < 0:
+            get_logger("tps_common.clock").error(
+                f"/clock: dropped a malformed clock message (sec {msg.clock.sec} < 0)", throttle_duration_sec=1.0)
+            return
+        original(self, msg)
+
+    clock_callback._tps_guarded = True
+    TimeSource.clock_callback = clock_callback
 
 
 def spin_until_shutdown(node, executor=None) -> None:
@@ -99,6 +124,7 @@ def run_node(node_cls, executable: str, args=None) -> int:
     import rclpy
 
     rclpy.init(args=args)
+    guard_clock_messages()
     try:
         node = node_cls()
     except ParameterError as exc:

@@ -10,12 +10,21 @@ Simulates a frozen detector that makes errors, so the monitor's checks can be ex
 * ``heading_noise_rad``   Gaussian noise (std) on each detection's yaw,
 * ``latency_ms``          extra processing delay the node applies before publishing.
 
+"Pose noise" (issue 15's fault list) is ``position_noise_m`` + ``heading_noise_rad``: noise on the
+poses of the published detections (not on the ego pose).
+
+Onset: the faults apply only to frames whose stamp (sim time) is in ``[onset_s, onset_s +
+duration_s)`` (default: from 0 on, without end, i.e. every frame). A frame outside the window is
+passed through untouched, draws no random numbers and is not marked as faulted, so a fault that is
+configured but not yet active looks like a healthy detector (status OK), as a real one would.
+
 Seeded: the same seed and inputs give the same faults. :attr:`FaultResult.active` is true when a
 fault altered (or may have altered) this output; the node then reports STATUS_FAULT_INJECTED.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,9 +48,13 @@ class FaultParams:
     heading_noise_rad: float = 0.0  # std, rad
     latency_ms: float = 0.0
     seed: int = 0
+    onset_s: float = 0.0            # sim time the faults start [s]
+    duration_s: float = math.inf    # how long they last [s] (inf = to the end)
 
     def __post_init__(self) -> None:
         checks = {
+            "onset_s": math.isfinite(self.onset_s) and self.onset_s >= 0.0,
+            "duration_s": not math.isnan(self.duration_s) and self.duration_s > 0.0,
             "drop_rate": 0.0 <= self.drop_rate <= 1.0,
             "phantom_rate": self.phantom_rate >= 0.0,
             "phantom_range_m": self.phantom_range_m > 0.0,
@@ -58,6 +71,15 @@ class FaultParams:
         return (self.blackout or self.drop_rate > 0 or self.phantom_rate > 0 or self.position_noise_m > 0
                 or self.heading_noise_rad > 0 or self.latency_ms > 0)
 
+    def in_window(self, t_s: float | None) -> bool:
+        """True when a frame stamped ``t_s`` (sim time, s) is inside ``[onset_s, onset_s +
+        duration_s)``; ``None`` (no stamp known) counts as inside."""
+        return t_s is None or self.onset_s <= t_s < self.onset_s + self.duration_s
+
+    def active_at(self, t_s: float | None) -> bool:
+        """Some fault is configured and the frame stamped ``t_s`` is in its window."""
+        return self.any_active and self.in_window(t_s)
+
     def describe(self) -> str:
         parts = []
         if self.blackout:
@@ -66,6 +88,9 @@ class FaultParams:
             v = getattr(self, name)
             if v > 0:
                 parts.append(f"{name}={v:g}")
+        if parts and (self.onset_s > 0 or math.isfinite(self.duration_s)):
+            end = "" if math.isinf(self.duration_s) else f" for {self.duration_s:g} s"
+            parts.append(f"from {self.onset_s:g} s{end}")
         return ", ".join(parts)
 
 
@@ -87,10 +112,13 @@ class FaultInjector:
         self.params = params
         self.rng = np.random.default_rng(params.seed)
 
-    def apply(self, det: Detections, track_ids: np.ndarray, velocities: np.ndarray) -> FaultResult:
-        """Return the faulted output (the inputs are not modified)."""
+    def apply(self, det: Detections, track_ids: np.ndarray, velocities: np.ndarray,
+              stamp_s: float | None = None) -> FaultResult:
+        """Return the faulted output (the inputs are not modified). ``stamp_s``: the frame's sim
+        time [s]; outside the fault window the frame is returned as is (``active`` false);
+        ``None`` = inside."""
         p = self.params
-        if not p.any_active:
+        if not p.active_at(stamp_s):
             return FaultResult(det, track_ids, velocities, False, "")
         desc = p.describe()
         if p.blackout:

@@ -174,7 +174,7 @@ class PerceptionTokenizer:
         fault = None
         boxes, ids, vel = det.detections, det.track_ids, det.velocities
         if faults is not None:
-            fault = faults.apply(det.detections, det.track_ids, det.velocities)
+            fault = faults.apply(det.detections, det.track_ids, det.velocities, stamp_s=t_s)
             boxes, ids, vel = fault.detections, fault.track_ids, fault.velocities
         t0 = time.perf_counter()
         tokens = self.tokenize(features, boxes.boxes, vel, ids)

@@ -16,6 +16,11 @@ values; ``<node>: input`` ERROR on a bad cloud; ``<node>: inference`` ERROR when
 odometry). A bad cloud never stops the node: it answers with an empty DetectedAgents and an empty
 AgentTokens whose status says why.
 
+Detector fault injection (``fault_*`` parameters, tps_perception.faults; tests and the closed-loop
+fault matrix): applied to the frames stamped in ``[fault_onset_s, fault_onset_s +
+fault_duration_s)`` (0 = no end), which carry STATUS_FAULT_INJECTED; earlier frames are published
+untouched with STATUS_OK, as from a healthy detector.
+
 Detector and tokenizer run in this process (``tps_perception.tokenizer_backends.engine_pair``): the
 detector graph returns its head input ``features`` beside the heads, the tokenizer graph reads it
 from memory, so the BEV feature map never crosses DDS. Model files come from models/manifest.yaml
@@ -31,6 +36,7 @@ or the clock passing its stamp releases it with the nearest pose within ``pose_t
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 
@@ -106,7 +112,8 @@ class PerceptionNode(Node):
         self.faults = FaultInjector(FaultParams(
             blackout=p["fault_blackout"], drop_rate=p["fault_drop_rate"], phantom_rate=p["fault_phantom_rate"],
             position_noise_m=p["fault_position_noise_m"], heading_noise_rad=p["fault_heading_noise_rad"],
-            latency_ms=p["fault_latency_ms"], seed=p["fault_seed"]))
+            latency_ms=p["fault_latency_ms"], seed=p["fault_seed"], onset_s=p["fault_onset_s"],
+            duration_s=p["fault_duration_s"] if p["fault_duration_s"] > 0 else math.inf))
         self.sync: StampSync = StampSync(StampSyncParams(pose_tolerance_s=p["pose_tolerance_s"],
                                                          history_capacity=ODOM_HISTORY))
         self.tracking_in_map: bool | None = None
@@ -209,8 +216,9 @@ class PerceptionNode(Node):
             self._fail(msg, DetectedAgents.STATUS_INFERENCE_ERROR, "inference",
                        f"detector failed: {type(exc).__name__}: {exc}", t0)
             return
-        fr = self.faults.apply(res.detections, res.track_ids, res.velocities)
-        if self.faults.params.latency_ms > 0:
+        # Outside [fault_onset_s, + fault_duration_s) the frame passes untouched with status OK.
+        fr = self.faults.apply(res.detections, res.track_ids, res.velocities, stamp_s=r.stamp_s)
+        if self.faults.params.latency_ms > 0 and fr.active:
             time.sleep(self.faults.params.latency_ms / 1e3)
         det_ms = 1e3 * (time.perf_counter() - t0)
         status, text = DetectedAgents.STATUS_OK, ""

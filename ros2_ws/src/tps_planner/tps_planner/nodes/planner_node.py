@@ -32,11 +32,17 @@ route / instruction, tokens older than ``max_input_age_s``, tokens with a failur
 of range, NaN geometry, a bad image) publishes nothing but an ERROR diagnostic that names the input
 and why; a missing or corrupt model file is an ERROR diagnostic naming the file. The node keeps
 running in every case.
+
+Fault injection (issue 15's fault matrix, off by default): with ``fault_crash_at_s`` >= 0 the
+process dies abruptly -- ``os._exit(EXIT_INJECTED_CRASH)`` (70) after logging "injected crash", no
+cleanup, like a real crash -- when the first input stamp (agent tokens, odometry or /clock) at or
+after that sim time arrives.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,7 +60,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from tps_common import diagnostics as diag
 from tps_common.conversions import light_heads_from_info, seconds_to_time, time_to_seconds
-from tps_common.node import load_params, run_node
+from tps_common.node import EXIT_INJECTED_CRASH, load_params, run_node
 from tps_common.params import ParameterError
 from tps_common.qos import (
     CLOCK_QOS,
@@ -79,6 +85,13 @@ MODEL_ERROR_PERIOD_S = 1.0   # wall period of the ERROR while there is no usable
 USABLE_TOKEN_STATUS = (AgentTokens.STATUS_OK, AgentTokens.STATUS_FAULT_INJECTED)
 CAMERA_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8")   # 8-bit colour; alpha dropped, RGB for the model
 TOKENS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def injected_crash_due(crash_at_s: float, stamp_s: float) -> bool:
+    """Fault injection: the planner process must die now (``fault_crash_at_s`` >= 0 and an input
+    stamped at or after it arrived). A negative ``crash_at_s`` is off; a non-finite stamp never
+    triggers it."""
+    return crash_at_s >= 0.0 and math.isfinite(stamp_s) and stamp_s >= crash_at_s
 
 
 def resolve_model_path(path: str) -> Path:
@@ -203,11 +216,21 @@ class PlannerNode(Node):
         except ValueError as exc:
             self.light_heads = []
             self.light_note = f"traffic light info ignored: {exc}"
-            self._diag(seconds_to_time(max(self.clock_s, 0.0)), "traffic_light_info", diag.WARN,
+            self._diag(seconds_to_time(max(self.clock_s, 0.0)), "traffic_light_info", diag.ERROR,
                        f"traffic_light_info: {exc} (no stop line known)", {})
 
     # ---------------------------------------------------------------- synchronised inputs
+    def _maybe_crash(self, stamp_s: float, what: str) -> None:
+        """FAULT INJECTION (``fault_crash_at_s``): die abruptly, without cleanup, like a real crash."""
+        if injected_crash_due(self.cfg["fault_crash_at_s"], stamp_s):
+            self.get_logger().fatal(f"injected crash: fault_crash_at_s = {self.cfg['fault_crash_at_s']:.3f} s, "
+                                    f"{what} stamped {stamp_s:.3f} s arrived; exiting with code {EXIT_INJECTED_CRASH}")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INJECTED_CRASH)
+
     def _on_odometry(self, msg: Odometry) -> None:
+        self._maybe_crash(time_to_seconds(msg.header.stamp), "odometry")
         res = self.sync.on_pose(conv.odometry_to_pose(msg))
         if res.rejected:
             self._diag_error("odometry", f"odometry: {res.rejected}", time_to_seconds(msg.header.stamp))
@@ -227,15 +250,19 @@ class PlannerNode(Node):
         if not math.isfinite(stamp):
             self._diag_error("tokens", f"tokens: stamp is not finite ({stamp}): no plan")
             return
+        self._maybe_crash(stamp, "agent tokens")
         self.last_tokens_s = stamp
         for r in self.sync.on_input(msg, stamp).released:
             self._process(r)
 
     def _on_clock(self, msg: Clock) -> None:
+        self._maybe_crash(time_to_seconds(msg.clock), "clock")
         self._on_time(time_to_seconds(msg.clock))
 
     def _on_time(self, now_s: float) -> None:
-        self.clock_s = max(self.clock_s, now_s)
+        # The latest clock, not the largest: one far-future /clock message (malformed, found by
+        # tests/fuzz) must not make every later frame "stale" for good; a clock going back is a reset.
+        self.clock_s = now_s
         if self.core is None and time.monotonic() >= self._next_model_error:
             self._next_model_error = time.monotonic() + MODEL_ERROR_PERIOD_S
             self._diag_error("model", f"{self.model_error}: not planning", now_s)
