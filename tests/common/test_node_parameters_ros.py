@@ -32,6 +32,7 @@ NODES = [
     ("trajectory_arbiter", "trajectory_arbiter", {}),
     ("perception_node", "perception_node", {}),
     ("planner_node", "planner_node", {"model_path": "/nonexistent/planner.pt"}),   # no model: still describes
+    ("monitor_node", "monitor_node", {}),
     ("sim_bridge", "sim_bridge", {"scenario": "highway", "duration_s": 5.0, "lidar_enabled": False}),
 ]
 

@@ -21,6 +21,7 @@ setup(
         "console_scripts": [
             "controller_node = tps_planner.nodes.controller_node:main",
             "fallback_node = tps_planner.nodes.fallback_node:main",
+            "monitor_node = tps_planner.nodes.monitor_node:main",
             "planner_node = tps_planner.nodes.planner_node:main",
             "trajectory_arbiter = tps_planner.nodes.trajectory_arbiter:main",
         ],

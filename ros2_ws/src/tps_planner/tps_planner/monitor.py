@@ -1,0 +1,676 @@
+"""Spatial-certainty confidence monitor (core; no ROS imports).
+
+Once per cycle the monitor turns the planner's candidate trajectory, the perception, forecast,
+raw-cloud and health inputs into named **signals** (:mod:`tps_planner.monitor_signals`), maps each
+signal to a **risk** in [0, 1] by a linear ramp between an "ok" and a "bad" value, and combines the
+risks into a **certainty**
+
+    certainty = prod_i (1 - w_i * risk_i),   w_i in [0, 1]
+
+Rationale for the product rule: it is monotone (any risk rising never raises the certainty), it
+is 1 only when every weighted risk is 0, a single signal at full risk with weight 1 drives it to
+0 on its own (a noisy-OR of independent failure causes), and several moderate risks compound
+instead of averaging each other away, which a weighted mean would do.
+
+Some conditions are **critical** and force FALLBACK regardless of the certainty (planner silent
+beyond its timeout, a NaN/empty candidate, unexplained occupancy in the stopping corridor, an
+off-road candidate, perception dead); a failure of the *fallback's own* input (the raw lidar cloud
+stale, empty or mostly NaN) forces MINIMAL_RISK.
+
+State machine (``update``): NOMINAL -> DEGRADED (certainty < tau_degraded) -> FALLBACK
+(certainty < tau_fallback or critical) -> MINIMAL_RISK (fallback input dead, or FALLBACK lasting
+longer than ``max_fallback_s`` with certainty below ``tau_mrm``). A worse state is entered at once;
+a better one only after the certainty has stayed at or above its threshold + ``hysteresis`` for
+``recover_dwell_s`` *and* the current state has lasted ``min_dwell_s``. MINIMAL_RISK is latched
+until ``mrm_recovery_s`` of nominal inputs (no critical, certainty >= tau_degraded + hysteresis)
+or :meth:`ConfidenceMonitor.reset`. All times are the inputs' sim stamps (never the wall clock),
+so replays are deterministic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tps_planner import monitor_signals as ms
+from tps_planner.trajectory import (
+    STATE_DEGRADED,
+    STATE_FALLBACK,
+    STATE_MINIMAL_RISK,
+    STATE_NAMES,
+    STATE_NOMINAL,
+    Trajectory,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tps_planner.lane_map import MapMask
+
+# tps_msgs/AgentTokens.STATUS_* mirrored (no message import in the core).
+PERCEPTION_STATUS_OK = 0
+PERCEPTION_STATUS_NO_INPUT = 1
+PERCEPTION_STATUS_INVALID_INPUT = 2
+PERCEPTION_STATUS_INFERENCE_ERROR = 3
+PERCEPTION_STATUS_FAULT_INJECTED = 4   # evaluation flag: treated exactly like OK
+
+# tps_msgs/TrafficLightState colours mirrored.
+LIGHT_RED = 0
+LIGHT_YELLOW = 1
+LIGHT_GREEN = 2
+LIGHT_OFF = 3
+LIGHT_UNKNOWN = 4
+
+# nominal_points == 0: the nominal lidar point count is the median of this many first clouds.
+NOMINAL_POINT_FRAMES = 10
+
+# Signal names, in the order they appear in MonitorResult.
+SIGNAL_NAMES: tuple[str, ...] = (
+    "planner_sigma_mean",
+    "planner_sigma_max",
+    "forecast_entropy",
+    "quantisation_error",
+    "clearance_forecast",
+    "ttc_forecast",
+    "clearance_detection",
+    "ttc_detection",
+    "unexplained_points",
+    "unexplained_distance",
+    "offroad",
+    "consistency",
+    "light_disagreement",
+    "plan_jump",
+    "track_loss",
+    "sensor_health",
+    "kinematic",
+)
+
+# Default (ok, bad) ramp ends per signal: risk 0 at "ok", 1 at "bad" (either order: a signal where
+# small is bad, like clearance, has ok > bad).
+DEFAULT_RAMPS: dict[str, tuple[float, float]] = {
+    "planner_sigma_mean": (0.5, 3.0),      # m
+    "planner_sigma_max": (1.5, 6.0),       # m
+    "forecast_entropy": (0.6, 1.0),        # normalised entropy [0, 1]
+    "quantisation_error": (1.5, 4.0),      # multiples of the nominal quantile
+    "clearance_forecast": (1.0, 0.0),      # m (box-to-box gap)
+    "ttc_forecast": (3.0, 1.0),            # s
+    "clearance_detection": (1.0, 0.0),     # m
+    "ttc_detection": (3.0, 1.0),           # s
+    "unexplained_points": (3.0, 30.0),     # points in the corridor
+    "unexplained_distance": (40.0, 10.0),  # m along the path to the nearest unexplained cluster
+    "offroad": (0.0, 1.0),                 # points of the candidate off the drivable area
+    "consistency": (0.0, 1.0),             # 1 - consistency score (1 = inconsistent)
+    "light_disagreement": (0.0, 1.0),      # 0 agree/unknown, 0.5 minor, 1 red/yellow vs green
+    "plan_jump": (1.5, 5.0),               # m
+    "track_loss": (0.0, 3.0),              # agents lost near the ego
+    "sensor_health": (0.0, 1.0),           # [0, 1] worst health defect
+    "kinematic": (1.0, 2.0),               # worst ratio of a kinematic quantity to its limit
+}
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "planner_sigma_mean": 0.5,
+    "planner_sigma_max": 0.3,
+    "forecast_entropy": 0.2,
+    "quantisation_error": 0.3,
+    "clearance_forecast": 0.7,
+    "ttc_forecast": 0.7,
+    "clearance_detection": 0.8,
+    "ttc_detection": 0.8,
+    "unexplained_points": 0.6,
+    "unexplained_distance": 0.6,
+    "offroad": 0.9,
+    "consistency": 0.5,
+    "light_disagreement": 0.7,
+    "plan_jump": 0.4,
+    "track_loss": 0.4,
+    "sensor_health": 0.6,
+    "kinematic": 0.6,
+}
+
+
+@dataclass(frozen=True)
+class MonitorParams:
+    """Every threshold, weight and dwell time of the monitor. Defaults are usable without a
+    calibration; :func:`tps_planner.monitor_calibration.fit` replaces the thresholds."""
+
+    # --- thresholds and state machine (sim time) ---
+    tau_degraded: float = 0.6
+    tau_fallback: float = 0.35
+    tau_mrm: float = 0.2
+    hysteresis: float = 0.05
+    recover_dwell_s: float = 1.0
+    min_dwell_s: float = 0.5
+    max_fallback_s: float = 10.0
+    mrm_recovery_s: float = 3.0
+    # --- timeouts / health ---
+    planner_timeout_s: float = 0.5
+    perception_timeout_s: float = 0.5
+    lidar_timeout_s: float = 0.5
+    camera_timeout_s: float = 1.0
+    nominal_points: int = 0                 # 0: learnt from the first clouds (see _health_params)
+    min_point_fraction: float = 0.3
+    max_nan_share: float = 0.5
+    processing_budget_ms: float = 150.0
+    # --- geometry ---
+    ego_length_m: float = 4.6
+    ego_half_width_m: float = 0.95
+    corridor_margin_m: float = 0.4
+    ego_body_margin_m: float = 0.3          # points this close to the footprint are the ego's own
+    corridor_min_length_m: float = 15.0
+    corridor_extra_m: float = 5.0
+    detection_box_margin_m: float = 0.7
+    stop_decel_mps2: float = 4.0
+    reaction_time_s: float = 0.3
+    unexplained_min_points: int = 5
+    cluster_gap_m: float = 1.5
+    near_radius_m: float = 40.0
+    track_radius_m: float = 30.0
+    track_range_margin_m: float = 3.0
+    forecast_p_min: float = 0.1
+    forecast_horizon_s: float = 3.0
+    offroad_horizon_s: float = 3.0
+    offroad_min_points: int = 1
+    # --- normalisations ---
+    quantisation_nominal: float = 1.0
+    # --- kinematic limits ---
+    max_accel_mps2: float = 4.0
+    max_decel_mps2: float = 8.0
+    max_lat_accel_mps2: float = 5.0
+    min_turn_radius_m: float = 5.0
+    max_speed_jump_mps: float = 3.0
+    # --- risk ramps and weights (name -> (ok, bad) / weight) ---
+    ramps: dict = field(default_factory=lambda: dict(DEFAULT_RAMPS))
+    weights: dict = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in ("ramps", "weights"):
+                continue
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
+                raise ValueError(f"MonitorParams.{f.name}: expected a finite number, got {v!r}")
+            if float(v) < 0.0:
+                raise ValueError(f"MonitorParams.{f.name}: must be >= 0, got {v!r}")
+        if not (0.0 <= self.tau_mrm <= self.tau_fallback <= self.tau_degraded <= 1.0):
+            raise ValueError("MonitorParams: need 0 <= tau_mrm <= tau_fallback <= tau_degraded <= 1, got "
+                             f"{self.tau_mrm}, {self.tau_fallback}, {self.tau_degraded}")
+        ramps = dict(DEFAULT_RAMPS)
+        for k, v in dict(self.ramps).items():
+            if k not in DEFAULT_RAMPS:
+                raise ValueError(f"MonitorParams.ramps: unknown signal {k!r}")
+            try:
+                ok, bad = (float(v[0]), float(v[1]))
+            except (TypeError, ValueError, IndexError) as exc:
+                raise ValueError(f"MonitorParams.ramps[{k!r}]: expected [ok, bad], got {v!r}") from exc
+            if not (math.isfinite(ok) and math.isfinite(bad)) or ok == bad:
+                raise ValueError(f"MonitorParams.ramps[{k!r}]: need finite ok != bad, got {v!r}")
+            ramps[k] = (ok, bad)
+        weights = dict(DEFAULT_WEIGHTS)
+        for k, v in dict(self.weights).items():
+            if k not in DEFAULT_WEIGHTS:
+                raise ValueError(f"MonitorParams.weights: unknown signal {k!r}")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+                raise ValueError(f"MonitorParams.weights[{k!r}]: expected a number in [0, 1], got {v!r}")
+            weights[k] = float(v)
+        object.__setattr__(self, "ramps", ramps)
+        object.__setattr__(self, "weights", weights)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MonitorParams:
+        """Build from a dict (e.g. ROS parameters); raises ValueError naming a bad key/value."""
+        if not isinstance(d, dict):
+            raise ValueError(f"MonitorParams.from_dict: expected a dict, got {type(d).__name__}")
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kw: dict[str, Any] = {}
+        for k, v in d.items():
+            if k not in names:
+                raise ValueError(f"MonitorParams: unknown key {k!r}")
+            if k in ("ramps", "weights"):
+                if not isinstance(v, dict):
+                    raise ValueError(f"MonitorParams.{k}: expected a dict, got {v!r}")
+                kw[k] = v
+                continue
+            default = names[k].default
+            try:
+                if isinstance(v, bool):
+                    raise TypeError
+                kw[k] = int(v) if isinstance(default, int) and float(v) == int(v) else float(v)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"MonitorParams.{k}: expected a number, got {v!r}") from exc
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["ramps"] = {k: list(v) for k, v in self.ramps.items()}
+        return d
+
+
+@dataclass(frozen=True)
+class PerceptionSnapshot:
+    """Perception of one lidar frame (from AgentTokens + DetectedAgents), map frame."""
+
+    stamp_s: float
+    status: int
+    processing_time_ms: float
+    agent_ids: np.ndarray
+    xy: np.ndarray
+    yaw: np.ndarray
+    length: np.ndarray
+    width: np.ndarray
+    vxy: np.ndarray
+    quantisation_error: np.ndarray
+
+
+@dataclass(frozen=True)
+class CloudSnapshot:
+    """The raw lidar frame, reduced by the node: obstacle points (finite, non-ground, in the
+    obstacle height band) in the map frame, the message's point count and NaN share."""
+
+    stamp_s: float
+    obstacle_xy: np.ndarray
+    n_points: int
+    nan_share: float
+
+
+@dataclass(frozen=True)
+class ForecastSnapshot:
+    """Multi-modal forecasts: ``modes_xy`` (A, K, T, 2) map at times ``(t+1) * dt_s`` after
+    ``stamp_s`` (t = 0..T-1), ``probs`` (A, K)."""
+
+    stamp_s: float
+    agent_ids: np.ndarray
+    modes_xy: np.ndarray
+    probs: np.ndarray
+    dt_s: float
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """Ages (s of sim time, inf = never received) and health flags of the inputs."""
+
+    lidar_age_s: float
+    camera_age_s: float
+    camera_frozen: bool
+    camera_black: bool
+    perception_age_s: float
+    planner_age_s: float
+    node_errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MonitorInputs:
+    """Everything the monitor looks at in one cycle (map frame, sim time)."""
+
+    stamp_s: float
+    ego_xy: np.ndarray
+    ego_yaw: float
+    ego_speed_mps: float
+    candidate: Trajectory | None
+    perception: PerceptionSnapshot | None
+    cloud: CloudSnapshot | None
+    forecasts: ForecastSnapshot | None
+    drivable: MapMask | None
+    consistency_ok: bool | None
+    consistency_score: float | None
+    planner_light_state: int | None
+    reader_light_state: int | None
+    health: HealthSnapshot
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """The monitor's verdict for one cycle."""
+
+    stamp_s: float
+    state: int
+    certainty: float
+    signal_names: tuple[str, ...]
+    signal_values: tuple[float, ...]
+    risks: tuple[float, ...]
+    reasons: tuple[str, ...]
+    critical: tuple[str, ...]
+    transition: tuple[int, int] | None
+    fallback_input_dead: bool = False
+    transition_reasons: tuple[str, ...] = ()
+
+
+def ramp_risk(value: float, ok: float, bad: float) -> float:
+    """Linear ramp: 0 at ``ok``, 1 at ``bad`` (either order), clipped; NaN -> 1."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return 1.0
+    r = (float(value) - ok) / (bad - ok)
+    if math.isnan(r):
+        return 1.0
+    return float(min(max(r, 0.0), 1.0))
+
+
+def apply_calibration(params: MonitorParams, calibration: dict | None) -> MonitorParams:
+    """``params`` with a calibration dict's thresholds and nominal quantiles applied.
+
+    Uses ``calibration["ramps"]`` (per-signal ``[ok, bad]``, from
+    :func:`tps_planner.monitor_calibration.fit_ramps`) when present,
+    ``calibration["thresholds"]`` (``tau_fallback``, ``tau_degraded``, optional ``tau_mrm``)
+    when ``calibration["fitted"]`` is not False, and ``calibration["nominal_quantiles"]
+    ["quantisation_error"]`` when present and > 0. The order tau_mrm <= tau_fallback <=
+    tau_degraded is kept by lowering tau_mrm / raising tau_degraded where needed.
+    """
+    if not calibration:
+        return params
+    if not isinstance(calibration, dict):
+        raise ValueError(f"calibration: expected a dict, got {type(calibration).__name__}")
+    kw: dict[str, float] = {}
+    th = calibration.get("thresholds") or {}
+    if not isinstance(th, dict):
+        raise ValueError("calibration.thresholds: expected a dict")
+    if calibration.get("fitted", True) is not False:
+        for k in ("tau_fallback", "tau_degraded", "tau_mrm"):
+            if k in th and th[k] is not None:
+                v = th[k]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) <= 1.0:
+                    raise ValueError(f"calibration.thresholds.{k}: expected a number in [0, 1], got {v!r}")
+                kw[k] = float(v)
+    nq = calibration.get("nominal_quantiles") or {}
+    q = nq.get("quantisation_error") if isinstance(nq, dict) else None
+    if isinstance(q, (int, float)) and not isinstance(q, bool) and math.isfinite(q) and q > 0:
+        kw["quantisation_nominal"] = float(q)
+    ramps = calibration.get("ramps")
+    if ramps is not None:
+        if not isinstance(ramps, dict):
+            raise ValueError("calibration.ramps: expected {signal: [ok, bad]}")
+        kw["ramps"] = {**params.ramps, **{k: tuple(v) for k, v in ramps.items()}}   # validated by MonitorParams
+    tf = kw.get("tau_fallback", params.tau_fallback)
+    kw["tau_degraded"] = max(kw.get("tau_degraded", params.tau_degraded), tf)
+    kw["tau_mrm"] = min(kw.get("tau_mrm", params.tau_mrm), tf)
+    return dataclasses.replace(params, **kw)
+
+
+_WORSE = {STATE_NOMINAL: 0, STATE_DEGRADED: 1, STATE_FALLBACK: 2, STATE_MINIMAL_RISK: 3}
+
+
+class ConfidenceMonitor:
+    """Signals -> risks -> certainty -> state machine (see the module docstring).
+
+    Args:
+        params: thresholds, weights, dwell times (defaults when None).
+        calibration: a dict from :func:`tps_planner.monitor_calibration.fit` (or
+            ``load_calibration``); its thresholds replace ``params``'s.
+    """
+
+    def __init__(self, params: MonitorParams | None = None, calibration: dict | None = None) -> None:
+        self.params = apply_calibration(params or MonitorParams(), calibration)
+        self.calibration = calibration
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to NOMINAL with no history (releases a latched MINIMAL_RISK)."""
+        self.state = STATE_NOMINAL
+        self._entered_s: float | None = None
+        self._recover_since: float | None = None
+        self._recover_target: int | None = None
+        self._last_stamp: float | None = None
+        self._prev_candidate: Trajectory | None = None
+        self._prev_perception: PerceptionSnapshot | None = None
+        self._point_counts: list[int] = []
+
+    def _health_params(self, cloud: CloudSnapshot | None) -> MonitorParams:
+        """The params the health check uses. ``nominal_points`` 0 means "learn it": the median point
+        count of the first ``NOMINAL_POINT_FRAMES`` clouds with a finite majority (a lidar's
+        nominal count depends on its layout and the scene, so a fixed number would not carry
+        over to another sensor). Until then the point-count check is off (the NaN-share and
+        staleness checks are not)."""
+        p = self.params
+        if p.nominal_points > 0:
+            return p
+        if (cloud is not None and cloud.n_points > 0 and math.isfinite(cloud.nan_share)
+                and cloud.nan_share < 0.5 and len(self._point_counts) < NOMINAL_POINT_FRAMES):
+            self._point_counts.append(int(cloud.n_points))
+        if len(self._point_counts) < NOMINAL_POINT_FRAMES:
+            return dataclasses.replace(p, nominal_points=1, min_point_fraction=0.0)
+        return dataclasses.replace(p, nominal_points=int(np.median(self._point_counts)))
+
+    # ------------------------------------------------------------------ signals
+    def evaluate(self, inp: MonitorInputs) -> tuple[dict[str, float], dict[str, str], dict[str, str], bool]:
+        """Signal values, per-signal reasons, critical conditions {name: reason}, and whether the
+        fallback's own input is dead. Never raises: a failing signal gets NaN and a reason."""
+        p = self.params
+        vals: dict[str, float] = dict.fromkeys(SIGNAL_NAMES, 0.0)
+        why: dict[str, str] = {}
+        crit: dict[str, str] = {}
+        try:
+            now = float(inp.stamp_s)
+            ego = np.asarray(inp.ego_xy, float).reshape(2)
+            yaw = float(inp.ego_yaw)
+            speed = float(inp.ego_speed_mps)
+        except (TypeError, ValueError):
+            now, ego, yaw, speed = math.nan, np.full(2, math.nan), math.nan, math.nan
+        speed_ok = math.isfinite(speed)
+        if not speed_ok:
+            speed = 0.0
+
+        def run(names: tuple[str, ...], fn, *args, **kw):
+            try:
+                return fn(*args, **kw)
+            except Exception as exc:  # noqa: BLE001 - bad numbers must never crash the monitor
+                for n in names:
+                    vals[n] = math.nan
+                    why[n] = f"{n}: evaluation failed ({type(exc).__name__}: {exc})"
+                return None
+
+        # Health first: it decides the critical conditions that need no candidate.
+        out = run(("sensor_health",), ms.sensor_health, inp.health, inp.cloud, inp.perception,
+                  self._health_params(inp.cloud))
+        if out is not None:
+            vals["sensor_health"], hcrit, hreasons = out
+            crit.update(hcrit)
+            why["sensor_health"] = "; ".join(hreasons) if hreasons else "sensors healthy"
+        else:
+            crit["sensor_health"] = why["sensor_health"]
+        fallback_dead = "fallback_input_dead" in crit
+        if not (np.isfinite(ego).all() and math.isfinite(yaw) and speed_ok):
+            crit["ego_state"] = "ego pose/speed is not finite"
+
+        perc = inp.perception
+        out = run(("quantisation_error",), ms.quantisation_error, perc, ego, p.near_radius_m)
+        if out is not None:
+            vals["quantisation_error"], why["quantisation_error"] = out
+        out = run(("forecast_entropy",), ms.forecast_entropy, inp.forecasts, ego, p.near_radius_m)
+        if out is not None:
+            vals["forecast_entropy"], why["forecast_entropy"] = out
+        out = run(("consistency",), ms.consistency, inp.consistency_ok, inp.consistency_score)
+        if out is not None:
+            vals["consistency"], why["consistency"] = out
+        out = run(("light_disagreement",), ms.light_disagreement, inp.planner_light_state,
+                  inp.reader_light_state)
+        if out is not None:
+            vals["light_disagreement"], why["light_disagreement"] = out
+        out = run(("track_loss",), ms.track_loss, self._prev_perception, perc, ego, now,
+                  p.track_radius_m, p.track_range_margin_m)
+        if out is not None:
+            vals["track_loss"], why["track_loss"] = float(out[0]), out[1]
+
+        cand = inp.candidate
+        problem = ms.candidate_problem(cand)
+        if problem is None and "ego_state" not in crit:
+            hl, hw = 0.5 * p.ego_length_m, p.ego_half_width_m
+            out = run(("planner_sigma_mean", "planner_sigma_max"), ms.planner_sigma, cand)
+            if out is not None:
+                vals["planner_sigma_mean"], vals["planner_sigma_max"], r = out
+                why["planner_sigma_mean"] = why["planner_sigma_max"] = r
+            out = run(("clearance_forecast", "ttc_forecast"), ms.clearance_ttc_forecasts, cand,
+                      inp.forecasts, perc, now, p.forecast_horizon_s, p.forecast_p_min, hl, hw)
+            if out is not None:
+                vals["clearance_forecast"], vals["ttc_forecast"], r = out
+                why["clearance_forecast"] = why["ttc_forecast"] = r
+            out = run(("clearance_detection", "ttc_detection"), ms.clearance_ttc_detections, cand,
+                      perc, now, p.forecast_horizon_s, 0.25, hl, hw)
+            if out is not None:
+                vals["clearance_detection"], vals["ttc_detection"], r = out
+                why["clearance_detection"] = why["ttc_detection"] = r
+            out = run(("unexplained_points", "unexplained_distance"), ms.unexplained_occupancy, cand,
+                      ego, yaw, speed, now, inp.cloud, perc, half_width_m=p.ego_half_width_m,
+                      margin_m=p.corridor_margin_m, ego_half_len_m=hl, min_length_m=p.corridor_min_length_m,
+                      extra_m=p.corridor_extra_m, decel_mps2=p.stop_decel_mps2, reaction_s=p.reaction_time_s,
+                      box_margin_m=p.detection_box_margin_m, n_min=p.unexplained_min_points,
+                      cluster_gap_m=p.cluster_gap_m, body_margin_m=p.ego_body_margin_m)
+            if out is not None:
+                n, dist, is_crit, r = out
+                vals["unexplained_points"], vals["unexplained_distance"] = float(n), dist
+                why["unexplained_points"] = why["unexplained_distance"] = r
+                if is_crit:
+                    crit["unexplained_occupancy"] = r
+            out = run(("offroad",), ms.offroad, cand, inp.drivable, now, p.offroad_horizon_s)
+            if out is not None:
+                n, _, r = out
+                vals["offroad"], why["offroad"] = float(n), r
+                if n >= max(p.offroad_min_points, 1):
+                    crit["offroad"] = r
+            out = run(("plan_jump",), ms.plan_jump, cand, self._prev_candidate, now, p.forecast_horizon_s)
+            if out is not None:
+                vals["plan_jump"], why["plan_jump"] = out
+            out = run(("kinematic",), ms.kinematic, cand, speed, p)
+            if out is not None:
+                vals["kinematic"], why["kinematic"] = out
+        else:
+            reason = problem or "ego pose/speed is not finite"
+            if "planner_silent" not in crit:
+                crit["candidate"] = f"candidate unusable: {reason}"
+            for n in ("planner_sigma_mean", "planner_sigma_max", "clearance_forecast", "ttc_forecast",
+                      "clearance_detection", "ttc_detection", "unexplained_points",
+                      "unexplained_distance", "offroad", "plan_jump", "kinematic"):
+                vals[n] = math.nan
+                why[n] = f"{n}: not evaluated ({reason})"
+        return vals, why, crit, fallback_dead
+
+    def risks(self, vals: dict[str, float]) -> dict[str, float]:
+        """Per-signal risk in [0, 1] (NaN -> 1)."""
+        p = self.params
+        out = {}
+        for n in SIGNAL_NAMES:
+            v = vals[n]
+            if n == "quantisation_error" and math.isfinite(v):
+                v = v / max(p.quantisation_nominal, 1e-9)
+            ok, bad = p.ramps[n]
+            out[n] = ramp_risk(v, ok, bad)
+        return out
+
+    def certainty(self, risks: dict[str, float]) -> float:
+        """prod_i (1 - w_i * risk_i), in [0, 1]."""
+        c = 1.0
+        for n, r in risks.items():
+            c *= 1.0 - self.params.weights[n] * r
+        return float(min(max(c, 0.0), 1.0))
+
+    # ------------------------------------------------------------------ state machine
+    def update(self, inputs: MonitorInputs) -> MonitorResult:
+        """One monitor cycle: signals, certainty, state transition. Never raises on bad numbers."""
+        p = self.params
+        now = float(inputs.stamp_s) if inputs.stamp_s is not None else math.nan
+        vals, why, crit, fallback_dead = self.evaluate(inputs)
+        risks = self.risks(vals)
+        cert = self.certainty(risks)
+        if not math.isfinite(now):
+            crit["stamp"] = "monitor input stamp is not finite"
+            now = self._last_stamp if self._last_stamp is not None else 0.0
+        if self._last_stamp is not None and now < self._last_stamp - 1e-9:
+            # Time went backwards (a replay restarted): start the dwell timers afresh.
+            self._entered_s = now
+            self._recover_since = None
+        self._last_stamp = now
+        if self._entered_s is None:
+            self._entered_s = now
+
+        # The state this cycle's evidence alone calls for.
+        if fallback_dead:
+            worst = STATE_MINIMAL_RISK
+        elif crit or cert < p.tau_fallback:
+            worst = STATE_FALLBACK
+        elif cert < p.tau_degraded:
+            worst = STATE_DEGRADED
+        else:
+            worst = STATE_NOMINAL
+        if (self.state == STATE_FALLBACK and worst == STATE_FALLBACK and cert < p.tau_mrm
+                and now - self._entered_s > p.max_fallback_s):
+            worst = STATE_MINIMAL_RISK
+            crit["fallback_timeout"] = (f"FALLBACK for {now - self._entered_s:.1f} s "
+                                        f"(> {p.max_fallback_s} s) with certainty {cert:.2f} < {p.tau_mrm}")
+
+        old = self.state
+        trans_reasons: list[str] = []
+        sig_reasons = [why[n] for n in sorted(SIGNAL_NAMES, key=lambda n: -risks[n])
+                       if risks[n] > 0.0 and n in why]
+        crit_reasons = [f"CRITICAL {k}: {v}" for k, v in crit.items()]
+        if _WORSE[worst] > _WORSE[self.state]:
+            self.state = worst
+            self._recover_since = None
+            trans_reasons = crit_reasons + [f"certainty {cert:.2f}"] + sig_reasons[:3]
+        elif _WORSE[worst] < _WORSE[self.state]:
+            # Candidate better state with hysteresis.
+            h = p.hysteresis
+            if crit or fallback_dead:
+                better = self.state
+            elif cert >= p.tau_degraded + h:
+                better = STATE_NOMINAL
+            elif cert >= p.tau_fallback + h:
+                better = STATE_DEGRADED
+            else:
+                better = self.state
+            if self.state == STATE_MINIMAL_RISK:
+                # Latched: only sustained nominal inputs release it.
+                better = STATE_NOMINAL if better == STATE_NOMINAL else self.state
+                need = p.mrm_recovery_s
+            else:
+                need = p.recover_dwell_s
+            if _WORSE[better] < _WORSE[self.state]:
+                if self._recover_since is None:
+                    self._recover_since = now
+                    self._recover_target = better
+                else:
+                    prev_target = better if self._recover_target is None else self._recover_target
+                    # Recover only as far as the worst evidence seen during the dwell allows.
+                    self._recover_target = max(better, prev_target, key=_WORSE.get)
+                held = now - self._recover_since
+                if held >= need - 1e-9 and now - self._entered_s >= p.min_dwell_s - 1e-9:
+                    self.state = self._recover_target if self._recover_target is not None else better
+                    self._recover_since = None
+                    trans_reasons = [f"recovered: certainty {cert:.2f} above threshold + hysteresis "
+                                     f"for {held:.1f} s"]
+            else:
+                self._recover_since = None
+        else:
+            self._recover_since = None
+        transition = None
+        if self.state != old:
+            transition = (old, self.state)
+            self._entered_s = now
+        # Remember this cycle for the temporal signals.
+        if ms.candidate_problem(inputs.candidate) is None:
+            self._prev_candidate = inputs.candidate
+        if inputs.perception is not None and inputs.perception.status in (
+                PERCEPTION_STATUS_OK, PERCEPTION_STATUS_FAULT_INJECTED):
+            self._prev_perception = inputs.perception
+        if self.state == STATE_NOMINAL:
+            reasons: tuple[str, ...] = tuple(trans_reasons)
+        else:
+            reasons = tuple(dict.fromkeys(crit_reasons + sig_reasons + trans_reasons))
+        return MonitorResult(
+            stamp_s=now,
+            state=self.state,
+            certainty=cert,
+            signal_names=SIGNAL_NAMES,
+            signal_values=tuple(float(vals[n]) for n in SIGNAL_NAMES),
+            risks=tuple(risks[n] for n in SIGNAL_NAMES),
+            reasons=reasons,
+            critical=tuple(crit.keys()),
+            transition=transition,
+            fallback_input_dead=fallback_dead,
+            transition_reasons=tuple(trans_reasons),
+        )
+
+
+__all__ = [
+    "SIGNAL_NAMES", "STATE_NAMES", "ConfidenceMonitor", "CloudSnapshot", "ForecastSnapshot",
+    "HealthSnapshot", "MonitorInputs", "MonitorParams", "MonitorResult", "PerceptionSnapshot",
+    "apply_calibration", "ramp_risk",
+]
