@@ -22,7 +22,7 @@ WORKERS = 2
 SHORT_SUITE = {
     "name": "determinism",
     "seeds": "0:1",                         # TRAIN seed
-    "configurations": ["stack", "expert"],  # two short episodes
+    "configurations": ["perception", "expert"],  # two short episodes (perception beside the fallback)
     "defaults": {"duration_s": 6.0, "density": 0.6, "clutter": "low", "route_goal_m": 50.0},
     "cases": [{"scenario": "highway"}],
 }
@@ -75,7 +75,7 @@ def test_same_seeds_give_identical_episode_metrics(tmp_path):
         assert r["status"] == "ok", r["error"]
         assert r["metrics"]["steps"] > 1 and r["metrics"]["distance_m"] > 0
         assert _deterministic(r["metrics"]) == _deterministic(second[key]["metrics"]), key
-    stack = first["highway-0-stack"]["metrics"]
+    stack = first["highway-0-perception"]["metrics"]
     assert stack["fallback_share"] == 1.0 and stack["step_timeouts"] == 0
     assert stack["trajectories_heard"] > 0
 
@@ -88,10 +88,10 @@ def test_ray_executor_gives_the_local_aggregates(tmp_path):
                         bev=False, progress=False)
     for run in (local, ray_run):
         assert all(r["status"] == "ok" for r in run["episodes"]), [r["error"] for r in run["episodes"]]
-        assert run["stack"]["fallback_share"] == 1.0
+        assert run["perception"]["fallback_share"] == 1.0
     # Every episode is a pure function of its seed (synchronous loop, test above), so the
     # aggregates of both configurations must match exactly.
-    for config in ("expert", "stack"):
+    for config in ("expert", "perception"):
         for key in AGGREGATE_KEYS:
             assert ray_run[config][key] == local[config][key], (config, key)
 

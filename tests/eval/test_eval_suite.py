@@ -149,7 +149,7 @@ def test_recording_holds_step_zero_for_the_recorder_only_where_the_stack_publish
     # the graph's own wait (perception loading its models) is kept, the recorder is added
     (override,) = runner._record_overrides(stack)
     held = load_graph("config/graph/sim_stack.yaml", [override], check_executables=False)
-    assert held.node("sim_bridge").parameters["wait_for_nodes"] == f"perception,{READY_NODE}"
+    assert held.node("sim_bridge").parameters["wait_for_nodes"] == f"perception,planner,monitor,{READY_NODE}"
     fallback = load_graph("config/graph/sim_fallback.yaml", check_executables=False)
     assert runner._record_overrides(fallback) == [f"nodes.sim_bridge.parameters.wait_for_nodes='{READY_NODE}'"]
     # no stack output to wait for: the expert's bridge must not wait for a node that never comes

@@ -1,4 +1,4 @@
-"""The closed loop's `stack` graph (config/graph/sim_stack.yaml) is the fallback graph plus
+"""The closed loop's `perception` graph (config/graph/sim_perception.yaml) is the fallback graph plus
 perception_node (issue 11): every other node identical to sim_fallback.yaml, so the two cannot
 drift apart; perception publishes detections and tokens on the contract topics; no other node reads
 them (the fallback never does)."""
@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-STACK = REPO / "config" / "graph" / "sim_stack.yaml"
+STACK = REPO / "config" / "graph" / "sim_perception.yaml"
 FALLBACK = REPO / "config" / "graph" / "sim_fallback.yaml"
 PERCEPTION_TOPICS = {"/tps/perception/detections", "/tps/perception/tokens"}
 
@@ -29,7 +29,7 @@ def test_stack_graph_is_the_fallback_graph_plus_perception():
     bridge = others[[n["name"] for n in others].index("sim_bridge")]
     # the bridge holds step 0 until perception is up (it loads models; no control depends on it)
     assert bridge["parameters"].pop("wait_for_nodes") == "perception"
-    assert others == fallback["nodes"], "sim_stack.yaml differs from sim_fallback.yaml beyond perception_node"
+    assert others == fallback["nodes"], "sim_perception.yaml differs from sim_fallback.yaml beyond perception_node"
     (perception,) = [n for n in stack["nodes"] if n["name"] == "perception"]
     assert perception["executable"] == "perception_node" and perception["package"] == "tps_perception"
     remaps = perception["remaps"]
@@ -52,10 +52,11 @@ def test_no_other_node_reads_perception_outputs():
     assert subs and not {"DetectedAgents", "AgentTokens"} & set(subs), subs
 
 
-def test_closedloop_stack_configuration_uses_the_stack_graph():
+def test_closedloop_configurations_use_their_graphs():
     from tps_eval.suite import DEFAULT_GRAPHS, load_suite
 
     assert Path(DEFAULT_GRAPHS["stack"]).name == "sim_stack.yaml"
+    assert Path(DEFAULT_GRAPHS["perception"]).name == "sim_perception.yaml"
     assert Path(DEFAULT_GRAPHS["fallback"]).name == "sim_fallback.yaml"
     suite = load_suite("smoke")
     assert Path(suite.graphs["stack"]).name == "sim_stack.yaml"
@@ -64,9 +65,9 @@ def test_closedloop_stack_configuration_uses_the_stack_graph():
 
 @pytest.mark.ros
 @pytest.mark.slow
-def test_stack_episode_runs_perception_and_drives_as_the_fallback(tmp_path):
-    """One short closed-loop episode per configuration: the stack's perception_node runs and
-    answers lidar frames, and the stack drives exactly as the fallback alone (same seed)."""
+def test_perception_episode_runs_perception_and_drives_as_the_fallback(tmp_path):
+    """One short closed-loop episode per configuration: the perception graph's perception_node runs
+    and answers lidar frames, and it drives exactly as the fallback alone (same seed)."""
     from tps_eval.cli import run_suite
     from tps_eval.executors import default_domain_base
     from tps_eval.metrics import EpisodeMetrics
@@ -74,7 +75,7 @@ def test_stack_episode_runs_perception_and_drives_as_the_fallback(tmp_path):
     suite = tmp_path / "stack_vs_fallback.yaml"
     suite.write_text(yaml.safe_dump({
         "name": "stack_vs_fallback", "seeds": "0:1",                 # a TRAIN seed
-        "configurations": ["stack", "fallback"],
+        "configurations": ["perception", "fallback"],
         "defaults": {"duration_s": 6.0, "density": 0.6, "clutter": "low", "route_goal_m": 50.0},
         "cases": [{"scenario": "cut_in"}]}))
     final = run_suite(str(suite), None, tmp_path / "run", "local", 2, default_domain_base(), None,
@@ -82,9 +83,9 @@ def test_stack_episode_runs_perception_and_drives_as_the_fallback(tmp_path):
     eps = {r["spec"]["configuration"]: r for r in final["episodes"]}
     for r in eps.values():
         assert r["status"] == "ok", r["error"]
-    stack, fallback = eps["stack"]["metrics"], eps["fallback"]["metrics"]
+    stack, fallback = eps["perception"]["metrics"], eps["fallback"]["metrics"]
     assert "perception" in stack["node_latency_ms"] and "perception" not in fallback["node_latency_ms"]
-    # Step 0 is held until perception is up. No control depends on perception yet, so it is not
+    # Step 0 is held until perception is up. No control depends on perception here, so it is not
     # in the synchronous loop's lockstep: it answers the clouds it keeps up with (all of them on
     # an idle host; the newest when behind), never none.
     assert stack["node_latency_ms"]["perception"]["n"] > 0

@@ -141,3 +141,26 @@ def test_invalid_inputs_are_rejected():
     empty = _fallback(0.0).__class__(0.0, np.zeros(0), np.zeros((0, 2)), np.zeros(0), np.zeros(0), np.zeros(0))
     res = arb.update(empty, 0.0)
     assert res.trajectory is None and "unusable" in res.message
+
+
+def test_degraded_caps_the_candidate_speed_and_nominal_does_not():
+    """DEGRADED keeps the planner but caps its speed, easing down to the cap (no step); NOMINAL and
+    FALLBACK are unaffected by the cap."""
+    params = ArbiterParams(blend_window_s=0.0, degraded_speed_cap_mps=4.0, degraded_decel_mps2=2.0)
+    arb = TrajectoryArbiter(params)
+    cand = constant_speed_trajectory(ROUTE, 50.0, 10.0, 0.0, n=9, source=SOURCE_PLANNER)
+    fb = _fallback(0.0)
+    arb.on_candidate(cand, 0.0)
+    arb.on_monitor(STATE_NOMINAL, 0.0)
+    out = arb.update(fb, 0.0).trajectory
+    assert np.allclose(out.speed_mps, 10.0)
+    arb.on_monitor(STATE_DEGRADED, 0.0)
+    res = arb.update(fb, 0.0)
+    v = res.trajectory.speed_mps
+    assert res.mode == MODE_PLANNER and "speed capped" in res.message
+    assert v[0] == pytest.approx(10.0) and np.all(np.diff(v) <= 1e-9) and v[-1] == pytest.approx(4.0)
+    expected = np.maximum(4.0, 10.0 - 2.0 * (cand.t_s - cand.t_s[0]))
+    assert np.allclose(v, expected)
+    # positions follow the new speeds along the same path: less distance covered than planned
+    assert res.trajectory.xy[-1, 0] < cand.xy[-1, 0] - 1.0
+    assert np.allclose(res.trajectory.xy[:, 1], cand.xy[:, 1])

@@ -155,15 +155,15 @@ def test_arbiter_without_a_monitor_selects_the_planner_until_its_watchdog():
     assert free.update(traj(1.4, SOURCE_FALLBACK), 1.4).mode == MODE_FALLBACK
 
 
-def test_planner_graph_is_the_stack_graph_plus_the_planner():
-    """config/graph/sim_planner.yaml (configuration `planner`) = sim_stack.yaml + planner_node,
+def test_planner_graph_is_the_perception_graph_plus_the_planner():
+    """config/graph/sim_planner.yaml (configuration `planner`) = sim_perception.yaml + planner_node,
     the arbiter without a monitor and waiting for the candidate, the bridge waiting for both model
     nodes; every other node identical, so the two cannot drift apart."""
     import yaml
     from tps_eval.suite import DEFAULT_GRAPHS
 
     planner = yaml.safe_load((ROOT / "config/graph/sim_planner.yaml").read_text())
-    stack = yaml.safe_load((ROOT / "config/graph/sim_stack.yaml").read_text())
+    stack = yaml.safe_load((ROOT / "config/graph/sim_perception.yaml").read_text())
     assert Path(DEFAULT_GRAPHS["planner"]).name == "sim_planner.yaml"
     assert {k: v for k, v in planner.items() if k not in ("name", "nodes")} == \
         {k: v for k, v in stack.items() if k not in ("name", "nodes")}
@@ -609,6 +609,67 @@ def test_arbiter_waits_for_the_candidate_of_its_stamp(tmp_path_factory, context)
         pub_fb.publish(msg(1.2, SOURCE_FALLBACK))
         assert spin_until(node, lambda: _stamp_key(1.2) in out, FRAME_TIMEOUT_S)
         assert out[_stamp_key(1.2)][0] - sent >= 0.9 * wait_s
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_arbiter_waits_for_the_monitor_status_of_its_stamp(tmp_path_factory, context):
+    """monitor_wait_s (the full stack): the fallback of stamp k is held until the monitor's status of
+    k, and that status selects the source: NOMINAL takes the candidate, FALLBACK the fallback,
+    DEGRADED the candidate with its speed capped."""
+    from rosgraph_msgs.msg import Clock
+    from tps_common.conversions import seconds_to_time
+    from tps_common.qos import CLOCK_QOS, SELECTED_TRAJECTORY_QOS, TRAJECTORY_QOS
+    from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+    from tps_planner import conversions as conv
+    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER, Trajectory
+
+    wait_s, cap = 1.0, 3.0
+    name = "arbiter_monitor_wait"
+    proc = start_node("trajectory_arbiter", name, {}, {
+        "use_sim_time": True, "monitor_required": True, "candidate_wait_s": wait_s, "monitor_wait_s": wait_s,
+        "blend_window_s": 0.0, "degraded_speed_cap_mps": cap}, log_dir=tmp_path_factory.mktemp(name))
+    node = rclpy.create_node("arbiter_monitor_wait_harness", context=context)
+    try:
+        pub_fb = node.create_publisher(PlannedTrajectory, f"/{name}/input/fallback_trajectory", TRAJECTORY_QOS)
+        pub_cand = node.create_publisher(PlannedTrajectory, f"/{name}/input/candidate_trajectory", TRAJECTORY_QOS)
+        pub_mon = node.create_publisher(MonitorStatus, f"/{name}/input/monitor_status", TRAJECTORY_QOS)
+        pub_clock = node.create_publisher(Clock, "/clock", CLOCK_QOS)
+        out: dict[int, PlannedTrajectory] = {}
+        node.create_subscription(PlannedTrajectory, f"/{name}/output/trajectory",
+                                 lambda m: out.setdefault(_key(m), m), SELECTED_TRAJECTORY_QOS)
+
+        def msg(stamp, source):
+            t = np.arange(5) * 0.5
+            return conv.trajectory_to_msg(Trajectory(stamp, t, np.column_stack([t * 10, 0 * t]), 0 * t, 0 * t + 10,
+                                                     0 * t, source))
+
+        def status(stamp, state):
+            m = MonitorStatus(state=state, certainty=1.0)
+            m.header.stamp = seconds_to_time(stamp)
+            return m
+
+        assert spin_until(node, lambda: node.count_subscribers(f"/{name}/input/monitor_status") > 0
+                          and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+        for stamp, state, expect in ((1.0, MonitorStatus.STATE_NOMINAL, SOURCE_PLANNER),
+                                     (1.1, MonitorStatus.STATE_FALLBACK, SOURCE_FALLBACK),
+                                     (1.2, MonitorStatus.STATE_DEGRADED, SOURCE_PLANNER)):
+            pub_clock.publish(Clock(clock=seconds_to_time(stamp)))
+            pub_cand.publish(msg(stamp, SOURCE_PLANNER))
+            pub_fb.publish(msg(stamp, SOURCE_FALLBACK))
+            spin_until(node, lambda: False, 0.3 * wait_s)
+            assert _stamp_key(stamp) not in out, f"the arbiter did not wait for the monitor status of {stamp}"
+            pub_mon.publish(status(stamp, state))
+            assert spin_until(node, lambda s=stamp: _stamp_key(s) in out, FRAME_TIMEOUT_S)
+            got = out[_stamp_key(stamp)]
+            assert got.source == expect, (stamp, got.source)
+        speeds = [p.speed_mps for p in out[_stamp_key(1.2)].points]
+        # DEGRADED: the candidate, its speed coming down to the cap at degraded_decel_mps2 (1.5 default)
+        assert abs(speeds[0] - 10.0) < 1e-3 and abs(speeds[-1] - max(cap, 10.0 - 1.5 * 2.0)) < 1e-2, speeds
+        assert min(p.speed_mps for p in out[_stamp_key(1.0)].points) > 9.9   # NOMINAL: as planned
         assert proc.poll() is None
     finally:
         stop(proc)

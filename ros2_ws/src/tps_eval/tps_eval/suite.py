@@ -22,11 +22,13 @@ A suite file::
           perception: {fault_blackout: true}   # applied in each configuration whose graph has
                                    # the node (a node no configuration's graph has is an error)
 
-Configurations: ``stack`` (the stack's closed-loop graph ``sim_stack.yaml``: the fallback's graph
-plus perception_node, detections and agent tokens in every episode; until the learned planner and
-the monitor land the fallback drives, so its driving equals ``fallback``'s), ``planner`` (``sim_planner.yaml``:
-the stack's graph plus planner_node; the arbiter selects the VLM planner's candidate, its watchdog
-falls back when the candidate is missing or late; no monitor yet), ``fallback`` (the fallback driving alone: the safety net measured
+Configurations: ``stack`` (the full stack, ``sim_stack.yaml``: perception, the light reader, the VLM
+planner, the confidence monitor, the fallback, the arbiter and the controller; the monitor's state
+selects the source), ``planner`` (``sim_planner.yaml``: the same without the monitor; the arbiter
+takes the VLM planner's candidate, its watchdog falls back only when the candidate is missing or
+late), ``shadow`` (``sim_monitor_shadow.yaml``: ``planner`` with the monitor judging every frame
+unheard, its cycles recorded for calibration), ``perception`` (``sim_perception.yaml``: the fallback's graph plus perception_node, nothing
+reads its output: perception measured in the loop, driving equal to ``fallback``'s), ``fallback`` (the fallback driving alone: the safety net measured
 on its own, whatever the stack becomes), ``expert`` (the bridge alone, SUMO drives the ego: the
 privileged rule-based reference) and ``naive`` (the fallback with ``ignore_obstacles``: a lane
 keeper at the lanes' speed limits). Each maps to a graph file under ``config/graph/`` (``graphs:``
@@ -47,13 +49,15 @@ import yaml
 
 from tps_eval.seeds import SeedError, SeedSet, seed_set
 
-CONFIGURATIONS = ("stack", "planner", "fallback", "expert", "naive")
+CONFIGURATIONS = ("stack", "planner", "shadow", "perception", "fallback", "expert", "naive")
 DEFAULT_CONFIGURATIONS = ("stack", "expert", "naive")   # a suite that names none
 # Report order of the configurations (aggregates, tables, JSON).
-CONFIGURATION_ORDER = ("stack", "planner", "fallback", "naive", "expert")
+CONFIGURATION_ORDER = ("stack", "planner", "shadow", "perception", "fallback", "naive", "expert")
 DEFAULT_GRAPHS = {
-    "stack": "config/graph/sim_stack.yaml",        # fallback graph + perception_node (planner, monitor to come)
-    "planner": "config/graph/sim_planner.yaml",    # the stack + planner_node: the VLM planner drives (no monitor yet)
+    "stack": "config/graph/sim_stack.yaml",        # the full stack: perception, planner, monitor, fallback, ...
+    "planner": "config/graph/sim_planner.yaml",    # the full stack without the monitor: the VLM planner drives
+    "shadow": "config/graph/sim_monitor_shadow.yaml",   # the planner drives, the monitor judges unheard
+    "perception": "config/graph/sim_perception.yaml",   # the fallback graph + perception_node
     "fallback": "config/graph/sim_fallback.yaml",
     "expert": "config/graph/sim_expert.yaml",
     "naive": "config/graph/sim_naive.yaml",
@@ -202,7 +206,7 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
         if c not in CONFIGURATIONS:
             raise SuiteError(f"{where}: configurations: unknown {c!r} (allowed: "
                              f"{list(CONFIGURATIONS)})")
-    if any(c in configs for c in ("stack", "planner", "fallback", "naive")):
+    if any(c != "expert" for c in configs):
         # EP needs the expert's progress in the same world.
         if "expert" not in configs:
             configs = configs + ("expert",)

@@ -5,7 +5,7 @@ planner's candidate and the fallback:
 
 | monitor state | planner alive | mode |
 |---|---|---|
-| NOMINAL, DEGRADED | yes | planner |
+| NOMINAL, DEGRADED | yes | planner (DEGRADED: speed capped at ``degraded_speed_cap_mps``) |
 | NOMINAL, DEGRADED | no (watchdog) | fallback |
 | FALLBACK | any | fallback |
 | MINIMAL_RISK | any | minimal_risk (the fallback's path, stopping) |
@@ -38,6 +38,7 @@ from tps_planner.trajectory import (
     Trajectory,
     blend,
     retime,
+    speed_capped,
     stopping_profile,
     validate_trajectory,
 )
@@ -59,6 +60,8 @@ class ArbiterParams:
     mrm_decel_mps2: float = 2.0         # used when the fallback has not yet turned to a stop
     expected_frame: str = "map"
     monitor_required: bool = True       # False: no monitor in the graph (its silence is no reason to fall back)
+    degraded_speed_cap_mps: float = 8.0     # DEGRADED: the planner keeps driving, at most this fast
+    degraded_decel_mps2: float = 1.5        # DEGRADED: deceleration down to the cap
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,8 @@ class TrajectoryArbiter:
         if mode == MODE_PLANNER:
             cand = self._candidate
             target = cand if abs(cand.stamp_s - fallback.stamp_s) < _TIME_EPS_S else retime(cand, fallback.stamp_s)
+            if self._monitor_state == STATE_DEGRADED:
+                target = speed_capped(target, p.degraded_speed_cap_mps, p.degraded_decel_mps2)
         elif mode == MODE_MINIMAL_RISK:
             target = fallback if fallback.source == SOURCE_MINIMAL_RISK else stopping_profile(
                 fallback, p.mrm_decel_mps2)
@@ -202,6 +207,8 @@ class TrajectoryArbiter:
             monitor = STATE_NAMES.get(self._monitor_state, "none") if self._monitor_state is not None else "none"
             level, msg = LEVEL_OK, f"mode planner (monitor {monitor}" + (
                 ")" if p.monitor_required else ", not required)")
+            if self._monitor_state == STATE_DEGRADED:
+                msg += f"; speed capped at {p.degraded_speed_cap_mps:g} m/s"
         elif any(r.startswith(("planner silent", "monitor silent")) for r in reasons):
             who = "planner silent" if any(r.startswith("planner silent") for r in reasons) else "monitor silent"
             level, msg = LEVEL_WARN, f"{who}: driving on fallback ({'; '.join(reasons)})"

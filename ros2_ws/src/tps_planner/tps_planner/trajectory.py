@@ -204,6 +204,34 @@ def stopping_profile(traj: Trajectory, decel_mps2: float, source: int = SOURCE_M
     return replace(traj, xy=xy, yaw=yaw, speed_mps=v, accel_mps2=acc, source=source)
 
 
+def speed_capped(traj: Trajectory, cap_mps: float, decel_mps2: float) -> Trajectory:
+    """Re-time ``traj``'s path so the speed never exceeds ``cap_mps`` (the monitor's DEGRADED mode).
+
+    Above the cap, the speed comes down to it at ``decel_mps2`` (no step for the controller); below
+    it the trajectory's own speeds are kept. The path geometry is kept; positions follow the new
+    speeds along it, on the same time grid. A cap of inf returns ``traj`` unchanged.
+
+    Args:
+        traj: a valid trajectory.
+        cap_mps: the speed cap, m/s (>= 0).
+        decel_mps2: deceleration towards the cap, m/s^2 (> 0).
+    """
+    if not math.isfinite(cap_mps) or len(traj.t_s) == 0 or float(np.max(traj.speed_mps)) <= cap_mps:
+        return traj
+    t = traj.t_s - traj.t_s[0]
+    v0 = float(max(traj.speed_mps[0], 0.0))
+    envelope = np.maximum(cap_mps, v0 - decel_mps2 * t)
+    v = np.minimum(np.maximum(traj.speed_mps, 0.0), envelope)
+    if len(t) > 1:
+        dist = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(t))])
+        acc = np.gradient(v, t) if np.all(np.diff(t) > 0) else np.zeros(len(t))
+    else:
+        dist, acc = np.zeros(1), np.zeros(1)
+    s_path = arc_length(traj.xy)
+    xy, yaw = point_at_arclength(traj.xy, traj.yaw, s_path, dist)
+    return replace(traj, xy=xy, yaw=yaw, speed_mps=v, accel_mps2=acc)
+
+
 def point_at_arclength(xy: np.ndarray, yaw: np.ndarray, s_path: np.ndarray,
                        s_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions and headings at arc lengths ``s_query`` along a polyline; extrapolated past its

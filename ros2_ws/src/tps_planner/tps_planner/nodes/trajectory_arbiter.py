@@ -11,7 +11,9 @@ config/graph/sim_planner.yaml) a fallback trajectory whose stamp the planner has
 waits for the candidate of that stamp, at most ``candidate_wait_s`` of wall time: the planner joins
 the lockstep chain, so the candidate of frame k exists before the controller acts on frame k. A
 wait that runs out marks the planner as not answering (no waiting, the watchdog decides) until
-its next candidate arrives.
+its next candidate arrives. ``monitor_wait_s`` > 0 (the full stack, config/graph/sim_stack.yaml) does
+the same for the monitor: the fallback of stamp k also waits for the MonitorStatus of stamp k, so the
+state that selects the source for frame k is the one computed from frame k.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ class TrajectoryArbiterNode(Node):
         self._parked: list[tuple[PlannedTrajectory, float]] = []   # fallbacks waiting for their candidate
         self._newest_candidate_s = -math.inf
         self._planner_answering = True
-        if self.cfg["candidate_wait_s"] > 0.0:
+        self._newest_monitor_s = -math.inf
+        self._monitor_answering = True
+        if self.cfg["candidate_wait_s"] > 0.0 or self.cfg["monitor_wait_s"] > 0.0:
             self.create_timer(CANDIDATE_WAIT_POLL_S, self._release_parked,
                               clock=WallClock(clock_type=ClockType.STEADY_TIME))
 
@@ -87,17 +91,29 @@ class TrajectoryArbiterNode(Node):
         return (self.cfg["candidate_wait_s"] > 0.0 and self._planner_answering
                 and self._newest_candidate_s < stamp_s - STAMP_EPS_S)
 
+    def _waits_for_monitor(self, stamp_s: float) -> bool:
+        return (self.cfg["monitor_wait_s"] > 0.0 and self._monitor_answering
+                and self._newest_monitor_s < stamp_s - STAMP_EPS_S)
+
     def _release_parked(self) -> None:
-        """Select the parked fallbacks whose candidate arrived or whose wait ran out (in order)."""
+        """Select the parked fallbacks whose candidate and monitor status arrived or whose wait ran
+        out (in order)."""
         while self._parked:
             msg, since = self._parked[0]
             stamp = time_to_seconds(msg.header.stamp)
             waited = time.monotonic() - since
-            if self._newest_candidate_s < stamp - STAMP_EPS_S:
-                if waited <= self.cfg["candidate_wait_s"] and len(self._parked) == 1:
+            missing = [(key, wait_s) for key, wait_s, waits in (
+                ("candidate", self.cfg["candidate_wait_s"], self._waits_for_candidate(stamp)),
+                ("monitor", self.cfg["monitor_wait_s"], self._waits_for_monitor(stamp))) if waits]
+            if missing:
+                if all(waited <= wait_s for _, wait_s in missing) and len(self._parked) == 1:
                     return
-                if waited > self.cfg["candidate_wait_s"]:
-                    self._planner_answering = False   # until its next candidate
+                for key, wait_s in missing:
+                    if waited > wait_s:   # not answering until its next message
+                        if key == "candidate":
+                            self._planner_answering = False
+                        else:
+                            self._monitor_answering = False
             self._parked.pop(0)
             self._select(msg, waited)
 
@@ -106,10 +122,17 @@ class TrajectoryArbiterNode(Node):
         reason = self.arbiter.on_monitor(state, self._now_s(), reasons)
         if reason is not None:
             self._diag("monitor", 2, f"monitor status rejected: {reason}", {})
+        # Even a rejected status answers its stamp: the fallback of that stamp waits no longer.
+        stamp = time_to_seconds(msg.header.stamp)
+        if math.isfinite(stamp):
+            self._newest_monitor_s = max(self._newest_monitor_s, stamp)
+        self._monitor_answering = True
+        self._release_parked()
 
     def _on_fallback(self, msg: PlannedTrajectory) -> None:
         stamp = time_to_seconds(msg.header.stamp)
-        if self._parked or (math.isfinite(stamp) and self._waits_for_candidate(stamp)):
+        if self._parked or (math.isfinite(stamp) and (self._waits_for_candidate(stamp)
+                                                      or self._waits_for_monitor(stamp))):
             self._parked.append((msg, time.monotonic()))
             self._release_parked()
             return
@@ -132,6 +155,7 @@ class TrajectoryArbiterNode(Node):
             "planner_age_ms": res.planner_age_s * 1e3, "monitor_age_ms": res.monitor_age_s * 1e3,
             "monitor_state": STATE_NAMES.get(res.monitor_state, "none"), "stamp_s": stamp_s,
             "candidate_wait_ms": waited_s * 1e3, "planner_answering": self._planner_answering,
+            "monitor_answering": self._monitor_answering,
         }
         name = self.get_name()
         statuses = [
