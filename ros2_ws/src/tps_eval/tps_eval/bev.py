@@ -12,7 +12,10 @@ Traffic lights: each stop line is drawn across its lane and each head as a dot (
 stop line by a thin line), both in the colour of the light's state at the frame
 (``LIGHT_COLOURS``). The stack's state, when known, is drawn on top: its detections as dashed
 outlines (``DETECTION_COLOUR``; ground-truth agents stay filled) and a text box (``BevFrame.info``:
-the selected trajectory's source, the monitor state, the detector's status).
+the selected trajectory's source, the monitor state, the detector's status). With the monitor's
+state per step (``BevFrame.path_state``) the ego's path is coloured by it (``MONITOR_COLOURS``,
+legend in the lower right). :func:`render_monitor_timeline_png` plots an episode's speed and
+monitor certainty over time with the monitor state as a coloured band and its transitions.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ DETECTION_COLOUR = "#d62728"
 LIGHT_COLOURS = {0: "#e41a1c", 1: "#ffbf00", 2: "#00c853", 3: "#7f7f7f", 4: "#7f7f7f"}
 STOP_LINE_WIDTH_PT = 3.0
 
+# Monitor states (tps_eval.metrics.MONITOR_STATES): path colours and timeline bands.
+MONITOR_COLOURS = {"NOMINAL": "#2ca02c", "DEGRADED": "#ffbf00", "FALLBACK": "#ff7f0e",
+                   "MINIMAL_RISK": "#d62728"}
+MONITOR_UNKNOWN_COLOUR = "#7f7f7f"
+
 DEFAULT_VIEW_RADIUS_M = 45.0
 DEFAULT_FIGSIZE_IN = (6.0, 6.0)
 DEFAULT_DPI = 80
@@ -111,6 +119,8 @@ class BevFrame:
         light_states: (L,) state of each traffic light of the scene (None: drawn grey).
         detections: the stack's detections at this step, in map (None: not known, not drawn).
         info: lines of text drawn in a box in the upper left corner (the stack's state).
+        path_state: the monitor state name at each point of ``path`` (None: no monitor; the
+            path is drawn black).
     """
 
     ego_pose: tuple[float, float, float]
@@ -123,6 +133,12 @@ class BevFrame:
     light_states: np.ndarray | None = None
     detections: ObjectFrame | None = None
     info: tuple[str, ...] = ()
+    path_state: Sequence[str] | None = None
+
+
+def monitor_colour(state: str) -> str:
+    """The colour of a monitor state name (grey when unknown)."""
+    return MONITOR_COLOURS.get(str(state), MONITOR_UNKNOWN_COLOUR)
 
 
 def frame_from_boxset(boxes) -> ObjectFrame:
@@ -224,7 +240,9 @@ class BevRenderer:
                                fontsize=7, va="top", ha="left", family="monospace", zorder=11,
                                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85}))
         path = np.asarray(frame.path, float).reshape(-1, 2)
-        if len(path) >= 2:
+        if frame.path_state is not None and len(frame.path_state) == len(path):
+            dyn += self._state_path(path, frame.path_state)
+        elif len(path) >= 2:
             dyn += ax.plot(path[:, 0], path[:, 1], "-", color=PATH_COLOUR, lw=1.2, zorder=7)
         x, y, yaw = frame.ego_pose
         ego = box_corners([[x, y]], [yaw], [self.scene.ego_length_m], [self.scene.ego_width_m])[0]
@@ -250,6 +268,23 @@ class BevRenderer:
         ax.set_ylim(y0, y1)
         # the title is owned by the axes; keep it out of the removal list
         self._dynamic = [a for a in dyn if a is not ax.title]
+
+    def _state_path(self, path: np.ndarray, states: Sequence[str]) -> list:
+        """The ego's path, each segment in the colour of the monitor state at its end, and a
+        legend of the states."""
+        from matplotlib.lines import Line2D
+
+        out = []
+        if len(path) >= 2:
+            segs = np.stack([path[:-1], path[1:]], axis=1)
+            colours = [monitor_colour(st) for st in list(states)[1:]]
+            out.append(LineCollection(list(segs), colors=colours, linewidths=2.5, zorder=7))
+            self.ax.add_collection(out[0])
+        handles = [Line2D([], [], color=c, lw=2.5, label=name) for name, c in MONITOR_COLOURS.items()]
+        leg = self.ax.legend(handles=handles, loc="lower right", fontsize=6, title="monitor",
+                             title_fontsize=6, framealpha=0.85)
+        leg.set_zorder(11)
+        return out + [leg]
 
     def _lights(self, frame: BevFrame) -> list:
         """Stop lines and heads in their state colours (module docstring)."""
@@ -337,3 +372,70 @@ def render_episode_gif(scene: BevScene, frames: Sequence[BevFrame], path: str | 
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0,
                    optimize=False)
     return path
+
+
+def render_monitor_timeline_png(t_s: np.ndarray, speed_mps: np.ndarray, monitor: dict,
+                                path: str | os.PathLike, title: str = "",
+                                max_reason_chars: int = 60) -> Path:
+    """An episode's timeline as a PNG: the ego's speed [m/s] (top) and the monitor's certainty
+    (bottom) over time [s], both over a band coloured by the monitor state
+    (``MONITOR_COLOURS``), each transition a vertical line labelled "FROM->TO: reasons".
+
+    Args:
+        t_s, speed_mps: (T,) step times [s] and speeds [m/s] (the episode log).
+        monitor: an episode's ``metrics["monitor"]`` (tps_eval.metrics.monitor_summary).
+        path: where to write the PNG.
+        title: text above the plot.
+        max_reason_chars: a transition's reasons are shortened to this many characters.
+
+    Raises:
+        ValueError: when ``monitor`` has no timeline.
+    """
+    from matplotlib.patches import Patch
+
+    timeline = list((monitor or {}).get("timeline") or [])
+    if not timeline:
+        raise ValueError("render_monitor_timeline_png: the monitor timeline is empty")
+    t_s = np.asarray(t_s, float).reshape(-1)
+    speed = np.asarray(speed_mps, float).reshape(-1)
+    mt = np.array([row[0] for row in timeline], float)
+    states = [str(row[1]) for row in timeline]
+    cert = np.array([row[2] for row in timeline], float)
+    t_end = float(max(t_s[-1] if t_s.size else mt[-1], mt[-1]))
+    dt = float(np.median(np.diff(mt))) if mt.size > 1 else 0.1
+    fig, (ax_v, ax_c) = plt.subplots(2, 1, sharex=True, figsize=(9.0, 5.0), dpi=DEFAULT_DPI)
+    try:
+        # state band: each status holds until the next one (the last for one cycle)
+        ends = np.append(mt[1:], min(mt[-1] + dt, t_end + dt))
+        for ax in (ax_v, ax_c):
+            for t0, t1, st in zip(mt, ends, states, strict=True):
+                ax.axvspan(t0, t1, color=monitor_colour(st), alpha=0.25, lw=0)
+        ax_v.plot(t_s, speed, "-", color="black", lw=1.2)
+        ax_v.set_ylabel("speed [m/s]")
+        ax_c.plot(mt, cert, ".-", color="#1f77b4", lw=1.0, ms=3)
+        ax_c.set_ylim(-0.02, 1.02)
+        ax_c.set_ylabel("certainty")
+        ax_c.set_xlabel("t [s]")
+        for k, tr in enumerate(monitor.get("transitions") or []):
+            text = f"{tr['from']}->{tr['to']}"
+            reasons = ", ".join(str(r) for r in tr.get("reasons") or [])
+            if reasons:
+                text += ": " + (reasons if len(reasons) <= max_reason_chars
+                                else reasons[: max_reason_chars - 3] + "...")
+            for ax in (ax_v, ax_c):
+                ax.axvline(float(tr["t_s"]), color=monitor_colour(tr["to"]), lw=1.2, ls="--")
+            ax_v.annotate(text, (float(tr["t_s"]), 1.0), xycoords=("data", "axes fraction"),
+                          xytext=(2, -4 - 9 * (k % 4)), textcoords="offset points", fontsize=6,
+                          va="top", ha="left")
+        handles = [Patch(color=c, alpha=0.5, label=n) for n, c in MONITOR_COLOURS.items()]
+        ax_c.legend(handles=handles, loc="lower left", fontsize=6, ncol=4, framealpha=0.85)
+        ax_v.set_xlim(min(0.0, float(mt[0])), t_end)
+        if title:
+            ax_v.set_title(title, fontsize=8)
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        return path
+    finally:
+        plt.close(fig)

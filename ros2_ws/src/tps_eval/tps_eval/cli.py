@@ -103,6 +103,11 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
         bar.close()
     wall_s = time.monotonic() - t0
     final = finalize(results)
+    from tps_eval.faults import aggregate_faults
+
+    faults = aggregate_faults(final["episodes"])
+    if faults:
+        final["faults"] = faults
     bev_paths: dict = {}
     first = None
     if bev:
@@ -228,6 +233,8 @@ def _json_payload(final: dict) -> dict:
     payload = {k: final[k] for k in keys}
     payload["episodes"] = final["episodes"]
     payload["run"] = final.get("run", {})
+    if final.get("faults"):
+        payload["faults"] = final["faults"]
     return payload
 
 
@@ -239,6 +246,12 @@ def _seed_override(args: argparse.Namespace) -> str | dict | None:
 
 
 def cmd_closedloop(args: argparse.Namespace) -> int:
+    if args.list:   # the planned episodes, nothing run
+        from tps_eval.faults import episode_list_text
+
+        suite = load_suite(args.suite, _seed_override(args), args.configurations)
+        print(episode_list_text(plan_episodes(suite, Path(args.out or "runs/eval/list"))), end="")
+        return 0
     out = Path(args.out) if args.out else _default_out(Path(args.suite).stem)
     final = run_suite(args.suite, _seed_override(args), out, args.executor, args.workers, args.domain_base,
                       args.ray_address, bev=not args.no_bev, progress=not args.quiet,
@@ -302,6 +315,12 @@ def cmd_openloop(args: argparse.Namespace) -> int:
     from tps_eval.openloop import evaluate
 
     return evaluate.run(args)
+
+
+def cmd_calibrate_monitor(args: argparse.Namespace) -> int:
+    from tps_eval import monitor_calib
+
+    return monitor_calib.run(args)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -462,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     S.add_arguments(c, default="the suite's own seeds")
     c.add_argument("--json", default=None, help="write {<configuration>: aggregates, episodes, run} here")
     c.add_argument("--configurations", default=None,
-                   help="comma-separated subset of stack,planner,fallback,expert,naive (default: the suite's)")
+                   help="comma-separated subset of stack,planner,shadow,perception,fallback,expert,naive "
+                        "(default: the suite's)")
     c.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local process pool or Ray (default local)")
     c.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
@@ -480,6 +500,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--record", action="store_true",
                    help="write each episode's topics (sensors, stack outputs, ground truth, /tf) to "
                         "episodes/<key>/episode.mcap, replayable with tps-replay")
+    c.add_argument("--list", action="store_true",
+                   help="list the planned episodes (fault type, onset) and their count; run nothing")
     c.set_defaults(func=cmd_closedloop)
     d = _verb(sub, "demo", "the make-demo run: demo suite + table + bags + BEV animation", DEMO_EPILOG)
     d.add_argument("--workers", type=int, default=DEFAULT_WORKERS)
@@ -528,6 +550,15 @@ def build_parser() -> argparse.ArgumentParser:
                "baselines and ablations", OPENLOOP_EPILOG)
     openloop_arguments(ol)
     ol.set_defaults(func=cmd_openloop)
+    from tps_eval import monitor_calib
+
+    mc = _verb(sub, "calibrate-monitor", "confidence monitor: conformal thresholds from shadow-mode runs "
+               "(fit on VAL seeds) and the achieved miss / false-alarm rates (evaluate on TEST)",
+               "examples:\n  tps-eval closedloop --suite monitor_calibration --out runs/monitor/val\n"
+               "  tps-eval calibrate-monitor runs/monitor/val --fit models/monitor/calibration.json\n"
+               "  tps-eval calibrate-monitor runs/monitor/test --evaluate models/monitor/calibration.json")
+    monitor_calib.add_arguments(mc)
+    mc.set_defaults(func=cmd_calibrate_monitor)
     k = _verb(sub, "compare", "per-episode differences between two closedloop --json files",
               "examples:\n  tps-eval compare runs/before.json runs/after.json\n"
               "  tps-eval compare a.json b.json --rel-tol 1e-9\n\n"

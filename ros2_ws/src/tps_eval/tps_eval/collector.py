@@ -1,5 +1,7 @@
 """What the evaluation listens to during an episode, over DDS: the selected trajectory's source
-per stamp (``/tps/planning/trajectory``) and processing times from ``/diagnostics``.
+per stamp (``/tps/planning/trajectory``), the monitor's state, certainty and reasons per stamp
+(``/tps/monitor/status``, when the graph has a monitor) and processing times from
+``/diagnostics``.
 
 Runs in the episode's worker process in its own ``rclpy.Context`` on the episode's
 ``ROS_DOMAIN_ID`` (a fresh context per episode, so Ray workers and pool processes can be reused
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 
 TOPIC_SELECTED_TRAJECTORY = "/tps/planning/trajectory"
 TOPIC_DIAGNOSTICS = "/diagnostics"
+TOPIC_MONITOR_STATUS = "/tps/monitor/status"
 # Diagnostic KeyValue keys read as per-node processing times [ms].
 PROCESSING_TIME_KEYS = ("processing_time_ms",)
 STAMP_KEY_DECIMALS = 3   # stamps are matched to steps at 1 ms resolution (dt = 100 ms)
@@ -34,12 +37,15 @@ class CollectedData:
         diagnostics_errors: "<status name>: <message>" of every ERROR-level status seen (first
             occurrence of each).
         trajectories: number of selected trajectories received.
+        monitor: {stamp key [ms]: (MonitorStatus.state, certainty, reasons tuple)} of the first
+            MonitorStatus with that stamp (empty: no monitor spoke).
     """
 
     sources: dict = field(default_factory=dict)
     node_latency_ms: dict = field(default_factory=dict)
     diagnostics_errors: list = field(default_factory=list)
     trajectories: int = 0
+    monitor: dict = field(default_factory=dict)
 
 
 class Collector:
@@ -50,7 +56,7 @@ class Collector:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-        from tps_msgs.msg import PlannedTrajectory
+        from tps_msgs.msg import MonitorStatus, PlannedTrajectory
 
         self._rclpy = rclpy
         self._lock = threading.Lock()
@@ -67,6 +73,10 @@ class Collector:
                                       self._on_trajectory, latched)
         self.node.create_subscription(DiagnosticArray, TOPIC_DIAGNOSTICS, self._on_diagnostics,
                                       qos)
+        # The monitor publishes volatile (TRAJECTORY_QOS); a volatile subscription also matches a
+        # transient-local publisher (a transient-local one would not match a volatile publisher,
+        # and the publisher logs a QoS warning for it). Subscribed before the graph starts.
+        self.node.create_subscription(MonitorStatus, TOPIC_MONITOR_STATUS, self._on_monitor, qos)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -87,6 +97,12 @@ class Collector:
         with self._lock:
             self._data.trajectories += 1
             self._data.sources.setdefault(key, int(msg.source))
+
+    def _on_monitor(self, msg) -> None:
+        key = stamp_key(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9)
+        with self._lock:
+            self._data.monitor.setdefault(key, (int(msg.state), float(msg.certainty),
+                                                tuple(str(r) for r in msg.reasons)))
 
     def _on_diagnostics(self, msg) -> None:
         with self._lock:
@@ -110,7 +126,7 @@ class Collector:
             d = self._data
             return CollectedData(dict(d.sources),
                                  {k: list(v) for k, v in d.node_latency_ms.items()},
-                                 list(d.diagnostics_errors), d.trajectories)
+                                 list(d.diagnostics_errors), d.trajectories, dict(d.monitor))
 
     def close(self) -> None:
         """Stop spinning and shut the context down."""
@@ -122,3 +138,16 @@ class Collector:
         finally:
             if self.context.ok():
                 self._rclpy.shutdown(context=self.context)
+
+
+def monitor_samples(collected: CollectedData | None, stamps_s, t_s) -> list[tuple]:
+    """The monitor statuses heard, as (episode time [s], state, certainty, reasons) sorted by
+    time, for :func:`tps_eval.metrics.monitor_summary`. A status's stamp is matched to the step
+    with that stamp (``stamps_s`` / ``t_s``: the episode log's columns; they differ under a
+    clock-jump fault); a stamp of no step keeps its own value as the time."""
+    if collected is None or not collected.monitor:
+        return []
+    to_t = {stamp_key(s): float(t) for s, t in zip(stamps_s, t_s, strict=True)}
+    out = [(to_t.get(key, key / 10 ** STAMP_KEY_DECIMALS), int(st), float(c), tuple(r))
+           for key, (st, c, r) in collected.monitor.items()]
+    return sorted(out, key=lambda x: x[0])

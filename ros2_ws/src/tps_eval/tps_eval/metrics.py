@@ -675,6 +675,50 @@ def mode_transitions(selected_source: np.ndarray | None) -> int:
     return int(np.count_nonzero(src[1:] != src[:-1]))
 
 
+# --- monitor timeline -----------------------------------------------------------------------------
+# MonitorStatus.STATE_* (tps_planner.trajectory.STATE_NAMES), in the order of the report's columns.
+MONITOR_STATES = ("NOMINAL", "DEGRADED", "FALLBACK", "MINIMAL_RISK")
+
+
+def monitor_state_name(state: int) -> str:
+    """MonitorStatus state -> its name ("UNKNOWN_<n>" outside STATE_*)."""
+    return MONITOR_STATES[state] if 0 <= int(state) < len(MONITOR_STATES) else f"UNKNOWN_{int(state)}"
+
+
+def monitor_summary(samples: Sequence[tuple]) -> dict | None:
+    """An episode's monitor timeline from its statuses (t_s [s], state, certainty, reasons),
+    one per stamp, sorted by time (``tps_eval.collector.monitor_samples``); None when no
+    monitor ran.
+
+    Returns {"timeline": [[t_s, state name, certainty], ...], "transitions": [{"t_s", "from",
+    "to", "reasons"}, ...] (every change of state between consecutive statuses, with the reasons
+    of the status that changed it), "share": {state name: share of the statuses}} (the four
+    MONITOR_STATES always present; they sum to 1 unless unknown states were heard)."""
+    if not samples:
+        return None
+    timeline = [[float(t), monitor_state_name(st), float(c)] for t, st, c, _ in samples]
+    transitions = []
+    for (_, a, _, _), (t, b, _, reasons) in zip(samples[:-1], samples[1:], strict=True):
+        if int(a) != int(b):
+            transitions.append({"t_s": float(t), "from": monitor_state_name(a),
+                                "to": monitor_state_name(b), "reasons": [str(r) for r in reasons]})
+    n = len(timeline)
+    share = {name: sum(1 for row in timeline if row[1] == name) / n for name in MONITOR_STATES}
+    return {"timeline": timeline, "transitions": transitions, "share": share}
+
+
+def aggregate_monitor(episodes: Sequence[dict]) -> dict | None:
+    """Over the episodes with a monitor timeline (their ``monitor`` entry): mean state shares,
+    transitions per episode, and how many episodes had one. None when none had."""
+    mons = [e["monitor"] for e in episodes if e.get("monitor")]
+    if not mons:
+        return None
+    return {"episodes": len(mons),
+            "share": {k: float(np.mean([m["share"].get(k, 0.0) for m in mons]))
+                      for k in MONITOR_STATES},
+            "transitions_per_episode": float(np.mean([len(m["transitions"]) for m in mons]))}
+
+
 def percentile_or_none(values: Sequence[float] | np.ndarray, q: float) -> float | None:
     """The q-th percentile of the finite values (None when there are none)."""
     v = np.asarray(values, np.float64).reshape(-1)
@@ -776,7 +820,7 @@ def aggregate(episodes: Sequence[dict]) -> dict:
     (None-valued entries skipped); red_light_violations, stop_line_crossings: sums;
     red_light_episode_rate: share of episodes with >= 1 red-light violation; at_fault_per_km: at-fault collisions / total km driven; off_road_rate:
     share of episodes with DAC 0; e2e latency p50/p99 and per-node processing time p50/p99:
-    medians of the per-episode values.
+    medians of the per-episode values; monitor_states: :func:`aggregate_monitor`.
     """
     n = len(episodes)
     if n == 0:
@@ -815,6 +859,7 @@ def aggregate(episodes: Sequence[dict]) -> dict:
         "e2e_latency_p50_ms": _median_or_none(e.get("e2e_latency_p50_ms") for e in episodes),
         "e2e_latency_p99_ms": _median_or_none(e.get("e2e_latency_p99_ms") for e in episodes),
         "node_latency_ms": _node_latency(episodes),
+        "monitor_states": aggregate_monitor(episodes),
     }
 
 

@@ -5,8 +5,11 @@ Files under the run directory::
 
     summary.json     {"stack": {...}, "fallback": {...}, "expert": {...}, "naive": {...}, "episodes": [...],
                       "run": {suite, seeds, executor, workers, wall_s, ...}}
-    report.md        aggregates per configuration, per-case table, failures by category
-    bev/<episode>.png / .gif
+    report.md        aggregates per configuration, monitor states per configuration, per-case
+                     table, failures by category
+    bev/<episode>.png / .gif           (the ego's path coloured by the monitor state)
+    bev/<episode>_timeline.png         speed, certainty, monitor state band and transitions
+                                       (episodes with a monitor)
 """
 
 from __future__ import annotations
@@ -54,6 +57,16 @@ CASE_COLUMNS = (
     ("e2e_latency_p50_ms", "e2e p50 [ms]", "{:.1f}"),
     ("e2e_latency_p99_ms", "e2e p99 [ms]", "{:.1f}"),
 )
+MONITOR_COLUMNS = (
+    ("configuration", "configuration", "{}"),
+    ("episodes", "episodes with a monitor", "{:d}"),
+    ("NOMINAL", "NOMINAL", "{:.1%}"),
+    ("DEGRADED", "DEGRADED", "{:.1%}"),
+    ("FALLBACK", "FALLBACK", "{:.1%}"),
+    ("MINIMAL_RISK", "MINIMAL_RISK", "{:.1%}"),
+    ("transitions_per_episode", "transitions / episode", "{:.2f}"),
+)
+MAX_LISTED_TRANSITIONS = 3  # per failed episode in report.md (all are in summary.json)
 GIF_STEP_STRIDE = 2         # every 2nd simulation step (5 frames per simulated second)
 GIF_FPS = 5.0
 
@@ -91,6 +104,30 @@ def aggregate_rows(final: dict) -> list[dict]:
     return [dict(final[c], configuration=c) for c in CONFIGURATION_ORDER if c in final]
 
 
+def monitor_rows(final: dict) -> list[dict]:
+    """One row per configuration whose episodes had a monitor: mean state shares and transitions
+    per episode (``metrics.aggregate_monitor``, the configuration's ``monitor_states``)."""
+    rows = []
+    for c in CONFIGURATION_ORDER:
+        agg = (final.get(c) or {}).get("monitor_states") if c in final else None
+        if agg:
+            rows.append({"configuration": c, "episodes": agg["episodes"], **agg["share"],
+                         "transitions_per_episode": agg["transitions_per_episode"]})
+    return rows
+
+
+def _transitions_text(monitor: dict | None) -> str:
+    """", monitor: N transitions (t FROM->TO (reasons); ...)" for a failed episode's line."""
+    if not monitor:
+        return ""
+    trs = monitor.get("transitions") or []
+    listed = "; ".join(f"{tr['t_s']:.1f} s {tr['from']}->{tr['to']}"
+                       + (f" ({', '.join(tr['reasons'])})" if tr.get("reasons") else "")
+                       for tr in trs[:MAX_LISTED_TRANSITIONS])
+    more = f"; +{len(trs) - MAX_LISTED_TRANSITIONS} more" if len(trs) > MAX_LISTED_TRANSITIONS else ""
+    return f", monitor: {len(trs)} transition(s)" + (f" ({listed}{more})" if trs else "")
+
+
 def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
                  case_rows: dict | None = None, bev_paths: dict | None = None) -> dict:
     """Write summary.json and report.md; returns {"summary": path, "report": path}."""
@@ -110,6 +147,10 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
               "## Aggregates per configuration", ""]
     cols = (("configuration", "configuration", "{}"),) + AGG_COLUMNS
     lines += [markdown_table(aggregate_rows(final), cols), ""]
+    mon_rows = monitor_rows(final)
+    if mon_rows:
+        lines += ["## Monitor states per configuration (share of monitor cycles, means over "
+                  "episodes)", "", markdown_table(mon_rows, MONITOR_COLUMNS), ""]
     lat_rows = [{"configuration": c, "node": n, **v} for c in CONFIGURATION_ORDER
                 if c in final for n, v in (final[c].get("node_latency_ms") or {}).items()]
     if lat_rows:
@@ -119,6 +160,11 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
                                             ("node", "node", "{}"), ("p50", "p50 [ms]", "{:.2f}"),
                                             ("p99", "p99 [ms]", "{:.2f}"),
                                             ("samples", "samples", "{:d}"))), ""]
+    if final.get("faults"):
+        from tps_eval.faults import faults_markdown
+
+        lines += ["## Injected faults: monitor detection and outcome per fault type", "",
+                  faults_markdown(final["faults"]), ""]
     for cfg, rows in (case_rows or {}).items():
         lines += [f"## Per case: {cfg}", "", markdown_table(rows, CASE_COLUMNS), ""]
     lines += ["## Failed episodes", ""]
@@ -133,9 +179,13 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
             f"route completion {fmt(m.get('route_completion'), '{:.1%}')}, at-fault "
             f"collisions {m.get('at_fault_collisions')} "
             f"({', '.join(e['kind'] for e in m.get('collision_events', []) if e['at_fault'])}), "
-            f"off-road steps {m.get('off_road_steps')}, end {m.get('end_reason')}")
+            f"off-road steps {m.get('off_road_steps')}, end {m.get('end_reason')}"
+            + _transitions_text(m.get("monitor")))
         bev = (bev_paths or {}).get(key)
         link = f" — BEV: `{bev}`" if bev else ""
+        timeline = (r.get("bev") or {}).get("timeline")
+        if timeline:
+            link += f" — timeline: `{timeline}`"
         lines.append(f"- `{key}`: {', '.join(r['failures'])}: {detail}{link}")
     report_path = out / "report.md"
     report_path.write_text("\n".join(lines) + "\n")
@@ -147,7 +197,9 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
                 stride: int = GIF_STEP_STRIDE) -> dict:
     """PNG of the key frame (first at-fault collision, else first red-light violation, else first
     off-road step, else the last step) and, with ``gif``, an animation of the episode. Returns
-    {"png": path, "gif": path}. When the episode was recorded (``episode.mcap``), every frame also
+    {"png": path, "gif": path} (+ "timeline": the monitor timeline PNG,
+    :func:`tps_eval.bev.render_monitor_timeline_png`, when the episode had a monitor, whose state
+    also colours the ego's path). When the episode was recorded (``episode.mcap``), every frame also
     shows the stack's state: its detections and the driving source / monitor / detector text
     (:mod:`tps_eval.stack_state`)."""
     from tps_common.geometry import box_corners
@@ -182,6 +234,9 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
         from tps_eval import stack_state as SS
 
         state = SS.read_stack_state(bag)
+    monitor = m.get("monitor") or None
+    step_t = np.asarray(log["t_s"], float)
+    path_state = _monitor_state_per_step(monitor, step_t)
     hit_xy = []
     frames = []
     for k in range(t):
@@ -195,7 +250,8 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
             time_s=t_k, label=f"v = {ego[k, BOX['speed_mps']]:.1f} m/s",
             light_states=None if lights is None else lights.states[k],
             detections=None if state is None else SS.detections_in_map(state, t_k, pose),
-            info=() if state is None else SS.info_lines(state, t_k)))
+            info=() if state is None else SS.info_lines(state, t_k),
+            path_state=None if path_state is None else path_state[: k + 1]))
     red = [e for e in m.get("stop_line_events", []) if e.get("violation")]
     if faults:
         key_step = int(faults[0]["step"])
@@ -211,4 +267,18 @@ def episode_bev(result: dict, out_dir: str | os.PathLike, gif: bool = True,
     if gif and frames:
         paths["gif"] = str(bev.render_episode_gif(scene, frames[::max(1, stride)],
                                                   out / f"{key}.gif", fps=GIF_FPS))
+    if monitor and monitor.get("timeline"):
+        paths["timeline"] = str(bev.render_monitor_timeline_png(
+            step_t, ego[:, BOX["speed_mps"]], monitor, out / f"{key}_timeline.png", title=key))
     return paths
+
+
+def _monitor_state_per_step(monitor: dict | None, t_s: np.ndarray) -> list[str] | None:
+    """The monitor state name in force at each step time (the latest status at or before it;
+    "UNKNOWN" before the first), None without a monitor timeline."""
+    timeline = (monitor or {}).get("timeline") or []
+    if not timeline:
+        return None
+    mt = np.array([row[0] for row in timeline], float)
+    idx = np.searchsorted(mt, np.asarray(t_s, float) + 1e-6, side="right") - 1
+    return ["UNKNOWN" if i < 0 else str(timeline[i][1]) for i in idx]

@@ -17,6 +17,12 @@ The episode directory (``<out>/episodes/<case>-s<seed>-<configuration>/``) keeps
 graph's output (``graph.log``) and ``metrics.json``. A failure to run (a node crashed, the
 episode timed out, no log) is reported with ``status: "error"`` and its reason; it is never
 dropped: it counts as a failed episode in the report.
+
+An *injected* crash (a case's ``node_parameters.<node>.fault_crash_at_s``, tps_eval.faults) is
+not a failure: that node runs ``required: false``, so the graph (the bridge) keeps stepping when
+it exits, and the episode is scored if it exited with ``EXIT_INJECTED_CRASH`` (or was still
+running at the end); any other exit of it, or of any other node, is still an error. The metrics
+say what happened under ``injected_crashes``.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tps_common.node import EXIT_INJECTED_CRASH
+
 from tps_eval import metrics as M
+from tps_eval.faults import crash_outcome, crash_overrides, injected_crashes
 from tps_eval.suite import CONFIGURATION_ORDER, EpisodeSpec
 
 BRIDGE_NODE = "sim_bridge"
@@ -42,7 +51,8 @@ COLLECTOR_SETTLE_S = 0.5     # let the collector's subscriptions exist before th
 COLLECTOR_DRAIN_S = 0.3      # let the last messages arrive after the bridge exits
 # An episode is "failed" (gets a BEV plot, counted in failure categories) when any holds:
 FAILURE_ROUTE_COMPLETION = 0.9
-COMPLETED_END_REASONS = ("duration", "route_end")
+# "off_road": the bridge ended a lane departure (tps_sim.world.world.END_OFF_ROAD); scored, DAC 0
+COMPLETED_END_REASONS = ("duration", "route_end", "off_road")
 
 
 @dataclass(frozen=True)
@@ -165,6 +175,16 @@ def _record_overrides(graph) -> list[str]:
     return [f"nodes.{BRIDGE_NODE}.parameters.wait_for_nodes='{','.join(waiting + [READY_NODE])}'"]
 
 
+MONITOR_RECORD_NAME = "monitor.jsonl"
+
+
+def monitor_overrides(graph, edir: Path) -> list[str]:
+    """Every monitor_node of the graph writes its per-cycle record (state, certainty, signals) to
+    the episode directory: what ``tps-eval calibrate-monitor`` fits the thresholds on."""
+    return [f"nodes.{n.name}.parameters.record_path='{edir / MONITOR_RECORD_NAME}'"
+            for n in graph.nodes if n.executable == "monitor_node"]
+
+
 def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     """Run one closed-loop episode on ``domain_id`` and score it (see module docstring).
 
@@ -174,7 +194,7 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     from tps_bringup.runner import GraphProcess
     from tps_sim.episode_log import load_episode_log
 
-    from tps_eval.collector import Collector
+    from tps_eval.collector import Collector, monitor_samples
     from tps_eval.road import road_for_scenario
     from tps_eval.trace import trace_from_log
 
@@ -189,10 +209,15 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     graph_warning = ""
     diag_errors: list = []
     collected = None
+    crashes = injected_crashes(spec.node_parameters)   # {node: sim time}: the graph outlives them
+    crash_rows: list = []
     try:
-        graph = load_graph(spec.graph, bridge_overrides(spec, edir))
+        graph = load_graph(spec.graph, bridge_overrides(spec, edir) + crash_overrides(crashes))
+        graph = load_graph(spec.graph, bridge_overrides(spec, edir) + crash_overrides(crashes)
+                           + monitor_overrides(graph, edir))
         if spec.record:
-            graph = load_graph(spec.graph, bridge_overrides(spec, edir) + _record_overrides(graph))
+            graph = load_graph(spec.graph, bridge_overrides(spec, edir) + crash_overrides(crashes)
+                               + monitor_overrides(graph, edir) + _record_overrides(graph))
             recorder = _episode_recorder(domain_id, edir, graph)
             time.sleep(COLLECTOR_SETTLE_S)
         if spec.configuration != "expert":
@@ -214,6 +239,10 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
                 # The bridge finished the episode and wrote its log; a node that was slow to stop
                 # afterwards (2 loaded cores) does not invalidate what was driven.
                 graph_warning = f"graph exited with code {code} after the episode: {gp.failure}"
+            if crashes and code is not None:
+                crash_rows, crash_error = crash_outcome(crashes, {
+                    c.label: (c.returncode, bool(c.signals_sent)) for c in gp.children}, EXIT_INJECTED_CRASH)
+                error = error or crash_error
         if collector is not None:
             time.sleep(COLLECTOR_DRAIN_S)
             collected = collector.data()
@@ -241,6 +270,11 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
             metrics["end_reason"] = log["meta"].get("end_reason", "")
             metrics["graph_warning"] = graph_warning
             metrics["trajectories_heard"] = collected.trajectories if collected else None
+            # the monitor's timeline, transitions and state shares (None: no monitor ran)
+            metrics["monitor"] = M.monitor_summary(monitor_samples(collected, log["stamp_s"],
+                                                                   log["t_s"]))
+            if crashes:
+                metrics["injected_crashes"] = crash_rows
             if spec.configuration != "expert" and collected is not None \
                     and collected.trajectories == 0:
                 error = "no selected trajectory was heard on /tps/planning/trajectory"
