@@ -21,7 +21,7 @@ import traceback
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from tps_common.node import is_requested_shutdown
+from tps_common.node import guard_clock_messages, is_requested_shutdown
 
 from tps_bringup.graph import Graph, find_entry_point, graph_from_json, node_invocation
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     graph = graph_from_json(args.graph_json)
 
     rclpy.init()
+    guard_clock_messages()
     executor = MultiThreadedExecutor() if args.executor == "multi_threaded" else SingleThreadedExecutor()
     nodes = []
     code = 0

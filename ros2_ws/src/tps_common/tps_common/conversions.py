@@ -13,6 +13,7 @@ from std_msgs.msg import Header
 from tps_common.geometry import quaternion_to_yaw, yaw_to_quaternion
 
 NS_PER_S = 1_000_000_000
+MAX_STAMP_NS = (2 ** 31 - 1) * NS_PER_S + NS_PER_S - 1   # the largest builtin_interfaces Time
 
 
 def time_to_seconds(stamp: Time) -> float:
@@ -26,15 +27,17 @@ def time_to_ns(stamp: Time) -> int:
 
 
 def seconds_to_time(t_s: float) -> Time:
-    """Seconds -> ``builtin_interfaces/Time``, rounded to the nanosecond and clamped at 0 (a
-    Time cannot be negative)."""
-    ns = max(0, int(round(t_s * 1e9)))
+    """Seconds -> ``builtin_interfaces/Time``, rounded to the nanosecond and clamped to [0, the
+    largest Time] (a Time cannot be negative; a stamp of 2**31 - 1 s with nanoseconds >= 1e9,
+    which a malformed message can carry, must not overflow its int32 seconds)."""
+    ns = min(max(0, int(round(t_s * 1e9))), MAX_STAMP_NS)
     return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
 
 
 def seconds_to_duration(t_s: float) -> Duration:
-    """Seconds (>= 0) -> ``builtin_interfaces/Duration``, rounded to the nanosecond."""
-    ns = max(0, int(round(t_s * 1e9)))
+    """Seconds (>= 0) -> ``builtin_interfaces/Duration``, rounded to the nanosecond (clamped like
+    :func:`seconds_to_time`)."""
+    ns = min(max(0, int(round(t_s * 1e9))), MAX_STAMP_NS)
     return Duration(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
 
 

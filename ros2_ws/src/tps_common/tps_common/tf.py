@@ -143,8 +143,24 @@ class TransformListener:
                                    f"refused: {exc}")
                 self.node.get_logger().warning(self.last_error,
                                                throttle_duration_sec=REJECT_LOG_PERIOD_S)
+                self._diag_rejected(static)
         if changed and self.on_change is not None:
             self.on_change()
+
+    def _diag_rejected(self, static: bool) -> None:
+        """An ERROR diagnostic ``<node>: tf`` naming the topic and the refused transform (a bad
+        transform never passes silently; the publisher is made on the first one)."""
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        from tps_common import diagnostics as diag
+        from tps_common.qos import DIAGNOSTICS_QOS
+
+        if getattr(self, "_diag_pub", None) is None:
+            self._diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
+        topic = TF_STATIC_TOPIC if static else TF_TOPIC
+        self._diag_pub.publish(diag.array(self.node.get_clock().now().to_msg(), [diag.status(
+            f"{self.node.get_name()}: tf", diag.ERROR, f"{topic}: {self.last_error}",
+            {"rejected": self.rejected, "received": self.received})]))
 
     def destroy(self) -> None:
         """Remove the subscriptions from the node."""

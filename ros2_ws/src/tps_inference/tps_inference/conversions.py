@@ -182,7 +182,10 @@ def cloud_dtype(fields: Sequence, point_step: int, is_bigendian: bool | int = Fa
             raise ConversionError(
                 f"fields '{an}' (bytes {a0}..{a1 - 1}) and '{bn}' (bytes {b0}..{b1 - 1}) overlap"
             )
-    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": int(point_step)})
+    try:
+        return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": int(point_step)})
+    except ValueError as exc:   # point_step/offset/count past a C int (found by tests/fuzz: killed the fallback)
+        raise ConversionError(f"unusable field layout (point_step {point_step}): {exc}") from exc
 
 
 def _cloud_view(msg: PointCloud2, require_xyz: bool) -> np.ndarray:

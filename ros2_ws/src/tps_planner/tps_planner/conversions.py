@@ -37,7 +37,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from tps_planner.controller import ControlResult
 from tps_planner.fallback import FallbackResult
-from tps_planner.lane_map import Crosswalk, LaneMap, MapLane, StopLine
+from tps_planner.lane_map import Crosswalk, LaneMap, MapLane, StopLine, check_map_extent
 from tps_planner.traffic_rules import LightObservation
 from tps_planner.trajectory import Trajectory
 
@@ -114,7 +114,8 @@ def _xy(points) -> np.ndarray:
 
 def lane_map_from_msg(msg: LaneMapMsg) -> LaneMap:
     """tps_msgs/LaneMap -> LaneMap (map frame; raises ValueError on a lane with fewer than two
-    centreline points or non-finite values)."""
+    centreline points or non-finite values, a lane width outside (0, 50] m or a map too large for
+    the drivable-area raster: ``lane_map.check_map_extent``)."""
     lanes = []
     for ln in msg.lanes:
         c = _xy(ln.centerline)
@@ -127,7 +128,9 @@ def lane_map_from_msg(msg: LaneMapMsg) -> LaneMap:
     crosswalks = tuple(Crosswalk(str(c.id), _xy(c.polygon)) for c in msg.crosswalks if len(c.polygon) >= 3)
     stop_lines = tuple(StopLine(str(s.lane_id), _xy(s.points), int(s.control), int(s.traffic_light_id))
                        for s in msg.stop_lines)
-    return LaneMap(tuple(lanes), tuple(str(i) for i in msg.route_lane_ids), crosswalks, stop_lines)
+    lane_map = LaneMap(tuple(lanes), tuple(str(i) for i in msg.route_lane_ids), crosswalks, stop_lines)
+    check_map_extent(lane_map)   # a lane 1e9 m long or wide: refused here, before any resampling
+    return lane_map
 
 
 def pointcloud_to_xyz(msg: PointCloud2) -> np.ndarray:

@@ -328,12 +328,16 @@ def smootherstep(u: np.ndarray) -> np.ndarray:
     return u * u * u * (10.0 + u * (-15.0 + 6.0 * u))
 
 
+MAX_ROUTE_LENGTH_M = 200_000.0   # a longer route is malformed (resampled at route_resolution_m)
+
+
 def make_route(xy: np.ndarray, params: FallbackParams) -> Route:
     """Resample a route polyline (N, 2) in map at ``route_resolution_m`` and precompute headings,
     curvature and the curvature speed limit.
 
     Raises:
-        ValueError: if the route has fewer than two distinct points or non-finite values.
+        ValueError: if the route has fewer than two distinct points, non-finite values or is
+            longer than ``MAX_ROUTE_LENGTH_M``.
     """
     xy = np.asarray(xy, dtype=float).reshape(-1, 2)
     if not np.all(np.isfinite(xy)):
@@ -343,6 +347,8 @@ def make_route(xy: np.ndarray, params: FallbackParams) -> Route:
     if len(xy) < 2:
         raise ValueError(f"route needs at least 2 distinct points, got {len(xy)}")
     s_in = arc_length(xy)
+    if s_in[-1] > MAX_ROUTE_LENGTH_M:   # a point at 1e9 m: 30 GB of samples killed the node (tests/fuzz)
+        raise ValueError(f"route is {s_in[-1]:.3g} m long (at most {MAX_ROUTE_LENGTH_M:.0f} m)")
     n = max(int(math.ceil(s_in[-1] / params.route_resolution_m)) + 1, 2)
     s = np.linspace(0.0, s_in[-1], n)
     rxy = np.stack([np.interp(s, s_in, xy[:, 0]), np.interp(s, s_in, xy[:, 1])], axis=1)

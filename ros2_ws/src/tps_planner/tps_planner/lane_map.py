@@ -44,6 +44,8 @@ CONTINUATION_MAX_DD_M = 1.5    # ... and at most this far to the side
 SUCCESSOR_SEARCH_DEPTH = 3     # lanes followed through (junction lanes without a strip)
 CURRENT_LANE_TOLERANCE_M = 0.4 # beyond half the lane width: still "in" it (lane changes)
 MASK_CELL_M = 0.5
+MAX_MASK_CELLS = 100_000_000   # raster cells of a map at most (100 MB; 5 km x 5 km at MASK_CELL_M)
+MAX_LANE_WIDTH_M = 50.0        # a wider lane is a malformed map
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,10 +173,33 @@ def points_in_convex(xy: np.ndarray, quad: np.ndarray, margin_m: float = 0.0) ->
     return inside
 
 
+def check_map_extent(lane_map: LaneMap, margin_m: float = 0.0, crosswalk_margin_m: float = 0.0) -> None:
+    """Raise ValueError for a map whose raster would not fit ``MAX_MASK_CELLS`` or whose lane
+    widths are not in (0, ``MAX_LANE_WIDTH_M``]: a malformed LaneMap (a centreline point at 1e30 m,
+    a lane 1e30 m wide) made the fallback allocate 22 GB and die (found by tests/fuzz)."""
+    for ln in lane_map.lanes:
+        if not (0.0 < ln.width_m <= MAX_LANE_WIDTH_M):
+            raise ValueError(f"lane {ln.lane_id!r}: width {ln.width_m} m not in (0, {MAX_LANE_WIDTH_M}]")
+    pts = [np.asarray(ln.centerline, float).reshape(-1, 2) for ln in lane_map.lanes]
+    pts += [np.asarray(c.polygon, float).reshape(-1, 2) for c in lane_map.crosswalks]
+    if not pts or not sum(len(q) for q in pts):
+        return
+    allp = np.concatenate(pts)
+    if not np.all(np.isfinite(allp)):
+        raise ValueError("map geometry contains NaN/inf")
+    pad = 2.0 * (MAX_LANE_WIDTH_M + max(margin_m, crosswalk_margin_m, 0.0) + MASK_CELL_M)
+    cells = np.prod((allp.max(axis=0) - allp.min(axis=0) + pad) / MASK_CELL_M + 1.0)
+    if cells > MAX_MASK_CELLS:
+        span = allp.max(axis=0) - allp.min(axis=0)
+        raise ValueError(f"map area {span[0]:.3g} x {span[1]:.3g} m is too large for the drivable-area "
+                         f"raster ({cells:.3g} cells > {MAX_MASK_CELLS:.3g})")
+
+
 class MapMask:
     """Raster of the map's area (lanes and crosswalks grown by a margin), ``MASK_CELL_M`` cells."""
 
     def __init__(self, lane_map: LaneMap, margin_m: float, crosswalk_margin_m: float) -> None:
+        check_map_extent(lane_map, margin_m, crosswalk_margin_m)
         pts, radii = [], []
         for ln in lane_map.lanes:
             c = _resample(ln.centerline, MASK_CELL_M)

@@ -91,18 +91,32 @@ class TrafficLightReaderNode(Node):
 
     # ---------------------------------------------------------------- inputs
     def on_camera_info(self, msg: CameraInfo) -> None:
-        self.k = camera_matrix(msg)
+        k = camera_matrix(msg)
+        if k is None:   # a malformed one is refused (the last good K stays), never silently
+            self._input_error("camera_info", "camera_info refused: K unset, not finite or a focal length <= 0")
+            return
+        self.k = k
 
     def on_route(self, msg: Path) -> None:
-        self.route = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses]).reshape(-1, 2)
+        route = np.array([[p.pose.position.x, p.pose.position.y] for p in msg.poses], float).reshape(-1, 2)
+        if msg.header.frame_id not in ("map", "") or len(route) < 2 or not np.all(np.isfinite(route)):
+            self._input_error("route", f"route refused (the last good one stays): {len(route)} poses in frame "
+                              f"'{msg.header.frame_id}'; needs >= 2 finite poses in 'map'")
+            return
+        self.route = route
         self._match()
+
+    def _input_error(self, aspect: str, text: str) -> None:
+        self.get_logger().error(text, throttle_duration_sec=2.0)
+        self.diag_pub.publish(diag.array(self.get_clock().now().to_msg(), [
+            diag.status(f"{self.get_name()}: {aspect}", diag.ERROR, text)]))
 
     def on_info(self, msg: CarlaTrafficLightInfoList) -> None:
         try:
             self.heads = light_heads_from_info(msg)
         except ValueError as exc:
             self.heads = []
-            self.get_logger().error(f"traffic light info ignored: {exc}")
+            self._input_error("traffic_light_info", f"traffic light info ignored: {exc}")
         self._match()
 
     def on_status(self, msg: CarlaTrafficLightStatusList) -> None:
@@ -112,6 +126,8 @@ class TrafficLightReaderNode(Node):
         pos = msg.pose.pose.position
         res = self.sync.on_pose(EgoPose(time_to_seconds(msg.header.stamp), float(pos.x), float(pos.y),
                                         quaternion_msg_to_yaw(msg.pose.pose.orientation)))
+        if res.rejected:
+            self._input_error("odometry", f"odometry ignored: {res.rejected}")
         for r in res.released:
             self._process(r)
 

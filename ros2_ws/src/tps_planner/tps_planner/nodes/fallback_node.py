@@ -42,7 +42,7 @@ from tps_common.node import load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, TRAJECTORY_QOS, sensor_qos
 from tps_common.stamp_sync import PoseKind, Release, StampSync, StampSyncParams
 from tps_common.tf import ExtrinsicSource
-from tps_msgs.msg import LaneMap, MonitorStatus, PlannedTrajectory, TrafficLightStates
+from tps_msgs.msg import LaneMap, MonitorStatus, PlannedTrajectory, TrafficLightState, TrafficLightStates
 from visualization_msgs.msg import MarkerArray
 
 from tps_planner import conversions as conv
@@ -137,6 +137,13 @@ class FallbackNode(Node):
 
     def _on_lights(self, msg: TrafficLightStates) -> None:
         stamp, observations = conv.light_observations(msg)
+        bad = [o for o in observations if o.state > TrafficLightState.UNKNOWN or not 0.0 <= o.confidence <= 1.0]
+        if msg.header.frame_id not in ("map", "") or bad:
+            # malformed (found by tests/fuzz): every light of this stamp counts as UNKNOWN
+            self._diag_error("traffic_lights", f"traffic_lights refused (lights UNKNOWN for stamp {stamp:.3f} s): "
+                             f"frame '{msg.header.frame_id}', {len(bad)} light(s) with an unknown state or a "
+                             "confidence outside [0, 1]")
+            observations = []
         self.lights.put(stamp, observations)
         self._release_parked()
 
