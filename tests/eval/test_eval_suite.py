@@ -119,7 +119,7 @@ def test_case_node_parameters_reach_only_the_graphs_that_have_the_node(tmp_path)
 
     specs = {s.key: s for s in plan_episodes(load_suite("demo"), tmp_path)}
     blackout = specs["cut_in_detector_blackout-s9000-stack"]
-    assert blackout.node_parameters == {"perception": {"fault_blackout": True}}
+    assert blackout.node_parameters == {"perception": {"fault_blackout": True, "fault_onset_s": 3.0}}
     assert specs["cut_in_detector_blackout-s9000-expert"].node_parameters == {}  # no detector there
     assert specs["cut_in-s9000-stack"].node_parameters == {}
     # the override goes through the graph runner's schema check onto the perception node

@@ -162,7 +162,7 @@ def episode_line(r: dict, done: int, total: int) -> str:
 def demo_text(final: dict) -> str:
     """What ``tps-eval demo`` prints after the run: the per-case table of the stack, the
     aggregates per configuration, the wall time, and where the report, bags and animation are."""
-    lines = ["Per case, stack (sim_stack.yaml; the fallback drives until the planner and monitor land):",
+    lines = ["Per case, stack (sim_stack.yaml, the full stack; the monitor picks planner or fallback per frame):",
              R.text_table(final["case_rows"].get("stack", []), R.CASE_COLUMNS), "",
              _summary_table(final)]
     if final.get("perception_rows"):
@@ -348,8 +348,10 @@ CLOSEDLOOP_EPILOG = f"""examples:
 
 {SEEDS_HELP}
 
-configurations: stack (the stack's graph: fallback + perception_node with detections and agent
-  tokens; the fallback drives until the planner and monitor land), fallback (the fallback alone), expert (SUMO drives: the EP reference), naive (obstacles
+configurations: stack (the full stack: perception, VLM planner, monitor, fallback, arbiter,
+  controller), planner (the same without the monitor), shadow (the planner drives, the monitor
+  judges unheard and records: calibration), perception (perception beside the fallback),
+  fallback (the fallback alone), expert (SUMO drives: the EP reference), naive (obstacles
   ignored); a scored configuration brings the expert along.
 
 output (--out, default runs/eval/<suite>-<UTC timestamp>/):
