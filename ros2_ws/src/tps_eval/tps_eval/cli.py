@@ -137,6 +137,15 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
                 "executor": executor, "workers": workers, "wall_s": round(wall_s, 1),
                 "out": str(out), "host_cpus": os.cpu_count(),
                 "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+    from tps_eval.monitor_calib import run_monitor_summary
+
+    try:
+        monitor = run_monitor_summary(out, final)
+    except Exception as exc:  # noqa: BLE001 - a summary failure never loses the run
+        monitor = None
+        tqdm.write(f"monitor summary failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if monitor:
+        final["monitor"] = monitor
     case_rows = {cfg: per_case_table(final, cfg) for cfg in suite.configurations}
     paths = R.write_report(final, run_info, out, case_rows, bev_paths)
     final["run"] = run_info
@@ -235,6 +244,8 @@ def _json_payload(final: dict) -> dict:
     payload["run"] = final.get("run", {})
     if final.get("faults"):
         payload["faults"] = final["faults"]
+    if final.get("monitor"):
+        payload["monitor"] = final["monitor"]
     return payload
 
 

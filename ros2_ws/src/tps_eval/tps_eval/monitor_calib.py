@@ -335,3 +335,58 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=float) + "\n")
     return 0
+
+
+DEFAULT_CALIBRATION = "models/monitor/calibration.json"
+
+
+def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str | Path = DEFAULT_CALIBRATION,
+                        horizon_s: float = DEFAULT_HORIZON_S) -> dict | None:
+    """The ``monitor`` block of a closed-loop run's JSON (issue 15's "for checking"): over the
+    monitored episodes of the run (configurations stack and shadow, their ``monitor.jsonl``),
+    cycles labelled with the incidents that followed within ``horizon_s`` (the proxy for "the
+    candidate trajectory would collide within 3 s": an at-fault collision, a drivable-area
+    departure or a red-light violation follows), scored with the shipped calibration:
+
+    - ``auroc``: of (1 - certainty, critical counted as certainty 0) for the incident label;
+    - ``miss_rate``: the share of incident events not flagged within ``horizon_s`` before them,
+      ``miss_rate_target`` the calibration's target (``events``, ``events_missed`` the counts);
+    - ``false_alarm_rate``: the share of non-incident cycles flagged;
+    - ``detection_latency_cycles``: median cycles from a fault's onset to FALLBACK, full stack
+      (from :mod:`tps_eval.faults`; None without faults).
+
+    Per configuration under ``by_configuration``; None when no monitored episode has a record."""
+    from tps_planner import monitor_calibration as MC
+
+    try:
+        calib = MC.load_calibration(calibration_path)
+    except ValueError:
+        calib = None
+    tau = (calib or {}).get("thresholds", {}).get("tau_fallback")
+    out: dict = {"miss_rate_target": (calib or {}).get("target_miss_rate"), "horizon_s": horizon_s,
+                 "calibration": str(calibration_path), "by_configuration": {}}
+    for cfg in ("stack", "shadow"):
+        try:
+            records, episodes = collect([out_dir], horizon_s, (cfg,))
+        except CalibrationDataError:
+            continue
+        if calib is not None:
+            rescore(records, calib)
+        scores = np.array([1.0 if r["critical"] else 1.0 - r["certainty"] for r in records], float)
+        labels = np.array([r["incident"] for r in records], bool)
+        rates = cycle_rates(records, episodes, tau, horizon_s)
+        out["by_configuration"][cfg] = {
+            "episodes": len(episodes), "cycles": len(records), "incident_cycles": int(labels.sum()),
+            "auroc": MC.auroc(scores, labels),
+            "events": rates["events"], "events_missed": rates["events_missed"],
+            "miss_rate": rates["events_missed"] / rates["events"] if rates["events"] else None,
+            "false_alarm_rate": rates["false_alarm_rate"],
+            "nominal_false_alarm_rate": rates["nominal_false_alarm_rate"]}
+    if not out["by_configuration"]:
+        return None
+    main = out["by_configuration"].get("shadow") or out["by_configuration"].get("stack")
+    out.update({k: main[k] for k in ("auroc", "miss_rate", "false_alarm_rate", "events", "events_missed")})
+    faults = (final.get("faults") or {}).get("all", {}).get("stack", {})
+    out["detection_latency_cycles"] = faults.get("median_fallback_latency_cycles")
+    out["detection_latency_cycles_leave_nominal"] = faults.get("median_detection_latency_cycles")
+    return out
