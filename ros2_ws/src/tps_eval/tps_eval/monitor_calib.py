@@ -115,7 +115,10 @@ def collect(run_dirs: Iterable[str | Path], horizon_s: float = DEFAULT_HORIZON_S
                 specs[Path(ep.get("episode_dir", "")).name] = ep.get("spec", {})
         for edir in sorted((run / "episodes").glob("*")):
             spec = specs.get(edir.name, {})
-            if spec and spec.get("configuration") not in configurations:
+            # before summary.json exists (the run's own summary), the directory name says it:
+            # <case>-s<seed>-<configuration>
+            configuration = spec.get("configuration") or edir.name.rsplit("-", 1)[-1]
+            if configuration not in configurations:
                 continue
             rec_path, log_path = edir / RECORD_NAME, edir / LOG_NAME
             if not rec_path.exists() or not log_path.exists():
