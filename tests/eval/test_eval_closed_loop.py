@@ -105,7 +105,7 @@ def test_fallback_passes_or_stops_for_debris_the_naive_driver_hits(tmp_path):
 
     # A free neighbour lane: the fallback changes lanes round the debris and drives on, never
     # touching it and never leaving the drivable area.
-    passed, naive = eps["highway_debris-0-stack"], eps["highway_debris-0-naive"]
+    passed, naive = eps["highway_debris-0-fallback"], eps["highway_debris-0-naive"]
     debris, ego = _debris_and_ego(passed)
     assert len(debris) == 1, "the case places exactly one debris object"
     m = passed["metrics"]
@@ -122,7 +122,7 @@ def test_fallback_passes_or_stops_for_debris_the_naive_driver_hits(tmp_path):
     assert ego[-1, BOX["speed_mps"]] > 10.0, "it drives on after the lane change"
 
     # Debris across every lane: nowhere to go round it, the fallback waits behind it.
-    blocked = eps["highway_debris_blocked-0-stack"]
+    blocked = eps["highway_debris_blocked-0-fallback"]
     debris, ego = _debris_and_ego(blocked)
     assert len(debris) == 3
     assert blocked["metrics"]["collisions"] == 0
