@@ -321,6 +321,7 @@ SPECS = {
     "perception": Spec(
         "perception_node", "fz_perception", [CLOCK_TOPIC, ODOM, *TF_TOPICS, POINTS],
         ("output/detections", "tps_msgs.msg.DetectedAgents"), params_file="perception_node",
+        min_count=30,   # at 10 (+2) per input none of the odometry messages drawn was one it must refuse
         params={"threads": 1, "reliable_sensor_qos": True}, valid=_status_ok),
     "traffic_light_reader": Spec(
         "traffic_light_reader", "fz_lights",
