@@ -149,25 +149,26 @@ def check_no_test_seeds(episodes: Sequence[dict]) -> None:
                          f"(tps_sim.splits.VAL), evaluate on TEST")
 
 
-def event_scores(records: Sequence[dict], episodes: Sequence[dict], horizon_s: float) -> list[float]:
-    """One score per incident event (each episode's first incident): the lowest certainty of the
-    cycles in the ``horizon_s`` before it, -inf when one of them was critical (always flagged),
-    +inf when the monitor judged no cycle there. An event is flagged by a threshold tau when its
-    score is below tau."""
+def _incident_windows(records: Sequence[dict], episodes: Sequence[dict], horizon_s: float):
+    """``(t_incident, cycles)`` per incident event (each episode's first incident, the one the
+    monitor could act on): the episode's cycles in the ``horizon_s`` before it."""
     by_ep: dict[str, list[dict]] = {}
     for r in records:
         by_ep.setdefault(r["episode"], []).append(r)
-    out = []
     for ep in episodes:
         if not ep["incidents"]:
             continue
         t_inc = ep["incidents"][0][0]
-        window = [r for r in by_ep.get(ep["episode"], []) if t_inc - horizon_s <= r["t_s"] < t_inc]
-        if any(r["critical"] for r in window):
-            out.append(-math.inf)
-        else:
-            out.append(min((r["certainty"] for r in window), default=math.inf))
-    return out
+        yield t_inc, [r for r in by_ep.get(ep["episode"], []) if t_inc - horizon_s <= r["t_s"] < t_inc]
+
+
+def event_scores(records: Sequence[dict], episodes: Sequence[dict], horizon_s: float) -> list[float]:
+    """One score per incident event: the lowest certainty of the cycles in the ``horizon_s``
+    before it, -inf when one of them was critical (always flagged), +inf when the monitor judged
+    no cycle there. An event is flagged by a threshold tau when its score is below tau."""
+    return [-math.inf if any(r["critical"] for r in window)
+            else min((r["certainty"] for r in window), default=math.inf)
+            for _, window in _incident_windows(records, episodes, horizon_s)]
 
 
 def fit_events(records: list[dict], episodes: list[dict], target_miss_rate: float, horizon_s: float,
@@ -235,19 +236,12 @@ def event_detection(records: Sequence[dict], episodes: Sequence[dict], calibrati
     tau = None
     if calibration:
         tau = calibration.get("thresholds", {}).get("tau_fallback", calibration.get("tau_fallback"))
-    by_ep: dict[str, list[dict]] = {}
-    for r in records:
-        by_ep.setdefault(r["episode"], []).append(r)
     n = k = 0
     leads = []
-    for ep in episodes:
-        if not ep["incidents"]:
-            continue
-        t_inc = ep["incidents"][0][0]
+    for t_inc, window in _incident_windows(records, episodes, horizon_s):
         n += 1
-        flagged = [r["t_s"] for r in by_ep.get(ep["episode"], [])
-                   if t_inc - horizon_s <= r["t_s"] < t_inc and (
-                       r["critical"] or (tau is not None and r["certainty"] < tau))]
+        flagged = [r["t_s"] for r in window
+                   if r["critical"] or (tau is not None and r["certainty"] < tau)]
         if flagged:
             k += 1
             leads.append(t_inc - min(flagged))
