@@ -225,6 +225,20 @@ sys.path.insert(0, str(ROOT / "tests" / "planner"))
 from ros_harness import spin_until, start_node, stop  # noqa: E402
 
 
+def settle_clock(node, pub_clock, stamp_s: float, for_s: float = 0.5) -> None:
+    """Publish ``/clock`` = ``stamp_s`` every 50 ms for ``for_s``: a sim-time node that receives a
+    candidate before its first clock stores it as received at t = 0, which reads as a silent
+    planner once the clock arrives (the fresh-clone CI failed on that race; a subscription
+    count does not show that a node's clock subscriptions are matched)."""
+    from rosgraph_msgs.msg import Clock
+    from tps_common.conversions import seconds_to_time
+
+    end = time.monotonic() + for_s
+    while time.monotonic() < end:
+        pub_clock.publish(Clock(clock=seconds_to_time(stamp_s)))
+        spin_until(node, lambda: False, 0.05)
+
+
 class Harness:
     """Publishes the planner's inputs on ``/<name>/input/...`` and collects its outputs."""
 
@@ -587,8 +601,9 @@ def test_arbiter_waits_for_the_candidate_of_its_stamp(tmp_path_factory, context)
             return conv.trajectory_to_msg(Trajectory(stamp, t, np.column_stack([t * 5, 0 * t]), 0 * t, 0 * t + 5,
                                                      0 * t, source))
 
-        assert spin_until(node, lambda: node.count_subscribers(f"/{name}/input/fallback_trajectory") > 0
+        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for p in (pub_cand, pub_fb))
                           and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+        settle_clock(node, pub_clock, 1.0)
         # warm up the candidate path (the planner answering) at 1.0
         pub_clock.publish(Clock(clock=seconds_to_time(1.0)))
         pub_cand.publish(msg(1.0, SOURCE_PLANNER))
@@ -652,12 +667,16 @@ def test_arbiter_waits_for_the_monitor_status_of_its_stamp(tmp_path_factory, con
             m.header.stamp = seconds_to_time(stamp)
             return m
 
-        assert spin_until(node, lambda: node.count_subscribers(f"/{name}/input/monitor_status") > 0
+        # every input matched before the first frame: a candidate sent before discovery is lost, and
+        # the arbiter then (rightly) falls back -- the fresh-clone CI failed on exactly that race
+        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for p in (pub_cand, pub_fb, pub_mon))
                           and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+        settle_clock(node, pub_clock, 1.0)
         for stamp, state, expect in ((1.0, MonitorStatus.STATE_NOMINAL, SOURCE_PLANNER),
                                      (1.1, MonitorStatus.STATE_FALLBACK, SOURCE_FALLBACK),
                                      (1.2, MonitorStatus.STATE_DEGRADED, SOURCE_PLANNER)):
             pub_clock.publish(Clock(clock=seconds_to_time(stamp)))
+            spin_until(node, lambda: False, 0.1)   # the clock before the candidate (settle_clock)
             pub_cand.publish(msg(stamp, SOURCE_PLANNER))
             pub_fb.publish(msg(stamp, SOURCE_FALLBACK))
             spin_until(node, lambda: False, 0.3 * wait_s)
