@@ -89,6 +89,7 @@ class ReplayOptions:
     progress: bool = True
     max_frames: int | None = None
     plots: bool = True
+    resources: bool = True      # sample CPU % and RSS of each node while playing (report "resources")
 
 
 @dataclass
@@ -360,7 +361,7 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
     sink = RecordSink(result_path, compress=options.compress)
     if live is not None:
         sink.listeners.append(live.log)
-    session = gp = None
+    session = gp = sampler = None
     bag = InputBag(bag_path, config, exclude=exclude)
     notes: list[str] = []
     try:
@@ -394,7 +395,15 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
                 log(f"tps-replay: warning: {notes[-1]}")
             time.sleep(MATCH_SETTLE_S)
             session.timing.startup_s = time.monotonic() - t_start
-            _play(bag, session, config, options, outputs, facts, log)
+            if options.resources:
+                from tps_eval.replay.resources import ResourceSampler
+
+                sampler = ResourceSampler(gp.pids).start()
+            try:
+                _play(bag, session, config, options, outputs, facts, log)
+            finally:
+                if sampler is not None:
+                    sampler.stop()
             facts.set_static(bag.static_transforms())
             _add_configured_statics(facts, config)
             if gp.poll() is not None:
@@ -424,6 +433,7 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
                      "config": config.source or None, "domain_id": domain, "wall_s": round(timing.wall_s, 2),
                      "startup_s": round(timing.startup_s, 2), "host_cpus": os.cpu_count(),
                      "load_avg": list(os.getloadavg()), "notes": notes}
+    result["resources"] = sampler.summary() if sampler is not None else None
     report.write(result, out, series, facts, plots=options.plots)
     return result
 

@@ -48,6 +48,17 @@ def markdown(result: dict, images: list[str]) -> str:
         lines.append(f"| {n} | {_fmt(lat.get('p50'))} | {_fmt(lat.get('p95'))} | {_fmt(lat.get('p99'))} | "
                      f"{lat.get('n', 0)} | {_fmt(result['dropped'].get(n), '{:d}')} | {_fmt(proc.get('p50'))} | "
                      f"{_fmt(proc.get('p95'))} | {_fmt(proc.get('p99'))} |")
+    res = result.get("resources")
+    if res and res.get("nodes"):
+        tot = res["total"]
+        lines += ["", "## Resources", "",
+                  f"Sampled every {tot['period_s']} s while playing (process + descendants; CPU 100 % = one "
+                  f"core of {tot['host_cpus']}). Whole graph: peak RSS **{_fmt(tot['rss_mb_peak'], '{:.0f}')} MB**"
+                  f", mean CPU {_fmt(tot['cpu_pct_mean'], '{:.0f}')} %.", "",
+                  "| process | CPU mean [%] | CPU p95 [%] | peak RSS [MB] |", "|---|---|---|---|"]
+        for n, r in res["nodes"].items():
+            lines.append(f"| {n} | {_fmt(r['cpu_pct_mean'], '{:.1f}')} | {_fmt(r['cpu_pct_p95'], '{:.1f}')} | "
+                         f"{_fmt(r['rss_mb_peak'], '{:.0f}')} |")
     if result.get("nodes_absent"):
         lines += ["", f"Nodes of the node table not in this graph: {', '.join(result['nodes_absent'])}."]
     if result.get("gave_up_waiting"):
