@@ -187,8 +187,8 @@ def test_bad_set_overrides_are_named(override, expected):
 
 
 def test_set_cannot_smuggle_in_unknown_keys():
-    with pytest.raises(GraphError, match="node 'talker': unknown key 'respawn'"):
-        load_graph(EXAMPLE, ["nodes.talker.respawn=true"])
+    with pytest.raises(GraphError, match="node 'talker': unknown key 'launch_prefix'"):   # respawn is a key now
+        load_graph(EXAMPLE, ["nodes.talker.launch_prefix=gdb"])
     with pytest.raises(GraphError, match="bad mode 'fast'"):
         load_graph(EXAMPLE, ["mode=fast"])
 

@@ -571,6 +571,34 @@ def test_unusable_model_file_is_named_and_the_node_stays_up(tmp_path_factory, co
 
 
 @pytest.mark.ros
+def test_backend_auto_without_an_export_plans_on_torch_and_says_so(tmp_path_factory, context, checkpoint):
+    """backend auto (the vehicle graph): ORT INT8 needs the checkpoint's export; a checkpoint that
+    has none (a copy under another name) plans on torch eager, with a WARN naming why."""
+    import shutil
+
+    from tps_common import diagnostics as diag
+
+    path = tmp_path_factory.mktemp("auto_model") / "planner_without_export.pt"
+    shutil.copy(checkpoint[0], path)
+    name = "planner_auto"
+    proc = _start_planner(tmp_path_factory, name, path, backend="auto")
+    h = Harness(context, name)
+    try:
+        h.wait_ready(proc)
+        h.latch()
+        stamp, _ = _good_plan(h, proc)
+        h.spin_until(lambda: any(k == _stamp_key(stamp) and st.name == f"{name}: planning" for k, st in h.diags),
+                     FRAME_TIMEOUT_S)
+        (planning,) = [st for k, st in h.diags if k == _stamp_key(stamp) and st.name == f"{name}: planning"]
+        values = {v.key: v.value for v in planning.values}
+        assert diag.level_of(planning.level) == diag.WARN and "backend auto" in planning.message, planning.message
+        assert "planner_without_export" in planning.message and values["backend"].startswith("torch eager")
+    finally:
+        stop(proc)
+        h.node.destroy_node()
+
+
+@pytest.mark.ros
 def test_arbiter_waits_for_the_candidate_of_its_stamp(tmp_path_factory, context):
     """candidate_wait_s: the fallback of stamp k is held until the planner's candidate of k (the
     planner in the lockstep chain); a wait that runs out releases it."""

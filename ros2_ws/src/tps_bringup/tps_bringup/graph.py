@@ -13,8 +13,17 @@ The format is the one in ``docs/CONTRACTS.md`` ("Node graph files")::
         params: [config/fallback_node.param.yaml]   # relative to the repository root
         parameters: {max_speed_mps: 12.0}          # inline overrides (optional)
         remaps: {"~/input/points": /carla/ego_vehicle/lidar}
-        required: true              # default true
+        required: true              # default true (false for a respawning node)
+        respawn: false              # restart the node when it exits (processes mode only)
+        respawn_delay_s: 1.0        # wall seconds between the exit and the restart
         args: []                    # extra command-line arguments (optional)
+
+``respawn`` is ros2 launch's ``respawn``/``respawn_delay``: a node that exits on its own (crash,
+kill, exit code 0 alike) is started again after ``respawn_delay_s`` with the same command line
+(parameters, remaps), and the runner logs and counts each restart (``GraphProcess.restarts``). A
+respawning node is implicitly not ``required`` (its exit never stops the graph; writing
+``required: true`` beside ``respawn: true`` is an error). ``single_process`` mode rejects
+``respawn``: one process hosts every node there, and it cannot restart one of them alone.
 
 Everything here is ROS-free (no rclpy import), so it is unit-testable anywhere, and it is the single
 place where a graph entry becomes node arguments: :meth:`NodeInvocation.ros_args` feeds the
@@ -44,10 +53,13 @@ from tps_bringup.demo import LISTENER_SCHEMA, TALKER_SCHEMA
 
 MODES = ("processes", "single_process")
 TOP_LEVEL_KEYS = ("name", "mode", "use_sim_time", "nodes")
-NODE_KEYS = ("name", "package", "executable", "namespace", "params", "parameters", "remaps", "required", "args")
+NODE_KEYS = ("name", "package", "executable", "namespace", "params", "parameters", "remaps", "required", "respawn",
+             "respawn_delay_s", "args")
 REQUIRED_NODE_KEYS = ("name", "package", "executable")
 DEFAULT_MODE = "processes"
 DEFAULT_USE_SIM_TIME = False
+DEFAULT_RESPAWN_DELAY_S = 1.0   # ros2 launch's respawn_delay default is 0; 1 s keeps a crash loop slow
+MAX_RESPAWN_DELAY_S = 3600.0
 
 # rcl node names: letters, digits, underscores; must not start with a digit.
 _NODE_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -84,6 +96,8 @@ class NodeSpec:
     required: bool = True
     args: tuple[str, ...] = ()
     executable_path: Path | None = None  # resolved on disk (None when not checked)
+    respawn: bool = False
+    respawn_delay_s: float = DEFAULT_RESPAWN_DELAY_S
 
     @property
     def full_name(self) -> str:
@@ -129,6 +143,8 @@ class Graph:
                         "parameters": dict(n.parameters),
                         "remaps": [list(r) for r in n.remaps],
                         "required": n.required,
+                        "respawn": n.respawn,
+                        "respawn_delay_s": n.respawn_delay_s,
                         "args": list(n.args),
                         "executable_path": str(n.executable_path) if n.executable_path else None,
                     }
@@ -153,6 +169,8 @@ def graph_from_json(text: str) -> Graph:
             required=n["required"],
             args=tuple(n["args"]),
             executable_path=Path(n["executable_path"]) if n["executable_path"] else None,
+            respawn=bool(n.get("respawn", False)),
+            respawn_delay_s=float(n.get("respawn_delay_s", DEFAULT_RESPAWN_DELAY_S)),
         )
         for n in data["nodes"]
     )
@@ -566,9 +584,25 @@ def _parse_node(
             else:
                 remaps.append((src, dst))
 
-    required = raw.get("required", True)
+    respawn = raw.get("respawn", False)
+    if not isinstance(respawn, bool):
+        problems.append(f"{label}: 'respawn' must be true or false, got {respawn!r}")
+        respawn = False
+    required = raw.get("required", not respawn)
     if not isinstance(required, bool):
         problems.append(f"{label}: 'required' must be true or false, got {required!r}")
+    elif respawn and required:
+        problems.append(f"{label}: 'respawn: true' cannot be 'required: true' (a respawning node's exit never "
+                        "stops the graph; drop 'required')")
+    respawn_delay_s = raw.get("respawn_delay_s", DEFAULT_RESPAWN_DELAY_S)
+    if isinstance(respawn_delay_s, bool) or not isinstance(respawn_delay_s, (int, float)) \
+            or not 0.0 <= float(respawn_delay_s) <= MAX_RESPAWN_DELAY_S:
+        problems.append(f"{label}: 'respawn_delay_s' must be a number of seconds in [0, {MAX_RESPAWN_DELAY_S:g}], "
+                        f"got {respawn_delay_s!r}")
+        respawn_delay_s = DEFAULT_RESPAWN_DELAY_S
+    if mode == "single_process" and respawn:
+        problems.append(f"{label}: 'respawn' needs mode 'processes' (single_process runs every node in one process, "
+                        "which cannot restart one node alone)")
     args = raw.get("args") or []
     if not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args):
         problems.append(f"{label}: 'args' must be a list of strings, got {args!r}")
@@ -593,9 +627,11 @@ def _parse_node(
         params=tuple(params),
         parameters=parameters,
         remaps=tuple(remaps),
-        required=required if isinstance(required, bool) else True,
+        required=required if isinstance(required, bool) else not respawn,
         args=tuple(args),
         executable_path=executable_path,
+        respawn=respawn,
+        respawn_delay_s=float(respawn_delay_s),
     )
     return node, problems
 
@@ -665,6 +701,8 @@ class NodeInvocation:
     args: tuple[str, ...]
     required: bool
     executable_path: Path | None
+    respawn: bool = False
+    respawn_delay_s: float = DEFAULT_RESPAWN_DELAY_S
 
     def ros_args(self) -> list[str]:
         """``--ros-args -r __node:=NAME [-r __ns:=NS] --params-file F ... -p k:=v ... -r a:=b ...
@@ -689,8 +727,9 @@ class NodeInvocation:
         return [exe, *self.args, *self.ros_args()]
 
     def launch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``launch_ros.actions.Node`` (``tps_bringup.launch_support``)."""
-        return {
+        """Keyword arguments for ``launch_ros.actions.Node`` (``tps_bringup.launch_support``);
+        a respawning node gets launch's ``respawn``/``respawn_delay``."""
+        kwargs = {
             "package": self.package,
             "executable": self.executable,
             "name": self.name,
@@ -700,6 +739,10 @@ class NodeInvocation:
             "arguments": list(self.args),
             "output": "screen",
         }
+        if self.respawn:
+            kwargs["respawn"] = True
+            kwargs["respawn_delay"] = float(self.respawn_delay_s)
+        return kwargs
 
 
 def node_invocation(node: NodeSpec, graph: Graph) -> NodeInvocation:
@@ -717,6 +760,8 @@ def node_invocation(node: NodeSpec, graph: Graph) -> NodeInvocation:
         args=node.args,
         required=node.required,
         executable_path=node.executable_path,
+        respawn=node.respawn,
+        respawn_delay_s=node.respawn_delay_s,
     )
 
 

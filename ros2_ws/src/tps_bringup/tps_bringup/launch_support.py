@@ -4,6 +4,11 @@ functions as ``tps-bringup`` (:mod:`tps_bringup.graph`, :mod:`tps_bringup.deploy
 
 Imports ``launch``/``launch_ros`` (a system ROS 2 install; not on PyPI) inside the functions, so
 that the module and its callers' syntax can be checked anywhere.
+
+A node with ``respawn: true`` becomes a Node action with launch's ``respawn``/``respawn_delay``
+(``NodeInvocation.launch_kwargs``) and, not being required, no Shutdown on exit. launch restarts it
+with an unchanged environment (no ``TPS_RESPAWN_COUNT``), so an injected ``fault_crash_at_s`` would
+fire again in every respawn: fault injection runs through ``tps-bringup``.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ Semantics (the same in both modes):
   ``run_graph`` escalates at once;
 - a *required* node that exits on its own stops the graph; the exit code is then non-zero unless it
   exited with code 0 (a node that finishes its job, e.g. a simulator at the end of an episode);
+- a *respawning* node (``respawn: true``, processes mode only) that exits on its own, whatever its
+  exit code, is started again after ``respawn_delay_s`` with the same command line and the
+  environment variable ``TPS_RESPAWN_COUNT`` (tps_common.node.RESPAWN_ENV) set to its restart
+  count; each restart is logged (``node 'x' exited with code N: respawn #k in D s`` then
+  ``respawned 'x' (#k, pid P)``) and recorded in :attr:`GraphProcess.restarts`; a stop cancels a
+  pending restart;
 - the exit code after a requested stop is 0 when every child stopped by itself within the grace
   period (exit code 0 or killed by the signal sent), else 1; a failure is described in
   :attr:`GraphProcess.failure` and printed as ``node 'x' exited with code N``.
@@ -31,6 +37,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import IO
+
+from tps_common.node import RESPAWN_ENV
 
 from tps_bringup.graph import Graph, NodeInvocation, invocations
 
@@ -101,12 +109,35 @@ class Child:
     popen: subprocess.Popen | None = None
     returncode: int | None = None
     reader: threading.Thread | None = None
-    signals_sent: list[int] = field(default_factory=list)
+    signals_sent: list[int] = field(default_factory=list)  # to the current process
+    respawn: bool = False
+    respawn_delay_s: float = 0.0
+    colour: str = "0"
+    restarts: int = 0                      # processes started after the first
+    respawn_at: float | None = None        # monotonic time of a pending restart
+    exits: list[tuple[int, float]] = field(default_factory=list)  # (exit code, monotonic time) of every process
 
     @property
     def pid(self) -> int | None:
         """Process id (None before start)."""
         return self.popen.pid if self.popen else None
+
+
+@dataclass(frozen=True)
+class Restart:
+    """One restart of a respawning node (times: ``time.monotonic()``, the system-wide monotonic
+    clock, comparable with other processes' on Linux)."""
+
+    node: str
+    count: int            # 1 for the first restart
+    exit_code: int        # of the process that ended
+    exited_at: float      # when the runner saw it end (within POLL_PERIOD_S)
+    restarted_at: float   # when the new process was started
+    pid: int              # of the new process
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
 
 
 class GraphProcess:
@@ -159,6 +190,7 @@ class GraphProcess:
         self.children: list[Child] = self._plan()
         self.failure: str | None = None
         self.exit_code: int | None = None
+        self.restarts: list[Restart] = []  # every restart of a respawning node, in order
         self._lock = threading.Lock()
         self._out_lock = threading.RLock()  # re-entrant: request_stop logs from signal handlers
         self._stop_signal: int | None = None
@@ -176,8 +208,11 @@ class GraphProcess:
                 self.graph.to_json(),
             ]
             required = any(n.required for n in self.graph.nodes)
-            return [Child(label=self.graph.name, command=command, required=required, kind="single_process host")]
-        return [Child(label=inv.name, command=inv.command(), required=inv.required) for inv in invocations(self.graph)]
+            return [Child(label=self.graph.name, command=command, required=required, kind="single_process host",
+                          colour=_COLOURS[0])]
+        return [Child(label=inv.name, command=inv.command(), required=inv.required, respawn=inv.respawn,
+                      respawn_delay_s=inv.respawn_delay_s, colour=_COLOURS[i % len(_COLOURS)])
+                for i, inv in enumerate(invocations(self.graph))]
 
     def commands(self) -> list[tuple[str, list[str]]]:
         """(label, argv) of every child, as started (``--dry-run`` prints them)."""
@@ -203,11 +238,12 @@ class GraphProcess:
             except (ValueError, OSError):
                 pass  # output closed (e.g. at interpreter exit): the child's line is lost, not the graph
 
-    def _pump(self, child: Child, colour: str) -> None:
-        assert child.popen is not None and child.popen.stdout is not None
-        for raw in iter(child.popen.stdout.readline, b""):
+    def _pump(self, child: Child, colour: str, popen: subprocess.Popen | None = None) -> None:
+        popen = popen if popen is not None else child.popen
+        assert popen is not None and popen.stdout is not None
+        for raw in iter(popen.stdout.readline, b""):
             self._write(child.label, raw.decode("utf-8", errors="replace"), colour)
-        child.popen.stdout.close()
+        popen.stdout.close()
 
     # ----------------------------------------------------------------------------- life cycle
     def start(self) -> GraphProcess:
@@ -230,25 +266,57 @@ class GraphProcess:
         atexit.register(self._atexit)
         return self
 
-    def _spawn_all(self) -> None:
+    def _spawn(self, child: Child) -> None:
+        """Start ``child``'s process (again, for a restart: ``child.restarts`` already counted)."""
         linux = sys.platform.startswith("linux")
         preexec = _pdeathsig_preexec if (self.kill_on_parent_death and linux) else _default_signals_preexec
-        for i, child in enumerate(self.children):
-            child.popen = subprocess.Popen(
-                child.command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=str(self.graph.root),
-                start_new_session=True,  # terminal Ctrl-C reaches the runner only; it forwards
-                preexec_fn=preexec,
-            )
-            child.reader = threading.Thread(
-                target=self._pump, args=(child, _COLOURS[i % len(_COLOURS)]), daemon=True
-            )
-            child.reader.start()
+        env = self.env
+        if child.restarts:
+            env = dict(self.env, **{RESPAWN_ENV: str(child.restarts)})
+        popen = subprocess.Popen(
+            child.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=str(self.graph.root),
+            start_new_session=True,  # terminal Ctrl-C reaches the runner only; it forwards
+            preexec_fn=preexec,
+        )
+        child.popen = popen
+        child.returncode = None
+        child.signals_sent = []
+        child.reader = threading.Thread(target=self._pump, args=(child, child.colour, popen), daemon=True)
+        child.reader.start()
+
+    def _spawn_all(self) -> None:
+        for child in self.children:
+            self._spawn(child)
             self.log(f"started '{child.label}' (pid {child.pid}): {shlex.join(child.command[:1])}")
+
+    def _respawn_due(self) -> None:
+        """Restart every respawning child whose delay has run out (monitor thread only)."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.respawn_at is None or now < child.respawn_at:
+                continue
+            child.respawn_at = None
+            exit_code, exited_at = child.exits[-1]
+            child.restarts += 1
+            try:
+                self._spawn(child)
+            except OSError as exc:
+                child.restarts -= 1
+                self.log(f"could not respawn {child.kind} '{child.label}': {exc} (it stays down)")
+                continue
+            self.restarts.append(Restart(child.label, child.restarts, exit_code, exited_at, time.monotonic(),
+                                         child.pid))
+            self.log(f"respawned '{child.label}' (#{child.restarts}, pid {child.pid}, "
+                     f"{time.monotonic() - exited_at:.2f} s after it ended)")
+
+    def restart_counts(self) -> dict[str, int]:
+        """label -> number of restarts of every respawning child."""
+        return {c.label: c.restarts for c in self.children if c.respawn}
 
     def _run(self) -> None:
         try:
@@ -274,6 +342,7 @@ class GraphProcess:
                 code = child.popen.poll()
                 if code is not None:
                     child.returncode = code
+                    child.exits.append((code, time.monotonic()))
                     exited.append(child)
         return exited
 
@@ -286,7 +355,10 @@ class GraphProcess:
                 if self._stop_signal is not None:
                     continue
                 what = f"{child.kind} '{child.label}' {describe_exit(child.returncode)}"
-                if child.required:
+                if child.respawn:
+                    child.respawn_at = time.monotonic() + child.respawn_delay_s
+                    self.log(f"{what}: respawn #{child.restarts + 1} in {child.respawn_delay_s:g} s")
+                elif child.required:
                     if child.returncode == 0:
                         self.log(f"{what}: required node finished, stopping the graph")
                     else:
@@ -295,7 +367,14 @@ class GraphProcess:
                     self._request_stop(signal.SIGINT)
                 else:
                     self.log(f"{what} (not required: the graph keeps running)")
-            if not self._alive():
+            if self._stop_signal is None:
+                self._respawn_due()
+            else:
+                for child in self.children:
+                    if child.respawn_at is not None:
+                        child.respawn_at = None
+                        self.log(f"respawn of '{child.label}' cancelled: the graph is stopping")
+            if not self._alive() and not any(c.respawn_at is not None for c in self.children):
                 break
             if self._stop_signal is not None:
                 self._shutdown_children()
@@ -492,10 +571,12 @@ def run_graph(
                 gp.log(f"--duration-s {duration_s:g} s reached")
                 gp.request_stop(signal.SIGINT)
                 deadline = None
+        restarted = {k: v for k, v in gp.restart_counts().items() if v}
+        restarts = (" (restarts: " + ", ".join(f"'{k}' {v}" for k, v in restarted.items()) + ")") if restarted else ""
         if gp.failure:
-            gp.log(f"graph '{graph.name}' failed: {gp.failure}")
+            gp.log(f"graph '{graph.name}' failed: {gp.failure}{restarts}")
         else:
-            gp.log(f"graph '{graph.name}' stopped")
+            gp.log(f"graph '{graph.name}' stopped{restarts}")
         return code
     finally:
         for sig, handler in previous.items():
@@ -522,7 +603,7 @@ def run_build_only(graph: Graph, *, env: Mapping[str, str] | None = None, output
                                 stderr=subprocess.STDOUT, env=gp.env, cwd=str(graph.root),
                                 preexec_fn=_default_signals_preexec)
         child = Child(label=inv.name, command=inv.command(), required=True, popen=proc)
-        gp._pump(child, _COLOURS[i % len(_COLOURS)])
+        gp._pump(child, _COLOURS[i % len(_COLOURS)], proc)
         code = proc.wait()
         if code != 0:
             failed.append(f"'{inv.name}' {describe_exit(code)}")

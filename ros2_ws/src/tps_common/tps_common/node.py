@@ -27,8 +27,47 @@ from tps_common.params import ParameterError, declare_from_schema, load_schema
 
 EXIT_BAD_PARAMETER = 2
 EXIT_INJECTED_CRASH = 70  # fault injection: a node's fault_crash_at_s fired (os._exit, no cleanup)
+# Set by tps-bringup (tps_bringup.runner) in the environment of a respawned node process: how many
+# times the node has been restarted (absent in a node's first process).
+RESPAWN_ENV = "TPS_RESPAWN_COUNT"
 PYBIND_INTERRUPTED_CONVERSION = "Unable to convert call argument"
 INTERRUPT_SHUTDOWN_WAIT_S = 1.0   # how long an interrupted conversion waits for the signal's shutdown [s]
+
+
+def respawn_count(environ=None) -> int:
+    """How many times the graph runner has restarted this node process (``RESPAWN_ENV``; 0 in a
+    node's first process, or when it is unreadable)."""
+    import os
+
+    raw = (os.environ if environ is None else environ).get(RESPAWN_ENV, "0")
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        return 0
+
+
+def injected_crash_time(crash_at_s: float, environ=None) -> float:
+    """The ``fault_crash_at_s`` a node arms: the parameter in its first process, -1 (off) in a
+    respawned one, so that an injected crash fires once per run and a respawn (same parameters)
+    does not crash again."""
+    return float(crash_at_s) if respawn_count(environ) == 0 else -1.0
+
+
+def crash_if_due(node, crash_at_s: float, stamp_s: float, what: str) -> None:
+    """FAULT INJECTION (a node's ``fault_crash_at_s``, armed through :func:`injected_crash_time`):
+    when ``crash_at_s`` >= 0 and an input stamped ``stamp_s`` (finite) at or after it arrived, log
+    "injected crash" (FATAL, naming the input) and die at once with ``os._exit(EXIT_INJECTED_CRASH)``,
+    without cleanup, like a real crash."""
+    import math
+    import os
+
+    if crash_at_s < 0.0 or not math.isfinite(stamp_s) or stamp_s < crash_at_s:
+        return
+    node.get_logger().fatal(f"injected crash: fault_crash_at_s = {crash_at_s:.3f} s, {what} stamped "
+                            f"{stamp_s:.3f} s arrived; exiting with code {EXIT_INJECTED_CRASH}")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(EXIT_INJECTED_CRASH)
 
 
 def is_requested_shutdown(exc: BaseException, context=None) -> bool:

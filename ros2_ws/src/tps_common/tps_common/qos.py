@@ -17,6 +17,12 @@ _KEEP_LAST = HistoryPolicy.KEEP_LAST
 # ``reliable_sensor_qos: false`` gives the sensor-data profile (best effort) for a real vehicle.
 RELIABLE_SENSOR_QOS = QoSProfile(history=_KEEP_LAST, depth=5, reliability=_RELIABLE)
 SENSOR_DATA_QOS = qos_profile_sensor_data
+# A node that works on every cloud it takes (perception, the fallback) keeps only the newest one on a
+# vehicle: behind by a frame, it processes the newest next and never a backlog. With the sensor-data
+# profile's depth 5 a busy perception answered each cloud ~400 ms late (benchmarks/bench_e2e.py).
+# Inputs that are paired by stamp and cheap to take (odometry, images) keep depth 5.
+SENSOR_LATEST_QOS = QoSProfile(history=_KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                               durability=DurabilityPolicy.VOLATILE)
 TRAJECTORY_QOS = QoSProfile(history=_KEEP_LAST, depth=5, reliability=_RELIABLE)
 # The selected trajectory also keeps its recent history for late joiners (transient local): the
 # evaluation's recorder and a person's RViz/recorder may finish discovery after the first cycles
@@ -33,7 +39,10 @@ CONTROL_QOS = QoSProfile(history=_KEEP_LAST, depth=10, reliability=_RELIABLE)
 STACK_OUTPUT_QOS = QoSProfile(history=_KEEP_LAST, depth=10, reliability=_RELIABLE)
 
 
-def sensor_qos(reliable: bool) -> QoSProfile:
+def sensor_qos(reliable: bool, latest_only: bool = False) -> QoSProfile:
     """The QoS of sensor inputs (points, odometry, images): RELIABLE depth 5 in the synchronous
-    loop, the sensor-data profile (best effort) otherwise."""
-    return RELIABLE_SENSOR_QOS if reliable else SENSOR_DATA_QOS
+    loop, the sensor-data profile (best effort) otherwise -- with ``latest_only`` best effort
+    depth 1 (stale frames dropped, see SENSOR_LATEST_QOS)."""
+    if reliable:
+        return RELIABLE_SENSOR_QOS
+    return SENSOR_LATEST_QOS if latest_only else SENSOR_DATA_QOS

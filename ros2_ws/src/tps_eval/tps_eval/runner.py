@@ -22,7 +22,10 @@ An *injected* crash (a case's ``node_parameters.<node>.fault_crash_at_s``, tps_e
 not a failure: that node runs ``required: false``, so the graph (the bridge) keeps stepping when
 it exits, and the episode is scored if it exited with ``EXIT_INJECTED_CRASH`` (or was still
 running at the end); any other exit of it, or of any other node, is still an error. The metrics
-say what happened under ``injected_crashes``.
+say what happened under ``injected_crashes``. A node the graph marks ``respawn: true`` is
+restarted by the runner (without the crash armed again, tps_common.node.injected_crash_time);
+its first process's exit is the one judged, and ``metrics["restarts"]`` lists every restart
+(tps_bringup.runner.Restart: node, exit code, monotonic exit and restart times, new pid).
 """
 
 from __future__ import annotations
@@ -211,6 +214,7 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     collected = None
     crashes = injected_crashes(spec.node_parameters)   # {node: sim time}: the graph outlives them
     crash_rows: list = []
+    restarts: list = []
     try:
         graph = load_graph(spec.graph, bridge_overrides(spec, edir) + crash_overrides(crashes))
         graph = load_graph(spec.graph, bridge_overrides(spec, edir) + crash_overrides(crashes)
@@ -240,9 +244,12 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
                 # afterwards (2 loaded cores) does not invalidate what was driven.
                 graph_warning = f"graph exited with code {code} after the episode: {gp.failure}"
             if crashes and code is not None:
+                # a respawned node (graph key respawn) is judged by its first process's exit
                 crash_rows, crash_error = crash_outcome(crashes, {
-                    c.label: (c.returncode, bool(c.signals_sent)) for c in gp.children}, EXIT_INJECTED_CRASH)
+                    c.label: ((c.exits[0][0], False) if c.restarts else (c.returncode, bool(c.signals_sent)))
+                    for c in gp.children}, EXIT_INJECTED_CRASH)
                 error = error or crash_error
+            restarts = [r.to_dict() for r in gp.restarts]
         if collector is not None:
             time.sleep(COLLECTOR_DRAIN_S)
             collected = collector.data()
@@ -275,6 +282,8 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
                                                                    log["t_s"]))
             if crashes:
                 metrics["injected_crashes"] = crash_rows
+            if restarts:   # respawning nodes that were restarted (tps_bringup.runner.Restart)
+                metrics["restarts"] = restarts
             if spec.configuration != "expert" and collected is not None \
                     and collected.trajectories == 0:
                 error = "no selected trajectory was heard on /tps/planning/trajectory"

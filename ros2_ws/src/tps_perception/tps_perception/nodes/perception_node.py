@@ -21,6 +21,11 @@ fault matrix): applied to the frames stamped in ``[fault_onset_s, fault_onset_s 
 fault_duration_s)`` (0 = no end), which carry STATUS_FAULT_INJECTED; earlier frames are published
 untouched with STATUS_OK, as from a healthy detector.
 
+Process crash injection (``fault_crash_at_s`` >= 0, off by default; the process-fault tests): the
+process dies with ``os._exit(EXIT_INJECTED_CRASH)`` (70, no cleanup) when the first cloud,
+odometry or /clock stamped at or after that sim time arrives (tps_common.node.crash_if_due), like
+planner_node; a process respawned by tps-bringup does not arm it (tps_common.node.injected_crash_time).
+
 Detector and tokenizer run in this process (``tps_perception.tokenizer_backends.engine_pair``): the
 detector graph returns its head input ``features`` beside the heads, the tokenizer graph reads it
 from memory, so the BEV feature map never crosses DDS. Model files come from models/manifest.yaml
@@ -49,7 +54,7 @@ from sensor_msgs.msg import PointCloud2
 from tps_common import diagnostics as diag
 from tps_common.conversions import quaternion_msg_to_yaw, time_to_seconds
 from tps_common.frames import parse_static_transform
-from tps_common.node import load_params, run_node
+from tps_common.node import crash_if_due, injected_crash_time, load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, STACK_OUTPUT_QOS, sensor_qos
 from tps_common.stamp_sync import EgoPose, PoseKind, Release, StampSync, StampSyncParams
 from tps_common.tf import ExtrinsicSource
@@ -82,6 +87,7 @@ class PerceptionNode(Node):
         self.engine_params = EngineParams(precision=p["trt_precision"], engine_cache_dir=p["engine_cache_dir"],
                                           rebuild_stale_engine=p["rebuild_stale_engine"])
         self.tokenizing = bool(p["tokenizer_enabled"])
+        self.crash_at_s = injected_crash_time(p["fault_crash_at_s"])   # -1 (off) in a respawned process
         model_params = self._model_params()  # the manifest models this node loads -> their EngineParams
         if p["build_only"]:
             self._build_only(model_params)
@@ -122,14 +128,16 @@ class PerceptionNode(Node):
                           if self.tokenizing else None)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         qos = sensor_qos(p["reliable_sensor_qos"])
-        self.create_subscription(PointCloud2, "~/input/points", self.on_cloud, qos)
+        self.create_subscription(PointCloud2, "~/input/points", self.on_cloud,
+                                 sensor_qos(p["reliable_sensor_qos"], latest_only=True))
         if p["use_odometry"]:
             self.create_subscription(Odometry, "~/input/odometry", self.on_odom, qos)
             if self.get_parameter("use_sim_time").value:
                 self.create_subscription(Clock, "/clock", self.on_clock, CLOCK_QOS)
         models = p["model_name"] + (f" + {p['tokenizer_model_name']}" if self.tokenizing else "")
         self.get_logger().info(f"perception ready: model {models} on {what}"
-                               + (f", FAULTS: {self.faults.params.describe()}" if self.faults.params.any_active else ""))
+                               + (f", FAULTS: {self.faults.params.describe()}" if self.faults.params.any_active else "")
+                               + (f", INJECTED CRASH at {self.crash_at_s:g} s" if self.crash_at_s >= 0.0 else ""))
 
     def _run_params(self) -> EngineParams:
         return dataclasses.replace(self.engine_params, backend=self.p["backend"],
@@ -169,6 +177,7 @@ class PerceptionNode(Node):
 
     # ---------------------------------------------------------------- inputs
     def on_odom(self, msg: Odometry) -> None:
+        crash_if_due(self, self.crash_at_s, time_to_seconds(msg.header.stamp), "odometry")
         pos = msg.pose.pose.position
         res = self.sync.on_pose(EgoPose(time_to_seconds(msg.header.stamp), float(pos.x), float(pos.y),
                                         quaternion_msg_to_yaw(msg.pose.pose.orientation)))
@@ -178,10 +187,12 @@ class PerceptionNode(Node):
             self._process(r)
 
     def on_cloud(self, msg: PointCloud2) -> None:
+        crash_if_due(self, self.crash_at_s, time_to_seconds(msg.header.stamp), "points")
         for r in self.sync.on_input(msg, time_to_seconds(msg.header.stamp), wait=self.p["use_odometry"]).released:
             self._process(r)
 
     def on_clock(self, msg: Clock) -> None:
+        crash_if_due(self, self.crash_at_s, time_to_seconds(msg.clock), "/clock")
         for r in self.sync.on_clock(time_to_seconds(msg.clock)).released:
             self._process(r)
 

@@ -76,7 +76,8 @@ class FallbackNode(Node):
         self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
         self.pub_markers = self.create_publisher(MarkerArray, "~/output/markers", 5)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.create_subscription(PointCloud2, "~/input/points", self._on_points, qos)
+        self.create_subscription(PointCloud2, "~/input/points", self._on_points,
+                                 sensor_qos(self.cfg["reliable_sensor_qos"], latest_only=True))
         self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, qos)
         self.create_subscription(Path, "~/input/route", self._on_route, LATCHED_QOS)
         self.create_subscription(LaneMap, "~/input/lane_map", self._on_lane_map, LATCHED_QOS)

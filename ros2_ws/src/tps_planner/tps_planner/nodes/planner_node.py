@@ -36,7 +36,8 @@ running in every case.
 Fault injection (issue 15's fault matrix, off by default): with ``fault_crash_at_s`` >= 0 the
 process dies abruptly -- ``os._exit(EXIT_INJECTED_CRASH)`` (70) after logging "injected crash", no
 cleanup, like a real crash -- when the first input stamp (agent tokens, odometry or /clock) at or
-after that sim time arrives.
+after that sim time arrives; a process respawned by tps-bringup (graph key ``respawn``) does not arm
+it (tps_common.node.injected_crash_time), so the crash fires once per run.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from tps_common import diagnostics as diag
 from tps_common.conversions import light_heads_from_info, seconds_to_time, time_to_seconds
-from tps_common.node import EXIT_INJECTED_CRASH, load_params, run_node
+from tps_common.node import EXIT_INJECTED_CRASH, injected_crash_time, load_params, run_node
 from tps_common.params import ParameterError
 from tps_common.qos import (
     CLOCK_QOS,
@@ -80,6 +81,8 @@ from tps_planner.vlm.onboard import InputError, OnboardPlanner, ego_motion, rout
 NODE_NAME = "planner"
 ODOM_HISTORY = 50            # poses kept for stamp lookup (5 s at 10 Hz)
 IMAGE_HISTORY = 10           # camera frames kept for pairing
+AUTO_BACKEND = "auto"         # ORT INT8 when the export is there, else torch eager
+AUTO_PREFERRED = "onnxruntime-int8"
 PARK_POLL_S = 0.02           # wall period of the check on frames waiting for their image
 MODEL_ERROR_PERIOD_S = 1.0   # wall period of the ERROR while there is no usable model
 USABLE_TOKEN_STATUS = (AgentTokens.STATUS_OK, AgentTokens.STATUS_FAULT_INJECTED)
@@ -111,8 +114,10 @@ class PlannerNode(Node):
         _, self.cfg = load_params(self, "planner_node")
         from tps_planner.vlm.runtime import BACKENDS
 
-        if self.cfg["backend"] not in BACKENDS:
-            raise ParameterError(f"parameter 'backend' = {self.cfg['backend']!r} is not one of {list(BACKENDS)}")
+        if self.cfg["backend"] not in (*BACKENDS, AUTO_BACKEND):
+            raise ParameterError(f"parameter 'backend' = {self.cfg['backend']!r} is not one of "
+                                 f"{[*BACKENDS, AUTO_BACKEND]}")
+        self.backend_note = ""
         self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
         self.pub_forecasts = self.create_publisher(Forecasts, "~/output/forecasts", STACK_OUTPUT_QOS)
         self.pub_scene = self.create_publisher(SceneUnderstanding, "~/output/scene", STACK_OUTPUT_QOS)
@@ -153,15 +158,31 @@ class PlannerNode(Node):
         else:
             self.create_timer(0.1, lambda: self._on_time(self.get_clock().now().nanoseconds * 1e-9))
         self.create_timer(PARK_POLL_S, self._release_parked, clock=WallClock(clock_type=ClockType.STEADY_TIME))
-        self.get_logger().info(f"planner ready: {self.model_path} ({self.cfg['backend']})" if self.core is not None
+        self.get_logger().info(f"planner ready: {self.model_path} ({self.core.runtime.description})"
+                               if self.core is not None
                                else f"planner NOT planning: {self.model_error}")
 
     # ---------------------------------------------------------------- model
+    def _runtime(self, runtime_cls):
+        """The configured backend; ``auto``: ORT INT8 where the checkpoint's export is present and
+        matches it (``make export-planner``), else torch eager -- said in a WARN diagnostic."""
+        backend = self.cfg["backend"]
+        if backend != AUTO_BACKEND:
+            return runtime_cls(self.model_path, backend=backend, threads=self.cfg["threads"])
+        try:
+            return runtime_cls(self.model_path, backend=AUTO_PREFERRED, threads=self.cfg["threads"])
+        except (ValueError, ImportError) as exc:
+            self.backend_note = (f"backend auto: {AUTO_PREFERRED} unusable ({exc}); running torch eager, "
+                                 "several times slower on a CPU")
+            self.get_logger().warning(self.backend_note)
+            self._diag(seconds_to_time(0.0), "model", diag.WARN, self.backend_note, {})
+            return runtime_cls(self.model_path, backend="torch", threads=self.cfg["threads"])
+
     def _load_model(self) -> None:
         from tps_planner.vlm.runtime import PlannerRuntime
 
         try:
-            runtime = PlannerRuntime(self.model_path, backend=self.cfg["backend"], threads=self.cfg["threads"])
+            runtime = self._runtime(PlannerRuntime)
             core = OnboardPlanner(runtime)
             w, h = runtime.cfg.camera_size
             rng = np.random.default_rng(0)
@@ -222,8 +243,9 @@ class PlannerNode(Node):
     # ---------------------------------------------------------------- synchronised inputs
     def _maybe_crash(self, stamp_s: float, what: str) -> None:
         """FAULT INJECTION (``fault_crash_at_s``): die abruptly, without cleanup, like a real crash."""
-        if injected_crash_due(self.cfg["fault_crash_at_s"], stamp_s):
-            self.get_logger().fatal(f"injected crash: fault_crash_at_s = {self.cfg['fault_crash_at_s']:.3f} s, "
+        crash_at_s = injected_crash_time(self.cfg["fault_crash_at_s"])   # -1 (off) in a respawned process
+        if injected_crash_due(crash_at_s, stamp_s):
+            self.get_logger().fatal(f"injected crash: fault_crash_at_s = {crash_at_s:.3f} s, "
                                     f"{what} stamped {stamp_s:.3f} s arrived; exiting with code {EXIT_INJECTED_CRASH}")
             sys.stdout.flush()
             sys.stderr.flush()
@@ -385,8 +407,9 @@ class PlannerNode(Node):
 
     def _report(self, res, r: Release, image_note: str, ms: float, accel: float, yaw_rate: float,
                 n_tokens: int) -> None:
-        notes = [n for n in (r.note if r.pose_kind is not PoseKind.EXACT else "", image_note, self.light_note) if n]
-        level = diag.WARN if (r.pose_kind is not PoseKind.EXACT or image_note) else diag.OK
+        notes = [n for n in (r.note if r.pose_kind is not PoseKind.EXACT else "", image_note, self.light_note,
+                             self.backend_note) if n]
+        level = diag.WARN if (r.pose_kind is not PoseKind.EXACT or image_note or self.backend_note) else diag.OK
         end = res.plan_base[-1]
         values = {
             "tokens": n_tokens, "agents": len(res.agents), "camera": res.camera_used,
@@ -397,6 +420,7 @@ class PlannerNode(Node):
             "plan_speed_end_mps": float(res.trajectory.speed_mps[-1]),
             "confidence": float(res.trajectory.confidence), "scene": int(res.scene), "light": int(res.light),
             "lead_agent_id": res.lead_agent_id if res.lead_agent_id is not None else -1, "plans": self.planned,
+            "backend": self.core.runtime.description,
         }
         c = res.consistency
         stamp = seconds_to_time(res.stamp_s)
