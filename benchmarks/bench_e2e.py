@@ -179,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             read_export_manifest(REPO / "models" / "planner" / "planner.pt")
         except ValueError as exc:
-            print(f"bench_e2e: the planner backend {args.planner_backend} needs the planner export "
-                  f"(make export-planner): {exc}", file=sys.stderr)
-            return 2
+            # like a GPU benchmark on a CPU machine: skipped with the reason, `make bench` goes on
+            print(f"bench_e2e: SKIPPED: the planner backend {args.planner_backend} needs the planner export "
+                  f"(run `make export-planner`, or pass --planner-backend torch): {exc}")
+            return 0
     make_bag()
     out_root = Path(args.out) / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     rows = []
