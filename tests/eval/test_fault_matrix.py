@@ -124,23 +124,44 @@ def test_undetected_fault_and_false_alarms_before_the_onset():
 
 
 def test_an_alarm_already_on_at_the_onset_is_no_detection():
-    # the monitor starts in DEGRADED, goes FALLBACK and stays there through the 3-s onset
-    states = [DEGRADED] + [FALLBACK] * 119
+    # NOMINAL from the start, a FALLBACK from 2.0 s that lasts through the 3-s onset: an alarm on
+    states = [NOMINAL] * 20 + [FALLBACK] * 100
     spec = _spec(node_parameters={"perception": {"fault_blackout": True, "fault_onset_s": 3.0}})
     fm = F.fault_episode_metrics(spec, _metrics(states))
-    assert fm["monitored"] and fm["state_at_onset"] == FALLBACK
+    assert fm["monitored"] and fm["state_at_onset"] == FALLBACK and fm["first_nominal_s"] == 0.0
+    assert fm["not_measurable"] == "not NOMINAL at onset"
     assert fm["detected"] is None and fm["detection_latency_s"] is None and fm["fallback_latency_s"] is None
-    assert fm["false_alarms_before_onset"] == 1 and fm["false_alarm_time_s"] == pytest.approx(3.0)
+    assert fm["false_alarms_before_onset"] == 1 and fm["false_alarm_time_s"] == pytest.approx(1.0)
     # no status before the onset (the monitor not publishing yet): not measurable either
     late = _metrics([FALLBACK] * 80)
     late["monitor"]["timeline"] = [[4.0 + r[0], r[1], r[2]] for r in late["monitor"]["timeline"]]
     fm = F.fault_episode_metrics(spec, late)
     assert fm["state_at_onset"] is None and fm["detected"] is None
-    agg = F.aggregate_faults([{"spec": spec, "status": "ok", "metrics": _metrics(states)},
-                              {"spec": spec, "status": "ok", "metrics": _metrics([NOMINAL] * 31 + [FALLBACK] * 89)}])
+    assert fm["not_measurable"] == "onset before first NOMINAL"
+
+
+def test_an_onset_before_the_first_nominal_is_not_measurable_and_start_up_is_no_false_alarm():
+    """The monitor starts up (warm-up: FALLBACK while the planner and perception start) and first
+    reaches NOMINAL at 3.5 s, after the 3-s onset: the latency is not measurable (counted apart),
+    and the start-up is not a false alarm; one reaching NOMINAL at 1.5 s is measured."""
+    spec = _spec(node_parameters={"perception": {"fault_blackout": True, "fault_onset_s": 3.0}})
+    slow = [FALLBACK] * 35 + [NOMINAL] * 5 + [FALLBACK] * 80
+    fm = F.fault_episode_metrics(spec, _metrics(slow))
+    assert fm["first_nominal_s"] == pytest.approx(3.5) and fm["not_measurable"] == "onset before first NOMINAL"
+    assert fm["detected"] is None and fm["detection_latency_cycles"] is None
+    assert fm["false_alarms_before_onset"] == 0 and fm["false_alarm_time_s"] == 0.0
+    assert fm["before_first_nominal_s"] == pytest.approx(3.0)
+    quick = [FALLBACK] * 15 + [NOMINAL] * 17 + [FALLBACK] * 88      # detected 0.2 s after the onset
+    fm = F.fault_episode_metrics(spec, _metrics(quick))
+    assert fm["not_measurable"] is None and fm["detected"] and fm["fallback_latency_cycles"] == pytest.approx(2.0)
+    assert fm["false_alarms_before_onset"] == 0 and fm["before_first_nominal_s"] == pytest.approx(1.5)
+    alarm = [NOMINAL] * 20 + [FALLBACK] * 100
+    agg = F.aggregate_faults([{"spec": spec, "status": "ok", "metrics": _metrics(m)} for m in (slow, quick, alarm)])
     st = agg["detector_blackout"]["stack"]
-    assert st["detected"] == 1 and st["not_nominal_at_onset"] == 1
-    assert st["detected_text"] == "1 of 1 (1 not NOMINAL at onset)"
+    assert (st["detected"], st["not_nominal_at_onset"], st["onset_before_first_nominal"], st["alarm_on_at_onset"]) \
+        == (1, 2, 1, 1)
+    assert st["detected_text"] == "1 of 1 (1 not measurable: onset before first NOMINAL; 1 not NOMINAL at onset)"
+    assert st["median_fallback_latency_cycles"] == pytest.approx(2.0)
 
 
 def test_states_as_numbers_and_no_monitor():

@@ -173,3 +173,48 @@ def test_bad_ramps_in_a_calibration_file_name_the_file(tmp_path):
     p.write_text(json.dumps({"thresholds": {"tau_fallback": 0.3}, "ramps": {"planner_sigma_mean": [1.0, 1.0]}}))
     with pytest.raises(ValueError, match=str(p)):
         load_calibration(p)
+
+
+# ------------------------------------------------------------------ learned combiner
+
+def test_fit_logistic_recovers_the_predictive_feature_and_keeps_weights_non_negative():
+    from tps_planner.monitor_calibration import fit_logistic
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, size=(3000, 3))
+    # feature 0 raises the incident odds, feature 1 lowers them (a risk that "protects" would make
+    # the certainty non-monotone: constrained to 0), feature 2 is noise
+    z = -3.0 + 4.0 * x[:, 0] - 2.0 * x[:, 1]
+    y = (rng.uniform(size=3000) < 1 / (1 + np.exp(-z))).astype(float)
+    b, w = fit_logistic(x, y, l2=1.0)
+    assert w[0] > 2.5 and w[1] == 0.0 and 0.0 <= w[2] < 0.5
+    b_free, w_free = fit_logistic(x, y, l2=1.0, nonneg=False)
+    assert w_free[1] < -1.0 and abs(w_free[0] - 4.0) < 1.0
+    with pytest.raises(ValueError, match="finite"):
+        fit_logistic(np.array([[np.nan]]), np.array([1.0]))
+
+
+def test_a_calibration_combiner_replaces_the_product_and_a_bad_one_is_named(tmp_path):
+    from tps_planner.monitor import SIGNAL_NAMES
+
+    comb = {"kind": "logistic", "intercept": -2.0, "weights": {"plan_jump": 3.0, "offroad": 1.0}}
+    mon = ConfidenceMonitor(calibration={"thresholds": {}, "combiner": comb})
+    risks = dict.fromkeys(SIGNAL_NAMES, 0.0)
+    assert mon.certainty(risks) == pytest.approx(1 - 1 / (1 + math.exp(2.0)))
+    risks["plan_jump"] = 0.5
+    assert mon.certainty(risks) == pytest.approx(1 - 1 / (1 + math.exp(0.5)))
+    risks["sensor_health"] = 1.0          # weight 0 in this combiner: no effect
+    assert mon.certainty(risks) == pytest.approx(1 - 1 / (1 + math.exp(0.5)))
+    # without a combiner the product rule (the core's default) holds
+    plain = ConfidenceMonitor()
+    assert plain.certainty(risks) == pytest.approx((1 - 0.4 * 0.5) * (1 - 0.6))
+    p = tmp_path / "cal.json"
+    p.write_text(json.dumps({"thresholds": {}, "combiner": {**comb, "weights": {"plan_jump": -1.0}}}))
+    with pytest.raises(ValueError, match=r"cal.json.*combiner.weights\['plan_jump'\]"):
+        load_calibration(p)
+    p.write_text(json.dumps({"thresholds": {}, "combiner": {**comb, "kind": "mlp"}}))
+    with pytest.raises(ValueError, match=r"cal.json.*combiner.kind"):
+        load_calibration(p)
+    p.write_text(json.dumps({"thresholds": {}, "combiner": {**comb, "weights": {"nope": 1.0}}}))
+    with pytest.raises(ValueError, match="unknown signal 'nope'"):
+        load_calibration(p)

@@ -530,3 +530,220 @@ def test_cycle_cost_with_30k_points_is_recorded_not_asserted():
     dt = time.perf_counter() - t0
     assert res.state == STATE_FALLBACK and "unexplained_occupancy" in res.critical
     print(f"monitor cycle with 30k points: {dt * 1e3:.1f} ms")
+
+
+# ------------------------------------------------------------------ warm-up (start-up)
+
+def _cold(t: float, **kw) -> MonitorInputs:
+    """A start-up cycle: the planner and perception have not produced anything yet."""
+    return _inputs(t, cand=None, perc=None, health=_health(planner_age_s=math.inf, perception_age_s=math.inf), **kw)
+
+
+def test_warm_up_reports_fallback_then_healthy_inputs_are_nominal_at_once():
+    """Start-up: while the planner and perception have not started, WARMING_UP (FALLBACK: the
+    fallback drives); the first cycle every input is there the state follows its evidence at once
+    -- without the warm-up the dwell and the hysteresis held the start-up FALLBACK for >= 1 s."""
+    mon = ConfidenceMonitor()
+    for k in range(16):
+        res = mon.update(_cold(k * DT))
+        assert res.state == STATE_FALLBACK and res.warming_up
+        assert res.reasons[0].startswith("WARMING_UP: waiting for the planner's first usable candidate")
+        assert "perception's first usable tokens" in res.reasons[0]
+    assert mon.update(_cold(1.6)).transition is None      # no flapping during warm-up
+    res = mon.update(_inputs(1.7))
+    assert not res.warming_up
+    assert res.state == STATE_NOMINAL and res.transition == (STATE_FALLBACK, STATE_NOMINAL)
+    assert res.transition_reasons[0].startswith("warm-up complete after 1.7 s")
+
+
+def test_warm_up_ends_in_the_state_the_evidence_calls_for():
+    mon = ConfidenceMonitor()
+    mon.update(_cold(0.0))
+    # Warm, but the candidate runs into an unexplained obstacle: FALLBACK, a real critical.
+    res = mon.update(_inputs(0.1, cloud=_cloud(0.1, _block(SPEED * 0.1 + 8.0, 0.0))))
+    assert res.state == STATE_FALLBACK and not res.warming_up
+    assert "unexplained_occupancy" in res.critical
+    # Failures after the warm-up are ordinary: a silent planner is critical, and recovery needs
+    # the dwell again.
+    mon = ConfidenceMonitor(MonitorParams(recover_dwell_s=1.0, min_dwell_s=0.5))
+    mon.update(_cold(0.0))
+    assert mon.update(_inputs(0.1)).state == STATE_NOMINAL
+    res = mon.update(_inputs(0.2, cand=None, health=_health(planner_age_s=0.7)))
+    assert res.state == STATE_FALLBACK and not res.warming_up and "planner_silent" in res.critical
+    assert not any(r.startswith("WARMING_UP") for r in res.reasons)
+    assert mon.update(_inputs(0.3)).state == STATE_FALLBACK
+
+
+def test_an_input_that_never_starts_ends_the_warm_up_as_a_failure():
+    mon = ConfidenceMonitor(MonitorParams(warmup_timeout_s=2.0))
+    states = [mon.update(_inputs(k * DT, cand=None, health=_health(planner_age_s=math.inf))) for k in range(25)]
+    assert all(r.warming_up for r in states[:20])
+    late = states[20:]
+    assert all(not r.warming_up and r.state == STATE_FALLBACK for r in late)
+    assert "warmup_timeout" in late[0].critical and "planner_silent" in late[0].critical
+    assert any("the planner's first usable candidate not started 2.0 s" in r for r in late[0].reasons)
+
+
+def test_a_lidar_that_starts_late_does_not_latch_minimal_risk():
+    """No lidar frame yet: MINIMAL_RISK while warming up (the fallback's input is not there), but
+    not the 3-s MINIMAL_RISK latch once it comes."""
+    mon = ConfidenceMonitor(MonitorParams(nominal_points=20000))
+    res = mon.update(_inputs(0.0, cloud=None, health=_health(lidar_age_s=math.inf)))
+    assert res.state == STATE_MINIMAL_RISK and res.warming_up and res.fallback_input_dead
+    res = mon.update(_inputs(0.1))
+    assert res.state == STATE_NOMINAL and not res.warming_up
+
+
+def test_unexplained_points_beyond_the_detector_range_are_not_critical():
+    """Highway speed: the stopping corridor (~93 m) reaches past the detector's field; a lead
+    vehicle 55 m ahead cannot be detected, so its returns are not "unexplained" (it handed over
+    on every such cycle on VAL hard_brake); one 30 m ahead still is."""
+    v = 25.0
+    far = _cloud(0.0, _block(55.0, 0.0, size=2.0, n=8))
+    kw = dict(ego_speed_mps=v, candidate=_cand(0.0, 0.0, speed=v), cloud=far)
+    res = ConfidenceMonitor().update(_inputs(0.0, **kw))
+    assert "unexplained_occupancy" not in res.critical
+    assert _value(res, "unexplained_points") == 0
+    res = ConfidenceMonitor(MonitorParams(detector_range_m=0.0)).update(_inputs(0.0, **kw))
+    assert "unexplained_occupancy" in res.critical          # the old behaviour: critical
+    near = _cloud(0.0, _block(30.0, 0.0, size=2.0, n=8))
+    res = ConfidenceMonitor().update(_inputs(0.0, **{**kw, "cloud": near}))
+    assert "unexplained_occupancy" in res.critical
+    n, dist, crit, why = ms.unexplained_occupancy(
+        _cand(0.0, 0.0, speed=v), np.zeros(2), 0.0, v, 0.0, far, None, half_width_m=0.95, margin_m=0.4,
+        ego_half_len_m=2.3, min_length_m=15.0, extra_m=5.0, decel_mps2=4.0, reaction_s=0.3,
+        box_margin_m=0.7, n_min=5, cluster_gap_m=1.5, detector_range_m=50.0)
+    assert (n, crit) == (0, False) and math.isinf(dist)
+    assert "8 corridor points beyond the detector's 50 m not judged" in why
+
+
+def test_curvature_is_measured_over_chords_so_point_noise_at_a_crawl_is_not_a_tight_turn():
+    """A straight candidate at a crawl (2 m/s, points 0.4 m apart) with 4 cm of lateral point
+    noise: over the point spacing it read as a turning radius of ~1 m (on VAL every flagged
+    'kinematic' nominal cycle was such a curvature, half of them below 2 m/s); over 2-m chords it
+    is feasible. A real 3-m radius turn still is not."""
+    p = MonitorParams()
+    n = 21
+    t = np.arange(n) * 0.2
+    x = 2.0 * t
+    y = np.where(np.arange(n) % 2 == 0, 0.02, -0.02)
+    noisy = Trajectory(0.0, t, np.stack([x, y], axis=1), np.zeros(n), np.full(n, 2.0), np.zeros(n))
+    r, why = ms.kinematic(noisy, 2.0, p)
+    assert r < 1.0, why
+    r_old, _ = ms.kinematic(noisy, 2.0, dataclasses.replace(p, curvature_chord_m=0.4))
+    assert r_old > 2.0                       # the point-spacing estimate: a "turning radius" < 2 m
+    th = np.linspace(0, math.pi, 31)
+    arc = np.stack([3 * np.sin(th), 3 * (1 - np.cos(th))], axis=1)
+    turn = Trajectory(0.0, np.arange(31) * 0.3, arc, th, np.full(31, 1.0), np.zeros(31))
+    r, why = ms.kinematic(turn, 1.0, p)
+    assert r == pytest.approx(5.0 / 3.0, rel=0.05) and "turning radius 3.0 m" in why
+
+
+# ------------------------------------------------------------------ blind detector
+
+def test_a_blind_detector_on_a_road_with_traffic_is_critical_after_it_persists():
+    """Detector blackout: perception answers (status FAULT_INJECTED counts as OK) with no agent
+    while the raw cloud shows a vehicle on the road 20 m ahead in the next lane -- outside the
+    ego's corridor, so no other signal moves. After blind_persist_s it is critical; with the
+    vehicle detected, or only clutter off the road, it is not."""
+    mon = ConfidenceMonitor(MonitorParams(blind_persist_s=1.0))
+    states = []
+    for k in range(15):
+        t = k * DT
+        car = _block(SPEED * t + 20.0, 3.5, size=1.8, n=60)          # next lane, on the map
+        res = mon.update(_inputs(t, perc=_perc(t, status=4), cloud=_cloud(t, car)))
+        states.append((round(t, 1), res.state, "perception_blind" in res.critical))
+    assert all(not blind for t, _, blind in states if t < 1.0)
+    assert all(blind and s == STATE_FALLBACK for t, s, blind in states if t >= 1.0 - 1e-9)
+    res_blind = mon.update(_inputs(1.5, perc=_perc(1.5, status=4), cloud=_cloud(1.5, _block(SPEED * 1.5 + 20.0, 3.5,
+                                                                                         size=1.8, n=60))))
+    assert any("perception blind: 1 objects on the road within 30 m" in r for r in res_blind.reasons)
+    # The same vehicle detected: not blind.
+    mon = ConfidenceMonitor()
+    for k in range(15):
+        t = k * DT
+        x = SPEED * t + 20.0
+        res = mon.update(_inputs(t, perc=_perc(t, xy=[(x, 3.5)], vxy=[(SPEED, 0.0)]), cloud=_cloud(t, _block(x, 3.5, 1.8, 60))))
+        assert "perception_blind" not in res.critical
+    # Clutter beside the road (off the drivable area) and an empty road: not blind.
+    mon = ConfidenceMonitor()
+    for k in range(15):
+        t = k * DT
+        res = mon.update(_inputs(t, perc=_perc(t, status=4), cloud=_cloud(t, _block(SPEED * t + 15.0, 12.0, 2.0, 60))))
+        assert "perception_blind" not in res.critical
+    # blind_radius_m 0 turns it off
+    mon = ConfidenceMonitor(MonitorParams(blind_radius_m=0.0))
+    for k in range(15):
+        t = k * DT
+        res = mon.update(_inputs(t, perc=_perc(t, status=4), cloud=_cloud(t, _block(SPEED * t + 20.0, 3.5, 1.8, 60))))
+    assert "perception_blind" not in res.critical
+
+
+def test_road_objects_clusters_cells_and_counts_the_explained():
+    cloud = _cloud(0.0, np.vstack([_block(20.0, 0.0, 1.8, 60), _block(10.0, 3.5, 1.8, 60), _block(5.25, 3.75, 0.1, 3)]))
+    n, expl, n_det, why = ms.road_objects(
+        cloud, _perc(0.0, xy=[(20.0, 0.0)]), np.zeros(2), 0.0, MASK, radius_m=30.0, cell_m=0.5, min_cells=3,
+        cluster_gap_m=1.5, box_margin_m=1.5, ego_half_len_m=2.3, ego_half_width_m=0.95, body_margin_m=0.3)
+    assert (n, expl, n_det) == (2, 1, 1)      # the 3-point speck is one cell: no object
+    n, *_ = ms.road_objects(cloud, None, np.zeros(2), 0.0, MASK, radius_m=15.0, cell_m=0.5, min_cells=3,
+                            cluster_gap_m=1.5, box_margin_m=1.5, ego_half_len_m=2.3, ego_half_width_m=0.95,
+                            body_margin_m=0.3)
+    assert n == 1
+
+
+def test_tracks_lost_at_once_with_no_detection_since_is_a_blind_detector():
+    """Blackout on an empty road: the agents the detector tracked near the ego vanish at once and
+    nothing is detected after (the VAL blackout that the road-object check could not see before
+    the incident). After blind_persist_s: critical, until a detection reappears."""
+    mon = ConfidenceMonitor(MonitorParams(blind_persist_s=1.0))
+    for k in range(5):                            # tracked agent 15 m ahead in the next lane
+        t = k * DT
+        mon.update(_inputs(t, perc=_perc(t, xy=[(SPEED * t + 15.0, 3.5)], vxy=[(SPEED, 0.0)])))
+    out = []
+    for k in range(5, 20):                        # blackout from 0.5 s: no agent, no cloud object
+        t = k * DT
+        out.append((round(t, 1), mon.update(_inputs(t, perc=_perc(t, status=4)))))
+    assert all("perception_blind" not in r.critical for t, r in out if t < 1.5 - 1e-9)
+    assert all("perception_blind" in r.critical and r.state == STATE_FALLBACK for t, r in out if t >= 1.5 - 1e-9)
+    res = mon.update(_inputs(2.0, perc=_perc(2.0, xy=[(SPEED * 2.0 + 15.0, 3.5)], vxy=[(SPEED, 0.0)])))
+    assert "perception_blind" not in res.critical
+    # An agent that drives out of range is no track loss: nothing latches.
+    mon = ConfidenceMonitor()
+    mon.update(_inputs(0.0, perc=_perc(0.0, xy=[(29.5, 0.0)], vxy=[(30.0, 0.0)])))
+    for k in range(1, 20):
+        res = mon.update(_inputs(k * DT, perc=_perc(k * DT)))
+        assert "perception_blind" not in res.critical
+
+
+def test_the_points_of_a_planned_stop_have_no_path_geometry():
+    """A candidate braking to a stop whose points then jitter +-0.4 m around the stop (the
+    planner's position noise where it plans to stand: on VAL s1002 these read as turning radii
+    under 1 m while braking for a red light) is feasible; the same jitter while moving is not."""
+    p = MonitorParams()
+    n = 30
+    t = np.arange(n) * 0.25
+    v = np.clip(6.0 - 2.0 * t, 0.0, None)                 # stops at 3 s (point 12)
+    x = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * 0.25)])
+    jitter = np.where((v == 0.0) & (np.arange(n) % 2 == 0), 0.4, -0.4) * (v == 0.0)
+    xy = np.stack([x + jitter, np.zeros(n)], axis=1)
+    stop = Trajectory(0.0, t, xy, np.zeros(n), v, np.full(n, -2.0))
+    r, why = ms.kinematic(stop, 6.0, p)
+    assert r <= 1.0 + 1e-9, why
+    moving = dataclasses.replace(stop, speed_mps=np.full(n, 1.0), accel_mps2=np.zeros(n))
+    r, why = ms.kinematic(moving, 1.0, p)
+    assert r > 2.0 and "curvature" in why
+    # What the VLM planner did on VAL lights-s1002 (bag of /tps/planning/candidate_trajectory):
+    # braking to a stop 7 m ahead, then on *backwards* at 1-2 m/s, the heading flipped by ~180 deg.
+    # Past the planned stop the ego stands and the planner re-plans: not a turning radius of 0.7 m.
+    t9 = np.arange(9) * 0.5
+    y = np.array([0.0, 2.97, 4.88, 6.16, 6.66, 6.78, 6.29, 6.01, 5.48])
+    x = np.array([0.0, 0.0, 0.08, -0.02, 0.0, 0.04, -0.1, 0.29, 0.46])
+    v9 = np.array([7.17, 4.89, 3.20, 1.77, 0.62, 0.38, 0.81, 0.99, 1.12])
+    back = Trajectory(0.0, t9, np.stack([x, y], axis=1), np.full(9, math.pi / 2), v9, np.zeros(9))
+    r, why = ms.kinematic(back, 7.17, p)
+    assert r <= 1.0, why
+    xy_pre, v_pre = ms.moving_prefix(back.xy, v9)
+    assert len(v_pre) == 6 and v_pre[-1] == pytest.approx(0.38)       # up to and with the stop
+    # a candidate starting from standstill is judged from where it moves
+    _, v_start = ms.moving_prefix(back.xy, np.concatenate([[0.0, 0.1], v9[:7]]))
+    assert list(v_start) == pytest.approx([7.17, 4.89, 3.20, 1.77, 0.62, 0.38])

@@ -232,6 +232,10 @@ def test_status_message_clamps_non_finite_values_and_records_a_line():
     assert line["signals"] == {"a": "inf", "b": "nan", "c": "-inf"} and line["critical_signals"] == ["b"]
     assert line["critical"] is True and line["t_s"] == 4.2 and line["state"] == STATE_FALLBACK
     assert math.isinf(float(line["signals"]["a"]))
+    # the warm-up is recorded (the calibration counts those cycles apart)
+    assert line["warming_up"] is False
+    warm = dataclasses.replace(res, warming_up=True)
+    assert json.loads(io.record_line(warm, planner_present=False))["warming_up"] is True
 
 
 def test_nan_candidate_is_reported_and_wrong_frame_refused():

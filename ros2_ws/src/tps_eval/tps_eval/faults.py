@@ -31,6 +31,8 @@ DETECTOR_NODE = "perception"
 STATE_NAMES = ("NOMINAL", "DEGRADED", "FALLBACK", "MINIMAL_RISK")   # MonitorStatus.STATE_* order
 FALLBACK_STATES = ("FALLBACK", "MINIMAL_RISK")
 CYCLE_S = 0.1          # one stack cycle (lidar period = simulation step) [s]
+NOT_MEASURABLE_STARTUP = "onset before first NOMINAL"     # fault_episode_metrics["not_measurable"]
+NOT_MEASURABLE_ALARM = "not NOMINAL at onset"
 # Detector fault parameters (perception_node fault_*) -> fault type; a parameter that is 0 / false
 # is off. Both pose-noise parameters are the one type "pose_noise".
 DETECTOR_FAULT_TYPES = {
@@ -159,22 +161,36 @@ def _first_after(rows: list[tuple[float, str]], onset: float, states: Sequence[s
     return None
 
 
+def first_nominal_s(monitor: Mapping) -> float | None:
+    """Stamp of the monitor's first NOMINAL status (None: never NOMINAL). Before it the monitor is
+    starting up (the core's warm-up: FALLBACK while the planner, perception and the lidar start,
+    the fallback driving), which is neither an alarm nor a state a detection can be measured from."""
+    return next((t for t, s in _timeline(monitor) if s == "NOMINAL"), None)
+
+
 def false_alarms(monitor: Mapping, until_s: float | None) -> dict:
     """Alarms before ``until_s`` (the fault onset; None = the whole episode, a nominal one), from
-    the timeline: ``{"count": stretches outside NOMINAL that begin before it (a monitor that
-    starts outside NOMINAL counts one), "time_s": time spent outside NOMINAL before it}``."""
+    the timeline: ``{"count": stretches outside NOMINAL that begin after the monitor first reached
+    NOMINAL and before ``until_s``, "time_s": time spent outside NOMINAL in them,
+    "before_first_nominal_s": the start-up time before the first NOMINAL status (up to
+    ``until_s``; not an alarm)}``."""
     end = math.inf if until_s is None else float(until_s)
     rows = _timeline(monitor)
+    t_nom = first_nominal_s(monitor)
+    start = end if t_nom is None else t_nom
+    startup = max(0.0, min(start, end) - rows[0][0]) if rows else 0.0
     count, time_s, prev = 0, 0.0, "NOMINAL"
     for (t, s), nxt in zip(rows, rows[1:] + [(None, None)], strict=True):
         if t >= end:
             break
+        if t < start:        # start-up: not an alarm
+            continue
         if s != "NOMINAL":   # until the next status (the last one: one cycle), at most to ``end``
             count += prev == "NOMINAL"
             t_next = min(t + CYCLE_S if nxt[0] is None else nxt[0], end)
             time_s += max(0.0, t_next - t)
         prev = s
-    return {"count": count, "time_s": time_s}
+    return {"count": count, "time_s": time_s, "before_first_nominal_s": startup}
 
 
 def state_before(monitor: Mapping, t_s: float) -> str | None:
@@ -191,15 +207,18 @@ def state_before(monitor: Mapping, t_s: float) -> str | None:
 def fault_episode_metrics(spec: Mapping, metrics: Mapping | None) -> dict | None:
     """The fault metrics of one episode, or None when it injects no fault.
 
-    Returns ``{"fault_type", "onset_s", "monitored", "state_at_onset", "detected", "detection_latency_s",
-    "detection_latency_cycles", "fallback_latency_s", "fallback_latency_cycles",
-    "false_alarms_before_onset", "false_alarm_time_s", "at_fault_collisions",
+    Returns ``{"fault_type", "onset_s", "monitored", "state_at_onset", "first_nominal_s",
+    "not_measurable", "detected", "detection_latency_s", "detection_latency_cycles",
+    "fallback_latency_s", "fallback_latency_cycles", "false_alarms_before_onset",
+    "false_alarm_time_s", "before_first_nominal_s", "at_fault_collisions",
     "at_fault_collisions_after_onset"}``: ``monitored`` is false when the episode has no monitor
     timeline (a configuration without monitor; its detection fields are then None);
     ``state_at_onset``: the monitor's state just before the fault (its last status stamped before
     the onset). A detection is only measurable from NOMINAL: when the monitor was not NOMINAL at the
-    onset (already alarmed, or not publishing yet) ``detected`` and the latencies are None -- an
-    alarm that was on anyway is no detection. Otherwise ``detected``: the monitor left NOMINAL at
+    onset ``detected`` and the latencies are None and ``not_measurable`` says why --
+    ``"onset before first NOMINAL"`` (the monitor was still starting up, or not publishing yet:
+    the onset came before it first reached NOMINAL) or ``"not NOMINAL at onset"`` (an alarm was
+    already on; an alarm that was on anyway is no detection). Otherwise ``detected``: the monitor left NOMINAL at
     or after the onset; the latencies run from the onset to the first non-NOMINAL
     (``detection``) and the first FALLBACK / MINIMAL_RISK status (``fallback``) at or after it, in
     seconds and in stack cycles (0.1 s).
@@ -211,17 +230,21 @@ def fault_episode_metrics(spec: Mapping, metrics: Mapping | None) -> dict | None
     monitor = m.get("monitor") or {}
     monitored = bool(monitor.get("timeline"))
     out = {"fault_type": fault_type(spec), "onset_s": onset, "monitored": monitored,
-           "state_at_onset": None, "detected": None, "detection_latency_s": None, "detection_latency_cycles": None,
+           "state_at_onset": None, "first_nominal_s": None, "not_measurable": None, "detected": None, "detection_latency_s": None, "detection_latency_cycles": None,
            "fallback_latency_s": None, "fallback_latency_cycles": None,
-           "false_alarms_before_onset": None, "false_alarm_time_s": None,
+           "false_alarms_before_onset": None, "false_alarm_time_s": None, "before_first_nominal_s": None,
            "at_fault_collisions": m.get("at_fault_collisions"),
            "at_fault_collisions_after_onset": _collisions_after(m, onset)}
     if monitored:
         rows = _timeline(monitor)
         fa = false_alarms(monitor, onset)
         at_onset = state_before(monitor, onset)
-        out.update(state_at_onset=at_onset, false_alarms_before_onset=fa["count"], false_alarm_time_s=fa["time_s"])
+        t_nom = first_nominal_s(monitor)
+        out.update(state_at_onset=at_onset, first_nominal_s=t_nom, false_alarms_before_onset=fa["count"],
+                   false_alarm_time_s=fa["time_s"], before_first_nominal_s=fa["before_first_nominal_s"])
         if at_onset != "NOMINAL":
+            out["not_measurable"] = (NOT_MEASURABLE_STARTUP if t_nom is None or t_nom >= onset - 1e-9
+                                     else NOT_MEASURABLE_ALARM)
             return out
         t_det = _first_after(rows, onset, None)
         t_fb = _first_after(rows, onset, FALLBACK_STATES)
@@ -257,12 +280,14 @@ def aggregate_faults(episodes: Sequence[Mapping]) -> dict:
     """Per fault type and configuration, over a suite's episode results (``{"spec", "status",
     "metrics"}``, as :func:`tps_eval.runner.finalize` returns them under ``episodes``).
 
-    Returns ``{fault type: {configuration: {"episodes", "errors", "monitored", "not_nominal_at_onset", "detected",
+    Returns ``{fault type: {configuration: {"episodes", "errors", "monitored", "not_nominal_at_onset",
+    "onset_before_first_nominal", "alarm_on_at_onset", "detected",
     "detected_text" ("k of n"), "median_detection_latency_s", "median_detection_latency_cycles",
     "median_fallback_latency_cycles", "false_alarms_before_onset", "at_fault_collisions",
     "at_fault_collisions_after_onset", "collision_episodes"}}}``; nominal episodes are left out.
     ``detected`` counts over the monitored episodes that were NOMINAL at the onset (the others
-    are ``not_nominal_at_onset``: no detection measurable). The last key, ``all``, pools every
+    are ``not_nominal_at_onset``: no detection measurable; split into ``onset_before_first_nominal``,
+    the monitor still starting up, and ``alarm_on_at_onset``). The last key, ``all``, pools every
     fault type (e.g. the suite's median detection latency per configuration).
     """
     groups: dict = {}
@@ -282,6 +307,10 @@ def aggregate_faults(episodes: Sequence[Mapping]) -> dict:
             measurable = [fm for fm in mon if fm["state_at_onset"] == "NOMINAL"]
             det = [fm for fm in measurable if fm["detected"]]
             alarmed = len(mon) - len(measurable)
+            startup = sum(1 for fm in mon if fm["not_measurable"] == NOT_MEASURABLE_STARTUP)
+            why = [f"{startup} not measurable: onset before first NOMINAL"] if startup else []
+            if alarmed - startup:
+                why.append(f"{alarmed - startup} not NOMINAL at onset")
             at_fault = [fm["at_fault_collisions"] for fm in ok if fm["at_fault_collisions"] is not None]
             after = [fm["at_fault_collisions_after_onset"] for fm in ok
                      if fm["at_fault_collisions_after_onset"] is not None]
@@ -290,9 +319,11 @@ def aggregate_faults(episodes: Sequence[Mapping]) -> dict:
                 "errors": len(rows) - len(ok),
                 "monitored": len(mon),
                 "not_nominal_at_onset": alarmed,
+                "onset_before_first_nominal": startup,
+                "alarm_on_at_onset": alarmed - startup,
                 "detected": len(det),
                 "detected_text": (f"{len(det)} of {len(measurable)}"
-                                  + (f" ({alarmed} not NOMINAL at onset)" if alarmed else "")) if mon else "no monitor",
+                                  + (f" ({'; '.join(why)})" if why else "")) if mon else "no monitor",
                 "median_detection_latency_s": _median([fm["detection_latency_s"] for fm in det]),
                 "median_detection_latency_cycles": _median([fm["detection_latency_cycles"] for fm in det]),
                 "median_fallback_latency_cycles": _median([fm["fallback_latency_cycles"] for fm in measurable]),

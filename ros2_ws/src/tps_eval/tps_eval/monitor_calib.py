@@ -12,7 +12,18 @@ episode log with the metrics' own definitions (:mod:`tps_eval.metrics`):
 - a cycle at stamp ``t`` is labelled ``incident`` when an incident happens in ``(t, t + horizon_s]``
   -- the monitor should have flagged it by then;
 - cycles at or after an episode's first incident are dropped: what follows a crash is not the
-  planner's nominal operation.
+  planner's nominal operation;
+- **warm-up** cycles (``warming_up``: the planner, perception or the lidar had not started yet;
+  derived for records written before the node recorded it, see :func:`warmup_flags`) are kept but
+  never count as a flag: during them the fallback drives by design, so they are neither a false
+  alarm nor a detection (:func:`cycle_rates` counts them apart);
+- an episode is **nominal** when it injects no fault of any kind: sensor faults, detector faults
+  and node crashes (:func:`tps_eval.faults.episode_faults`), not only the bridge's sensor faults.
+
+A learned combiner (``--combiner logistic``, :func:`tps_planner.monitor_calibration.fit_combiner`)
+replaces the product of the ramps by an L2-regularised logistic model of "incident within the
+horizon" on the per-signal risks; :func:`crossval` compares both, cross-validated on VAL
+(leave-one-case-out: both seeds of a case held out together).
 
 ``fit`` (``tps-eval calibrate-monitor --fit``) refuses TEST seeds (the thresholds are chosen on VAL,
 never on the seeds they are judged on) and writes the calibration JSON the monitor node loads;
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -82,27 +94,143 @@ def read_records(path: Path) -> list[dict]:
     return rows
 
 
+# Critical conditions that an input which has not started yet shows (warm-up), and the warm-up
+# timeout of the core (tps_planner.monitor.MonitorParams.warmup_timeout_s).
+_NOT_STARTED = ("planner_silent", "perception_dead", "candidate")
+WARMUP_TIMEOUT_S = 10.0
+
+
+def warmup_flags(records: Sequence[dict], timeout_s: float = WARMUP_TIMEOUT_S) -> list[bool]:
+    """Per record (time order): was the monitor warming up. Records of a node that recorded it
+    carry ``warming_up``; for older ones it is derived as the core decides it: every cycle before
+    the first one with a candidate and none of the not-started criticals (planner silent,
+    perception dead, candidate unusable), at most ``timeout_s`` after the first cycle."""
+    if records and all("warming_up" in r for r in records):
+        return [bool(r["warming_up"]) for r in records]
+    out, warm = [], False
+    t0 = float(records[0]["stamp_s"]) if records else 0.0
+    for r in records:
+        if not warm:
+            crit = set(r.get("critical_signals") or [])
+            # (a record without the node's "candidate" key cannot tell: taken as started)
+            if (r.get("candidate", True) and not crit & set(_NOT_STARTED)) or float(r["stamp_s"]) - t0 >= timeout_s - 1e-9:
+                warm = True
+        out.append(not warm)
+    return out
+
+
+_CLUSTER = re.compile(r"nearest cluster of (\d+) at ([\d.]+) m")
+
+
+def emulate_fixes(row: dict, reasons: Sequence[str], detector_range_m: float = 50.0,
+                  ego_half_len_m: float = 2.3) -> list[str]:
+    """Apply to a record written before them the signal fixes that can be recomputed from what
+    it holds (the cloud and the candidate are not recorded); returns what it changed.
+
+    (The blind-detector critical's track-loss evidence is temporal: :func:`blind_flags`, applied
+    by :func:`label_episode`.)
+
+    - unexplained occupancy beyond the detector's field (``detector_range_m``): a critical whose
+      nearest unexplained cluster lies farther than the range (along-path distance from the
+      ego's front + its half length: exact on a straight path, an approximation on a curved one)
+      is dropped, and that cluster's points leave ``unexplained_points``."""
+    changed = []
+    crit = list(row.get("critical_signals") or [])
+    if detector_range_m > 0 and "unexplained_occupancy" in crit:
+        text = next((x for x in reasons if x.startswith("CRITICAL unexplained_occupancy")), "")
+        m = _CLUSTER.search(text)
+        if m and float(m.group(2)) + ego_half_len_m > detector_range_m:
+            crit.remove("unexplained_occupancy")
+            sig = row["signals"]
+            try:
+                sig["unexplained_points"] = max(float(sig.get("unexplained_points", 0.0)) - int(m.group(1)), 0.0)
+            except (TypeError, ValueError):
+                pass
+            sig["unexplained_distance"] = "inf"
+            changed.append("unexplained_occupancy beyond the detector range")
+    if changed:
+        row["critical_signals"] = crit
+        row["critical"] = bool(crit)
+    return changed
+
+
+def blind_flags(records: Sequence[dict], persist_s: float = 1.0) -> list[bool]:
+    """Per record (time order): the core's track-loss evidence of a blind detector
+    (:meth:`tps_planner.monitor.ConfidenceMonitor._blind_detector`), recomputed from what a record
+    holds: tracks near the ego lost (``track_loss`` >= 1) with perception reporting no agent
+    within its near radius (``quantisation_error`` exactly 0: the signal is the largest error of
+    the near agents, 0 with none), held ``persist_s`` until an agent is near again. (The core's
+    other evidence, objects on the road in the raw cloud, needs the cloud: not recorded.)"""
+    out, since = [], None
+    for r in records:
+        sig = r.get("signals") or {}
+        try:
+            tl, qe = float(sig.get("track_loss", 0.0)), float(sig.get("quantisation_error", math.nan))
+        except (TypeError, ValueError):
+            tl, qe = 0.0, math.nan
+        t = float(r["stamp_s"])
+        if qe != 0.0:
+            since = None
+        elif tl >= 1.0 and since is None:
+            since = t
+        out.append(since is not None and t - since >= persist_s - 1e-9)
+    return out
+
+
 def label_episode(records: Sequence[dict], incidents: Sequence[tuple[float, str]], horizon_s: float,
-                  episode: str) -> list[dict]:
-    """Calibration records of one episode (see the module docstring for the labelling rule)."""
+                  episode: str, emulate: bool = False) -> list[dict]:
+    """Calibration records of one episode (see the module docstring for the labelling rule).
+    ``emulate``: records without ``warming_up`` (written before the signal fixes) get
+    :func:`emulate_fixes`."""
     first = incidents[0][0] if incidents else math.inf
     times = np.array([t for t, _ in incidents], np.float64)
+    records = sorted(records, key=lambda r: float(r["stamp_s"]))
+    warm = warmup_flags(records)
+    blind = blind_flags(records)
     out = []
-    for r in records:
+    for r, wu, bl in zip(records, warm, blind, strict=True):
         t = float(r["stamp_s"])
         if t >= first - 1e-9:
             continue
         ahead = times[(times > t + 1e-9) & (times <= t + horizon_s + 1e-9)]
-        out.append({"certainty": float(r["certainty"]), "critical": bool(r.get("critical")),
-                    "incident": bool(len(ahead)), "signals": dict(r.get("signals") or {}),
-                    "episode": episode, "t_s": t, "state": r.get("state")})
+        crit_sig = r.get("critical_signals")
+        row = {"certainty": float(r["certainty"]), "critical": bool(r.get("critical")),
+               "incident": bool(len(ahead)), "signals": dict(r.get("signals") or {}),
+               "episode": episode, "t_s": t, "state": r.get("state"), "warming_up": bool(wu),
+               "critical_signals": list(crit_sig) if isinstance(crit_sig, list) else []}
+        if emulate and "warming_up" not in r:
+            row["emulated"] = emulate_fixes(row, r.get("reasons") or [])
+            if bl and not wu and "perception_blind" not in row["critical_signals"]:
+                row["critical_signals"].append("perception_blind")
+                row["critical"] = True
+                row["emulated"].append("perception_blind (track loss)")
+        out.append(row)
     return out
 
 
+def flagged(r: dict, tau: float | None) -> bool:
+    """A cycle the monitor hands to the fallback for: critical or certainty below ``tau`` --
+    never a warm-up cycle (the fallback drives then by design; no alarm, no detection)."""
+    return not r.get("warming_up") and (bool(r["critical"]) or (tau is not None and r["certainty"] < tau))
+
+
+def episode_is_faulty(spec: dict, meta: dict) -> bool:
+    """Does the episode inject any fault: the bridge's sensor faults (its log's ``faults``) or any
+    of the case's (:func:`tps_eval.faults.episode_faults`: sensor, detector ``fault_*``
+    parameters, node crashes). Only the first were seen before, so the detector-fault and
+    planner-crash episodes counted as nominal (their silent planner as nominal false alarms)."""
+    from tps_eval.faults import episode_faults
+
+    return bool((meta or {}).get("faults")) or bool(episode_faults(spec or {}))
+
+
 def collect(run_dirs: Iterable[str | Path], horizon_s: float = DEFAULT_HORIZON_S,
-            configurations: Sequence[str] = ("shadow",)) -> tuple[list[dict], list[dict]]:
-    """Labelled records and one summary row per episode from the ``episodes/*`` of runs."""
+            configurations: Sequence[str] = ("shadow",), emulate: bool = True) -> tuple[list[dict], list[dict]]:
+    """Labelled records and one summary row per episode from the ``episodes/*`` of runs
+    (``emulate``: see :func:`label_episode`)."""
     from tps_sim.episode_log import load_episode_log
+
+    from tps_eval.faults import episode_faults
 
     records: list[dict] = []
     episodes: list[dict] = []
@@ -114,7 +242,12 @@ def collect(run_dirs: Iterable[str | Path], horizon_s: float = DEFAULT_HORIZON_S
             for ep in json.loads(summary.read_text()).get("episodes", []):
                 specs[Path(ep.get("episode_dir", "")).name] = ep.get("spec", {})
         for edir in sorted((run / "episodes").glob("*")):
-            spec = specs.get(edir.name, {})
+            spec = specs.get(edir.name) or {}
+            if not spec and (edir / "metrics.json").exists():
+                try:
+                    spec = json.loads((edir / "metrics.json").read_text()).get("spec") or {}
+                except (OSError, ValueError):
+                    spec = {}
             # before summary.json exists (the run's own summary), the directory name says it:
             # <case>-s<seed>-<configuration>
             configuration = spec.get("configuration") or edir.name.rsplit("-", 1)[-1]
@@ -127,11 +260,14 @@ def collect(run_dirs: Iterable[str | Path], horizon_s: float = DEFAULT_HORIZON_S
             scenario = spec.get("scenario") or log["meta"].get("scenario")
             seed = int(spec.get("seed", log["meta"].get("seed", -1)))
             incidents = episode_incidents(log, scenario)
-            rows = label_episode(read_records(rec_path), incidents, horizon_s, edir.name)
+            rows = label_episode(read_records(rec_path), incidents, horizon_s, edir.name, emulate=emulate)
             records.extend(rows)
+            faults = episode_faults(spec) if spec else []
             episodes.append({"episode": edir.name, "scenario": scenario, "seed": seed,
+                             "case": spec.get("case_id") or edir.name.rsplit("-s", 1)[0],
                              "incidents": incidents, "cycles": len(rows),
-                             "faults": bool(log["meta"].get("faults"))})
+                             "faults": episode_is_faulty(spec, log["meta"]),
+                             "fault_onset_s": faults[0]["onset_s"] if faults else None})
     if not episodes:
         raise CalibrationDataError(
             f"no episode with both {RECORD_NAME} and {LOG_NAME} under {[str(r) for r in run_dirs]} "
@@ -166,9 +302,12 @@ def event_scores(records: Sequence[dict], episodes: Sequence[dict], horizon_s: f
     """One score per incident event: the lowest certainty of the cycles in the ``horizon_s``
     before it, -inf when one of them was critical (always flagged), +inf when the monitor judged
     no cycle there. An event is flagged by a threshold tau when its score is below tau."""
-    return [-math.inf if any(r["critical"] for r in window)
-            else min((r["certainty"] for r in window), default=math.inf)
-            for _, window in _incident_windows(records, episodes, horizon_s)]
+    out = []
+    for _, window in _incident_windows(records, episodes, horizon_s):
+        judged = [r for r in window if not r.get("warming_up")]
+        out.append(-math.inf if any(r["critical"] for r in judged)
+                   else min((r["certainty"] for r in judged), default=math.inf))
+    return out
 
 
 def fit_events(records: list[dict], episodes: list[dict], target_miss_rate: float, horizon_s: float,
@@ -209,21 +348,24 @@ def fit_events(records: list[dict], episodes: list[dict], target_miss_rate: floa
 
 def cycle_rates(records: Sequence[dict], episodes: Sequence[dict], tau: float | None,
                 horizon_s: float = DEFAULT_HORIZON_S) -> dict:
-    """False-alarm rates: the share of non-incident cycles flagged (critical, or certainty below
-    ``tau``), over all episodes and over the nominal (fault-free) ones; and the event miss rate."""
+    """False-alarm rates: the share of the non-incident cycles past the warm-up that are flagged
+    (critical, or certainty below ``tau``), over all episodes and over the nominal (fault-free)
+    ones; the warm-up cycles apart (never flags); and the event miss rate."""
     nominal = {e["episode"] for e in episodes if not e["faults"]}
-    non = [r for r in records if not r["incident"]]
+    non = [r for r in records if not r["incident"] and not r.get("warming_up")]
     nom = [r for r in non if r["episode"] in nominal]
 
-    def flagged(rs):
-        return sum(1 for r in rs if r["critical"] or (tau is not None and r["certainty"] < tau))
+    def n_flagged(rs):
+        return sum(1 for r in rs if flagged(r, tau))
 
     scores = event_scores(records, episodes, horizon_s)
-    return {"non_incident_cycles": len(non), "flagged": flagged(non),
-            "false_alarm_rate": flagged(non) / len(non) if non else None,
-            "nominal_non_incident_cycles": len(nom), "nominal_flagged": flagged(nom),
-            "nominal_false_alarm_rate": flagged(nom) / len(nom) if nom else None,
+    return {"non_incident_cycles": len(non), "flagged": n_flagged(non),
+            "false_alarm_rate": n_flagged(non) / len(non) if non else None,
+            "nominal_non_incident_cycles": len(nom), "nominal_flagged": n_flagged(nom),
+            "nominal_false_alarm_rate": n_flagged(nom) / len(nom) if nom else None,
             "nominal_critical": sum(1 for r in nom if r["critical"]),
+            "warmup_cycles": sum(1 for r in records if r.get("warming_up")),
+            "nominal_warmup_cycles": sum(1 for r in records if r.get("warming_up") and r["episode"] in nominal),
             "events": len(scores),
             "events_missed": sum(1 for x in scores if tau is None or not x < tau)}
 
@@ -240,13 +382,91 @@ def event_detection(records: Sequence[dict], episodes: Sequence[dict], calibrati
     leads = []
     for t_inc, window in _incident_windows(records, episodes, horizon_s):
         n += 1
-        flagged = [r["t_s"] for r in window
-                   if r["critical"] or (tau is not None and r["certainty"] < tau)]
-        if flagged:
+        hits = [r["t_s"] for r in window if flagged(r, tau)]
+        if hits:
             k += 1
-            leads.append(t_inc - min(flagged))
+            leads.append(t_inc - min(hits))
     return {"incident_episodes": n, "detected": k,
             "median_lead_s": float(np.median(leads)) if leads else None}
+
+
+def cycle_auroc(records: Sequence[dict]) -> float | None:
+    """AUROC of the cycles past the warm-up for the incident label, the score 1 - certainty (a
+    critical cycle counted as certainty 0)."""
+    from tps_planner import monitor_calibration as MC
+
+    judged = [r for r in records if not r.get("warming_up")]
+    scores = np.array([1.0 if r["critical"] else 1.0 - r["certainty"] for r in judged], float)
+    labels = np.array([r["incident"] for r in judged], bool)
+    return MC.auroc(scores, labels)
+
+
+def fit_calibration(records: list[dict], episodes: list[dict], target_miss_rate: float, horizon_s: float,
+                    combiner: str = "product", l2: float = 1.0) -> dict:
+    """The whole fit on (VAL) records: ramps on the nominal non-incident cycles past the warm-up,
+    then (``combiner`` "logistic") the logistic combiner on the non-critical cycles past the warm-up, then the
+    event-level conformal thresholds on the rescored certainties. Rescores ``records`` in place."""
+    from tps_planner import monitor_calibration as MC
+
+    nominal_eps = {e["episode"] for e in episodes if not e["faults"]}
+    ramps = MC.fit_ramps([r for r in records
+                          if r["episode"] in nominal_eps and not r["incident"] and not r.get("warming_up")])
+    base = {"thresholds": {}, "ramps": ramps}
+    if combiner == "logistic":
+        # Trained where it decides: past the warm-up and without a critical condition (those are
+        # FALLBACK whatever the certainty; a silent planner's NaN signals would teach it that
+        # risks at 1 are harmless, its cycles being non-incident).
+        base["combiner"] = MC.fit_combiner([r for r in records if not r.get("warming_up") and not r["critical"]],
+                                           ramps, l2=l2)
+    elif combiner != "product":
+        raise ValueError(f"combiner: expected 'product' or 'logistic', got {combiner!r}")
+    rescore(records, base)
+    calib = fit_events(records, episodes, target_miss_rate, horizon_s)
+    calib["ramps"] = ramps
+    if "combiner" in base:
+        calib["combiner"] = base["combiner"]
+    return calib
+
+
+def crossval(records: list[dict], episodes: list[dict], target_miss_rate: float, horizon_s: float,
+             combiner: str = "product", l2: float = 1.0, groups: str = "case") -> dict:
+    """Cross-validated figures of :func:`fit_calibration` on (VAL) records: per fold the whole fit
+    (ramps, combiner, thresholds) on the other folds, the held-out fold rescored with it; the
+    held-out cycles and events pooled. ``groups``: "case" (leave one case out: its seeds and
+    configurations together, so a scenario is never both fitted and judged) or "seed".
+
+    Returns ``{"folds", "auroc", "events", "events_detected", "nominal_non_incident_cycles",
+    "nominal_flagged", "nominal_flag_rate", "non_incident_flag_rate"}``."""
+    import copy
+
+    key = (lambda e: e["case"]) if groups == "case" else (lambda e: e["seed"])
+    folds = sorted({key(e) for e in episodes}, key=str)
+    held: list[dict] = []
+    n_ev = k_ev = 0
+    for f in folds:
+        test_eps = [e for e in episodes if key(e) == f]
+        train_eps = [e for e in episodes if key(e) != f]
+        tr_names = {e["episode"] for e in train_eps}
+        te_names = {e["episode"] for e in test_eps}
+        train = [copy.deepcopy(r) for r in records if r["episode"] in tr_names]
+        test = [copy.deepcopy(r) for r in records if r["episode"] in te_names]
+        calib = fit_calibration(train, train_eps, target_miss_rate, horizon_s, combiner, l2)
+        rescore(test, calib)
+        tau = calib.get("thresholds", {}).get("tau_fallback")
+        for r in test:
+            r["_flag"] = flagged(r, tau)
+        held.extend(test)
+        det = event_detection(test, test_eps, calib, horizon_s)
+        n_ev += det["incident_episodes"]
+        k_ev += det["detected"]
+    nominal = {e["episode"] for e in episodes if not e["faults"]}
+    non = [r for r in held if not r["incident"] and not r.get("warming_up")]
+    nom = [r for r in non if r["episode"] in nominal]
+    return {"combiner": combiner, "l2": l2 if combiner == "logistic" else None, "groups": groups,
+            "folds": len(folds), "auroc": cycle_auroc(held), "events": n_ev, "events_detected": k_ev,
+            "nominal_non_incident_cycles": len(nom), "nominal_flagged": sum(r["_flag"] for r in nom),
+            "nominal_flag_rate": sum(r["_flag"] for r in nom) / len(nom) if nom else None,
+            "non_incident_flag_rate": sum(r["_flag"] for r in non) / len(non) if non else None}
 
 
 def rescore(records: list[dict], calibration: dict) -> None:
@@ -255,7 +475,7 @@ def rescore(records: list[dict], calibration: dict) -> None:
     depend on the ramps)."""
     from tps_planner.monitor import SIGNAL_NAMES, ConfidenceMonitor
 
-    mon = ConfidenceMonitor(calibration=calibration)
+    mon = ConfidenceMonitor(calibration=calibration)   # its combiner, when it has one
     for r in records:
         vals = {}
         for n in SIGNAL_NAMES:
@@ -263,7 +483,7 @@ def rescore(records: list[dict], calibration: dict) -> None:
                 vals[n] = float(r["signals"].get(n, math.nan))
             except (TypeError, ValueError):
                 vals[n] = math.nan
-        r["certainty_recorded"] = r["certainty"]
+        r.setdefault("certainty_recorded", r["certainty"])
         r["certainty"] = mon.certainty(mon.risks(vals))
 
 
@@ -282,6 +502,17 @@ def add_arguments(p) -> None:
                    help=f"a cycle is labelled incident when one follows within this time (default {DEFAULT_HORIZON_S})")
     p.add_argument("--configurations", default="shadow",
                    help="comma-separated configurations whose episodes are used (default shadow)")
+    p.add_argument("--combiner", choices=("product", "logistic"), default="product",
+                   help="--fit: how the per-signal risks become the certainty: the product of the ramps "
+                        "(default) or an L2-regularised logistic model of 'incident within the horizon'")
+    p.add_argument("--l2", type=float, default=1.0, help="--fit --combiner logistic: L2 penalty (default 1)")
+    p.add_argument("--crossval", default="case,seed",
+                   help="--fit: cross-validate both combiners on the data, comma-separated groupings: case "
+                        "(leave one case out), seed (leave one seed out), none; the figures go into the "
+                        "calibration's 'crossval' (default case,seed)")
+    p.add_argument("--no-emulate", action="store_true",
+                   help="use records as written (do not apply the signal fixes that can be recomputed from "
+                        "records written before them: tps_eval.monitor_calib.emulate_fixes)")
     p.add_argument("--json", default=None, help="also write the report (counts, rates) here")
 
 
@@ -290,7 +521,8 @@ def run(args) -> int:
     from tps_planner import monitor_calibration as MC
 
     try:
-        records, episodes = collect(args.runs, args.horizon_s, tuple(args.configurations.split(",")))
+        records, episodes = collect(args.runs, args.horizon_s, tuple(args.configurations.split(",")),
+                                    emulate=not getattr(args, "no_emulate", False))
     except CalibrationDataError as exc:
         print(f"calibrate-monitor: {exc}")
         return 2
@@ -304,12 +536,30 @@ def run(args) -> int:
         except ValueError as exc:
             print(f"calibrate-monitor: {exc}")
             return 2
-        nominal_eps = {e["episode"] for e in episodes if not e["faults"]}
-        ramps = MC.fit_ramps([r for r in records if r["episode"] in nominal_eps and not r["incident"]])
-        rescore(records, {"thresholds": {}, "ramps": ramps})
-        calib = fit_events(records, episodes, args.target_miss_rate, args.horizon_s)
-        calib["ramps"] = ramps
+        combiner = getattr(args, "combiner", "product")
+        l2 = getattr(args, "l2", 1.0)
+        cv_groups = getattr(args, "crossval", "none") or "none"
+        cv: dict = {}
+        for grouping in [g for g in cv_groups.split(",") if g and g != "none"]:
+            if grouping not in ("case", "seed"):
+                print(f"calibrate-monitor: --crossval {grouping!r}: expected case, seed or none")
+                return 2
+            for comb in ("product", "logistic"):
+                c = crossval(records, episodes, args.target_miss_rate, args.horizon_s, comb, l2, grouping)
+                cv.setdefault(grouping, {})[comb] = c
+                print(f"cross-validated ({c['folds']} folds by {grouping}) {comb}: AUROC "
+                      f"{c['auroc'] if c['auroc'] is None else round(c['auroc'], 3)}, events "
+                      f"{c['events_detected']} of {c['events']}, nominal flag rate "
+                      f"{c['nominal_flagged']}/{c['nominal_non_incident_cycles']}")
+        calib = fit_calibration(records, episodes, args.target_miss_rate, args.horizon_s, combiner, l2)
         calib["cycle_level"] = MC.fit(records, args.target_miss_rate)   # for comparison (see fit_events)
+        calib["crossval"] = cv
+        calib["made_by"] = {"command": "tps-eval calibrate-monitor " + " ".join(
+                                [*map(str, args.runs), "--fit", str(args.fit), "--target-miss-rate",
+                                 f"{args.target_miss_rate:g}", "--combiner", combiner, "--l2", f"{l2:g}",
+                                 "--crossval", cv_groups] + (["--no-emulate"] if getattr(args, "no_emulate", False) else [])),
+                            "emulated_fixes": not getattr(args, "no_emulate", False),
+                            "auroc_calibration_set": cycle_auroc(records)}
         tau = calib["thresholds"].get("tau_fallback")
         calib["calibration_set"] = cycle_rates(records, episodes, tau, args.horizon_s)
         calib["data"] = {"runs": [str(r) for r in args.runs], "episodes": len(episodes),
@@ -324,7 +574,8 @@ def run(args) -> int:
         calib = MC.load_calibration(args.evaluate)
         rescore(records, calib)
         tau = calib.get("thresholds", {}).get("tau_fallback")
-        report = {"cycles": MC.evaluate(records, calib),
+        report = {"auroc": cycle_auroc(records),     # past the warm-up ("cycles" counts every cycle)
+                  "cycles": MC.evaluate(records, calib),
                   "rates": cycle_rates(records, episodes, tau, args.horizon_s),
                   "events": event_detection(records, episodes, calib, args.horizon_s),
                   "episodes": len(episodes), "seeds": sorted({e["seed"] for e in episodes})}
@@ -345,7 +596,8 @@ def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str 
     candidate trajectory would collide within 3 s": an at-fault collision, a drivable-area
     departure or a red-light violation follows), scored with the shipped calibration:
 
-    - ``auroc``: of (1 - certainty, critical counted as certainty 0) for the incident label;
+    - ``auroc``: of (1 - certainty, critical counted as certainty 0) for the incident label, over
+      the cycles past the warm-up (:func:`cycle_auroc`);
     - ``miss_rate``: the share of incident events not flagged within ``horizon_s`` before them,
       ``miss_rate_target`` the calibration's target (``events``, ``events_missed`` the counts);
     - ``false_alarm_rate``: the share of non-incident cycles flagged;
@@ -369,12 +621,12 @@ def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str 
             continue
         if calib is not None:
             rescore(records, calib)
-        scores = np.array([1.0 if r["critical"] else 1.0 - r["certainty"] for r in records], float)
-        labels = np.array([r["incident"] for r in records], bool)
         rates = cycle_rates(records, episodes, tau, horizon_s)
         out["by_configuration"][cfg] = {
-            "episodes": len(episodes), "cycles": len(records), "incident_cycles": int(labels.sum()),
-            "auroc": MC.auroc(scores, labels),
+            "episodes": len(episodes), "cycles": len(records),
+            "incident_cycles": sum(1 for r in records if r["incident"]),
+            "warmup_cycles": rates["warmup_cycles"],
+            "auroc": cycle_auroc(records),
             "events": rates["events"], "events_missed": rates["events_missed"],
             "miss_rate": rates["events_missed"] / rates["events"] if rates["events"] else None,
             "false_alarm_rate": rates["false_alarm_rate"],

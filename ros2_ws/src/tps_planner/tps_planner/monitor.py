@@ -14,8 +14,10 @@ instead of averaging each other away, which a weighted mean would do.
 
 Some conditions are **critical** and force FALLBACK regardless of the certainty (planner silent
 beyond its timeout, a NaN/empty candidate, unexplained occupancy in the stopping corridor, an
-off-road candidate, perception dead); a failure of the *fallback's own* input (the raw lidar cloud
-stale, empty or mostly NaN) forces MINIMAL_RISK.
+off-road candidate, perception dead, perception blind -- answering but seeing nothing while tracks
+near the ego vanished or the raw cloud shows objects on the road, for ``blind_persist_s``); a
+failure of the *fallback's own* input (the raw lidar cloud stale, empty or mostly NaN) forces
+MINIMAL_RISK.
 
 State machine (``update``): NOMINAL -> DEGRADED (certainty < tau_degraded) -> FALLBACK
 (certainty < tau_fallback or critical) -> MINIMAL_RISK (fallback input dead, or FALLBACK lasting
@@ -25,6 +27,18 @@ a better one only after the certainty has stayed at or above its threshold + ``h
 until ``mrm_recovery_s`` of nominal inputs (no critical, certainty >= tau_degraded + hysteresis)
 or :meth:`ConfidenceMonitor.reset`. All times are the inputs' sim stamps (never the wall clock),
 so replays are deterministic.
+
+**Warm-up.** Until the inputs are warm -- a usable candidate, usable perception and a lidar frame
+in one cycle, i.e. the planner and the detector have produced their first outputs -- the monitor
+is WARMING_UP: it reports FALLBACK (MINIMAL_RISK when the fallback's own input is dead), so the
+fallback drives, which is safe, with ``WARMING_UP: waiting for ...`` first in the reasons and
+``MonitorResult.warming_up`` set. The cycle the inputs are warm, the state machine starts afresh
+from that cycle's evidence: the dwell times and the hysteresis do not hold a start-up FALLBACK
+(or a start-up MINIMAL_RISK latch) on healthy inputs. A start-up is not a fault, so what an input
+that has not started yet looks like (planner silent, perception dead) is no false alarm either
+(the calibration counts warm-up cycles apart). An input that has not started
+``warmup_timeout_s`` after the first cycle is a failure: warm-up ends and the ordinary critical
+conditions hold the state.
 """
 
 from __future__ import annotations
@@ -144,6 +158,7 @@ class MonitorParams:
     min_dwell_s: float = 0.5
     max_fallback_s: float = 10.0
     mrm_recovery_s: float = 3.0
+    warmup_timeout_s: float = 10.0          # inputs not all started this long after the first cycle: a failure
     # --- timeouts / health ---
     planner_timeout_s: float = 0.5
     perception_timeout_s: float = 0.5
@@ -161,6 +176,7 @@ class MonitorParams:
     corridor_min_length_m: float = 15.0
     corridor_extra_m: float = 5.0
     detection_box_margin_m: float = 0.7
+    detector_range_m: float = 50.0          # cloud points farther (ego frame, |x| or |y|) no detection can explain; 0 = no limit
     stop_decel_mps2: float = 4.0
     reaction_time_s: float = 0.3
     unexplained_min_points: int = 5
@@ -172,6 +188,11 @@ class MonitorParams:
     forecast_horizon_s: float = 3.0
     offroad_horizon_s: float = 3.0
     offroad_min_points: int = 1
+    blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
+    blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
+    blind_cell_m: float = 0.5
+    blind_min_cells: int = 3
+    blind_box_margin_m: float = 1.5
     # --- normalisations ---
     quantisation_nominal: float = 1.0
     # --- kinematic limits ---
@@ -179,6 +200,7 @@ class MonitorParams:
     max_decel_mps2: float = 8.0
     max_lat_accel_mps2: float = 5.0
     min_turn_radius_m: float = 5.0
+    curvature_chord_m: float = 2.0          # the candidate's curvature is measured over chords this long
     max_speed_jump_mps: float = 3.0
     # --- risk ramps and weights (name -> (ok, bad) / weight) ---
     ramps: dict = field(default_factory=lambda: dict(DEFAULT_RAMPS))
@@ -334,6 +356,7 @@ class MonitorResult:
     transition: tuple[int, int] | None
     fallback_input_dead: bool = False
     transition_reasons: tuple[str, ...] = ()
+    warming_up: bool = False
 
 
 def ramp_risk(value: float, ok: float, bad: float) -> float:
@@ -386,6 +409,20 @@ def apply_calibration(params: MonitorParams, calibration: dict | None) -> Monito
     return dataclasses.replace(params, **kw)
 
 
+def combiner_from_calibration(calibration: dict | None) -> tuple[float, dict[str, float]] | None:
+    """``(intercept, {signal: weight})`` of a calibration's logistic combiner
+    (``calibration["combiner"]``, fitted by :func:`tps_planner.monitor_calibration.fit_combiner`),
+    or None when it has none (the product rule then combines the risks). A malformed combiner
+    raises ValueError naming the key. The weights are >= 0, so the certainty stays monotone: a
+    risk rising never raises it."""
+    if not calibration or calibration.get("combiner") is None:
+        return None
+    from tps_planner.monitor_calibration import validate_combiner
+
+    c = validate_combiner(calibration["combiner"])
+    return float(c["intercept"]), {str(k): float(v) for k, v in c["weights"].items()}
+
+
 _WORSE = {STATE_NOMINAL: 0, STATE_DEGRADED: 1, STATE_FALLBACK: 2, STATE_MINIMAL_RISK: 3}
 
 
@@ -401,10 +438,12 @@ class ConfidenceMonitor:
     def __init__(self, params: MonitorParams | None = None, calibration: dict | None = None) -> None:
         self.params = apply_calibration(params or MonitorParams(), calibration)
         self.calibration = calibration
+        self.combiner = combiner_from_calibration(calibration)
         self.reset()
 
     def reset(self) -> None:
-        """Back to NOMINAL with no history (releases a latched MINIMAL_RISK)."""
+        """Back to NOMINAL with no history (releases a latched MINIMAL_RISK); the next cycle warms
+        up again (it is warm at once when every input is there)."""
         self.state = STATE_NOMINAL
         self._entered_s: float | None = None
         self._recover_since: float | None = None
@@ -413,6 +452,10 @@ class ConfidenceMonitor:
         self._prev_candidate: Trajectory | None = None
         self._prev_perception: PerceptionSnapshot | None = None
         self._point_counts: list[int] = []
+        self._warm = False
+        self._first_stamp: float | None = None
+        self._blind_since: float | None = None
+        self._lost_all_since: float | None = None
 
     def _health_params(self, cloud: CloudSnapshot | None) -> MonitorParams:
         """The params the health check uses. ``nominal_points`` 0 means "learn it": the median point
@@ -489,6 +532,7 @@ class ConfidenceMonitor:
                   p.track_radius_m, p.track_range_margin_m)
         if out is not None:
             vals["track_loss"], why["track_loss"] = float(out[0]), out[1]
+        self._blind_detector(inp, perc, ego, yaw, now, crit, vals["track_loss"])
 
         cand = inp.candidate
         problem = ms.candidate_problem(cand)
@@ -513,7 +557,8 @@ class ConfidenceMonitor:
                       margin_m=p.corridor_margin_m, ego_half_len_m=hl, min_length_m=p.corridor_min_length_m,
                       extra_m=p.corridor_extra_m, decel_mps2=p.stop_decel_mps2, reaction_s=p.reaction_time_s,
                       box_margin_m=p.detection_box_margin_m, n_min=p.unexplained_min_points,
-                      cluster_gap_m=p.cluster_gap_m, body_margin_m=p.ego_body_margin_m)
+                      cluster_gap_m=p.cluster_gap_m, body_margin_m=p.ego_body_margin_m,
+                      detector_range_m=p.detector_range_m)
             if out is not None:
                 n, dist, is_crit, r = out
                 vals["unexplained_points"], vals["unexplained_distance"] = float(n), dist
@@ -543,6 +588,57 @@ class ConfidenceMonitor:
                 why[n] = f"{n}: not evaluated ({reason})"
         return vals, why, crit, fallback_dead
 
+    def _blind_detector(self, inp: MonitorInputs, perc: PerceptionSnapshot | None, ego: np.ndarray,
+                        yaw: float, now: float, crit: dict[str, str], track_loss: float = 0.0) -> None:
+        """Critical ``perception_blind`` (a detector blackout: the planner drives on a road it sees
+        empty, and no other signal moves -- nothing is "unexplained" in a corridor the blind planner
+        steers away from the traffic) on either evidence held for ``blind_persist_s``:
+
+        - the detector lost tracks near the ego at once (``track_loss`` >= 1) and has reported no
+          agent within ``near_radius_m`` since (on VAL: at the onset of one of the two blackouts,
+          in none of the 20 nominal episodes);
+        - the raw cloud shows objects on the road within ``blind_radius_m`` and the detector
+          reports none there (:func:`tps_planner.monitor_signals.road_objects`)."""
+        p = self.params
+        if p.blind_radius_m <= 0.0 or perc is None or not (
+                np.isfinite(ego).all() and math.isfinite(yaw) and math.isfinite(now)):
+            self._blind_since = None
+            self._lost_all_since = None
+            return
+        d = np.hypot(*(np.asarray(perc.xy, float).reshape(-1, 2) - ego[None, :]).T)
+        empty = not bool(np.any(~(d > p.near_radius_m)))     # NaN positions count as near
+        if not empty:
+            self._lost_all_since = None
+        elif math.isfinite(track_loss) and track_loss >= 1.0 and self._lost_all_since is None:
+            self._lost_all_since = now
+        if self._lost_all_since is not None:
+            held = now - self._lost_all_since
+            if held >= p.blind_persist_s - 1e-9:
+                crit["perception_blind"] = (f"perception blind: tracks near the ego lost at once "
+                                            f"{held:.1f} s ago, no detection within {p.near_radius_m:.0f} m since")
+                return
+        if inp.cloud is None:
+            self._blind_since = None
+            return
+        try:
+            n_obj, n_expl, n_det, why = ms.road_objects(
+                inp.cloud, perc, ego, yaw, inp.drivable, radius_m=p.blind_radius_m, cell_m=p.blind_cell_m,
+                min_cells=max(p.blind_min_cells, 1), cluster_gap_m=p.cluster_gap_m,
+                box_margin_m=p.blind_box_margin_m, ego_half_len_m=0.5 * p.ego_length_m,
+                ego_half_width_m=p.ego_half_width_m, body_margin_m=p.ego_body_margin_m)
+        except Exception:  # noqa: BLE001 - bad numbers must never crash the monitor
+            self._blind_since = None
+            return
+        if n_obj >= 1 and n_expl == 0 and n_det == 0:
+            if self._blind_since is None or now < self._blind_since:
+                self._blind_since = now
+            held = now - self._blind_since
+            if held >= p.blind_persist_s - 1e-9:
+                crit["perception_blind"] = (f"perception blind: {n_obj} objects on the road within "
+                                            f"{p.blind_radius_m:.0f} m in the raw cloud, no detection for {held:.1f} s")
+        else:
+            self._blind_since = None
+
     def risks(self, vals: dict[str, float]) -> dict[str, float]:
         """Per-signal risk in [0, 1] (NaN -> 1)."""
         p = self.params
@@ -556,7 +652,13 @@ class ConfidenceMonitor:
         return out
 
     def certainty(self, risks: dict[str, float]) -> float:
-        """prod_i (1 - w_i * risk_i), in [0, 1]."""
+        """prod_i (1 - w_i * risk_i), in [0, 1]; with a learned combiner in the calibration
+        (``calibration["combiner"]``, :func:`combiner_from_calibration`) 1 - P(incident | risks)
+        of its logistic model instead."""
+        if self.combiner is not None:
+            b, w = self.combiner
+            z = b + sum(w.get(n, 0.0) * r for n, r in risks.items())
+            return float(1.0 - 0.5 * (1.0 + math.tanh(0.5 * z)))
         c = 1.0
         for n, r in risks.items():
             c *= 1.0 - self.params.weights[n] * r
@@ -577,9 +679,28 @@ class ConfidenceMonitor:
             # Time went backwards (a replay restarted): start the dwell timers afresh.
             self._entered_s = now
             self._recover_since = None
+            if not self._warm:
+                self._first_stamp = now
         self._last_stamp = now
         if self._entered_s is None:
             self._entered_s = now
+        if self._first_stamp is None:
+            self._first_stamp = now
+
+        # Warm-up (see the module docstring): ends the first cycle every input has started, or
+        # warmup_timeout_s after the first cycle (then what has not started is a failure).
+        missing = self._missing_inputs(inputs)
+        warmed_msg = None
+        since_first = now - self._first_stamp
+        if not self._warm:
+            self._entered_s = now        # no dwell timer runs during warm-up
+            if not missing:
+                self._warm = True
+                warmed_msg = f"warm-up complete after {since_first:.1f} s: every input has started"
+            elif since_first >= p.warmup_timeout_s - 1e-9:
+                self._warm = True
+                crit["warmup_timeout"] = (f"warm-up timed out: {', '.join(missing)} not started "
+                                          f"{since_first:.1f} s after the first cycle")
 
         # The state this cycle's evidence alone calls for.
         if fallback_dead:
@@ -601,7 +722,24 @@ class ConfidenceMonitor:
         sig_reasons = [why[n] for n in sorted(SIGNAL_NAMES, key=lambda n: -risks[n])
                        if risks[n] > 0.0 and n in why]
         crit_reasons = [f"CRITICAL {k}: {v}" for k, v in crit.items()]
-        if _WORSE[worst] > _WORSE[self.state]:
+        warm_reason = None
+        if not self._warm:
+            # The fallback drives while the inputs start (MINIMAL_RISK if its own input is dead);
+            # no dwell timer runs: the state restarts from the evidence once they are warm.
+            self.state = STATE_MINIMAL_RISK if fallback_dead else STATE_FALLBACK
+            self._recover_since = None
+            warm_reason = (f"WARMING_UP: waiting for {', '.join(missing)} ({since_first:.1f} s since the "
+                           "first cycle); the fallback drives")
+            if self.state != old:
+                trans_reasons = [warm_reason] + crit_reasons
+        elif warmed_msg is not None:
+            # Start afresh from this cycle's evidence: a start-up FALLBACK (or MINIMAL_RISK latch)
+            # is not held by the dwell times or the hysteresis on healthy inputs.
+            self.state = worst
+            self._recover_since = None
+            if self.state != old:
+                trans_reasons = [warmed_msg] + crit_reasons + [f"certainty {cert:.2f}"] + sig_reasons[:3]
+        elif _WORSE[worst] > _WORSE[self.state]:
             self.state = worst
             self._recover_since = None
             trans_reasons = crit_reasons + [f"certainty {cert:.2f}"] + sig_reasons[:3]
@@ -653,7 +791,8 @@ class ConfidenceMonitor:
         if self.state == STATE_NOMINAL:
             reasons: tuple[str, ...] = tuple(trans_reasons)
         else:
-            reasons = tuple(dict.fromkeys(crit_reasons + sig_reasons + trans_reasons))
+            reasons = tuple(dict.fromkeys(([warm_reason] if warm_reason else []) + crit_reasons + sig_reasons
+                                          + trans_reasons))
         return MonitorResult(
             stamp_s=now,
             state=self.state,
@@ -666,7 +805,22 @@ class ConfidenceMonitor:
             transition=transition,
             fallback_input_dead=fallback_dead,
             transition_reasons=tuple(trans_reasons),
+            warming_up=not self._warm,
         )
+
+    @staticmethod
+    def _missing_inputs(inp: MonitorInputs) -> list[str]:
+        """The inputs that have not started this cycle (warm-up): the planner's candidate,
+        perception's tokens (a usable status), the lidar frame."""
+        out = []
+        if ms.candidate_problem(inp.candidate) is not None:
+            out.append("the planner's first usable candidate")
+        perc = inp.perception
+        if perc is None or perc.status not in (PERCEPTION_STATUS_OK, PERCEPTION_STATUS_FAULT_INJECTED):
+            out.append("perception's first usable tokens")
+        if inp.cloud is None:
+            out.append("the first lidar frame")
+        return out
 
 
 __all__ = [

@@ -307,6 +307,11 @@ def _validate(d: Any, where: str) -> dict[str, Any]:
         MonitorParams(ramps=ramps)
     except ValueError as exc:
         raise ValueError(f"{where}: 'ramps': {exc}") from None
+    if d.get("combiner") is not None:
+        try:
+            validate_combiner(d["combiner"], "combiner")
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
     nq = d.get("nominal_quantiles", {})
     if not isinstance(nq, dict):
         raise ValueError(f"{where}: key 'nominal_quantiles' must be an object")
@@ -360,3 +365,106 @@ def fit_ramps(records: Iterable[Mapping[str, Any]], defaults: MonitorParams | No
             new_ok = min(ok, q)
         out[name] = [new_ok, new_ok + width]
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Learned combiner: L2-regularised logistic regression on the per-signal risks
+# ---------------------------------------------------------------------------------------------
+
+COMBINER_KIND = "logistic"
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1.0, nonneg: bool = True,
+                 max_iter: int = 100) -> tuple[float, np.ndarray]:
+    """L2-regularised logistic regression by Newton's method: P(y = 1 | x) = sigmoid(b + x . w),
+    minimising the mean log loss + ``l2 / (2 n) * |w|^2`` (the intercept is not penalised).
+
+    ``nonneg``: the weights are constrained to >= 0 (an active set: the feature with the most
+    negative weight is dropped and the rest refitted until none is negative), so a risk rising never raises
+    the predicted incident probability -- the monotonicity the product rule has. Returns
+    ``(intercept, weights)``; rows with a non-finite feature must be removed by the caller."""
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
+        raise ValueError(f"fit_logistic: need x (n, d) and y (n,), got {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isin(y, (0.0, 1.0)))):
+        raise ValueError("fit_logistic: x must be finite and y 0/1")
+    n, d = x.shape
+    active = np.ones(d, bool)
+    while True:
+        xa = np.hstack([np.ones((n, 1)), x[:, active]])
+        reg = np.full(xa.shape[1], l2 / n)
+        reg[0] = 0.0
+        p0 = min(max(y.mean(), 1e-6), 1 - 1e-6)
+        beta = np.zeros(xa.shape[1])
+        beta[0] = math.log(p0 / (1 - p0))
+        for _ in range(max_iter):
+            p = _sigmoid(xa @ beta)
+            grad = xa.T @ (p - y) / n + reg * beta
+            h = (xa * (p * (1 - p))[:, None]).T @ xa / n + np.diag(reg) + 1e-9 * np.eye(len(beta))
+            step = np.linalg.solve(h, grad)
+            beta -= step
+            if np.max(np.abs(step)) < 1e-8:
+                break
+        w = np.zeros(d)
+        w[active] = beta[1:]
+        if not nonneg or not np.any(w[active] < 0.0):
+            return float(beta[0]), w
+        active[int(np.argmin(w))] = False     # drop the most negative one, refit the rest
+
+
+def fit_combiner(records: Iterable[Mapping[str, Any]], ramps: Mapping[str, Any] | None = None,
+                 l2: float = 1.0) -> dict[str, Any]:
+    """A logistic combiner ``{"kind", "intercept", "weights": {signal: w}, "l2", "n", "n_incident"}``
+    fitted on ``records`` (their ``signals`` mapped to risks under ``ramps``, the label
+    ``incident``): the monitor's certainty is then 1 - P(incident | risks) instead of the product
+    of the ramps (:func:`tps_planner.monitor.ConfidenceMonitor.certainty`)."""
+    from tps_planner.monitor import SIGNAL_NAMES, ConfidenceMonitor
+
+    mon = ConfidenceMonitor(calibration={"thresholds": {}, "ramps": dict(ramps or {})})
+    recs = list(records)
+    x = np.array([[rk[n] for n in SIGNAL_NAMES] for rk in (mon.risks(_signal_values(r)) for r in recs)], float)
+    y = np.array([1.0 if r["incident"] else 0.0 for r in recs])
+    b, w = fit_logistic(x, y, l2=l2)
+    return {"kind": COMBINER_KIND, "intercept": b, "weights": dict(zip(SIGNAL_NAMES, map(float, w), strict=True)),
+            "l2": float(l2), "n": len(recs), "n_incident": int(y.sum())}
+
+
+def _signal_values(r: Mapping[str, Any]) -> dict[str, float]:
+    from tps_planner.monitor import SIGNAL_NAMES
+
+    sig = r.get("signals") or {}
+    out = {}
+    for n in SIGNAL_NAMES:
+        try:
+            out[n] = float(sig.get(n, math.nan))
+        except (TypeError, ValueError):
+            out[n] = math.nan
+    return out
+
+
+def validate_combiner(c: Any, where: str = "calibration.combiner") -> dict[str, Any]:
+    """The combiner dict checked (ValueError naming the bad key): kind "logistic", a finite
+    intercept, finite weights >= 0 for known signals only."""
+    from tps_planner.monitor import SIGNAL_NAMES
+
+    if not isinstance(c, dict):
+        raise ValueError(f"{where}: expected an object, got {type(c).__name__}")
+    if c.get("kind") != COMBINER_KIND:
+        raise ValueError(f"{where}.kind: expected {COMBINER_KIND!r}, got {c.get('kind')!r}")
+    b = c.get("intercept")
+    if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(float(b)):
+        raise ValueError(f"{where}.intercept: expected a finite number, got {b!r}")
+    w = c.get("weights")
+    if not isinstance(w, dict):
+        raise ValueError(f"{where}.weights: expected an object {{signal: weight}}")
+    for k, v in w.items():
+        if k not in SIGNAL_NAMES:
+            raise ValueError(f"{where}.weights: unknown signal {k!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) < 0:
+            raise ValueError(f"{where}.weights[{k!r}]: expected a finite number >= 0, got {v!r}")
+    return c

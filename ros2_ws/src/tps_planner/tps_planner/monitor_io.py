@@ -359,7 +359,8 @@ def record_line(res: MonitorResult, planner_present: bool) -> str:
     """One JSON line per cycle for the conformal calibration: a record of
     ``tps_planner.monitor_calibration`` less ``incident`` and ``episode`` (the evaluation adds them):
     ``t_s`` (= ``stamp_s``), ``certainty``, ``critical`` (bool) and ``signals``, plus ``state``,
-    ``risks``, ``critical_signals``, ``reasons`` and ``candidate`` (False: a cycle without one).
+    ``risks``, ``critical_signals``, ``reasons``, ``candidate`` (False: a cycle without one) and
+    ``warming_up`` (the inputs had not all started: the calibration counts those cycles apart).
     Non-finite numbers are written as the strings "inf", "-inf", "nan" (``float()`` reads them)."""
     return json.dumps({
         "stamp_s": res.stamp_s, "t_s": res.stamp_s, "state": int(res.state),
@@ -367,4 +368,5 @@ def record_line(res: MonitorResult, planner_present: bool) -> str:
         "signals": {n: _json_number(v) for n, v in zip(res.signal_names, res.signal_values, strict=True)},
         "risks": {n: _json_number(r) for n, r in zip(res.signal_names, res.risks, strict=True)},
         "critical_signals": list(res.critical), "reasons": list(res.reasons), "candidate": planner_present,
+        "warming_up": bool(getattr(res, "warming_up", False)),
     }, separators=(",", ":"))

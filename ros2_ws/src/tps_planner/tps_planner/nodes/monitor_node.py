@@ -36,6 +36,11 @@ still gets a status, so the arbiter falls back (the cycle is dropped if a candid
 timeout arrives while it waits). A candidate that arrives after a newer cycle ran is not judged
 (``<node>: late_input`` WARN): the core's dwell timers never go back in time. Bad input never
 stops the node.
+
+Process crash injection (``fault_crash_at_s`` >= 0, off by default; the process-fault tests): the
+process dies with ``os._exit(EXIT_INJECTED_CRASH)`` (70, no cleanup) when the first lidar frame or
+odometry stamped at or after that sim time arrives (tps_common.node.crash_if_due), like
+planner_node; a process respawned by tps-bringup does not arm it (tps_common.node.injected_crash_time).
 """
 
 from __future__ import annotations
@@ -59,7 +64,7 @@ from std_msgs.msg import Empty
 from tps_common import diagnostics as diag
 from tps_common.conversions import seconds_to_time, time_to_seconds
 from tps_common.frames import parse_static_transform
-from tps_common.node import load_params, run_node
+from tps_common.node import crash_if_due, injected_crash_time, load_params, run_node
 from tps_common.qos import DIAGNOSTICS_QOS, LATCHED_QOS, STACK_OUTPUT_QOS, TRAJECTORY_QOS, sensor_qos
 from tps_common.stamp_sync import STAMP_EPSILON_S, PoseHistory, invalid_pose_reason
 from tps_common.tf import ExtrinsicSource
@@ -170,6 +175,7 @@ class MonitorNode(Node):
         kwargs.setdefault("node_name", NODE_NAME)
         super().__init__(**kwargs)
         self.core_params, self.cfg = load_params(self, "monitor_node", MonitorParams)
+        self.crash_at_s = injected_crash_time(self.cfg["fault_crash_at_s"])   # -1 (off) in a respawned process
         self.pub_status = self.create_publisher(MonitorStatus, "~/output/status", TRAJECTORY_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
         self.calibration_level, self.calibration_text = diag.OK, ""
@@ -308,6 +314,7 @@ class MonitorNode(Node):
 
     def _on_odometry(self, msg: Odometry) -> None:
         pose = conv.odometry_to_pose(msg)
+        crash_if_due(self, self.crash_at_s, pose.stamp_s, "odometry")
         reason = invalid_pose_reason(pose)
         if reason is not None:
             self._error("odometry", reason, pose.stamp_s if math.isfinite(pose.stamp_s) else None)
@@ -319,6 +326,7 @@ class MonitorNode(Node):
         stamp = self._stamp(msg, "points")
         if stamp is None:
             return
+        crash_if_due(self, self.crash_at_s, stamp, "points")
         newest = self.clouds.newest_s
         if self.first_lidar_s is None or (newest is not None and stamp < newest - STAMP_EPSILON_S):
             self.first_lidar_s = stamp      # the first frame, or time went back (a new episode)

@@ -1,0 +1,251 @@
+"""Process faults (issue 19, item 5): the full stack closed loop (configuration ``stack``,
+config/graph/sim_stack.yaml with one node marked ``respawn: true``) over real DDS, one short
+episode per node, whose process -- perception, planner or monitor -- is killed mid-episode
+(``fault_crash_at_s``: ``os._exit(70)``, no cleanup) and respawned by the graph runner
+(tps_bringup.runner; the respawned process does not arm the crash again).
+
+Each episode must show, from what was published (a listener on the episode's ROS domain records
+every selected trajectory, monitor status, candidate and token message with its stamp and the
+wall time it arrived) and from the episode's metrics:
+
+- the crash happened once (``injected_crashes``) and the runner restarted the node once
+  (``metrics["restarts"]``);
+- while the node is down (from the crash stamp until the respawned process publishes again) the
+  arbiter publishes every step, and hands over to the fallback as it is designed to: the last
+  candidate is followed at most ``watchdog_timeout_s`` (sim) after its stamp, then the arbiter
+  blends into the fallback for ``blend_window_s``; from then on, until the node is back, every
+  step is the fallback or the minimal-risk stop (config/trajectory_arbiter.param.yaml);
+- after the restart the monitor returns to NOMINAL and the planner's candidate is selected again;
+- no at-fault collision.
+
+The figures (kill -> fallback selected in cycles, kill -> node publishing again in wall s and
+sim s, kill -> NOMINAL again) are printed (``pytest -s``) and written next to the episode
+(``process_fault.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+CRASH_AT_S = 3.0            # sim time of the kill; the stack drives NOMINAL before it
+RESPAWN_DELAY_S = 0.5
+CYCLE_S = 0.1
+REPO = Path(__file__).resolve().parents[2]
+STACK_GRAPH = REPO / "config" / "graph" / "sim_stack.yaml"
+ARBITER_PARAMS = REPO / "config" / "trajectory_arbiter.param.yaml"
+# What each node publishes that tells it is back: (topic, message type name in tps_msgs).
+NODE_OUTPUT = {
+    "perception": "/tps/perception/tokens",
+    "planner": "/tps/planning/candidate_trajectory",
+    "monitor": "/tps/monitor/status",
+}
+SELECTED = "/tps/planning/trajectory"
+
+
+def arbiter_hold_s() -> float:
+    """How long (wall s) the lockstep arbiter holds frame k for the planner's candidate and the
+    monitor's status of k (candidate_wait_s, monitor_wait_s) before it marks them not answering."""
+    graph = yaml.safe_load(STACK_GRAPH.read_text())
+    (arbiter,) = [n for n in graph["nodes"] if n["name"] == "trajectory_arbiter"]
+    return max(float(arbiter["parameters"]["candidate_wait_s"]), float(arbiter["parameters"]["monitor_wait_s"]))
+
+
+# Per node: (episode duration [sim s], respawn delay [wall s]). The lockstep arbiter holds the frame
+# a node died on for up to arbiter_hold_s() (5 s wall); a node back within that hold misses a single
+# cycle (the arbiter only starts its blend), so perception and the monitor, which can reload that
+# fast on an idle machine, respawn after the hold: the arbiter then drives without them for a while,
+# the case to check. Measured on this 2-core machine (load 4-11, a CI run beside it; crash at 3.0 s):
+# the planner's reload (torch model) takes 15-18 s wall, ~9 s sim of fallback driving, NOMINAL
+# again at 13.2 s; perception (0.5 s delay) published again 6-16 s wall / 1.2-2.9 s sim after the
+# kill, NOMINAL again at 5.3-12.4 s (the monitor's hysteresis, once a spell of DEGRADED/FALLBACK
+# while the tracker re-converged); the monitor (6 s delay) NOMINAL again at 5.2 s.
+NODE_CASES = {
+    "perception": (18.0, arbiter_hold_s() + 1.0),
+    "planner": (20.0, RESPAWN_DELAY_S),
+    "monitor": (10.0, arbiter_hold_s() + 1.0),
+}
+
+
+class Listener:
+    """Every message of the topics above on ``domain_id``: (monotonic arrival, stamp, value)."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from tps_msgs.msg import AgentTokens, MonitorStatus, PlannedTrajectory
+
+        self.rows: dict[str, list[tuple[float, float, int]]] = {t: [] for t in [*NODE_OUTPUT.values(), SELECTED]}
+        self._lock = threading.Lock()
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=int(domain_id))
+        self.node = rclpy.create_node("process_fault_listener", context=self.context)
+        qos = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(AgentTokens, NODE_OUTPUT["perception"],
+                                      self._cb(NODE_OUTPUT["perception"], lambda m: int(m.status)), qos)
+        self.node.create_subscription(PlannedTrajectory, NODE_OUTPUT["planner"],
+                                      self._cb(NODE_OUTPUT["planner"], lambda m: int(m.source)), qos)
+        self.node.create_subscription(MonitorStatus, NODE_OUTPUT["monitor"],
+                                      self._cb(NODE_OUTPUT["monitor"], lambda m: int(m.state)), qos)
+        self.node.create_subscription(PlannedTrajectory, SELECTED, self._cb(SELECTED, lambda m: int(m.source)),
+                                      latched)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _cb(self, topic: str, value):
+        def on_msg(msg) -> None:
+            now = time.monotonic()
+            stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+            with self._lock:
+                self.rows[topic].append((now, stamp, value(msg)))
+        return on_msg
+
+    def _spin(self) -> None:
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutdown races end the loop
+                if self._stop.is_set() or not self.context.ok():
+                    break
+                raise
+
+    def close(self) -> dict[str, list[tuple[float, float, int]]]:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        try:
+            self.executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+        finally:
+            self.context.try_shutdown()
+        with self._lock:
+            return {k: list(v) for k, v in self.rows.items()}
+
+
+def respawn_graph(tmp_path: Path, node: str, delay_s: float) -> Path:
+    """sim_stack.yaml with ``node`` respawning (parameter files made absolute: the copy lives in
+    tmp_path)."""
+    data = yaml.safe_load(STACK_GRAPH.read_text())
+    (entry,) = [n for n in data["nodes"] if n["name"] == node]
+    entry["respawn"] = True
+    entry["respawn_delay_s"] = delay_s
+    for n in data["nodes"]:
+        n["params"] = [str(REPO / p) for p in n.get("params", [])]
+    path = tmp_path / f"sim_stack_respawn_{node}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_process_fault_episode(tmp_path: Path, node: str) -> tuple[dict, dict]:
+    """One stack episode whose ``node`` is killed at CRASH_AT_S and respawned; returns (the episode
+    result, what the listener heard)."""
+    from tps_eval.executors import default_domain_base
+    from tps_eval.runner import run_episode
+    from tps_eval.suite import parse_suite, plan_episodes
+
+    duration_s, delay_s = NODE_CASES[node]
+    suite = parse_suite({
+        "name": f"process_fault_{node}", "seeds": "0:1",        # a TRAIN seed
+        "configurations": ["stack"], "graphs": {"stack": str(respawn_graph(tmp_path, node, delay_s))},
+        "defaults": {"duration_s": duration_s, "density": 0.6, "clutter": "low", "route_goal_m": 60.0},
+        "cases": [{"scenario": "highway", "id": f"{node}_killed",
+                   "node_parameters": {node: {"fault_crash_at_s": CRASH_AT_S}}}]})
+    (spec,) = [s for s in plan_episodes(suite, tmp_path / "run") if s.configuration == "stack"]   # no expert
+    domain = default_domain_base()
+    listener = Listener(domain)
+    try:
+        result = run_episode(spec, domain)
+    finally:
+        heard = listener.close()
+    Path(result["episode_dir"], "heard.json").write_text(json.dumps(heard))   # for a look after a failure
+    return result, heard
+
+
+def analyse(node: str, result: dict, heard: dict) -> dict:
+    """The figures of one process-fault episode (see the module docstring); asserts what must hold."""
+    from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+
+    assert result["status"] == "ok", result["error"]
+    m = result["metrics"]
+    (crash,) = m["injected_crashes"]
+    assert crash["node"] == node and crash["crashed"] and crash["exit_code"] == 70, crash
+    restarts = m.get("restarts") or []
+    assert [(r["node"], r["count"], r["exit_code"]) for r in restarts] == [(node, 1, 70)], restarts
+    restart = restarts[0]
+    safe = (PlannedTrajectory.SOURCE_FALLBACK, PlannedTrajectory.SOURCE_MINIMAL_RISK)
+    eps = 1e-6
+
+    # before the kill the learned planner drives (NOMINAL), so "NOMINAL again" is a recovery
+    selected = sorted({round(s, 3): (w, s, v) for w, s, v in heard[SELECTED]}.values(), key=lambda r: r[1])
+    before = [v for _, s, v in selected if s < CRASH_AT_S - eps]
+    assert PlannedTrajectory.SOURCE_PLANNER in before, f"the planner never drove before the kill: {before}"
+
+    # the respawned process's first output: its stamp (sim) and arrival (wall)
+    output = [(w, s) for w, s, _ in heard[NODE_OUTPUT[node]] if s >= CRASH_AT_S - eps]
+    assert output, f"the respawned {node} never published again"
+    back_wall, back_stamp = min(output, key=lambda r: r[0])
+    assert back_wall > restart["restarted_at"], "output after the crash stamp before the restart"
+
+    # while down: the arbiter publishes every step; it leaves the planner's last candidate after at
+    # most its watchdog, blends into the fallback, then selects only the fallback / minimal-risk stop
+    arbiter = yaml.safe_load(ARBITER_PARAMS.read_text())["/**"]["ros__parameters"]
+    leave_by = CRASH_AT_S - CYCLE_S + arbiter["watchdog_timeout_s"]     # the last candidate was of k-1
+    safe_by = leave_by + arbiter["blend_window_s"]
+    down = [(s, v) for _, s, v in selected if CRASH_AT_S - eps <= s < back_stamp - eps]
+    steps_down = round((back_stamp - CRASH_AT_S) / CYCLE_S)
+    assert back_stamp > safe_by + CYCLE_S, f"{node} was back at {back_stamp} s, before the hand-over could end"
+    assert len(down) >= steps_down - 1, f"the arbiter published {len(down)} of {steps_down} steps while {node} was down"
+    late_planner = [(s, v) for s, v in down if s > leave_by + eps and v == PlannedTrajectory.SOURCE_PLANNER]
+    assert not late_planner, f"the planner's stale candidate was followed past the watchdog: {down}"
+    not_safe = [(s, v) for s, v in down if s > safe_by + eps and v not in safe]
+    assert not not_safe, f"a non-fallback source after the hand-over while {node} was down: {down}"
+    first_fallback = min(s for s, v in down if v in safe)
+    first_off_planner = min(s for s, v in down if v != PlannedTrajectory.SOURCE_PLANNER)
+
+    # after the restart: NOMINAL again and the planner's candidate selected again
+    statuses = sorted({round(s, 3): (w, s, v) for w, s, v in heard[NODE_OUTPUT["monitor"]]}.values(),
+                      key=lambda r: r[1])
+    nominal = [(w, s) for w, s, v in statuses if s >= back_stamp - eps and v == MonitorStatus.STATE_NOMINAL]
+    assert nominal, (f"the monitor never returned to NOMINAL after {node} restarted (back at {back_stamp:.1f} s, "
+                     f"episode {NODE_CASES[node][0]} s): {[(round(s, 1), v) for _, s, v in statuses if s >= CRASH_AT_S]}")
+    nominal_wall, nominal_stamp = min(nominal, key=lambda r: r[1])
+    assert any(v == PlannedTrajectory.SOURCE_PLANNER for _, s, v in selected if s >= nominal_stamp - eps), \
+        "the planner's candidate was not selected again after NOMINAL"
+    assert m["at_fault_collisions"] == 0
+
+    figures = {
+        "node": node, "crash_at_s": CRASH_AT_S, "duration_s": NODE_CASES[node][0],
+        "kill_to_leaving_planner_cycles": round((first_off_planner - CRASH_AT_S) / CYCLE_S),
+        "kill_to_fallback_cycles": round((first_fallback - CRASH_AT_S) / CYCLE_S),
+        "respawn_delay_s": NODE_CASES[node][1],
+        "kill_to_respawn_wall_s": round(restart["restarted_at"] - restart["exited_at"], 3),
+        "kill_to_publishing_wall_s": round(back_wall - restart["exited_at"], 2),
+        "kill_to_publishing_sim_s": round(back_stamp - CRASH_AT_S, 2),
+        "kill_to_nominal_wall_s": round(nominal_wall - restart["exited_at"], 2),
+        "kill_to_nominal_sim_s": round(nominal_stamp - CRASH_AT_S, 2),
+        "steps_on_fallback_while_down": len(down),
+        "fallback_share": m["fallback_share"],
+        "at_fault_collisions": m["at_fault_collisions"],
+        "episode_wall_s": round(result["wall_s"], 1),
+    }
+    Path(result["episode_dir"], "process_fault.json").write_text(json.dumps(figures, indent=1))
+    print(f"\nprocess fault {node}: {json.dumps(figures)}")
+    return figures
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+@pytest.mark.parametrize("node", ["perception", "planner", "monitor"])
+def test_killed_node_is_respawned_and_the_stack_recovers(tmp_path, node):
+    result, heard = run_process_fault_episode(tmp_path, node)
+    analyse(node, result, heard)
