@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from script_nodes import write_bin_dir
 from tps_bringup.graph import load_graph
 from tps_bringup.runner import EXIT_NODE_FAILED, EXIT_OK, GraphProcess, describe_exit, run_graph
 
@@ -28,12 +29,7 @@ SCRIPTS = {
 
 @pytest.fixture
 def bin_dir(tmp_path) -> Path:
-    d = tmp_path / "bin"
-    d.mkdir()
-    for name, text in SCRIPTS.items():
-        (d / name).write_text(text)
-        (d / name).chmod(0o755)
-    return d
+    return write_bin_dir(tmp_path, SCRIPTS)
 
 
 def _graph(tmp_path: Path, bin_dir: Path, nodes: list[tuple[str, str, bool]]):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from script_nodes import write_bin_dir
 from tps_bringup.graph import DEFAULT_RESPAWN_DELAY_S, GraphError, graph_from_json, invocations, load_graph
 from tps_bringup.runner import EXIT_OK, GraphProcess, run_graph
 from tps_common.node import RESPAWN_ENV, injected_crash_time, respawn_count
@@ -35,12 +36,7 @@ SCRIPTS = {
 
 @pytest.fixture
 def bin_dir(tmp_path) -> Path:
-    d = tmp_path / "bin"
-    d.mkdir()
-    for name, text in SCRIPTS.items():
-        (d / name).write_text(text)
-        (d / name).chmod(0o755)
-    return d
+    return write_bin_dir(tmp_path, SCRIPTS)
 
 
 def _node(name: str, exe: str, **keys) -> dict:
