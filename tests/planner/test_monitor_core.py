@@ -425,6 +425,27 @@ def test_detection_ahead_slower_gives_ttc():
     assert _value(res, "clearance_detection") == pytest.approx(3.5 - 1.9, abs=0.01)
 
 
+def test_an_imminent_collision_with_a_detection_is_critical_whatever_the_ramps_say():
+    """The shipped calibration's ramps were fitted on nominal driving and carry no risk for a
+    0.25-s TTC; a candidate about to reach a detected agent must still hand over."""
+    import json
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "models" / "monitor" / "calibration.json").read_text())
+    # A car standing 12 m ahead; the candidate at 10 m/s reaches it (gap 12 - 4.6 m) in ~0.75 s.
+    near = _inputs(0.0, perc=_perc(0.0, [[12.0, 0.0]]), cloud=_cloud(0.0, _block(12.0, 0.0)))
+    res = ConfidenceMonitor(MonitorParams(), shipped).update(near)
+    assert _value(res, "ttc_detection") < 1.0
+    assert "collision_imminent" in res.critical and res.state == STATE_FALLBACK, res.reasons
+    assert any(r.startswith("CRITICAL collision_imminent") and "agent 0" in r for r in res.reasons)
+    # Off (0): the ramps alone decide, and the shipped ones let it pass.
+    res = ConfidenceMonitor(MonitorParams(imminent_ttc_s=0.0), shipped).update(near)
+    assert "collision_imminent" not in res.critical
+    # 2 s ahead (the car 25 m away) is the ramps' business, not a critical.
+    far = _inputs(0.0, perc=_perc(0.0, [[25.0, 0.0]]), cloud=_cloud(0.0, _block(25.0, 0.0)))
+    assert "collision_imminent" not in ConfidenceMonitor(MonitorParams(), shipped).update(far).critical
+
+
 def test_light_disagreement_and_consistency():
     assert ms.light_disagreement(0, 2)[0] == 1.0
     assert ms.light_disagreement(1, 2)[0] == 1.0
