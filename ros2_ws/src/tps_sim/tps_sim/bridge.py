@@ -89,6 +89,7 @@ class BridgeParams:
     camera_every_n: int = 1
     faults: str = ""
     obstacles: str = ""
+    adversary: str = ""
     exit_on_end: bool = False
     exit_linger_s: float = 0.5
     episode_log: str = ""
@@ -119,6 +120,7 @@ class BridgeParams:
                                  f"{sorted(SCENARIOS)}")
         parse_faults(params.faults)  # raise early, naming the parameter
         parse_obstacles(params.obstacles)
+        parse_adversary(params.adversary)
         return params
 
 
@@ -169,6 +171,18 @@ def parse_obstacles(text: str) -> tuple[dict, ...]:
     if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
         raise ParameterError(f"parameter 'obstacles' must be a list of objects, got {values!r}")
     return tuple(values)
+
+
+def parse_adversary(text: str) -> dict:
+    """``adversary`` parameter (JSON/YAML mapping of WorldConfig.adversary overrides, or a file)
+    -> dict (the world validates names and ranges against the scenario)."""
+    values = _load_text_or_file("adversary", text)
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ParameterError(f"parameter 'adversary' must be a mapping of adversary parameters, "
+                             f"got {values!r}")
+    return dict(values)
 
 
 @dataclass(frozen=True)
@@ -296,7 +310,8 @@ class SimBridge:
             cfg = WorldConfig(scenario=params.scenario, seed=params.seed, density=params.density,
                               clutter=params.clutter, ego_driver=params.ego_driver,
                               duration_s=params.duration_s, dt_s=params.dt_s,
-                              obstacles=self.obstacles)
+                              obstacles=self.obstacles,
+                              adversary=parse_adversary(params.adversary))
             try:
                 world = SimWorld(cfg)
             except ConfigError as exc:

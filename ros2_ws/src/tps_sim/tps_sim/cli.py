@@ -48,17 +48,19 @@ def _bridge_values(args: argparse.Namespace) -> dict:
         "scenario": args.scenario, "seed": args.seed, "density": args.density,
         "clutter": args.clutter, "ego_driver": args.ego_driver, "duration_s": args.duration,
         "lidar_beams": args.lidar_beams, "lidar_azimuth_steps": args.lidar_azimuth_steps,
-        "faults": args.faults, "obstacles": args.obstacles,
+        "faults": args.faults, "obstacles": args.obstacles, "adversary": args.adversary,
     }
     values = {k: v for k, v in values.items() if v is not None}
     return validate(values, load_schema("sim_bridge"), allow_unknown=False)
 
 
-def _check_world(scenario: str, seed: int, density: float, clutter: str, duration_s: float) -> None:
+def _check_world(scenario: str, seed: int, density: float, clutter: str, duration_s: float,
+                 adversary: str = "") -> None:
+    from tps_sim.bridge import parse_adversary
     from tps_sim.world import WorldConfig
 
     WorldConfig(scenario=scenario, seed=seed, density=density, clutter=clutter,
-                duration_s=duration_s).validate()
+                duration_s=duration_s, adversary=parse_adversary(adversary)).validate()
 
 
 def _check_lidar(beams: int, azimuth_steps: int) -> None:
@@ -77,6 +79,8 @@ def _add_episode_options(p: argparse.ArgumentParser, *, default_driver: str) -> 
                    help="expert: SUMO drives the ego; external: the ego follows controls")
     p.add_argument("--faults", default="", help="sensor faults: YAML/JSON text or file")
     p.add_argument("--obstacles", default="", help="extra obstacles: JSON list or file")
+    p.add_argument("--adversary", default="", help="adversary overrides (WorldConfig.adversary, "
+                   "e.g. '{\"cut_gap_m\": 4}'): JSON mapping or file")
     p.add_argument("--lidar-beams", type=int, default=32, help="lidar vertical beams")
     p.add_argument("--lidar-azimuth-steps", type=int, default=1024, help="lidar rays per turn")
 
@@ -136,7 +140,7 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if args.camera_every < 0:
         raise ParameterError(f"--camera-every must be >= 0, got {args.camera_every}")
     _check_world(values["scenario"], values["seed"], values["density"], values["clutter"],
-                 values["duration_s"])
+                 values["duration_s"], values.get("adversary", ""))
     _check_lidar(values["lidar_beams"], values["lidar_azimuth_steps"])
     values["camera_enabled"] = args.camera_every > 0
     values["camera_every_n"] = max(1, args.camera_every)
@@ -190,7 +194,7 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace, ros_args: list[str]) -> int:
     values = _bridge_values(args)
     _check_world(values["scenario"], values["seed"], values["density"], values["clutter"],
-                 values["duration_s"])
+                 values["duration_s"], values.get("adversary", ""))
     overrides = dict(values)
     overrides["synchronous"] = not args.asynchronous
     overrides["camera_enabled"] = bool(args.camera)

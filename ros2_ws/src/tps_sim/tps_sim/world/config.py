@@ -30,6 +30,24 @@ OBSTACLE_KINDS = ("debris", "barrier", "parked_car", "pole")
 MAX_DURATION_S = 3600.0
 MAX_DT_S = 1.0
 MAX_DENSITY = 5.0
+# Scripted adversary parameters a WorldConfig may set (WorldConfig.adversary): name -> (the
+# scenario adversaries it applies to, allowed range). Unset ones are drawn from the seed
+# (tps_sim.world.world: the ranges in brackets); set ones override the draw, which is still made,
+# so the rest of the episode (traffic, clutter, light phases) stays the seed's.
+ADVERSARY_PARAMETERS: dict = {
+    # initial gap ahead of the ego [m]: cut_in 40-60, hard_brake 45-65, stalled 130-190
+    "gap_m": (("cut_in", "hard_brake", "stalled"), (5.0, 300.0)),
+    # the cutter drives this much slower than the ego [m/s] (3-6; floor 5 m/s)
+    "speed_delta_mps": (("cut_in",), (0.0, 20.0)),
+    # bumper gap at which the cutter changes into the ego lane, before the closing-speed term [m] (7-13)
+    "cut_gap_m": (("cut_in",), (1.0, 50.0)),
+    # when the lead starts braking [s of episode time] (3-6)
+    "brake_at_s": (("hard_brake",), (0.0, MAX_DURATION_S)),
+    # the lead's braking deceleration [m/s^2] (7.5)
+    "brake_decel_mps2": (("hard_brake",), (0.5, 12.0)),
+    # how long the lead stands still before driving on [s] (3)
+    "hold_s": (("hard_brake",), (0.0, MAX_DURATION_S)),
+}
 
 
 class ConfigError(ValueError):
@@ -117,6 +135,9 @@ class WorldConfig:
             optional "size_m" [l, w, h] and "yaw_rad" (relative to the route heading). SUMO
             traffic and the expert see them (a stopped placeholder vehicle blocks the lane).
         warmup_s: seconds of SUMO traffic simulated before t = 0 so the roads are populated.
+        adversary: overrides of the scripted adversary's seeded parameters (``ADVERSARY_PARAMETERS``:
+            e.g. ``{"cut_gap_m": 4.0, "speed_delta_mps": 8.0}`` for cut_in); each must apply to the
+            scenario's adversary. Empty: everything drawn from the seed.
     """
 
     scenario: str = "highway"
@@ -128,6 +149,7 @@ class WorldConfig:
     dt_s: float = 0.1
     obstacles: tuple = field(default_factory=tuple)
     warmup_s: float = 40.0
+    adversary: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
@@ -157,6 +179,7 @@ class WorldConfig:
             raise ConfigError("obstacles: must be a tuple of mappings")
         for i, ob in enumerate(self.obstacles):
             _check_obstacle(i, ob)
+        _check_adversary(self.adversary, SCENARIOS[self.scenario].adversary, self.scenario)
 
 
 def _check_number(name: str, value: object, lo: float, hi: float, low_open: bool = False) -> None:
@@ -168,6 +191,20 @@ def _check_number(name: str, value: object, lo: float, hi: float, low_open: bool
     if (v <= lo if low_open else v < lo) or v > hi:
         bracket = "(" if low_open else "["
         raise ConfigError(f"{name}: {v} outside the allowed range {bracket}{lo}, {hi}]")
+
+
+def _check_adversary(values: object, kind: str, scenario: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"adversary: must be a mapping, got {type(values).__name__}")
+    for name, value in values.items():
+        if name not in ADVERSARY_PARAMETERS:
+            raise ConfigError(f"adversary.{name}: unknown parameter; expected one of "
+                              f"{sorted(ADVERSARY_PARAMETERS)}")
+        kinds, (lo, hi) = ADVERSARY_PARAMETERS[name]
+        if kind not in kinds:
+            raise ConfigError(f"adversary.{name}: applies to the {'/'.join(kinds)} adversary; "
+                              f"scenario {scenario!r} has {kind or 'none'}")
+        _check_number(f"adversary.{name}", value, lo, hi)
 
 
 def _check_obstacle(i: int, ob: object) -> None:

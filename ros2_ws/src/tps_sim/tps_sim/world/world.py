@@ -70,6 +70,7 @@ OBSTACLE_START_DECEL_MPS2 = 3.0
 OBSTACLE_START_MARGIN_M = 15.0
 ADV_CLEAR_AHEAD_M = 200.0
 CUT_IN_TTC_S = 1.5
+LEAD_BRAKE_DECEL_MPS2 = 7.5  # the hard_brake lead's deceleration (WorldConfig.adversary overrides)
 # Lane departure (the external ego driven off every lane): SUMO keeps its ego off the network
 # (moveToXY free placement, no lane) while our ego model drives on; every step with a footprint
 # corner off the drivable area carries EVENT_OFF_DRIVABLE (DAC 0), and once the whole footprint
@@ -343,7 +344,7 @@ class SimWorld:
     # ------------------------------------------------------------------ adversaries
     def _setup_stalled(self) -> None:
         sc = self.scenario
-        gap = float(self._rng.uniform(130.0, 190.0))
+        gap = self._adv_param("gap_m", float(self._rng.uniform(130.0, 190.0)))
         vid = ADV_PREFIX + "stalled"
         self._sim.add_route("stalled_route", list(sc.ego_edges))
         self._sim.add_vehicle(vid, "stalled_route", STALLED_TYPE, str(sc.ego_depart_lane),
@@ -397,10 +398,13 @@ class SimWorld:
         # expert has no reason to overtake; the cutter starts 40-60 m ahead in the lane to the
         # RIGHT of the ego (SUMO drivers do not overtake on the right), 3-6 m/s slower, and
         # cuts in when the gap has shrunk to 7-13 m (see _script_adversary).
-        gap = float(rng.uniform(45.0, 65.0) if kind == "hard_brake" else rng.uniform(40.0, 60.0))
+        # The draws are made whether or not WorldConfig.adversary overrides them, so that an
+        # override changes the adversary and nothing else of the seed's episode.
+        gap = self._adv_param("gap_m", float(rng.uniform(45.0, 65.0) if kind == "hard_brake"
+                                             else rng.uniform(40.0, 60.0)))
         ego_speed = self._ego_speed()
         adv_speed = ego_speed if kind == "hard_brake" else max(
-            ego_speed - float(rng.uniform(3.0, 6.0)), 5.0)
+            ego_speed - self._adv_param("speed_delta_mps", float(rng.uniform(3.0, 6.0))), 5.0)
         vid = ADV_PREFIX + ("lead" if kind == "hard_brake" else "cutter")
         sim.add_route("adv_route", list(self.scenario.ego_edges))
         for attempt in range(EGO_INSERT_TRIES):
@@ -429,11 +433,19 @@ class SimWorld:
             raise RuntimeError(f"SUMO refused to insert the {kind} adversary (scenario "
                                f"{self.scenario.name}, seed {self.config.seed})")
         if kind == "hard_brake":
-            self._adv.update(lead=vid, brake_at_s=float(rng.uniform(3.0, 6.0)),
-                             cruise=-1.0, hold_s=3.0, phase="cruise")
+            self._adv.update(lead=vid,
+                             brake_at_s=self._adv_param("brake_at_s", float(rng.uniform(3.0, 6.0))),
+                             brake_decel=self._adv_param("brake_decel_mps2", LEAD_BRAKE_DECEL_MPS2),
+                             cruise=-1.0, hold_s=self._adv_param("hold_s", 3.0), phase="cruise")
         else:
-            self._adv.update(cutter=vid, cut_gap_m=float(rng.uniform(7.0, 13.0)),
+            self._adv.update(cutter=vid,
+                             cut_gap_m=self._adv_param("cut_gap_m", float(rng.uniform(7.0, 13.0))),
                              adv_speed=adv_speed, phase="approach")
+
+    def _adv_param(self, name: str, drawn: float) -> float:
+        """The adversary parameter ``name``: WorldConfig.adversary's override, else ``drawn``."""
+        value = self.config.adversary.get(name)
+        return drawn if value is None else float(value)
 
     def _script_adversary(self) -> None:
         kind = self.scenario.adversary
@@ -451,8 +463,9 @@ class SimWorld:
                 self._adv["phase"] = "wait"
             elif self._adv["phase"] == "wait" and t >= self._adv["brake_at_s"]:
                 v = max(sim.read_vehicles((vid,)).speeds[0], 0.1)
-                sim.slow_down(vid, 0.0, v / 7.5)
-                self._adv.update(phase="braking", stop_t=t + v / 7.5)
+                decel = self._adv["brake_decel"]
+                sim.slow_down(vid, 0.0, v / decel)
+                self._adv.update(phase="braking", stop_t=t + v / decel)
             elif self._adv["phase"] == "braking" and t >= self._adv["stop_t"]:
                 sim.set_speed(vid, 0.0)
                 self._adv["phase"] = "stopped"
