@@ -39,6 +39,13 @@ from tps_common.geometry import bearing, box_corners, polygons_overlap, segment_
 STOPPED_SPEED_MPS = 0.005          # NAVSIM/nuPlan: ego (or agent) below this speed is stopped
 TTC_TIMES_S = (0.0, 0.3, 0.6, 0.9)  # constant-velocity projection instants of the TTC check
 TTC_IGNORE_SPEED_MPS = 0.005       # TTC ignored while the ego is below this speed
+# Safety margins (min_ttc_s, min_clearance_m; the failure search's objective): the constant-
+# velocity projection looks this far ahead in these steps, and objects this far away are ignored.
+MARGIN_TTC_HORIZON_S = 5.0
+MARGIN_TTC_STEP_S = 0.25
+MARGIN_RANGE_M = 40.0
+MARGIN_MIN_SPEED_MPS = 0.5          # min TTC only counts while the ego drives at least this fast
+MARGIN_CLEARANCE_MIN_SPEED_MPS = 2.0   # min clearance likewise (creeping up to a queue is no risk)
 AHEAD_BEARING_RAD = np.deg2rad(30.0)   # nuPlan is_agent_ahead tolerance
 BEHIND_BEARING_RAD = np.deg2rad(150.0)  # nuPlan is_agent_behind tolerance
 EP_MIN_REFERENCE_PROGRESS_M = 5.0  # EP is 1 when the reference progressed less than this
@@ -297,6 +304,8 @@ class EpisodeMetrics:
     stop_line_crossings: int = 0
     stop_line_events: list = field(default_factory=list)
     pdm_score_tlc: float | None = None
+    min_ttc_s: float = MARGIN_TTC_HORIZON_S
+    min_clearance_m: float = MARGIN_RANGE_M
 
     NON_DETERMINISTIC = ("e2e_latency_p50_ms", "e2e_latency_p99_ms", "node_latency_ms")
 
@@ -558,6 +567,82 @@ def ttc_violations(trace: EpisodeTrace) -> np.ndarray:
     return out
 
 
+def _relevant_objects(trace: EpisodeTrace, k: int, max_range_m: float):
+    """The objects at step ``k`` the ego could run into (the TTC check's rule: ahead within
+    30 deg, or not behind while it straddles lanes), not in contact, within ``max_range_m``:
+    (xy, yaw, length, width, velocity) arrays, or None."""
+    frame, statics = trace.agents[k], trace.statics
+    xy = np.concatenate([frame.xy, statics.xy])
+    if xy.shape[0] == 0:
+        return None
+    multi = bool(trace.multi_lane[k]) if trace.multi_lane is not None else False
+    ids = np.concatenate([frame.ids, statics.ids])
+    keep = np.abs(bearing(trace.ego_xy[k], trace.ego_yaw[k], xy)) <= (
+        BEHIND_BEARING_RAD if multi else AHEAD_BEARING_RAD)
+    keep &= ~np.isin(ids, np.asarray(trace.collision_ids[k], np.int64))
+    keep &= np.linalg.norm(xy - trace.ego_xy[k], axis=1) <= max_range_m
+    if not keep.any():
+        return None
+    return (xy[keep], np.concatenate([frame.yaw, statics.yaw])[keep],
+            np.concatenate([frame.length, statics.length])[keep],
+            np.concatenate([frame.width, statics.width])[keep],
+            np.concatenate([frame.velocity, np.zeros((len(statics), 2))])[keep])
+
+
+def _polygon_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) distance [m] between one convex quadrilateral ``a`` (4, 2) and N others (N, 4, 2);
+    0 where they overlap."""
+    def corner_to_edges(pts: np.ndarray, polys: np.ndarray) -> np.ndarray:
+        # pts (N, 4, 2) to the 4 edges of polys (N, 4, 2): (N,) minimum distance
+        p0 = polys[:, :, None, :]
+        d = np.roll(polys, -1, axis=1)[:, :, None, :] - p0                      # (N, 4e, 1, 2)
+        rel = pts[:, None, :, :] - p0                                            # (N, 4e, 4p, 2)
+        t = np.clip((rel * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-12), 0.0, 1.0)
+        return np.linalg.norm(rel - t[..., None] * d, axis=-1).min(axis=(1, 2))
+
+    b = np.asarray(b, np.float64).reshape(-1, 4, 2)
+    a_n = np.broadcast_to(np.asarray(a, np.float64)[None], b.shape)
+    dist = np.minimum(corner_to_edges(a_n, b), corner_to_edges(b, a_n))
+    dist[polygons_overlap(a, b)] = 0.0
+    return dist
+
+
+def safety_margins(trace: EpisodeTrace) -> tuple[float, float]:
+    """(min_ttc_s, min_clearance_m) of an episode, over the objects the TTC check considers.
+
+    min_ttc_s: the smallest time [s] within ``MARGIN_TTC_HORIZON_S`` at which the ego footprint,
+    projected at constant velocity, meets an object projected at its own (the TTC check's
+    projection, continued), over the steps where the ego drives >= ``MARGIN_MIN_SPEED_MPS``;
+    the horizon when nothing is met. min_clearance_m: the smallest footprint-to-footprint gap [m]
+    (0 = touching) within ``MARGIN_RANGE_M``, over the steps where the ego drives >=
+    ``MARGIN_CLEARANCE_MIN_SPEED_MPS`` (stopping 2 m behind a queue is not a near miss).
+    Collisions themselves are NC's; objects already in contact are left out of both.
+    """
+    min_ttc, min_gap = MARGIN_TTC_HORIZON_S, MARGIN_RANGE_M
+    times = np.arange(0.0, MARGIN_TTC_HORIZON_S + 1e-9, MARGIN_TTC_STEP_S)
+    for k in range(trace.n_steps):
+        objs = _relevant_objects(trace, k, MARGIN_RANGE_M)
+        if objs is None:
+            continue
+        xy, yaw, length, width, vel = objs
+        v = float(trace.ego_speed[k])
+        if v >= MARGIN_CLEARANCE_MIN_SPEED_MPS:
+            ego = box_corners(trace.ego_xy[k], trace.ego_yaw[k], trace.ego_length_m,
+                              trace.ego_width_m)[0]
+            min_gap = min(min_gap, float(_polygon_distance(ego, box_corners(xy, yaw, length,
+                                                                             width)).min()))
+        if v < MARGIN_MIN_SPEED_MPS:
+            continue
+        heading = np.array([np.cos(trace.ego_yaw[k]), np.sin(trace.ego_yaw[k])])
+        for t in times[times < min_ttc]:
+            ego_c = box_corners(trace.ego_xy[k] + heading * v * t, trace.ego_yaw[k],
+                                trace.ego_length_m, trace.ego_width_m)[0]
+            if polygons_overlap(ego_c, box_corners(xy + vel * t, yaw, length, width)).any():
+                min_ttc = float(t)
+                break
+    return min_ttc, min_gap
+
+
 def windowed_score(ok_per_step: np.ndarray, dt_s: float,
                    window_s: float = SCORE_WINDOW_S) -> float:
     """Mean over consecutive ``window_s`` windows of "every step in the window is ok" (1/0).
@@ -759,6 +844,7 @@ def evaluate_episode(trace: EpisodeTrace,
     tlc = traffic_light_compliance(crossings)
     off_road = 0 if trace.drivable is None else int(
         np.count_nonzero(~np.asarray(trace.drivable, bool).all(axis=1)))
+    min_ttc, min_gap = safety_margins(trace)
     node_lat = {name: {"p50": percentile_or_none(v, 50), "p99": percentile_or_none(v, 99),
                        "n": int(len(v))}
                 for name, v in sorted(trace.node_latency_ms.items())}
@@ -794,6 +880,8 @@ def evaluate_episode(trace: EpisodeTrace,
         stop_line_crossings=len(crossings),
         stop_line_events=[asdict(c) for c in crossings],
         pdm_score_tlc=None if pdms is None else pdms * tlc,
+        min_ttc_s=min_ttc,
+        min_clearance_m=min_gap,
     )
 
 

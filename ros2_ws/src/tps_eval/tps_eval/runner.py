@@ -99,12 +99,16 @@ def bridge_overrides(spec: EpisodeSpec, edir: Path) -> list[str]:
     if spec.obstacles:
         (edir / "obstacles.json").write_text(json.dumps(spec.obstacles))
         obstacles = str(edir / "obstacles.json")
+    adversary = ""
+    if spec.adversary:
+        (edir / "adversary.json").write_text(json.dumps(spec.adversary))
+        adversary = str(edir / "adversary.json")
     p = f"nodes.{BRIDGE_NODE}.parameters."
     # String values are YAML-quoted so that the override parser keeps them strings.
     return [f"{p}scenario='{spec.scenario}'", f"{p}seed={int(spec.seed)}",
             f"{p}density={float(spec.density)}", f"{p}clutter='{spec.clutter}'",
             f"{p}duration_s={float(spec.duration_s)}", f"{p}faults='{faults}'",
-            f"{p}obstacles='{obstacles}'", f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
+            f"{p}obstacles='{obstacles}'", f"{p}adversary='{adversary}'", f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
             f"{p}episode_log='{edir / LOG_NAME}'"] + node_overrides(spec)
 
 

@@ -17,6 +17,12 @@ A suite file::
         id: highway_debris         # unique case id (default: the scenario name)
         obstacles: [{kind: debris, route_s_m: 110.0, lateral_m: 0.0}]
       - scenario: cut_in
+        id: cut_in_tight
+        adversary: {cut_gap_m: 4.0}   # overrides of the adversary's seeded parameters
+                                      # (tps_sim.world.config.ADVERSARY_PARAMETERS)
+        seeds: [5017]              # this case's own seeds instead of the suite's (e.g. the
+                                   # failures a tps-eval search found, each with its seed)
+      - scenario: cut_in
         id: cut_in_detector_blackout
         node_parameters:           # parameters of the graph's nodes for this case, by node name;
           perception: {fault_blackout: true}   # applied in each configuration whose graph has
@@ -63,10 +69,10 @@ DEFAULT_GRAPHS = {
     "naive": "config/graph/sim_naive.yaml",
 }
 CASE_OPTION_KEYS = ("duration_s", "density", "clutter", "faults", "obstacles", "route_goal_m",
-                    "node_parameters")
+                    "node_parameters", "adversary")
 SUITE_KEYS = ("name", "description", "seeds", "configurations", "defaults", "cases", "graphs")
 BUILTIN_DEFAULTS = {"duration_s": 15.0, "density": 1.0, "clutter": "medium", "faults": {},
-                    "obstacles": [], "route_goal_m": None, "node_parameters": {}}
+                    "obstacles": [], "route_goal_m": None, "node_parameters": {}, "adversary": {}}
 
 
 class SuiteError(ValueError):
@@ -95,6 +101,8 @@ class Case:
     obstacles: list = field(default_factory=list)
     route_goal_m: float | None = None
     node_parameters: dict = field(default_factory=dict)   # {node name: {parameter: value}}
+    adversary: dict = field(default_factory=dict)   # WorldConfig.adversary overrides
+    seeds: tuple = ()         # the case's own seeds; empty: the suite's
 
 
 @dataclass(frozen=True)
@@ -135,6 +143,7 @@ class EpisodeSpec:
     route_goal_m: float | None = None
     record: bool = False          # write the episode's full topic set to <episode dir>/episode.mcap
     node_parameters: dict = field(default_factory=dict)   # {node: {parameter: value}} of this graph
+    adversary: dict = field(default_factory=dict)   # WorldConfig.adversary overrides (bridge)
 
     @property
     def key(self) -> str:
@@ -222,7 +231,7 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
         raise SuiteError(f"{where}: cases: expected a non-empty list")
-    from tps_sim.world.config import CLUTTER_LEVELS, MAX_DENSITY, MAX_DURATION_S
+    from tps_sim.world.config import CLUTTER_LEVELS, MAX_DENSITY, MAX_DURATION_S, ConfigError, WorldConfig
     from tps_sim.world.scenarios import SCENARIOS
 
     cases = []
@@ -231,7 +240,7 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
         f = f"{where}: cases[{i}]"
         if not isinstance(rc, dict) or "scenario" not in rc:
             raise SuiteError(f"{f}: expected a mapping with 'scenario'")
-        bad = set(rc) - set(CASE_OPTION_KEYS) - {"scenario", "id"}
+        bad = set(rc) - set(CASE_OPTION_KEYS) - {"scenario", "id", "seeds"}
         if bad:
             raise SuiteError(f"{f}: unknown keys {sorted(bad)}")
         scen = rc["scenario"]
@@ -260,9 +269,20 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
                                  or not goal > 0):
             raise SuiteError(f"{f}.route_goal_m: {goal!r} must be a positive number of metres")
         node_params = _node_parameters(opts["node_parameters"], f"{f}.node_parameters")
+        try:
+            WorldConfig(scenario=scen, adversary=opts["adversary"]).validate()
+        except ConfigError as exc:
+            raise SuiteError(f"{f}.{exc}") from None
+        case_seeds: tuple = ()
+        if "seeds" in rc:
+            try:
+                case_seeds = tuple(seed_set(rc["seeds"]).seeds)
+            except SeedError as exc:
+                raise SuiteError(f"{f}.seeds: {exc}") from None
         cases.append(Case(cid, scen, float(dur), float(dens), str(opts["clutter"]),
                           dict(opts["faults"]), list(opts["obstacles"]),
-                          None if goal is None else float(goal), node_params))
+                          None if goal is None else float(goal), node_params,
+                          dict(opts["adversary"]), case_seeds))
     return Suite(name, str(data.get("description", "")), seed_list.seeds, configs,
                  tuple(cases), graphs, source, seed_list.spec)
 
@@ -314,7 +334,7 @@ def plan_episodes(suite: Suite, out_dir: str | os.PathLike) -> list[EpisodeSpec]
                              f"{sorted(unknown)}, which no graph of {list(suite.configurations)} has")
     specs = []
     for case in suite.cases:
-        for seed in suite.seeds:
+        for seed in case.seeds or suite.seeds:
             for cfg in suite.configurations:
                 graph = graphs[cfg]
                 specs.append(EpisodeSpec(
@@ -324,5 +344,6 @@ def plan_episodes(suite: Suite, out_dir: str | os.PathLike) -> list[EpisodeSpec]
                     obstacles=json.loads(json.dumps(case.obstacles)), graph=str(graph),
                     out_dir=str(out_dir), route_goal_m=case.route_goal_m,
                     node_parameters={n: dict(p) for n, p in case.node_parameters.items()
-                                     if n in names[cfg]}))
+                                     if n in names[cfg]},
+                    adversary=dict(case.adversary)))
     return specs
