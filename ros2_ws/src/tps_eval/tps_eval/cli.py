@@ -10,6 +10,7 @@
     tps-eval lights --seeds 9000:9010 --json runs/lights.json   # traffic-light reader accuracy
     tps-eval openloop --split test --count 10 --json runs/openloop.json   # VLM planner, open loop
     tps-eval compare runs/before.json runs/after.json   # per-episode differences of two runs
+    tps-eval search --space default --budget 40 --config planner --seed 1 --json runs/search.json
 
 Seeds (every verb, :mod:`tps_eval.seeds`): ``A:B`` is the half-open range [A, B)
 (``9000:9005`` = five seeds), ``A`` one seed, ``A,B,C`` a list, ``--split NAME`` every seed of a
@@ -278,6 +279,42 @@ def cmd_closedloop(args: argparse.Namespace) -> int:
         print(f"json: {args.json}")
     if all(r["status"] != "ok" for r in final["episodes"]):
         return EXIT_ALL_FAILED
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tps_eval.search import report as SR
+    from tps_eval.search.space import load_space
+    from tps_eval.search.study import SearchRun, write_json
+
+    space = load_space(args.space)
+    out = Path(args.out) if args.out else repo_root() / "runs" / "search" / (
+        f"{space.name}-{args.config or space.configuration}-s{args.seed}")
+    arms = ("search",) if args.no_random else ("search", "random")
+    run = SearchRun(space, args.budget, args.seed, out, args.config, args.executor, args.workers,
+                    args.ray_address, args.domain_base, args.sampler, arms,
+                    progress=not args.quiet)
+    print(f"tps-eval search: space {space.name} ({space.source}), configuration "
+          f"{run.configuration}, budget {args.budget} per arm ({', '.join(arms)}), seed "
+          f"{args.seed}, {args.executor} x {args.workers}; output {out} (resumable: run the same "
+          f"command again)", flush=True)
+    t0 = time.monotonic()
+    summary = run.run()
+    summary = SR.write_report(summary, space, out, gifs=not args.no_gifs,
+                              wall_s=time.monotonic() - t0)
+    if args.json:
+        p = Path(args.json)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_json(p, summary)
+    line = f"failures found: search {summary['failures_found']} of {summary['episodes']}"
+    if "failures_found_random" in summary:
+        line += (f", random {summary['failures_found_random']} of {summary['episodes_random']}"
+                 f" (ratio {summary['ratio'] if summary['ratio'] is not None else '-'})")
+    print(line)
+    print(f"report: {summary['paths']['report']}")
+    print(f"failures suite: {summary['paths']['failures_suite'] or 'none (no failures)'}")
+    if args.json:
+        print(f"json: {args.json}")
     return 0
 
 
@@ -572,6 +609,33 @@ def build_parser() -> argparse.ArgumentParser:
                "  tps-eval calibrate-monitor runs/monitor/test --evaluate models/monitor/calibration.json")
     monitor_calib.add_arguments(mc)
     mc.set_defaults(func=cmd_calibrate_monitor)
+    from tps_eval.search.study import SAMPLERS
+
+    se = _verb(sub, "search", "failure-mode-driven scenario search: an optimiser minimising the safety "
+               "margin vs uniform random sampling, same budget (resumable)",
+               "examples:\n  tps-eval search --space default --budget 40 --config planner --seed 1 "
+               "--json runs/search.json\n  tps-eval search --space config/search/default.yaml "
+               "--budget 40 --seed 1 --executor local   # no Ray\n\n"
+               "Writes <out>/search.json, report.md, failures.yaml (the failures as a suite),\n"
+               "boundary/*.png and bev/*.gif; <out>/study.db holds the optuna studies, so the same\n"
+               "command resumes an interrupted search. Seeds: tps_sim.splits.SEARCH (5000..5999).")
+    se.add_argument("--space", required=True, help="space name (config/search/NAME.yaml) or path")
+    se.add_argument("--budget", type=int, required=True, help="episodes per arm")
+    se.add_argument("--config", default=None, help="configuration searched (default: the space's; "
+                    "e.g. planner = the planner without the monitor)")
+    se.add_argument("--seed", type=int, default=0, help="search seed (samplers and episode seeds)")
+    se.add_argument("--json", default=None, help="also write the summary here")
+    se.add_argument("--out", default=None, help="output folder (default runs/search/<space>-<config>-s<seed>)")
+    se.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="the optimiser (default tpe)")
+    se.add_argument("--no-random", action="store_true", help="skip the uniform random arm")
+    se.add_argument("--executor", choices=EXECUTORS, default="ray",
+                    help="ray (default: a local Ray, or --ray-address) or the local process pool")
+    se.add_argument("--workers", type=int, default=1, help="concurrent episodes (default 1)")
+    se.add_argument("--ray-address", default=None, help="Ray cluster address")
+    se.add_argument("--domain-base", type=int, default=None, help="first ROS_DOMAIN_ID of the workers")
+    se.add_argument("--no-gifs", action="store_true", help="skip the worst cases' BEV GIFs")
+    se.add_argument("--quiet", action="store_true", help="no progress bar")
+    se.set_defaults(func=cmd_search)
     k = _verb(sub, "compare", "per-episode differences between two closedloop --json files",
               "examples:\n  tps-eval compare runs/before.json runs/after.json\n"
               "  tps-eval compare a.json b.json --rel-tol 1e-9\n\n"

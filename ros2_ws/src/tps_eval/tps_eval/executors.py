@@ -87,6 +87,22 @@ def _ray_runtime_env() -> dict:
     return {"env_vars": env_vars}
 
 
+def ensure_ray(workers: int, address: str | None = None) -> bool:
+    """Connect to Ray unless already connected: the cluster at ``address``, else a local Ray
+    with ``num_cpus=workers`` and no dashboard. True when this call started it (the caller
+    shuts it down); a caller that runs many batches keeps one Ray across them."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, runtime_env=_ray_runtime_env(), log_to_driver=False)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, runtime_env=_ray_runtime_env(),
+                 log_to_driver=False)
+    return True
+
+
 def run_ray(specs: Sequence[EpisodeSpec], workers: int, domain_base: int | None = None,
             address: str | None = None) -> Iterator[dict]:
     """Run episodes as Ray actor tasks (one actor per slot); yields results as they finish.
@@ -99,14 +115,7 @@ def run_ray(specs: Sequence[EpisodeSpec], workers: int, domain_base: int | None 
 
     base = default_domain_base() if domain_base is None else domain_base
     check_domains(base, workers)
-    started_here = False
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, runtime_env=_ray_runtime_env(), log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, runtime_env=_ray_runtime_env(),
-                     log_to_driver=False)
-        started_here = True
+    started_here = ensure_ray(workers, address)
     try:
         @ray.remote(num_cpus=1)
         class EpisodeWorker:
