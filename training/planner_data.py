@@ -10,6 +10,11 @@ openloop``) uses on fresh held-out episodes; its docstring lists the shard keys.
 
 Splits: TRAIN or VAL seeds only (:mod:`tps_sim.splits`); a TEST seed is refused -- held-out
 episodes are generated on the fly by the evaluation, in memory, never stored here.
+
+Targeted data (issue 16): ``--from-search RESULTS`` builds the episodes that
+``tps_sim.dataset.targeted_tasks`` plans around a ``tps-eval search``'s failures (their scenario,
+clutter, density, adversary and sensor faults, perturbed, on TRAIN seeds of
+``tps_sim.splits.TARGETED``) into the same root, so the next training reads the union.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def default_out() -> Path:
 
 def build_episode(scenario: str, seed: int, out_dir: Path, core, core_info: dict, *, duration_s: float = 20.0,
                   sample_every: int = 5, image_size: tuple = DEFAULT_IMAGE_SIZE, max_agents: int = DEFAULT_MAX_AGENTS,
-                  max_gt: int = DEFAULT_MAX_GT, overwrite: bool = False, progress=None) -> Path:
+                  max_gt: int = DEFAULT_MAX_GT, overwrite: bool = False, progress=None,
+                  world: dict | None = None) -> Path:
     """Simulate, tokenize and label one episode; write its shard (returns its path).
 
     Raises:
@@ -61,7 +67,8 @@ def build_episode(scenario: str, seed: int, out_dir: Path, core, core_info: dict
     path = Path(out_dir) / split / scenario / f"seed{seed}.npz"
     if path.exists() and not overwrite:
         return path
-    arrays = simulate(scenario, seed, duration_s=duration_s, sample_every=sample_every, image_size=image_size)
+    arrays = simulate(scenario, seed, duration_s=duration_s, sample_every=sample_every, image_size=image_size,
+                      **(world or {}))
     out = episode_samples(arrays, core, sample_every, max_agents, max_gt, progress)
     out["meta_json"] = np.array(json.dumps(sample_meta(
         arrays, scenario, seed, split, core_info, duration_s=duration_s, sample_every=sample_every,
@@ -95,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--out", type=Path, default=None,
                     help="dataset root (default data/planner, data/planner_untargeted for --variant untargeted)")
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--from-search", type=Path, default=None, metavar="RESULTS",
+                    help="targeted episodes around a tps-eval search's failures (search.json or its folder); "
+                         "--split, --scenarios, --episodes and --duration then come from the failures")
+    ap.add_argument("--per-failure", type=int, default=4, help="with --from-search: episodes per failure")
+    ap.add_argument("--perturb", type=float, default=0.1, help="with --from-search: parameter step, share of range")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.image_size.lower().split("x"))
     scenarios = list(SCENARIOS) if args.scenarios == "all" else args.scenarios.split(",")
@@ -102,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown scenarios {unknown}; known: {sorted(SCENARIOS)}", file=sys.stderr)
         return 2
+    if args.from_search is not None:
+        return _from_search(args, (w, h))
     seeds = splits.seeds(args.split, args.first_seed_index + args.episodes)[args.first_seed_index:]
     out = args.out or (default_out() if args.variant == "targeted" else default_out().with_name("planner_untargeted"))
     core, info = make_core(args.backend, args.threads, args.variant)
@@ -119,6 +133,36 @@ def main(argv: list[str] | None = None) -> int:
                 errors.append(f"{sc}/seed{seed}: {type(exc).__name__}: {exc}")
     bar.close()
     print(f"{len(seeds) * len(scenarios) - len(errors)} episodes in {time.time() - t0:.0f} s under {out}")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _from_search(args: argparse.Namespace, image_size: tuple) -> int:
+    from tps_sim.dataset import targeted_tasks
+    from tqdm import tqdm
+
+    src = args.from_search / "search.json" if args.from_search.is_dir() else args.from_search
+    try:
+        tasks = targeted_tasks(json.loads(src.read_text()), args.per_failure, args.perturb)
+    except (OSError, ValueError) as exc:
+        print(f"error: --from-search {src}: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or default_out()
+    core, info = make_core(args.backend, args.threads, args.variant)
+    errors, t0 = [], time.time()
+    for t in tqdm(tasks, desc="planner targeted data", unit="episode"):
+        world = {k: t[k] for k in ("clutter", "density", "adversary", "sensor_faults")}
+        try:
+            build_episode(t["scenario"], t["seed"], out, core, info, duration_s=t["duration_s"],
+                          sample_every=args.sample_every, image_size=image_size, max_agents=args.max_agents,
+                          overwrite=args.overwrite, world=world)
+        except Exception as exc:  # noqa: BLE001 - reported per episode, the run continues
+            errors.append(f"{t['scenario']}/seed{t['seed']}: {type(exc).__name__}: {exc}")
+    detector = sum(1 for t in tasks if t["detector_faults"])
+    print(f"{len(tasks) - len(errors)} targeted episodes in {time.time() - t0:.0f} s under {out}"
+          + (f"; {detector} come from failures under a detector fault, which the stored samples do not "
+             f"reproduce" if detector else ""))
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     return 1 if errors else 0

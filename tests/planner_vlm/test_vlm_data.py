@@ -165,3 +165,29 @@ def test_episode_samples_match_tokens_and_label_them():
     assert s["plan_valid"][6].tolist() == [True] * 5 + [False] * 3            # frame 30: 60 frames end
     assert s["gt_mask"][0].tolist() == [True, True, False, False]
     assert s["image"].shape == (12, 90, 160, 3) and s["tok_code"].dtype == np.int32
+
+
+def test_targeted_planner_data_from_a_search(tmp_path):
+    """``python -m training.planner_data --from-search``: a failure's world (adversary, sensor
+    fault) through the frozen INT8 perception into a TRAIN shard of the TARGETED seeds."""
+    import subprocess
+    import sys
+
+    from tps_sim import splits
+
+    options = {"scenario": "cut_in", "duration_s": 1.0, "density": 0.5, "clutter": "none",
+               "faults": {"point_dropout": {"fraction": 0.3, "onset_s": 0.2}}, "obstacles": [],
+               "route_goal_m": 50.0, "node_parameters": {}, "adversary": {"cut_gap_m": 4.0}}
+    (tmp_path / "search.json").write_text(json.dumps({"space": "t", "seed": 1, "ranges": {}, "cases": [
+        {"arm": "search", "trial": 0, "seed": 5001, "failure": True, "options": options}]}))
+    out = tmp_path / "planner"
+    proc = subprocess.run([sys.executable, "-m", "training.planner_data", "--from-search", str(tmp_path),
+                           "--per-failure", "1", "-o", str(out), "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shard = out / "train" / "cut_in" / f"seed{splits.TARGETED[0]}.npz"
+    with np.load(shard) as npz:
+        meta = json.loads(str(npz["meta_json"]))
+        assert npz["ego_pose"].shape[0] >= 1
+    assert meta["adversary"] == {"cut_gap_m": 4.0} and meta["split"] == "train"
+    assert meta["sensor_faults"] == options["faults"]

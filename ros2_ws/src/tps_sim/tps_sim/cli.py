@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from tps_common.params import ParameterError, load_schema, validate
 
@@ -177,6 +178,8 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
                 raise ValueError
         except ValueError:
             raise ParameterError(f"--image-size must be WxH (pixels >= 2), got {args.image_size!r}") from None
+    if args.from_search:
+        return _dataset_from_search(args, image_size)
     paths, errors = generate_dataset(
         names, args.split, args.episodes, args.out, workers=args.workers,
         duration_s=args.duration, frame_stride=args.frame_stride, image_every=args.image_every,
@@ -187,6 +190,48 @@ def _cmd_dataset(args: argparse.Namespace) -> int:
     for err in errors:
         print(f"tps-sim dataset: episode failed: {err}", file=sys.stderr)
     print(json.dumps({"split": args.split, "shards": len(paths), "failed": len(errors),
+                      "out": str(args.out)}))
+    return EXIT_FAILED if errors else 0
+
+
+def _dataset_from_search(args: argparse.Namespace, image_size: tuple | None) -> int:
+    """``tps-sim dataset --from-search RESULTS``: targeted episodes around a search's failures,
+    with a manifest ``<out>/targeted-<space>-s<seed>.json`` saying where each came from."""
+    from tps_sim.dataset import run_tasks, targeted_tasks
+
+    src = Path(args.from_search)
+    src = src / "search.json" if src.is_dir() else src
+    try:
+        summary = json.loads(src.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ParameterError(f"--from-search: cannot read {src}: {exc}") from None
+    try:
+        tasks = targeted_tasks(summary, args.per_failure, args.perturb)
+    except ValueError as exc:
+        raise ParameterError(f"--from-search {src}: {exc}") from None
+    common = dict(out_dir=str(args.out), frame_stride=args.frame_stride,
+                  image_every=args.image_every, lidar_beams=args.lidar_beams,
+                  lidar_azimuth_steps=args.lidar_azimuth_steps, overwrite=args.overwrite,
+                  image_size=image_size)
+    runnable = [{k: v for k, v in t.items() if k not in ("source", "detector_faults")} | common
+                for t in tasks]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / f"targeted-{summary.get('space', 'search')}-s{summary.get('seed', 0)}.json"
+    manifest.write_text(json.dumps({"search": str(src), "per_failure": args.per_failure,
+                                    "perturb": args.perturb, "episodes": tasks}, indent=1))
+    paths, errors = run_tasks(runnable, workers=args.workers, progress=not args.no_progress,
+                              label="targeted dataset")
+    for err in errors:
+        print(f"tps-sim dataset: episode failed: {err}", file=sys.stderr)
+    detector = sum(1 for t in tasks if t["detector_faults"])
+    if detector:
+        print(f"tps-sim dataset: {detector} of {len(tasks)} episodes come from failures under a "
+              f"detector fault, which sensor data cannot carry (listed in {manifest})",
+              file=sys.stderr)
+    print(json.dumps({"split": "train", "shards": len(paths), "failed": len(errors),
+                      "failures": len({(t['source']['arm'], t['source']['trial']) for t in tasks}),
+                      "detector_faults_not_in_data": detector, "manifest": str(manifest),
                       "out": str(args.out)}))
     return EXIT_FAILED if errors else 0
 

@@ -89,6 +89,7 @@ FUTURE_STEP_S = 0.5
 GT_BOX_COLUMNS = ("x", "y", "z", "l", "w", "h", "yaw", "vx", "vy")
 FORMAT_VERSION = 2   # 2: traffic-light keys, image_size / image_K in meta
 LIDAR_SEED_OFFSET = 1_000_003
+FAULT_SEED_OFFSET = 2_000_003   # the sensor faults' stream, as the bridge's (tps_sim.bridge)
 
 
 def clutter_for_seed(seed: int) -> str:
@@ -118,7 +119,8 @@ class _StepRecord:
 def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, duration_s: float = 20.0,
                      frame_stride: int = 5, image_every: int = 5, clutter: str | None = None,
                      density: float = 1.0, lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
-                     overwrite: bool = True, image_size: tuple[int, int] | None = None) -> Path:
+                     overwrite: bool = True, image_size: tuple[int, int] | None = None,
+                     adversary: dict | None = None, sensor_faults: dict | None = None) -> Path:
     """Simulate one expert episode and write its shard.
 
     Args:
@@ -133,6 +135,9 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
         lidar_beams, lidar_azimuth_steps: lidar resolution.
         overwrite: False = return an existing shard untouched.
         image_size: (width, height) [px] the images are downscaled to (None: the camera's).
+        adversary: ``WorldConfig.adversary`` overrides (None: drawn from the seed).
+        sensor_faults: a ``tps_sim.sensors.faults.SensorFaultConfig`` mapping applied to the
+            stored lidar points and images (None: clean sensors).
 
     Returns:
         Path of the shard.
@@ -147,7 +152,7 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
     arrays = episode_arrays(scenario, seed, duration_s=duration_s, frame_stride=frame_stride,
                             image_every=image_every, clutter=clutter, density=density,
                             lidar_beams=lidar_beams, lidar_azimuth_steps=lidar_azimuth_steps,
-                            image_size=image_size)
+                            image_size=image_size, adversary=adversary, sensor_faults=sensor_faults)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, **arrays)
@@ -169,11 +174,13 @@ def scaled_camera_matrix(k: np.ndarray, src_size: tuple[int, int],
 def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_stride: int = 5,
                    image_every: int = 5, clutter: str | None = None, density: float = 1.0,
                    lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
-                   image_size: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+                   image_size: tuple[int, int] | None = None, adversary: dict | None = None,
+                   sensor_faults: dict | None = None) -> dict[str, np.ndarray]:
     """Simulate one expert episode and return the shard's arrays without writing anything (for
     evaluations on fresh held-out seeds). Arguments as :func:`generate_episode`; the result has
     exactly the shard's keys (``Episode(episode_arrays(...))`` gives the accessors)."""
     from tps_sim.sensors.camera import CameraModel
+    from tps_sim.sensors.faults import SensorFaultConfig, SensorFaultInjector
     from tps_sim.sensors.lidar import LidarModel, LidarParams, to_xyzi
     from tps_sim.sensors.scene3d import LIDAR_HEIGHT_M
     from tps_sim.world import EgoControl, SimWorld, WorldConfig
@@ -192,7 +199,9 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
     lidar = LidarModel(lidar_params)
     camera = CameraModel() if image_every else None
     cfg = WorldConfig(scenario=scenario, seed=seed, density=density, clutter=clutter,
-                      ego_driver="expert", duration_s=duration_s)
+                      ego_driver="expert", duration_s=duration_s, adversary=dict(adversary or {}))
+    faults = SensorFaultConfig.from_dict(sensor_faults) if sensor_faults else None
+    injector = SensorFaultInjector(faults, seed + FAULT_SEED_OFFSET) if faults else None
     world = SimWorld(cfg)
     dt = float(cfg.dt_s)
     neutral = EgoControl(throttle=0.0, steer=0.0, brake=0.0, hand_brake=False, reverse=False)
@@ -215,10 +224,16 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
                         [st.centers, st.sizes, st.yaws[:, None],
                          st.materials[:, None].astype(np.float64)], axis=1).astype(np.float32)
                 scan = lidar.scan(scene, rng)
-                frame = {"step": len(steps) - 1, "t_s": float(state.t_s), "points": to_xyzi(scan),
-                         "hit_id": scan.hit_id, "state": state, "image": None}
+                points, hit_id = to_xyzi(scan), scan.hit_id
+                if injector is not None:   # per-point labels stay aligned with the kept points
+                    kept, points = injector.lidar_mask(float(state.t_s), points)
+                    hit_id = hit_id[kept]
+                frame = {"step": len(steps) - 1, "t_s": float(state.t_s), "points": points,
+                         "hit_id": hit_id, "state": state, "image": None}
                 if camera is not None and len(frames) % image_every == 0:
                     image = camera.render(scene)
+                    if injector is not None:
+                        image = injector.apply_camera(float(state.t_s), image)
                     if image_size is not None and image_size != image.shape[1::-1]:
                         import cv2
 
@@ -260,6 +275,7 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
                     if camera is not None else None),
         "future_step_s": FUTURE_STEP_S, "gt_box_columns": list(GT_BOX_COLUMNS),
         "format_version": FORMAT_VERSION,
+        "adversary": dict(adversary or {}), "sensor_faults": dict(sensor_faults or {}),
     }
     arrays["meta_json"] = np.array(json.dumps(meta, sort_keys=True))
     arrays["route"] = route
@@ -474,6 +490,63 @@ def _worker(task: dict) -> tuple[str, str]:
         return "error", f"{task['scenario']}/seed{task['seed']}: {type(exc).__name__}: {exc}"
 
 
+def targeted_tasks(summary: dict, per_failure: int = 4, perturb: float = 0.1) -> list[dict]:
+    """Episodes around the failures a ``tps-eval search`` found (issue 16, targeted data).
+
+    ``summary`` is the search's ``search.json``: its ``cases`` (each with ``failure``,
+    ``options`` = the suite-case options the episode ran: scenario, density, clutter, adversary,
+    sensor ``faults``, detector ``node_parameters``) and ``ranges`` (the space's numeric ranges).
+    Per failure, ``per_failure`` episodes: the first with the failure's own parameters, the others
+    with the density and every adversary parameter moved by a normal step of ``perturb`` x its
+    range (clipped to the range); scenario, clutter and faults kept. Each gets a new seed of
+    ``tps_sim.splits.TARGETED`` (TRAIN seeds; the search's own seeds are never trained on).
+
+    Returns:
+        ``generate_episode`` keyword dicts (``scenario``, ``seed``, ``density``, ``clutter``,
+        ``adversary``, ``sensor_faults``, ``duration_s``) plus ``source`` (the failure's arm,
+        trial and seed) and ``detector_faults`` (the detector's fault parameters of the failure:
+        not reproducible in sensor data; applied where a consumer builds detections).
+
+    Raises:
+        ValueError: no failure in the summary, a case without options, or more episodes than
+            TARGETED has seeds.
+    """
+    if per_failure < 1 or not 0.0 <= perturb <= 1.0:
+        raise ValueError(f"per_failure must be >= 1 and perturb in [0, 1], got {per_failure}, {perturb}")
+    failures = [c for c in summary.get("cases", []) if c.get("failure")]
+    if not failures:
+        raise ValueError("the search found no failure: nothing to target")
+    if len(failures) * per_failure > len(splits.TARGETED):
+        raise ValueError(f"{len(failures)} failures x {per_failure} episodes exceed the "
+                         f"{len(splits.TARGETED)} TARGETED seeds; lower --per-failure")
+    ranges = summary.get("ranges", {})
+    tasks = []
+    for i, case in enumerate(failures):
+        opts = case.get("options")
+        if not opts:
+            raise ValueError(f"failure {case.get('arm')}-{case.get('trial')}: no 'options' "
+                             f"(a search.json from before they were written: re-run the search "
+                             f"command to rewrite it)")
+        for j in range(per_failure):
+            rng = np.random.default_rng([int(summary.get("seed", 0)), i, j])
+            density, adversary = float(opts["density"]), dict(opts.get("adversary") or {})
+            if j > 0:
+                def moved(value: float, key: str, rng=rng) -> float:
+                    lo, hi = ranges.get(key, (value, value))
+                    return float(np.clip(value + rng.normal(0.0, perturb * (hi - lo)), lo, hi))
+                density = moved(density, "density")
+                adversary = {k: moved(float(v), f"adversary.{k}") for k, v in sorted(adversary.items())}
+            tasks.append(dict(scenario=opts["scenario"], seed=splits.TARGETED[len(tasks)],
+                              density=density, clutter=opts["clutter"], adversary=adversary,
+                              sensor_faults=dict(opts.get("faults") or {}),
+                              duration_s=float(opts["duration_s"]),
+                              source={"arm": case.get("arm"), "trial": case.get("trial"),
+                                      "seed": case.get("seed"), "variant": j},
+                              detector_faults=dict((opts.get("node_parameters") or {})
+                                                   .get("perception", {}))))
+    return tasks
+
+
 def generate_dataset(scenarios: list[str], split: str, episodes: int, out_dir: str | os.PathLike,
                      *, workers: int = 2, duration_s: float = 20.0, frame_stride: int = 5,
                      image_every: int = 5, clutter: str | None = None, density: float = 1.0,
@@ -487,10 +560,6 @@ def generate_dataset(scenarios: list[str], split: str, episodes: int, out_dir: s
     Returns:
         (paths written or kept, error messages of failed episodes).
     """
-    import multiprocessing as mp
-
-    from tqdm import tqdm
-
     seeds = splits.seeds(split, first_seed_index + episodes)[first_seed_index:]
     tasks = [dict(scenario=s, seed=seed, out_dir=str(out_dir), duration_s=duration_s,
                   frame_stride=frame_stride, image_every=image_every, clutter=clutter,
@@ -498,9 +567,20 @@ def generate_dataset(scenarios: list[str], split: str, episodes: int, out_dir: s
                   lidar_azimuth_steps=lidar_azimuth_steps, overwrite=overwrite,
                   image_size=image_size)
              for seed in seeds for s in scenarios]
+    return run_tasks(tasks, workers=workers, progress=progress, label=f"dataset {split}")
+
+
+def run_tasks(tasks: list[dict], *, workers: int = 2, progress: bool = True,
+              label: str = "dataset") -> tuple[list[Path], list[str]]:
+    """Run :func:`generate_episode` keyword dicts in a spawn process pool (one SUMO per
+    process); returns (paths written or kept, error messages of failed episodes)."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
     paths: list[Path] = []
     errors: list[str] = []
-    bar = tqdm(total=len(tasks), desc=f"dataset {split}", unit="episode", disable=not progress)
+    bar = tqdm(total=len(tasks), desc=label, unit="episode", disable=not progress)
     if workers <= 1:
         results = map(_worker, tasks)
         for status, text in results:
@@ -542,3 +622,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-seed-index", type=int, default=0,
                         help="skip this many seeds of the split (to extend a dataset)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate existing shards")
+    parser.add_argument("--from-search", default=None, metavar="RESULTS",
+                        help="targeted data: episodes around the failures of a tps-eval search "
+                             "(its search.json or output folder); --scenarios, --episodes, "
+                             "--split, --clutter and --density then come from the failures "
+                             "(TRAIN seeds of tps_sim.splits.TARGETED)")
+    parser.add_argument("--per-failure", type=int, default=4,
+                        help="with --from-search: episodes per failure (the first unperturbed)")
+    parser.add_argument("--perturb", type=float, default=0.1,
+                        help="with --from-search: std of the parameter moves, as a share of each "
+                             "parameter's range in the search space")

@@ -18,6 +18,9 @@ SPLITS = {"train": TRAIN, "val": VAL, "test": TEST}
 # so they never touch TEST; training data aimed at what a search found is generated on new TRAIN
 # seeds around the found parameters, and the held-out found cases are re-run on their own seeds.
 SEARCH = range(5000, 6000)
+# Targeted training data around what a search found (tps-sim dataset --from-search): the last
+# TRAIN seeds, never used by the regular datasets (they take the first seeds of a split).
+TARGETED = range(900, 1000)
 
 
 def split_of(seed: int) -> str:

@@ -325,6 +325,10 @@ def summarize(studies: Mapping, run: SearchRun) -> dict:
                         if out["failures_found_random"] else
                         (math.inf if out["failures_found"] else None))
     out["cases"] = [r for arm in studies for r in per_arm[arm]]
+    for r in out["cases"]:   # what the episode ran (tps-sim dataset --from-search reads these)
+        r["options"] = run.space.case_options(r["params"])
+    out["ranges"] = {n: [p.low, p.high] for n, p in run.space.parameters.items()
+                     if p.type != "categorical"}
     return out
 
 
