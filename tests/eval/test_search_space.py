@@ -116,8 +116,9 @@ def test_safety_margin_and_failure():
     assert not is_failure({"at_fault_collisions": 0, "red_light_violations": 0, "collisions": 3})
     calm = {"at_fault_collisions": 0, "min_ttc_s": 5.0, "min_clearance_m": 25.0}
     assert safety_margin(calm) == 1.0
-    assert safety_margin(dict(calm, min_ttc_s=1.0)) == pytest.approx(0.2)
-    assert safety_margin(dict(calm, min_clearance_m=2.5)) == pytest.approx(0.25)
+    assert safety_margin(dict(calm, min_ttc_s=0.75)) == pytest.approx(0.25)
+    assert safety_margin(dict(calm, min_clearance_m=0.5)) == pytest.approx(0.25)
+    assert safety_margin(dict(calm, min_clearance_m=2.5, min_ttc_s=3.5)) == 1.0
 
 
 def test_trial_seeds_are_search_seeds_and_depend_on_the_search_seed():

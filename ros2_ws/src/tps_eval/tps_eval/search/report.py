@@ -183,7 +183,7 @@ def report_markdown(summary: Mapping, space: SearchSpace, worst: Sequence[Mappin
              f"executor {summary['executor']} x {summary['workers']}"
              + (f"; wall {summary['wall_s'] / 60:.1f} min" if summary.get("wall_s") else "") + ".",
              "A failure is an at-fault collision or a red-light violation; the margin is "
-             "min(1, min TTC / 5 s, min clearance / 10 m), -1 for a failure.", "",
+             "min(1, min TTC / 3 s, min clearance / 2 m), -1 for a failure.", "",
              "| arm | episodes | failures | errors | mean margin | min margin |",
              "|---|---:|---:|---:|---:|---:|"]
     for arm, suffix in (("search", ""), ("random", "_random")):

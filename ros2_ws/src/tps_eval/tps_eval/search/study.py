@@ -12,7 +12,7 @@ that ran and broke) and their points (and seeds) are queued again, so the budget
 
 **Safety margin** (the objective, minimised), from the episode's metrics:
 ``-1`` for a **failure** (an at-fault collision or a red-light violation), else
-``min(1, min_ttc_s / 5 s, min_clearance_m / 10 m)`` (``tps_eval.metrics.
+``min(1, min_ttc_s / 3 s, min_clearance_m / 2 m)`` (``tps_eval.metrics.
 safety_margins``): 0 is "touching / about to", 1 is a comfortable episode. An episode that could
 not be run or scored is a FAIL trial with its error (it counts against the budget: it cost the
 time) and is never a failure of the stack.
@@ -41,8 +41,11 @@ from tps_eval.suite import DEFAULT_GRAPHS, EpisodeSpec, repo_root
 ARMS = ("search", "random")       # the optimiser, and uniform random sampling (the baseline)
 SAMPLERS = ("tpe", "cmaes")
 FAILURE_MARGIN = -1.0
-TTC_REF_S = 5.0                   # a TTC this long or longer is a full margin (the horizon)
-CLEARANCE_REF_M = 10.0            # a clearance this large or larger is a full margin
+# The margin is informative only near a failure, on purpose: with 5 s / 10 m references the first
+# default-space search (seed 1, 18 + 18 episodes) chased hard-brake episodes that followed 2-3 m
+# behind a slow lead (margin ~0.25, no crash) and found 1 failure where random sampling found 4.
+TTC_REF_S = 3.0                   # a TTC this long or longer is a full margin
+CLEARANCE_REF_M = 2.0             # a clearance this large or larger is a full margin
 STUDY_FILE = "study.db"
 RANDOM_ARM_SEED_OFFSET = 104729
 TPE_STARTUP_FRACTION = 0.25       # the first quarter of the budget (>= 4 trials) is random in TPE too
@@ -109,18 +112,22 @@ class SearchRun:
         self.out = Path(self.out)
 
     # --- optuna ---------------------------------------------------------------------------
-    def _sampler(self, arm: str):
+    def _sampler(self, arm: str, resumed_at: int = 0):
+        """The arm's sampler. ``resumed_at`` (trials already stored) moves its random stream on:
+        a sampler seeded as at the start would draw the points of the first trials again."""
         import optuna
 
+        seed = int(np.random.default_rng([self.seed, resumed_at]).integers(2**31)) \
+            if resumed_at else self.seed
         if arm == "random":
             # another stream than TPE's random start-up trials: the arms must not draw the same points
-            return optuna.samplers.RandomSampler(seed=self.seed + RANDOM_ARM_SEED_OFFSET)
+            return optuna.samplers.RandomSampler(seed=seed + RANDOM_ARM_SEED_OFFSET)
         startup = max(4, int(math.ceil(TPE_STARTUP_FRACTION * self.budget)))
         if self.sampler == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=self.seed, n_startup_trials=startup)
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=startup)
         with warnings.catch_warnings():   # multivariate / group are "experimental" in optuna
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=startup,
+            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup,
                                               multivariate=True, group=True, constant_liar=True)
 
     def studies(self) -> dict:
@@ -130,10 +137,12 @@ class SearchRun:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.out.mkdir(parents=True, exist_ok=True)
         storage = f"sqlite:///{self.out / STUDY_FILE}"
+        stored = {s.study_name: s.n_trials for s in optuna.get_all_study_summaries(storage)}
         studies = {}
         for arm in self.arms:
             study = optuna.create_study(storage=storage, study_name=arm, direction="minimize",
-                                        sampler=self._sampler(arm), load_if_exists=True)
+                                        sampler=self._sampler(arm, stored.get(arm, 0)),
+                                        load_if_exists=True)
             meta = {"space": self.space.name, "configuration": self.configuration,
                     "seed": self.seed}
             old = {k: study.user_attrs.get(k) for k in meta}
