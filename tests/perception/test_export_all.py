@@ -112,8 +112,9 @@ def test_export_all_on_the_shipped_models_stages_everything_and_leaves_models_un
                  "tokenizer_untargeted_int8"):
         assert name in arts and Path(arts[name]["file"]).is_file(), name
     # the FP32 graphs and the tokenizer's dynamic INT8 need no data: re-exporting reproduces the shipped bytes
+    # (on another CPU the folded weights may round differently: the same model within 1e-6, other bytes)
     for name in ("detector_fp32", "tokenizer_fp32", "tokenizer_int8"):
-        assert arts[name]["status"] == "reproduced", (name, arts[name]["explanation"])
+        assert arts[name]["status"] in ("reproduced", "reproduced-numerically"), (name, arts[name]["explanation"])
     # the detector's static INT8 was calibrated on synthetic frames here: it differs, explained, staged
     assert arts["detector_int8"]["status"] == "differs"
     assert "quantisation" in arts["detector_int8"]["explanation"]
