@@ -230,12 +230,11 @@ class SearchRun:
                         spec = self.spec_for(arm, trial.number, point, seed)
                         trial.set_user_attr("episode", spec.key)
                         pending[(arm, trial.number)] = (trial, point, spec)
-                by_key = {v[2].key: (arm_n, v) for arm_n, v in pending.items()}
+                # a trial's case id ("<arm>-<number>") is unique within the search
+                by_case = {v[2].case_id: (arm_n, v) for arm_n, v in pending.items()}
 
-                def on_result(r: dict, by_key=by_key) -> None:
-                    (arm, _), (trial, point, spec) = by_key[f"{r['spec']['case_id']}-s"
-                                                            f"{r['spec']['seed']}-"
-                                                            f"{r['spec']['configuration']}"]
+                def on_result(r: dict, by_case=by_case) -> None:
+                    (arm, _), (trial, point, spec) = by_case[r["spec"]["case_id"]]
                     self._tell(studies[arm], trial, r)
                     done[arm] += 1
                     self.episodes_run += 1
