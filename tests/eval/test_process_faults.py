@@ -26,6 +26,7 @@ sim s, kill -> NOMINAL again) are printed (``pytest -s``) and written next to th
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from pathlib import Path
@@ -46,6 +47,12 @@ NODE_OUTPUT = {
     "monitor": "/tps/monitor/status",
 }
 SELECTED = "/tps/planning/trajectory"
+# The arbiter never restarts, so what it saw has no discovery race: its per-cycle diagnostic tells
+# how old its newest planner candidate / monitor status was. A respawned node's first messages can
+# reach the arbiter before the listener has matched the new publisher (volatile QoS: those are lost
+# to the listener), so for these two nodes "back" is also read off the arbiter's ages.
+ARBITER_DIAG = "trajectory_arbiter: mode"
+ARBITER_AGE_KEY = {"planner": "planner_age_ms", "monitor": "monitor_age_ms"}
 
 
 def arbiter_hold_s() -> float:
@@ -77,11 +84,13 @@ class Listener:
 
     def __init__(self, domain_id: int) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from tps_msgs.msg import AgentTokens, MonitorStatus, PlannedTrajectory
 
         self.rows: dict[str, list[tuple[float, float, int]]] = {t: [] for t in [*NODE_OUTPUT.values(), SELECTED]}
+        self.rows["arbiter"] = []       # (arrival, cycle stamp, {planner_age_ms, monitor_age_ms})
         self._lock = threading.Lock()
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(domain_id))
@@ -97,6 +106,9 @@ class Listener:
                                       self._cb(NODE_OUTPUT["monitor"], lambda m: int(m.state)), qos)
         self.node.create_subscription(PlannedTrajectory, SELECTED, self._cb(SELECTED, lambda m: int(m.source)),
                                       latched)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
+                                      QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                                 reliability=ReliabilityPolicy.RELIABLE))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -110,6 +122,16 @@ class Listener:
             with self._lock:
                 self.rows[topic].append((now, stamp, value(msg)))
         return on_msg
+
+    def _on_diagnostics(self, msg) -> None:
+        now = time.monotonic()
+        for st in msg.status:
+            if st.name == ARBITER_DIAG:
+                values = {kv.key: kv.value for kv in st.values}
+                ages = {k: float(values[k]) for k in ARBITER_AGE_KEY.values() if k in values}
+                stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+                with self._lock:
+                    self.rows["arbiter"].append((now, stamp, ages))
 
     def _spin(self) -> None:
         while not self._stop.is_set() and self.context.ok():
@@ -195,10 +217,17 @@ def analyse(node: str, result: dict, heard: dict) -> dict:
     assert output, f"the respawned {node} never published again"
     back_wall, back_stamp = min(output, key=lambda r: r[0])
     assert back_wall > restart["restarted_at"], "output after the crash stamp before the restart"
+    arbiter = yaml.safe_load(ARBITER_PARAMS.read_text())["/**"]["ros__parameters"]
+    if node in ARBITER_AGE_KEY:
+        # the first cycle, past the watchdog, whose newest message of the node was fresh to the arbiter
+        key, fresh_ms = ARBITER_AGE_KEY[node], arbiter["watchdog_timeout_s"] * 1e3
+        seen = [s for _, s, ages in heard["arbiter"]
+                if s > CRASH_AT_S + arbiter["watchdog_timeout_s"] + eps and ages.get(key, math.inf) < fresh_ms - eps]
+        assert heard["arbiter"], "no diagnostics of the arbiter heard"
+        back_stamp = min([back_stamp, *seen])
 
     # while down: the arbiter publishes every step; it leaves the planner's last candidate after at
     # most its watchdog, blends into the fallback, then selects only the fallback / minimal-risk stop
-    arbiter = yaml.safe_load(ARBITER_PARAMS.read_text())["/**"]["ros__parameters"]
     leave_by = CRASH_AT_S - CYCLE_S + arbiter["watchdog_timeout_s"]     # the last candidate was of k-1
     safe_by = leave_by + arbiter["blend_window_s"]
     down = [(s, v) for _, s, v in selected if CRASH_AT_S - eps <= s < back_stamp - eps]
