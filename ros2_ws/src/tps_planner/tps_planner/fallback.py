@@ -375,6 +375,54 @@ def make_route(xy: np.ndarray, params: FallbackParams) -> Route:
     return Route(xy=rxy, s=s, yaw=yaw, curvature=kappa, speed_limit_mps=v_allow)
 
 
+@dataclass(frozen=True)
+class RouteMap:
+    """A route with the lane map laid over it and the desired speed along it: everything
+    :meth:`FallbackPlanner.install_route_map` installs (made by :func:`build_route_map`)."""
+
+    route: Route
+    tree: cKDTree                      # of route.xy (nearest route sample of a point)
+    lane_map: LaneMap | None
+    lanes: RouteLanes | None           # None without a lane map or when it does not fit the route
+    lane_map_error: str                # why a lane map given is not used ('' otherwise)
+    v_allow: np.ndarray                # (M,) desired speed along the route [m/s]
+
+
+def build_route_map(route: Route, lane_map: LaneMap | None, params: FallbackParams,
+                    tree: cKDTree | None = None) -> RouteMap:
+    """Lay ``lane_map`` over ``route`` and compute the desired speed along it: the lanes' limits
+    (else ``max_speed_mps``), the curvature limit, braking anticipated at the IDM's comfortable
+    deceleration. Pure (no planner state): the fallback node runs it off its executor thread.
+
+    Args:
+        route: from :func:`make_route`.
+        lane_map: the lane map, or None.
+        params: the planner's parameters.
+        tree: a KD-tree of ``route.xy`` already built (else built here).
+
+    Returns:
+        The route map; an unusable lane map gives ``lanes`` None and the reason in
+        ``lane_map_error`` (no exception).
+    """
+    p = params
+    lanes, error = None, ""
+    if lane_map is not None:
+        try:
+            lanes = RouteLanes(route.xy, route.s, route.yaw, lane_map, p.lane_max_offset_m,
+                               p.lane_heading_tolerance_rad, p.map_filter_margin_m, p.crosswalk_margin_m + 1.5)
+        except (ValueError, IndexError) as exc:
+            lanes, error = None, f"unusable lane map: {exc}"
+    if lanes is not None and np.isfinite(lanes.speed_limit_mps).any():
+        v = np.minimum(lanes.speed_limit_mps * p.speed_limit_factor, p.speed_cap_mps)
+    else:
+        v = np.full(len(route.s), min(p.max_speed_mps, p.speed_cap_mps))
+    v = np.minimum(v, route.speed_limit_mps)
+    for i in range(len(v) - 2, -1, -1):
+        v[i] = min(v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * p.idm_decel_mps2 * (route.s[i + 1] - route.s[i])))
+    return RouteMap(route=route, tree=tree if tree is not None else cKDTree(route.xy), lane_map=lane_map,
+                    lanes=lanes, lane_map_error=error, v_allow=v)
+
+
 def required_decel(v_mps: float, v_lead_mps: float, gap_m: float, stop_margin_m: float,
                    closing_deadband_mps: float = 0.0) -> float:
     """Constant deceleration (m/s^2, >= 0) that brings the closing speed to zero within
@@ -424,50 +472,48 @@ class FallbackPlanner:
         self._slow_lead_id: int | None = None
 
     def set_route(self, xy: np.ndarray) -> None:
-        """Install a new route (map frame). Raises ValueError on an unusable route."""
-        self.route = make_route(xy, self.params)
-        self._route_tree = cKDTree(self.route.xy)
-        self._s_ego = None
-        self._track = None
-        self.tracker.reset()
-        self._extents = {}
-        self._faces = {}
-        self._still = {}
-        self._objects_stamp = None
-        self._build_lanes()
+        """Install a new route (map frame), laid over the lane map known so far. Raises ValueError
+        on an unusable route."""
+        self.install_route_map(build_route_map(make_route(xy, self.params), self.lane_map, self.params),
+                               new_route=True)
 
     def set_lane_map(self, lane_map: LaneMap | None) -> None:
         """Install the lane map (None forgets it); laid over the route once both are known."""
-        self.lane_map = lane_map
-        self._build_lanes()
-
-    def _build_lanes(self) -> None:
-        self._reset_lane_state()
-        self.lanes = None
-        self.lane_map_error = ""
-        r, p = self.route, self.params
-        self._v_allow = None
-        if r is None:
+        if self.route is None:
+            self.lane_map = lane_map
+            self._reset_lane_state()
+            self.lanes, self.lane_map_error, self._v_allow = None, "", None
             return
-        if self.lane_map is not None:
-            try:
-                self.lanes = RouteLanes(r.xy, r.s, r.yaw, self.lane_map, p.lane_max_offset_m,
-                                        p.lane_heading_tolerance_rad, p.map_filter_margin_m,
-                                        p.crosswalk_margin_m + 1.5)
-            except (ValueError, IndexError) as exc:
-                self.lane_map_error = f"unusable lane map: {exc}"
-                self.lanes = None
-        # Desired speed along the route: the lanes' limits (else max_speed_mps), curvature limit,
-        # braking anticipated at the IDM's comfortable deceleration.
-        if self.lanes is not None and np.isfinite(self.lanes.speed_limit_mps).any():
-            v = np.minimum(self.lanes.speed_limit_mps * p.speed_limit_factor, p.speed_cap_mps)
-        else:
-            v = np.full(len(r.s), min(p.max_speed_mps, p.speed_cap_mps))
-        v = np.minimum(v, r.speed_limit_mps)
-        for i in range(len(v) - 2, -1, -1):
-            v[i] = min(v[i], math.sqrt(v[i + 1] ** 2 + 2.0 * p.idm_decel_mps2 * (r.s[i + 1] - r.s[i])))
-        self._v_allow = v
-        self._v_allow_list = [float(x) for x in v]
+        self.install_route_map(build_route_map(self.route, lane_map, self.params, tree=self._route_tree),
+                               new_route=False)
+
+    def install_route_map(self, built: RouteMap, new_route: bool) -> None:
+        """Install a route map made by :func:`build_route_map` (cheap: the heavy part is the build,
+        which a caller may run on another thread). ``new_route``: the route itself changed (the ego
+        projection, obstacle tracks and object history restart); otherwise only the lanes did. The
+        lane-change state restarts either way."""
+        if new_route:
+            self._s_ego = None
+            self._track = None
+            self.tracker.reset()
+            self._extents = {}
+            self._faces = {}
+            self._still = {}
+            self._objects_stamp = None
+        self.route, self._route_tree = built.route, built.tree
+        self.lane_map, self.lanes, self.lane_map_error = built.lane_map, built.lanes, built.lane_map_error
+        self._v_allow, self._v_allow_list = built.v_allow, [float(x) for x in built.v_allow]
+        self._reset_lane_state()
+
+    def serves(self, pose: EgoPose) -> bool:
+        """Whether the installed route map can plan a cycle at ``pose``: a route, the lane map when
+        ``require_lane_map``, and the ego within ``max_route_offset_m`` of the route (the caller
+        waits for a route map being built otherwise, e.g. when a new drive starts elsewhere)."""
+        if self.route is None or (self.params.require_lane_map and self.lanes is None):
+            return False
+        if not all(math.isfinite(v) for v in (pose.x, pose.y)):
+            return True     # update() reports the pose itself
+        return self._project_ego_signed(pose)[1] ** 2 <= self.params.max_route_offset_m ** 2
 
     # ---------------------------------------------------------------- geometry
     def project_ego(self, pose: EgoPose) -> tuple[float, float]:

@@ -16,6 +16,17 @@ Traffic lights (``tps_planner.traffic_rules``): a cycle uses the reader's output
 arrived, the cloud waits for it (at most ``light_wait_s`` of wall time, then every light counts
 as UNKNOWN).
 
+Route and lane map are laid over each other on a worker thread (``tps_planner.route_maps``), not
+in their callbacks (the route is even subscribed raw and decoded there: rclpy's deserialisation of a
+1600-pose route alone held the executor ~70 ms): the executor keeps taking clouds while a new drive's map is built (built inline,
+the first clouds of each drive replaced each other in the depth-1 queue and went unanswered). A
+finished build is installed between two cycles (a guard condition wakes the executor). A cycle uses
+the map installed last; only when that one cannot plan it (none yet, no lane map with
+``require_lane_map``, or the ego farther than ``max_route_offset_m`` from its route: a new drive)
+and a newer one is being built, the cycle waits for it (at most ``map_wait_s`` of wall time), so
+that a closed loop or a lockstep replay plans its first frame with the route sent before it, as
+before.
+
 Each cloud is planned with the ego pose at the cloud's stamp: if the odometry of that stamp has
 not arrived yet, the cloud waits for it (the synchronous loop publishes both per step); the next
 cloud, or the clock passing its stamp by ``pose_wait_s``, releases it with the nearest pose
@@ -47,6 +58,7 @@ from visualization_msgs.msg import MarkerArray
 
 from tps_planner import conversions as conv
 from tps_planner.fallback import FallbackParams, FallbackPlanner, VirtualStop
+from tps_planner.route_maps import MapUpdate, RouteMapWorker
 from tps_planner.traffic_rules import TrafficLightStage, TrafficRuleParams
 from tps_planner.trajectory import STATE_NAMES
 
@@ -72,6 +84,7 @@ class FallbackNode(Node):
         self.monitor_state: int | None = None
         self.last_cloud_stamp_s: float | None = None
         self.route_error = "no route received"
+        self._map_installed = 0       # sequence number of the last route-map request installed
         qos = sensor_qos(self.cfg["reliable_sensor_qos"])
         self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
         self.pub_markers = self.create_publisher(MarkerArray, "~/output/markers", 5)
@@ -79,7 +92,8 @@ class FallbackNode(Node):
         self.create_subscription(PointCloud2, "~/input/points", self._on_points,
                                  sensor_qos(self.cfg["reliable_sensor_qos"], latest_only=True))
         self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, qos)
-        self.create_subscription(Path, "~/input/route", self._on_route, LATCHED_QOS)
+        # raw: the route's CDR bytes are decoded on the route-map worker thread (module docstring)
+        self.create_subscription(Path, "~/input/route", self._on_route, LATCHED_QOS, raw=True)
         self.create_subscription(LaneMap, "~/input/lane_map", self._on_lane_map, LATCHED_QOS)
         self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor, TRAJECTORY_QOS)
         if self.get_parameter("use_sim_time").value:
@@ -87,7 +101,11 @@ class FallbackNode(Node):
         else:
             self.create_timer(0.1, lambda: self._check_stale(self.get_clock().now().nanoseconds * 1e-9))
         self.lights: TrafficLightStage | None = None
-        self._parked: list[tuple[Release, float]] = []    # cycles waiting for the light reader
+        # cycles waiting for the light reader or for a route map being built: (cycle, parked at [s])
+        self._parked: list[tuple[Release, float]] = []
+        self._map_guard = self.create_guard_condition(self._on_map_built)
+        self.map_worker = RouteMapWorker(self.core_params, notify=self._map_guard.trigger)
+        self.create_timer(0.05, self._release_parked, clock=WallClock(clock_type=ClockType.STEADY_TIME))
         if self.cfg["use_traffic_lights"]:
             c = self.cfg
             self.lights = TrafficLightStage(TrafficRuleParams(
@@ -98,37 +116,37 @@ class FallbackNode(Node):
             self.create_subscription(CarlaTrafficLightInfoList, "~/input/traffic_light_info", self._on_light_info,
                                      LATCHED_QOS)
             self.create_subscription(TrafficLightStates, "~/input/traffic_lights", self._on_lights, TRAJECTORY_QOS)
-            self.create_timer(0.05, self._release_parked, clock=WallClock(clock_type=ClockType.STEADY_TIME))
 
     # ---------------------------------------------------------------- inputs
-    def _on_route(self, msg: Path) -> None:
-        if msg.header.frame_id not in ("map", ""):
-            self.route_error = f"route frame '{msg.header.frame_id}' is not 'map'"
-        else:
-            try:
-                self.planner.set_route(conv.path_to_xy(msg))
-                if self.lights is not None:
-                    self.lights.set_route(conv.path_to_xy(msg))
-                self.route_error = ""
-                self.get_logger().info(f"route: {len(msg.poses)} poses, {self.planner.route.s[-1]:.0f} m")
-                return
-            except ValueError as exc:
-                self.route_error = f"unusable route: {exc}"
-        self.get_logger().error(self.route_error)
-        self._diag_error("route", self.route_error)
+    def _on_route(self, raw: bytes) -> None:
+        self.map_worker.put_route(raw)          # decoded and built on the worker thread (module docstring)
 
     def _on_lane_map(self, msg: LaneMap) -> None:
-        if msg.header.frame_id not in ("map", ""):
-            self._diag_error("lane_map", f"lane map frame '{msg.header.frame_id}' is not 'map': ignored")
-            return
-        try:
-            self.planner.set_lane_map(conv.lane_map_from_msg(msg))
-        except ValueError as exc:
-            self._diag_error("lane_map", f"unusable lane map: {exc}")
-            return
-        lanes = self.planner.lanes
-        self.get_logger().info(f"lane map: {len(msg.lanes)} lanes, {len(msg.crosswalks)} crosswalks"
-                               + (f", {len(lanes.strips)} along the route" if lanes is not None else ""))
+        self.map_worker.put_lane_map(msg)
+
+    def _on_map_built(self) -> None:
+        """Install the worker's finished route maps (executor thread), then plan the cycles that
+        waited for them."""
+        for update in self.map_worker.take():
+            self._install(update)
+        self._release_parked()
+
+    def _install(self, u: MapUpdate) -> None:
+        if u.built is not None:
+            self.planner.install_route_map(u.built, new_route=u.new_route)
+            if u.new_route and self.lights is not None:
+                self.lights.set_route(u.route_xy)
+        if u.route_error is not None:
+            self.route_error = u.route_error
+        self._map_installed = u.seq
+        for aspect, text in u.errors:
+            self._diag_error(aspect, text)
+        if u.infos:
+            self.get_logger().info("; ".join(u.infos))
+
+    def _map_pending(self) -> bool:
+        """A route or lane map has arrived that is not installed yet."""
+        return self.map_worker.requested > self._map_installed
 
     def _on_light_info(self, msg: CarlaTrafficLightInfoList) -> None:
         try:
@@ -148,14 +166,25 @@ class FallbackNode(Node):
         self.lights.put(stamp, observations)
         self._release_parked()
 
+    def _waits(self, r: Release, parked_at: float, now: float) -> bool:
+        """Whether cycle ``r`` (parked at ``parked_at``, monotonic [s]) still waits: for the light
+        reading of its stamp (at most ``light_wait_s``), or for a route map being built when the
+        installed one cannot plan it (at most ``map_wait_s``)."""
+        waited = now - parked_at
+        if (waited <= self.cfg["map_wait_s"] and r.pose is not None and self._map_pending()
+                and not self.planner.serves(r.pose)):
+            return True
+        return self.lights is not None and waited <= self.cfg["light_wait_s"] and self.lights.waits_for(r.stamp_s)
+
     def _release_parked(self) -> None:
-        """Plan the cycles whose light reading arrived (or that waited ``light_wait_s``)."""
+        """Plan the parked cycles that no longer wait, oldest stamp first."""
+        if not self._parked:
+            return
         now = time.monotonic()
-        ready = [(r, t) for r, t in self._parked
-                 if not self.lights.waits_for(r.stamp_s) or now - t > self.cfg["light_wait_s"]]
-        for item in ready:
+        ready = [(r, t) for r, t in self._parked if not self._waits(r, t, now)]
+        for item in sorted(ready, key=lambda item: item[0].stamp_s):
             self._parked.remove(item)
-            self._process(item[0], parked=True)
+            self._process(item[0])
 
     def _on_monitor(self, msg: MonitorStatus) -> None:
         state, _ = conv.monitor_state_of(msg)
@@ -170,18 +199,18 @@ class FallbackNode(Node):
             self._diag_error("odometry", f"odometry ignored: {res.rejected}")
             return
         for r in res.released:
-            self._process(r)
+            self._cycle(r)
 
     def _on_points(self, msg: PointCloud2) -> None:
         for r in self.sync.on_input(msg, time_to_seconds(msg.header.stamp)).released:
-            self._process(r)
+            self._cycle(r)
 
     def _on_clock(self, msg: Clock) -> None:
         self._check_stale(time_to_seconds(msg.clock))
 
     def _check_stale(self, now_s: float) -> None:
         for r in self.sync.on_clock(now_s).released:   # the clock moved on without its odometry
-            self._process(r)
+            self._cycle(r)
         timeout = self.cfg["cloud_timeout_s"]
         if self.last_cloud_stamp_s is None:
             age_txt = "no point cloud received"
@@ -193,10 +222,15 @@ class FallbackNode(Node):
                          stamp_s=now_s)
 
     # ---------------------------------------------------------------- planning
-    def _process(self, r: Release, parked: bool = False) -> None:
-        if self.lights is not None and not parked and self.lights.waits_for(r.stamp_s):
-            self._parked.append((r, time.monotonic()))      # the light reading of this frame first
+    def _cycle(self, r: Release) -> None:
+        """Plan cycle ``r`` now, or park it while it waits (:meth:`_waits`)."""
+        now = time.monotonic()
+        if self._waits(r, now, now):
+            self._parked.append((r, now))
             return
+        self._process(r)
+
+    def _process(self, r: Release) -> None:
         t0 = time.perf_counter()
         msg, stamp, pose = r.payload, r.stamp_s, r.pose
         self.last_cloud_stamp_s = stamp
@@ -264,6 +298,11 @@ class FallbackNode(Node):
                                         self.cfg["processing_error_budget_ms"]),
         ]
         self.pub_diag.publish(diag.array(msg.header.stamp, statuses))
+
+    def destroy_node(self) -> None:
+        """Stop the route-map worker, then the node."""
+        self.map_worker.close()
+        super().destroy_node()
 
     def _diag_error(self, aspect: str, text: str, stamp_s: float | None = None) -> None:
         stamp = seconds_to_time(stamp_s) if stamp_s is not None else self.get_clock().now().to_msg()
