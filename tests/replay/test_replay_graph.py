@@ -40,6 +40,10 @@ FOREIGN_CENTER_TOL_M = 0.05
 FOREIGN_SCORE_TOL = 0.02
 FOREIGN_TRAJ_TOL_M = 0.05
 FOREIGN_MIN_DETECTIONS = 20          # the comparison must cover real detections, not empty frames
+# Real time: how late a lidar frame may go out against its schedule. Anchored at the preamble, the
+# 0.3 s settling pause after it made frames 0..k late by up to 0.3 s, sent as one burst (the graph's
+# depth-1 queues kept only the last); generous for a loaded host's sleep overshoot.
+MAX_PUBLISH_LAG_MS = 150.0
 
 
 def _cli(*args: str, timeout: float = REPLAY_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -110,6 +114,25 @@ def test_regression_case_passes_against_its_reference(regression_verdict):
     assert regression_verdict.ok, regression_verdict.summary()
 
 
+def test_regression_checks_each_nodes_processing_budget(regression_verdict, case):
+    """The case passed with every node's processing time (median, from its recorded processing_time
+    diagnostics) within the ERROR budget of its parameter file; the same recorded replay fails, naming
+    the node, its median and the budget, once that budget is below what the node took."""
+    import dataclasses
+
+    from tps_eval.replay.regression import check_budgets, processing_budgets
+
+    report = regression_verdict.report
+    assert set(regression_verdict.processing_budgets) == set(NODES)
+    for node, budget in regression_verdict.processing_budgets.items():
+        assert report["processing_ms"][node]["n"] >= SIM_FRAMES, node
+        assert report["processing_ms"][node]["p50"] <= budget.ms, node
+    tiny = dataclasses.replace(case, processing_budget_ms={"fallback": 0.001})
+    (failure,) = check_budgets(tiny, report, processing_budgets(tiny))
+    p50 = report["processing_ms"]["fallback"]["p50"]
+    assert failure.startswith(f"fallback: processing time p50 {p50:.1f} ms over its error budget 0.001 ms")
+
+
 def test_regression_fails_when_an_output_moves(regression_verdict, case, tmp_path):
     """The same comparison fails once one output field of the replay is moved beyond its tolerance
     (and still passes when moved within it)."""
@@ -170,7 +193,8 @@ def test_result_bags_decode_with_mcap_ros2(lockstep_cli):
 
 def test_realtime_reports_latency_and_drops(tmp_path):
     """Real time at twice the bag's rate (no --config: the simulator's own bag): every node's
-    latency percentiles and drops are reported; answered + dropped = frames."""
+    latency percentiles and drops are reported; answered + dropped = frames; every lidar frame went
+    out on its schedule (no burst after the preamble)."""
     out = tmp_path / "rt"
     proc = _cli(str(SIM_BAG), "--mode", "realtime", "--rate", "2", "--nodes", ",".join(NODES),
                 "--markers", "--out", str(out), "--quiet", "--no-plots")
@@ -178,6 +202,8 @@ def test_realtime_reports_latency_and_drops(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["run"]["mode"] == "realtime" and report["run"]["rate"] == 2.0
     assert report["frames"] == SIM_FRAMES
+    lag = report["run"]["lidar_publish_lag_ms"]      # the input itself was real time, from frame 0 on
+    assert lag["n"] == SIM_FRAMES and lag["max"] < MAX_PUBLISH_LAG_MS, lag
     for node in NODES:
         lat, dropped = report["latency_ms"][node], report["dropped"][node]
         assert isinstance(dropped, int) and dropped >= 0

@@ -1,6 +1,7 @@
 """tps_eval.replay without ROS: the configuration and regression table (errors name the field), the
 input bag's adaptation (remaps, field renames, static transforms, unreadable and out-of-order
-messages counted), the regression budgets."""
+messages counted), the regression budgets (latency, drops, each node's processing time against the
+ERROR budget of its parameter file)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from replay_bags import (
 )
 from tps_eval.replay.bagio import BagError, InputBag
 from tps_eval.replay.config import ReplayConfigError, parse_config
-from tps_eval.replay.regression import RegressionCase, check_budgets, load_cases, parse_cases
+from tps_eval.replay.regression import (
+    ProcessingBudget,
+    RegressionCase,
+    check_budgets,
+    load_cases,
+    parse_cases,
+    processing_budgets,
+)
 
 NODES = ("perception", "fallback")
 
@@ -130,6 +138,68 @@ def test_budgets_fail_on_latency_drops_and_missing_outputs():
     assert any("fallback: 1 frame(s) dropped" in f for f in failures)
     assert any("perception: latency p95 150 ms over the budget 100 ms" in f for f in failures)
     assert any("/det: 2 message(s) recorded for 3 frame(s)" in f for f in failures)
+
+
+def test_processing_budget_fails_naming_node_median_and_budget():
+    case = RegressionCase(name="c", bag="b", reference="r", nodes=("perception", "fallback"), inputs=("/x",),
+                          outputs=("/det",))
+    budgets = {"perception": ProcessingBudget("perception", 100.0, "processing_error_budget_ms of p.yaml"),
+               "fallback": ProcessingBudget("fallback", 100.0, "processing_error_budget_ms of f.yaml")}
+    report = {"frames": 3, "dropped": {}, "latency_ms": {}, "recorded": {"/det": 3},
+              "processing_ms": {"perception": {"p50": 40.0, "p95": 44.0, "max": 45.0, "n": 3},
+                                "fallback": {"p50": 99.9, "p95": 130.0, "max": 130.0, "n": 3}}}
+    assert check_budgets(case, report, budgets) == []        # median within; a tail over is allowed
+    report["processing_ms"]["fallback"] = {"p50": 120.5, "p95": 130.0, "max": 130.0, "n": 3}
+    report["run"] = {"load_avg": [6.1, 5.0, 4.0], "host_cpus": 2}
+    (failure,) = check_budgets(case, report, budgets)
+    assert failure.startswith("fallback: processing time p50 120.5 ms over its error budget 100 ms")
+    assert "f.yaml" in failure and "host load 6.1 on 2 CPUs" in failure
+    del report["processing_ms"]["perception"]
+    failures = check_budgets(case, report, budgets)
+    assert any(f.startswith("perception: no processing_time diagnostic recorded") for f in failures)
+
+
+def test_processing_budgets_come_from_the_parameter_files(tmp_path):
+    """The shipped case: each node's processing_error_budget_ms of its parameter file; the monitor's
+    own budget is node_processing_error_budget_ms; inline graph parameters and the case's
+    processing_budget_ms win over the file."""
+    import yaml
+    from tps_eval.replay.config import repo_root
+
+    def file_value(name: str, key: str) -> float:
+        return float(yaml.safe_load((repo_root() / "config" / f"{name}.param.yaml").read_text())
+                     ["/**"]["ros__parameters"][key])
+
+    (case,) = [c for c in load_cases() if c.name == "cut_in_perception_fallback"]
+    budgets = processing_budgets(case)
+    assert set(budgets) == set(case.nodes)
+    for node, param_file in (("perception", "perception_node"), ("fallback", "fallback_node"),
+                             ("trajectory_arbiter", "trajectory_arbiter")):
+        assert budgets[node].ms == file_value(param_file, "processing_error_budget_ms")
+        assert budgets[node].source == f"processing_error_budget_ms of config/{param_file}.param.yaml"
+    monitor = RegressionCase(name="m", bag="b", reference="r", nodes=("monitor",), inputs=("/x",), outputs=("/y",),
+                             graph="config/graph/stack.yaml")
+    assert processing_budgets(monitor)["monitor"].ms == file_value("monitor_node", "node_processing_error_budget_ms")
+    graph = yaml.safe_load((repo_root() / "config" / "graph" / "stack_carla.yaml").read_text())
+    for n in graph["nodes"]:
+        n["params"] = [str(repo_root() / p) for p in n.get("params", [])]
+        if n["name"] == "fallback":
+            n.setdefault("parameters", {})["processing_error_budget_ms"] = 7.5
+    (tmp_path / "graph.yaml").write_text(yaml.safe_dump(graph))
+    inline = RegressionCase(name="g", bag="b", reference="r", nodes=("perception", "fallback"), inputs=("/x",),
+                            outputs=("/y",), graph=str(tmp_path / "graph.yaml"),
+                            processing_budget_ms={"perception": 2.0})
+    budgets = processing_budgets(inline)
+    assert budgets["fallback"].ms == 7.5 and budgets["fallback"].source.endswith("the graph's parameters")
+    assert budgets["perception"].ms == 2.0 and "case 'g'" in budgets["perception"].source
+    row = {"name": "a", "bag": "b.mcap", "reference": "r.mcap", "nodes": ["perception"], "inputs": ["/x"],
+           "outputs": ["/y"]}
+    assert parse_cases({"cases": [dict(row, processing_budget_ms={"perception": 5})]})[0].processing_budget_ms == \
+        {"perception": 5.0}
+    with pytest.raises(ReplayConfigError, match=r"case 'a'.processing_budget_ms: nodes \['planner'\]"):
+        parse_cases({"cases": [dict(row, processing_budget_ms={"planner": 5})]})
+    with pytest.raises(ReplayConfigError, match=r"case 'a'.processing_budget_ms: expected node -> milliseconds"):
+        parse_cases({"cases": [dict(row, processing_budget_ms={"perception": 0})]})
 
 
 def test_shipped_foreign_example_configuration_loads():

@@ -19,7 +19,10 @@
      ``give_up_after`` frames in a row is no longer waited for). The graph sees the same inputs in
      the same order whatever the machine's speed: deterministic outputs.
    * **realtime**: messages go out at their bag times scaled by ``rate`` (1 = real time), the graph
-     keeps up or drops, as on a vehicle.
+     keeps up or drops, as on a vehicle. The schedule starts with frame 0 (after the preamble and
+     its settling pause: anchored at the preamble, the first ``PREAMBLE_SETTLE_S`` of frames went
+     out at once, 4 lidar frames in a few ms, and the graph's depth-1 sensor queues kept only the
+     last); how late each lidar frame went out against it is reported (``run.lidar_publish_lag_ms``).
 
 4. after a drain, the graph is stopped and the result bag closed; the timing (when each trigger was
    published, when each output with its stamp arrived) goes to the analysis.
@@ -102,6 +105,7 @@ class PlayTiming:
     frames: list = field(default_factory=list)            # (index, clock_ns, stamp_ns)
     gave_up: dict = field(default_factory=dict)           # node -> frame index
     waits_timed_out: int = 0
+    publish_lag_s: list = field(default_factory=list)     # realtime: lidar frame published - its schedule
     wall_s: float = 0.0
     startup_s: float = 0.0
 
@@ -432,6 +436,8 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
                      "graph": str(config.graph_path()), "nodes": [n.name for n in graph.nodes],
                      "config": config.source or None, "domain_id": domain, "wall_s": round(timing.wall_s, 2),
                      "startup_s": round(timing.startup_s, 2), "host_cpus": os.cpu_count(),
+                     "lidar_publish_lag_ms": (analysis.percentiles([1e3 * s for s in timing.publish_lag_s])
+                                              if options.mode == "realtime" else None),
                      "load_avg": list(os.getloadavg()), "notes": notes}
     result["resources"] = sampler.summary() if sampler is not None else None
     report.write(result, out, series, facts, plots=options.plots)
@@ -471,6 +477,7 @@ def _play(bag: InputBag, session: _Session, config: ReplayConfig, options: Repla
 
     def send(m) -> None:
         nonlocal wall0, bag_t0
+        target = None
         if options.mode == "realtime":
             if wall0 is None:
                 wall0, bag_t0 = time.monotonic(), m.bag_ns
@@ -487,6 +494,8 @@ def _play(bag: InputBag, session: _Session, config: ReplayConfig, options: Repla
         if wall is not None and m.stamp_ns is not None and m.topic in (lidar, camera):
             role = "lidar" if m.topic == lidar else "camera"
             timing.trigger_published[role].setdefault(stamp_key(m.stamp_ns), wall)
+            if role == "lidar" and target is not None:
+                timing.publish_lag_s.append(wall - target)
 
     try:
         for prefix, frame in bag.frames():
@@ -500,6 +509,7 @@ def _play(bag: InputBag, session: _Session, config: ReplayConfig, options: Repla
                     send(m)
                 if not timing.frames:
                     time.sleep(PREAMBLE_SETTLE_S)
+                    wall0 = None        # real time starts with frame 0 (module docstring)
             if frame is None:
                 continue
             if options.max_frames is not None and len(timing.frames) >= options.max_frames:
