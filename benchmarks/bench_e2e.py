@@ -6,7 +6,8 @@ VLM planner, monitor, fallback, arbiter, controller; sensor-data QoS; nothing wa
 vehicle's topic names, published at its recorded times (10 Hz lidar and camera) or at twice the rate
 (``--rates 10 20``: the bag's clock runs twice as fast, so lidar and camera come at 20 Hz).
 
-Per run, from the replay report (wall time in the player process, DDS both ways included):
+Per run, from the replay report (wall time in the player process, DDS both ways included; the
+player's own lateness against the real-time schedule is reported too, ``input_lag_ms``):
 
 * **e2e**: lidar frame published -> the arbiter's selected trajectory of that stamp received
   (``trajectory_arbiter``); ``dropped``: lidar frames never answered by it;
@@ -110,6 +111,7 @@ def run_one(mode: str, hz: float, backend: str, max_frames: int | None, out_root
         "peak_rss_mb": (res.get("total") or {}).get("rss_mb_peak"),
         "cpu_pct_mean": (res.get("total") or {}).get("cpu_pct_mean"),
         "fallback_share": result.get("fallback_share"),
+        "input_lag_ms": result["run"].get("lidar_publish_lag_ms"),   # lidar published vs its schedule
         "monitor_state_share": result.get("monitor_state_share"),
         "planner_backend": backend,
         "loadavg_before": list(load_before), "loadavg_after": list(load_after),
@@ -130,9 +132,11 @@ def _f(v, spec="{:.1f}") -> str:
 
 
 def print_run(row: dict) -> None:
+    lag = row.get("input_lag_ms") or {}
     print(f"\n== {row['mode']}, {row['rate_hz']:g} Hz, {row['frames']} lidar frames "
           f"({row['duration_s']} s), planner {row['planner_backend']}, load {row['loadavg_before'][0]:.2f} -> "
-          f"{row['loadavg_after'][0]:.2f}")
+          f"{row['loadavg_after'][0]:.2f}; lidar published late by p99 {_f(lag.get('p99'))} / max "
+          f"{_f(lag.get('max'))} ms")
     print(f"{'node':<22}{'p50 ms':>9}{'p95':>9}{'p99':>9}{'answered':>10}{'skipped':>9}"
           f"{'proc p50':>10}{'CPU %':>8}{'RSS MB':>8}")
     for n, d in row["nodes"].items():
