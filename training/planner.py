@@ -197,8 +197,19 @@ def trainable_state(model: VLMPlanner) -> dict:
 def train(args: argparse.Namespace) -> dict:
     set_seed(args.seed)
     torch.set_num_threads(args.threads)
-    cfg = PlannerConfig(trunk=args.trunk, lora_rank=(0 if args.trunk == "scratch" else args.lora_rank),
-                        use_camera=not args.no_camera, max_agents=args.max_agents)
+    init = None
+    if getattr(args, "init", None):
+        # Fine-tune: the model's configuration is the checkpoint's (trunk, LoRA rank, camera, agents),
+        # its trained parameters the starting point; the optimiser and schedule start afresh.
+        from tps_planner.vlm.model import load_planner
+
+        init_model, init_ckpt = load_planner(args.init)
+        cfg = init_model.cfg
+        init = {k: v for k, v in init_model.state_dict().items() if k in init_ckpt["state_dict"]}
+        del init_model
+    else:
+        cfg = PlannerConfig(trunk=args.trunk, lora_rank=(0 if args.trunk == "scratch" else args.lora_rank),
+                            use_camera=not args.no_camera, max_agents=args.max_agents)
     tok = InstructionTokenizer(cfg.max_text_tokens)
     train_paths = shard_paths(args.data, "train", args.scenarios)
     if args.max_episodes:
@@ -209,6 +220,8 @@ def train(args: argparse.Namespace) -> dict:
     val_paths = shard_paths(args.data, "val", args.scenarios)
     val_set = PlannerSamples(val_paths, cfg, tok, ("val",)) if val_paths else None
     model = VLMPlanner(cfg, seed=args.seed)
+    if init is not None:
+        model.load_state_dict(init, strict=False)
     n_train, n_total = model.trainable_parameters()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
@@ -273,7 +286,7 @@ def train(args: argparse.Namespace) -> dict:
         "val_samples": len(val_set) if val_set else 0, "val": val_log,
         "trainable_parameters": n_train, "total_parameters": n_total,
         "step_s_median": float(np.median(step_times)) if len(step_times) else None, "batch": args.batch,
-        "threads": args.threads,
+        "threads": args.threads, "init": str(args.init) if getattr(args, "init", None) else None,
     }
     torch.save({"config": cfg.to_dict(), "state_dict": trainable_state(model), "summary": summary},
                run_dir / "planner.pt")
@@ -281,7 +294,7 @@ def train(args: argparse.Namespace) -> dict:
     if args.ship:
         ship = Path(args.ship_dir)
         ship.mkdir(parents=True, exist_ok=True)
-        name = "planner.pt" if args.trunk == "minilm" and not args.no_camera else f"planner_{args.run}.pt"
+        name = "planner.pt" if cfg.trunk == "minilm" and cfg.use_camera else f"planner_{args.run}.pt"
         shutil.copy2(run_dir / "planner.pt", ship / name)
     return summary
 
@@ -305,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--time-budget-min", type=float, default=80.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", type=Path, default=None,
+                    help="fine-tune from this planner.pt (its configuration wins over --trunk/--lora-rank/"
+                         "--no-camera/--max-agents), e.g. on the union with --from-search targeted data")
     ap.add_argument("--out", type=Path, default=root / "runs" / "planner")
     ap.add_argument("--run", default="minilm_lora", help="run folder name")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoint to --ship-dir")

@@ -80,6 +80,24 @@ def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
         again = planner.evaluate(model, val)
     assert again["loss"] == pytest.approx(summary["val"][-1]["loss"], rel=1e-4)
 
+    # fine-tune from that checkpoint (--init): its configuration wins over the command line's, its
+    # parameters are the start (before any step the VAL loss is the checkpoint's), then they move
+    rc = planner.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--run", "tuned",
+                       "--init", str(run / "planner.pt"), "--max-steps", "0", "--epochs", "0",
+                       "--batch", "2", "--max-agents", "16", "--time-budget-min", "5"])
+    assert rc == 0
+    tuned = json.loads((tmp_path / "runs" / "tuned" / "summary.json").read_text())
+    assert tuned["init"] == str(run / "planner.pt") and tuned["config"]["max_agents"] == 8
+    start, _ = planner.load_planner(tmp_path / "runs" / "tuned" / "planner.pt")
+    with torch.no_grad():
+        assert planner.evaluate(start, val)["loss"] == pytest.approx(again["loss"], rel=1e-5)
+    rc = planner.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--run", "tuned2",
+                       "--init", str(run / "planner.pt"), "--max-steps", "2", "--batch", "2",
+                       "--time-budget-min", "5", "--lr", "1e-2"])
+    assert rc == 0
+    moved, ck2 = planner.load_planner(tmp_path / "runs" / "tuned2" / "planner.pt")
+    assert any(not torch.equal(ck2["state_dict"][k].float(), ckpt["state_dict"][k].float()) for k in ckpt["state_dict"])
+
 
 class _StubPerception:
     """Stands in for the detector + tokenizer in this unit test only (the real core runs in
