@@ -271,3 +271,59 @@ def test_foreign_driver_bag_by_configuration_only(tmp_path, lockstep_cli):
     statics = [tf.child_frame_id for _, _, _, m in read_messages(out / "result.mcap", {"/tf_static"})
                for tf in m.transforms]
     assert FOREIGN_FRAME in statics
+
+
+@pytest.fixture(scope="module")
+def full_stack_verdict(tmp_path_factory):
+    """The regression case of the whole learned stack (tokens, lights, planner, monitor, arbiter)."""
+    from tps_eval.replay.regression import load_cases, run_case
+
+    (case,) = [c for c in load_cases() if c.name == "cut_in_full_stack"]
+    return case, run_case(case, tmp_path_factory.mktemp("full_stack") / "run", log=lambda s: None)
+
+
+def test_full_stack_regression_case_passes_and_covers_every_learned_output(full_stack_verdict):
+    """Tokens, light states, the planner's candidate, forecasts and scene, the monitor's status and
+    the selected trajectory: one per lidar frame, all within tolerance of the reference; the
+    planner drove (its candidate selected) and the monitor judged every frame."""
+    from tps_eval.replay.bagio import open_reader
+
+    case, verdict = full_stack_verdict
+    assert verdict.ok, verdict.summary()
+    assert verdict.comparison.compared == {t: SIM_FRAMES for t in case.outputs}
+    assert set(verdict.processing_budgets) >= {"perception", "planner", "monitor"}
+    sources, states = [], []
+    with open_reader(verdict.result_bag) as reader:
+        for topic, out in (("/tps/planning/trajectory", sources), ("/tps/monitor/status", states)):
+            conns = [c for c in reader.connections if c.topic == topic]
+            for conn, _, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                out.append(int(msg.source) if topic.endswith("trajectory") else int(msg.state))
+    assert len(states) == SIM_FRAMES and 0 in sources, (sources, states)
+
+
+def test_full_stack_regression_fails_on_a_flipped_monitor_state(full_stack_verdict, tmp_path):
+    """A monitor state is an integer: compared exactly, a single flipped state fails the case,
+    naming the topic and field."""
+    from tps_eval.replay.bagio import ResultBagWriter, open_reader
+    from tps_eval.replay.compare import compare_bags
+    from tps_eval.replay.regression import write_reference
+
+    case, verdict = full_stack_verdict
+    status = "/tps/monitor/status"
+    target, done = tmp_path / "flipped.mcap", False
+    writer = ResultBagWriter(target)
+    with open_reader(verdict.result_bag) as reader:
+        conns = [c for c in reader.connections if c.topic in case.outputs]
+        for conn, t_ns, raw in reader.messages(connections=conns):
+            if conn.topic == status and not done:
+                msg = reader.deserialize(raw, conn.msgtype)
+                msg.state = (int(msg.state) + 1) % 4
+                raw, done = bytes(reader.typestore.serialize_cdr(msg, conn.msgtype)), True
+            writer.write(conn.topic, conn.msgtype, raw, t_ns)
+    writer.close()
+    assert done
+    reference = write_reference(verdict.result_bag, tmp_path / "ref.mcap", case.outputs)
+    result = compare_bags(reference, target, case.compare_spec())
+    assert not result.ok and result.count == 1
+    assert result.differences[0].topic == status and result.differences[0].path == "state"

@@ -34,7 +34,7 @@ from tps_eval.replay.compare import CompareSpec, Comparison, compare_bags
 from tps_eval.replay.config import ReplayConfig, ReplayConfigError, repo_root
 
 TABLE = "config/replay/regression.yaml"
-CASE_KEYS = {"name", "bag", "record", "reference", "graph", "nodes", "inputs", "outputs", "ignore",
+CASE_KEYS = {"name", "bag", "record", "reference", "graph", "set", "nodes", "inputs", "outputs", "ignore",
              "tolerances", "default_tolerance", "latency_budget_ms", "processing_budget_ms", "max_dropped"}
 REQUIRED_KEYS = {"name", "bag", "reference", "nodes", "inputs", "outputs"}
 LATENCY_QUANTILE = "p95"
@@ -65,6 +65,7 @@ class RegressionCase:
     latency_budget_ms: dict = field(default_factory=dict)
     processing_budget_ms: dict = field(default_factory=dict)   # node -> ms, replaces its param file's
     max_dropped: int = 0
+    set: tuple[str, ...] = ()       # tps-bringup --set overrides of the graph for this case
 
     def path(self, rel: str, root: Path | None = None) -> Path:
         """A path of the table made absolute (relative to the repository root)."""
@@ -78,7 +79,8 @@ class RegressionCase:
 
     def replay_config(self) -> ReplayConfig:
         """The replay configuration of the case (the simulator's defaults, restricted)."""
-        return ReplayConfig(graph=self.graph, nodes=self.nodes, play=self.inputs, source=f"regression:{self.name}")
+        return ReplayConfig(graph=self.graph, nodes=self.nodes, play=self.inputs, set=self.set,
+                            source=f"regression:{self.name}")
 
 
 def _strings(value, where: str) -> tuple[str, ...]:
@@ -128,6 +130,7 @@ def parse_cases(data, source: str = TABLE) -> list[RegressionCase]:
             inputs=_strings(row["inputs"], f"{where}.inputs"), outputs=_strings(row["outputs"], f"{where}.outputs"),
             graph=str(row.get("graph", RegressionCase.graph)),
             record=_strings(row.get("record") or [], f"{where}.record"),
+            set=_strings(row.get("set") or [], f"{where}.set"),
             ignore=_strings(row.get("ignore") or [], f"{where}.ignore"), tolerances=dict(tolerances),
             default_tolerance=float(default_tol), latency_budget_ms=budgets, processing_budget_ms=proc_budgets,
             max_dropped=max_dropped))
