@@ -119,9 +119,12 @@ def test_case_node_parameters_reach_only_the_graphs_that_have_the_node(tmp_path)
 
     specs = {s.key: s for s in plan_episodes(load_suite("demo"), tmp_path)}
     blackout = specs["cut_in_detector_blackout-s9000-stack"]
-    assert blackout.node_parameters == {"perception": {"fault_blackout": True, "fault_onset_s": 3.0}}
+    ort = {"planner": {"backend": "onnxruntime"}}                # the demo's default for every case
+    assert blackout.node_parameters == {"perception": {"fault_blackout": True, "fault_onset_s": 3.0}, **ort}
     assert specs["cut_in_detector_blackout-s9000-expert"].node_parameters == {}  # no detector there
-    assert specs["cut_in-s9000-stack"].node_parameters == {}
+    assert specs["cut_in-s9000-stack"].node_parameters == ort
+    assert specs["highway_planner_crash-s9000-stack"].node_parameters == {
+        "planner": {"backend": "onnxruntime", "fault_crash_at_s": 3.0}}
     # the override goes through the graph runner's schema check onto the perception node
     graph = load_graph(blackout.graph, runner.node_overrides(blackout), check_executables=False)
     assert graph.node("perception").parameters["fault_blackout"] is True
@@ -135,6 +138,17 @@ def test_case_node_parameters_reach_only_the_graphs_that_have_the_node(tmp_path)
     for bad in ({"perception": True}, {"perception": {}}, {"perception": {"x": [1]}}, [1]):
         with pytest.raises(SuiteError, match="node_parameters"):
             parse_suite(dict(base, cases=[{"scenario": "highway", "node_parameters": bad}]))
+    # the defaults' node parameters reach every case, merged per node with a case's own (case wins)
+    merged = parse_suite(dict(base, defaults={"node_parameters": {"planner": {"backend": "onnxruntime-int8",
+                                                                              "threads": 1}}},
+                              cases=[{"scenario": "highway"},
+                                     {"scenario": "highway", "id": "crash",
+                                      "node_parameters": {"planner": {"fault_crash_at_s": 3.0, "threads": 2},
+                                                          "perception": {"fault_blackout": True}}}]))
+    plain_case, crash = merged.cases
+    assert plain_case.node_parameters == {"planner": {"backend": "onnxruntime-int8", "threads": 1}}
+    assert crash.node_parameters == {"planner": {"backend": "onnxruntime-int8", "threads": 2, "fault_crash_at_s": 3.0},
+                                     "perception": {"fault_blackout": True}}
 
 
 def test_recording_holds_step_zero_for_the_recorder_only_where_the_stack_publishes():

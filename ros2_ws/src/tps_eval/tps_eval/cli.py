@@ -318,9 +318,46 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def ensure_planner_export(suite_name: str, log=print) -> str | None:
+    """When the suite's planner runs an exported backend (its ``node_parameters``), make sure the
+    export of the shipped checkpoint is there and current (sha256 of the checkpoint, every file's
+    sha256): otherwise run ``python -m export.planner --no-parity --no-per-tensor`` (~20 s on one
+    core; the parity report needs VAL data a fresh clone does not have). Returns the backend, or
+    None when the suite's planner runs torch.
+
+    Raises:
+        RuntimeError: the export failed (its output's tail named).
+    """
+    import subprocess
+
+    suite = load_suite(suite_name)
+    backends = {str((c.node_parameters.get("planner") or {}).get("backend", "")) for c in suite.cases}
+    backend = next((b for b in sorted(backends) if b.startswith("onnxruntime")), None)
+    if backend is None:
+        return None
+    from tps_planner.vlm.runtime import PlannerRuntime
+
+    root = repo_root()
+    try:
+        PlannerRuntime(root / "models" / "planner" / "planner.pt", backend=backend, threads=1)
+        return backend
+    except (ValueError, OSError) as exc:
+        log(f"tps demo: the planner's {backend} export is not usable ({exc}); exporting it "
+            f"(python -m export.planner, ~20 s)", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "export.planner", "--no-parity", "--no-per-tensor", "--threads", "2"],
+                          cwd=root, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"python -m export.planner failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    PlannerRuntime(root / "models" / "planner" / "planner.pt", backend=backend, threads=1)
+    log(f"tps demo: planner exported in {time.monotonic() - t0:.0f} s (build/export/planner)", flush=True)
+    return backend
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(args.suite, prefix="demo")
     t0 = time.monotonic()
+    ensure_planner_export(args.suite)
     print(f"tps demo: the stack's graph closed loop (suite {args.suite}: config/suites/"
           f"{args.suite}.yaml), each episode beside SUMO's expert of the same seed, "
           f"{args.workers} workers{', every episode recorded' if not args.no_record else ''}; "

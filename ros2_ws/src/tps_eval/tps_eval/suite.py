@@ -26,7 +26,8 @@ A suite file::
         id: cut_in_detector_blackout
         node_parameters:           # parameters of the graph's nodes for this case, by node name;
           perception: {fault_blackout: true}   # applied in each configuration whose graph has
-                                   # the node (a node no configuration's graph has is an error)
+                                   # the node (a node no configuration's graph has is an error);
+                                   # merged per node over defaults.node_parameters (the case wins)
 
 Configurations: ``stack`` (the full stack, ``sim_stack.yaml``: perception, the light reader, the VLM
 planner, the confidence monitor, the fallback, the arbiter and the controller; the monitor's state
@@ -248,6 +249,12 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
             raise SuiteError(f"{f}.scenario: unknown {scen!r} (expected one of "
                              f"{sorted(SCENARIOS)})")
         opts = {k: rc.get(k, defaults[k]) for k in CASE_OPTION_KEYS}
+        if isinstance(rc.get("node_parameters"), dict) and isinstance(defaults["node_parameters"], dict):
+            # per node, a case's parameters are added to (and win over) the defaults' for that node
+            merged = {n: dict(v) for n, v in defaults["node_parameters"].items() if isinstance(v, dict)}
+            for n, v in rc["node_parameters"].items():
+                merged[n] = {**merged.get(n, {}), **v} if isinstance(v, dict) else v
+            opts["node_parameters"] = merged
         cid = str(rc.get("id", scen))
         if cid in ids:
             raise SuiteError(f"{f}.id: duplicate case id {cid!r}")
