@@ -171,6 +171,33 @@ def test_route_cdr_decoder_refuses_malformed_bytes():
         path_cdr_to_xy(bytes(huge))
 
 
+def test_route_cdr_decoder_on_1000_mutated_routes_only_ever_raises_conversion_error():
+    """The planner, monitor and fallback all decode the raw route with this function, on their
+    executor or worker threads: whatever arrives (truncated, bytes flipped, lengths corrupted), it
+    returns a frame id and an (N, 2) array or raises ConversionError naming nav_msgs/Path."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    raw = serialize_message(_route_msg(straight_route()))
+
+    @settings(max_examples=1000, derandomize=True, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(cut=st.integers(0, len(raw)),
+           flips=st.lists(st.tuples(st.integers(0, len(raw) - 1), st.integers(0, 255)), max_size=8))
+    def decode(cut, flips):
+        buf = bytearray(raw)
+        for i, b in flips:
+            buf[i] = b
+        try:
+            frame, xy = path_cdr_to_xy(bytes(buf[:cut]))
+        except ConversionError as exc:
+            assert "nav_msgs/Path" in str(exc)
+            return
+        assert isinstance(frame, str) and xy.ndim == 2 and xy.shape[1] == 2
+
+    decode()
+
+
 def test_worker_takes_the_route_as_cdr_bytes(worker):
     """What the node hands over (its route subscription is raw)."""
     worker.put_route(serialize_message(_route_msg(straight_route(y=7.0))))
