@@ -194,6 +194,44 @@ def test_candidate_leaving_the_drivable_area_forces_fallback():
     assert any("drivable area" in r for r in res.reasons)
 
 
+def _shifted(t: float, dy: float) -> Trajectory:
+    """The straight candidate moved ``dy`` metres sideways (its centre line still on the road)."""
+    c = _cand(t)
+    return dataclasses.replace(c, xy=c.xy + np.array([0.0, dy]))
+
+
+@pytest.mark.parametrize("dy, footprint, off", [
+    (-1.5, True, True),     # centre 0.25 m inside the road edge, right corners 0.7 m outside
+    (-1.5, False, False),   # ... which the centre-only check cannot see
+    (-0.5, True, False),    # the footprint inside the lane: no alarm
+    (5.0, True, True),      # along the left edge of the two-lane road
+])
+def test_footprint_along_the_road_edge_is_off_road(dy, footprint, off):
+    """The DAC metric fails an episode when any corner of the ego leaves the drivable area; the
+    monitor's off-road check tests the same corners, so a plan whose centre stays on the road
+    while the car's side runs over the edge is caught (a silent failure otherwise)."""
+    t = 0.0
+    res = ConfidenceMonitor(MonitorParams(offroad_footprint=footprint)).update(
+        _inputs(t, cand=_shifted(t, dy), ego_xy=np.array([0.0, dy])))
+    assert ("offroad" in res.critical) is off
+    assert (_value(res, "offroad") > 0.0) is off
+    if off:
+        assert res.state == STATE_FALLBACK
+        assert any("footprint" in r for r in res.reasons) or not footprint
+
+
+def test_footprint_is_tested_over_the_near_horizon_only():
+    """A plan's far end cutting a curve by a metre is corrected by the next plans: the corners
+    count up to offroad_footprint_horizon_s, the centre point over the whole horizon."""
+    c = _cand(0.0)
+    late = c.t_s >= 2.5                      # the centre stays on the road throughout
+    far = dataclasses.replace(c, xy=c.xy + np.where(late[:, None], [0.0, -1.5], [0.0, 0.0]))
+    near = MonitorParams(offroad_footprint_horizon_s=2.0)
+    whole = MonitorParams(offroad_footprint_horizon_s=3.0)
+    assert "offroad" not in ConfidenceMonitor(near).update(_inputs(0.0, cand=far)).critical
+    assert "offroad" in ConfidenceMonitor(whole).update(_inputs(0.0, cand=far)).critical
+
+
 def test_nan_candidate_is_fallback_not_an_exception():
     c = _cand(0.0)
     xy = c.xy.copy()

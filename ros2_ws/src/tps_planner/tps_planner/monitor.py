@@ -188,6 +188,8 @@ class MonitorParams:
     forecast_horizon_s: float = 3.0
     offroad_horizon_s: float = 3.0
     offroad_min_points: int = 1
+    offroad_footprint: bool = True          # test the footprint's corners (DAC), not only the centre
+    offroad_footprint_horizon_s: float = 2.0   # ... over this much of the horizon (the centre: all of it)
     imminent_ttc_s: float = 1.0             # the candidate meets a detected agent (constant velocity) sooner: critical; 0 = off
     blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
     blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
@@ -212,6 +214,10 @@ class MonitorParams:
             if f.name in ("ramps", "weights"):
                 continue
             v = getattr(self, f.name)
+            if f.type in (bool, "bool"):
+                if not isinstance(v, bool):
+                    raise ValueError(f"MonitorParams.{f.name}: expected true or false, got {v!r}")
+                continue
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)):
                 raise ValueError(f"MonitorParams.{f.name}: expected a finite number, got {v!r}")
             if float(v) < 0.0:
@@ -572,7 +578,10 @@ class ConfidenceMonitor:
                 why["unexplained_points"] = why["unexplained_distance"] = r
                 if is_crit:
                     crit["unexplained_occupancy"] = r
-            out = run(("offroad",), ms.offroad, cand, inp.drivable, now, p.offroad_horizon_s)
+            out = run(("offroad",), ms.offroad, cand, inp.drivable, now, p.offroad_horizon_s,
+                      half_length_m=hl if p.offroad_footprint else 0.0,
+                      half_width_m=p.ego_half_width_m if p.offroad_footprint else 0.0,
+                      footprint_horizon_s=p.offroad_footprint_horizon_s)
             if out is not None:
                 n, _, r = out
                 vals["offroad"], why["offroad"] = float(n), r

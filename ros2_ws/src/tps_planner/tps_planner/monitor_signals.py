@@ -373,24 +373,42 @@ def unexplained_occupancy(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, 
 # ---------------------------------------------------------------------------------------------
 
 def offroad(traj: Trajectory, drivable: Any, now_s: float, horizon_s: float,
-            dt_s: float = 0.1) -> tuple[int, float, str]:
+            dt_s: float = 0.1, half_length_m: float = 0.0, half_width_m: float = 0.0,
+            footprint_horizon_s: float = INF) -> tuple[int, float, str]:
     """Samples of the candidate over [now, now + horizon] (every ``dt_s``) off the drivable area.
 
     ``drivable`` is a :class:`tps_planner.lane_map.MapMask` (anything with ``contains(xy)``; its
-    margin is set where it is built). Returns (number of samples off, first time off [s from now]
-    or inf, reason)."""
+    margin is set where it is built). With ``half_length_m`` and ``half_width_m`` > 0 a sample is
+    off when any corner of the ego footprint at the candidate's pose is off (DAC's definition,
+    METRICS.md): a plan whose centre line stays on the road while the vehicle's side runs along
+    or over the road edge is off-road. The corners are tested up to ``footprint_horizon_s`` only,
+    the centre point over the whole horizon: the far end of a plan cuts curves by a metre that
+    the next plans, not the controller, would correct. Returns (number of samples off, first
+    time off [s from now] or inf, reason)."""
     if drivable is None:
         return 0, INF, "off-road: no map"
     t_rel = np.arange(0.0, horizon_s + 1e-9, dt_s)
-    xy, _, _, _ = sample_at_times(traj, now_s + t_rel - traj.stamp_s)
-    on = np.asarray(drivable.contains(xy), bool)
-    off = ~on
+    xy, yaw, _, _ = sample_at_times(traj, now_s + t_rel - traj.stamp_s)
+    pts = np.repeat(xy[:, None, :], 4, axis=1)                                   # (T, 4, 2)
+    corners = t_rel <= footprint_horizon_s + 1e-9
+    if half_length_m > 0.0 and half_width_m > 0.0 and corners.any():
+        c, s = np.cos(yaw[corners]), np.sin(yaw[corners])
+        fwd, left = np.stack([c, s], axis=1), np.stack([-s, c], axis=1)
+        signs = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [-1.0, 1.0]])
+        pts[corners] = (xy[corners][:, None, :] + signs[None, :, 0:1] * half_length_m * fwd[:, None, :]
+                        + signs[None, :, 1:2] * half_width_m * left[:, None, :])
+    else:
+        corners[:] = False
+    on_pts = np.asarray(drivable.contains(pts.reshape(-1, 2)), bool).reshape(len(t_rel), 4)
+    off = ~on_pts.all(axis=1)
     n = int(off.sum())
     if n == 0:
         return 0, INF, "candidate stays on the drivable area"
     i = int(np.argmax(off))
-    return n, float(t_rel[i]), (f"off-road: candidate leaves the drivable area in {t_rel[i]:.1f} s "
-                                f"at ({xy[i, 0]:.1f}, {xy[i, 1]:.1f})")
+    k = int(np.argmin(on_pts[i]))
+    what = "the ego footprint (corner)" if corners[i] else "candidate"
+    return n, float(t_rel[i]), (f"off-road: {what} leaves the drivable area in {t_rel[i]:.1f} s "
+                                f"at ({pts[i, k, 0]:.1f}, {pts[i, k, 1]:.1f})")
 
 
 def consistency(ok: bool | None, score: float | None) -> tuple[float, str]:
