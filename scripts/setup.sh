@@ -19,7 +19,8 @@ PY_BOOT="${PYTHON:-python3}"
 STAMPS="$VENV/.tps-stamps"
 BUILD_BASE="$ROOT/build/colcon"
 
-log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+# Each line carries the seconds since the setup started (where a first setup spends its minutes).
+log() { printf '\033[1m[setup %3ds]\033[0m %s\n' "$SECONDS" "$*"; }
 hash_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
 stamp_ok() { [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/$1")" = "$2" ]; }
 stamp_set() { mkdir -p "$STAMPS"; echo "$2" > "$STAMPS/$1"; }

@@ -13,6 +13,8 @@ import random
 import tempfile
 from pathlib import Path
 
+import pytest
+
 # Fast DDS domains valid everywhere are 0..101; 0 is left to people running nodes by hand.
 SESSION_DOMAINS = list(range(1, 60)) + list(range(70, 90))
 # Closed-loop evaluation runs its episodes on ROS_DOMAIN_ID = base + slot.
@@ -68,3 +70,16 @@ def pytest_configure(config):
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
     # Children must re-run the ROS wheels' bootstrap (see scripts/setup.sh).
     os.environ.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
+
+
+@pytest.fixture
+def test_node(request):
+    """A plain rclpy node the test publishes and listens with (``<test module>_driver``): rclpy
+    is initialised for the test and shut down after it."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node(f"{request.module.__name__.rsplit('.', 1)[-1]}_driver")
+    yield node
+    node.destroy_node()
+    rclpy.try_shutdown()

@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import rclpy
 from carla_msgs.msg import CarlaTrafficLightInfoList
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
@@ -30,15 +29,6 @@ REPLY_TIMEOUT_S = 10.0
 STOP_X_M = 40.0              # stop line of the route's light (the route runs along +x from -50 m)
 EGO_FRONT_M = 2.3
 LIGHT_ID = 7
-
-
-@pytest.fixture
-def test_node():
-    rclpy.init()
-    node = rclpy.create_node("fallback_lights_driver")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
 
 
 def _odometry(t: float, x: float, v: float) -> Odometry:

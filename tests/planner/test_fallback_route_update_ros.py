@@ -41,15 +41,6 @@ EGO_SPEED_MPS = 8.0
 ROUTE_DELIVERY_S = 0.2         # wall time between route B's messages and its first cloud
 
 
-@pytest.fixture
-def test_node():
-    rclpy.init()
-    node = rclpy.create_node("fallback_route_update_driver")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
-
-
 def _route(xy: np.ndarray) -> Path:
     msg = Path(header=Header(frame_id="map"))
     msg.poses = [PoseStamped(header=msg.header) for _ in xy]

@@ -3,7 +3,6 @@ console script); this test publishes the inputs and checks the outputs."""
 
 import numpy as np
 import pytest
-import rclpy
 from carla_msgs.msg import CarlaEgoVehicleControl
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point, PoseStamped
@@ -22,15 +21,6 @@ from visualization_msgs.msg import MarkerArray
 
 pytestmark = pytest.mark.ros
 REPLY_TIMEOUT_S = 10.0
-
-
-@pytest.fixture
-def test_node():
-    rclpy.init()
-    node = rclpy.create_node("planner_test_driver")
-    yield node
-    node.destroy_node()
-    rclpy.try_shutdown()
 
 
 class Inbox:
