@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
+from tps_common.geometry import box_corners
 
 from tps_planner.trajectory import Trajectory, arc_length, point_at_arclength, sample_at_times
 
@@ -392,11 +393,7 @@ def offroad(traj: Trajectory, drivable: Any, now_s: float, horizon_s: float,
     pts = np.repeat(xy[:, None, :], 4, axis=1)                                   # (T, 4, 2)
     corners = t_rel <= footprint_horizon_s + 1e-9
     if half_length_m > 0.0 and half_width_m > 0.0 and corners.any():
-        c, s = np.cos(yaw[corners]), np.sin(yaw[corners])
-        fwd, left = np.stack([c, s], axis=1), np.stack([-s, c], axis=1)
-        signs = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, -1.0], [-1.0, 1.0]])
-        pts[corners] = (xy[corners][:, None, :] + signs[None, :, 0:1] * half_length_m * fwd[:, None, :]
-                        + signs[None, :, 1:2] * half_width_m * left[:, None, :])
+        pts[corners] = box_corners(xy[corners], yaw[corners], 2.0 * half_length_m, 2.0 * half_width_m)
     else:
         corners[:] = False
     on_pts = np.asarray(drivable.contains(pts.reshape(-1, 2)), bool).reshape(len(t_rel), 4)
