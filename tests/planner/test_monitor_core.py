@@ -245,6 +245,40 @@ def test_nan_candidate_is_fallback_not_an_exception():
     assert res.state == STATE_FALLBACK and "candidate" in res.critical
 
 
+@pytest.mark.parametrize("field,value,says", [
+    ("x", -1e9, "reach"),              # the fuzz case that OOM-killed monitor_node (22 GB)
+    ("x", 2500.0, "reach"),
+    ("t", 1e6, "spans"),
+    ("speed", 1e9, "candidate speed"),
+])
+def test_implausible_candidate_is_unusable_not_resampled(field, value, says):
+    """Finite but implausible numbers (a point 1e9 m away, a 1e6-s plan, 1e9 m/s) are a malformed
+    candidate -- fallback with the number named -- and are never resampled along (which allocated
+    one float per chord of a 1e9-m path)."""
+    c = _cand(0.0)
+    xy, t, v = c.xy.copy(), c.t_s.copy(), c.speed_mps.copy()
+    if field == "x":
+        xy[2, 0] = value
+    elif field == "t":
+        t[-1] = value
+    else:
+        v[3] = value
+    t0 = time.perf_counter()
+    res = ConfidenceMonitor().update(_inputs(0.0, cand=dataclasses.replace(c, xy=xy, t_s=t, speed_mps=v)))
+    assert time.perf_counter() - t0 < 5.0      # not a gigabyte-sized resampling (it took minutes)
+    assert res.state == STATE_FALLBACK and "candidate" in res.critical
+    assert any("candidate unusable" in r and says in r for r in res.reasons), res.reasons
+    # the plausible candidate itself is usable
+    assert ms.candidate_problem(c) is None
+
+
+def test_implausible_ego_speed_is_named_and_not_used():
+    res = ConfidenceMonitor().update(_inputs(0.0, ego_speed_mps=1e9))
+    assert "ego_state" in res.critical
+    assert any("ego speed 1e+09 m/s is implausible" in r for r in res.reasons), res.reasons
+    assert res.state >= STATE_FALLBACK
+
+
 def test_nan_everywhere_never_raises():
     perc = _perc(0.0, [[math.nan, 1.0], [20.0, 0.0]], vxy=[[math.nan, 0.0], [0.0, math.nan]])
     perc = dataclasses.replace(perc, quantisation_error=np.array([math.nan, 0.1]),

@@ -495,7 +495,10 @@ class ConfidenceMonitor:
             speed = float(inp.ego_speed_mps)
         except (TypeError, ValueError):
             now, ego, yaw, speed = math.nan, np.full(2, math.nan), math.nan, math.nan
-        speed_ok = math.isfinite(speed)
+        speed_ok = math.isfinite(speed) and abs(speed) <= ms.MAX_PLAUSIBLE_SPEED_MPS
+        ego_problem = "ego pose/speed is not finite"
+        if math.isfinite(speed) and not speed_ok:
+            ego_problem = f"ego speed {speed:.3g} m/s is implausible (at most {ms.MAX_PLAUSIBLE_SPEED_MPS:.0f} m/s)"
         if not speed_ok:
             speed = 0.0
 
@@ -519,7 +522,7 @@ class ConfidenceMonitor:
             crit["sensor_health"] = why["sensor_health"]
         fallback_dead = "fallback_input_dead" in crit
         if not (np.isfinite(ego).all() and math.isfinite(yaw) and speed_ok):
-            crit["ego_state"] = "ego pose/speed is not finite"
+            crit["ego_state"] = ego_problem
 
         perc = inp.perception
         out = run(("quantisation_error",), ms.quantisation_error, perc, ego, p.near_radius_m)
@@ -594,7 +597,7 @@ class ConfidenceMonitor:
             if out is not None:
                 vals["kinematic"], why["kinematic"] = out
         else:
-            reason = problem or "ego pose/speed is not finite"
+            reason = problem or crit["ego_state"]
             if "planner_silent" not in crit:
                 crit["candidate"] = f"candidate unusable: {reason}"
             for n in ("planner_sigma_mean", "planner_sigma_max", "clearance_forecast", "ttc_forecast",

@@ -21,6 +21,14 @@ _KNOWN_LIGHTS = (0, 1, 2)   # RED, YELLOW, GREEN (OFF=3 and UNKNOWN=4 are "unkno
 _LIGHT_NAMES = {0: "RED", 1: "YELLOW", 2: "GREEN", 3: "OFF", 4: "UNKNOWN"}
 _DEFAULT_AGENT_LW = (4.5, 1.9)
 MOVING_MPS = 0.5      # kinematic check: candidate points slower than this are a stop (no path geometry)
+# Plausibility bounds of the numbers the signals resample over (paths every few decimetres, the
+# corridor over the stopping distance): finite is not enough. A fuzzed candidate with one point at
+# x = -1e9 m made the kinematic check resample a 1e9-m path every chord and the monitor was
+# OOM-killed at 22 GB (tests/fuzz, 1000 messages per input). A road vehicle's plan spans a few
+# hundred metres and seconds; anything beyond these is malformed, judged "candidate unusable".
+MAX_PLAUSIBLE_SPEED_MPS = 100.0    # ego or candidate speed (360 km/h)
+MAX_CANDIDATE_EXTENT_M = 2000.0    # the candidate's points within this of its first point
+MAX_CANDIDATE_SPAN_S = 120.0       # from its first to its last point
 INF = math.inf
 
 
@@ -47,6 +55,17 @@ def candidate_problem(traj: Trajectory | None) -> str | None:
         return "candidate stamp is not finite"
     if n > 1 and np.any(np.diff(traj.t_s) < 0.0):
         return "candidate times are not non-decreasing"
+    span = float(traj.t_s[-1] - traj.t_s[0])
+    if span > MAX_CANDIDATE_SPAN_S:
+        return f"candidate spans {span:.3g} s (at most {MAX_CANDIDATE_SPAN_S:.0f} s is plausible)"
+    xy = np.asarray(traj.xy, float)
+    extent = float(np.hypot(*(xy - xy[0]).T).max())
+    if extent > MAX_CANDIDATE_EXTENT_M:
+        return (f"candidate points reach {extent:.3g} m from its first point "
+                f"(at most {MAX_CANDIDATE_EXTENT_M:.0f} m is plausible)")
+    top = float(np.abs(traj.speed_mps).max())
+    if top > MAX_PLAUSIBLE_SPEED_MPS:
+        return f"candidate speed {top:.3g} m/s (at most {MAX_PLAUSIBLE_SPEED_MPS:.0f} m/s is plausible)"
     return None
 
 
