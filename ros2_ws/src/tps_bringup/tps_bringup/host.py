@@ -22,6 +22,7 @@ import traceback
 import rclpy
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from tps_common.node import guard_clock_messages, is_requested_shutdown
+from tps_common.readiness import attach_input_match_reporter
 
 from tps_bringup.graph import Graph, find_entry_point, graph_from_json, node_invocation
 
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         nodes = build_nodes(graph)
         for node in nodes:
+            attach_input_match_reporter(node)
             executor.add_node(node)
         print(f"{LOG_PREFIX} spinning {len(nodes)} node(s) on a {args.executor} executor", flush=True)
         executor.spin()

@@ -175,6 +175,9 @@ def run_node(node_cls, executable: str, args=None) -> int:
         if is_requested_shutdown(exc):
             return 0
         raise
+    from tps_common.readiness import attach_input_match_reporter
+
+    attach_input_match_reporter(node, log=lambda text: print(f"{executable}: {text}", file=sys.stderr))
     try:
         spin_until_shutdown(node)  # a signal during the wait-set build is a clean stop too
     except Exception as exc:

@@ -42,6 +42,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_report
+
 from tps_eval.replay.bagio import TF, TF_STATIC, Frame, InputBag
 from tps_eval.replay.config import (
     NodeOutput,
@@ -61,6 +63,9 @@ STARTUP_TIMEOUT_S = 120.0
 # may take to match (a node creates its publishers after loading its models).
 OUTPUT_MATCH_TIMEOUT_S = 30.0
 MATCH_SETTLE_S = 0.5        # after discovery, before the first message (reader-side matching)
+# Reader-side matching, as the graph's nodes report it (tps_common.readiness): how long to wait for
+# every reader of a played topic to have matched the player's publisher, after the writers matched.
+READER_MATCH_TIMEOUT_S = 15.0
 PREAMBLE_SETTLE_S = 0.3     # latched topics reach every node before frame 0
 DRAIN_S = 2.0               # realtime: outputs of the last frames
 # Claimed domains when ROS_DOMAIN_ID is unset (lock files shared with the test sessions').
@@ -164,7 +169,9 @@ class _Session:
 
     def __init__(self, domain: int, bag: InputBag, outputs: list[ResolvedOutput], sink, live) -> None:
         import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
         from tps_common.qos import CLOCK_QOS
 
@@ -196,8 +203,14 @@ class _Session:
         played = set(bag.topics)
         self.recorder = TopicRecorder(
             self.node, sink, lambda: self.clock_ns, fixed=fixed, latched={TF_STATIC},
-            include=lambda t: t.startswith("/tps/") and t not in played,
+            include=lambda t: t.startswith("/tps/") and t not in played and t != INPUT_MATCHES_TOPIC,
             on_message=self._on_message)
+        # what the graph's nodes say their readers have matched (latched: every node's newest)
+        self.input_matches: dict[str, dict[str, int]] = {}
+        self.node.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
+                                      QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                                 reliability=ReliabilityPolicy.RELIABLE,
+                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -212,6 +225,10 @@ class _Session:
                 if self._stop.is_set() or not self.context.ok():
                     return
                 raise
+
+    def _on_input_matches(self, msg) -> None:
+        with self._cond:
+            self.input_matches.update(parse_report(msg))
 
     def _on_message(self, topic: str, raw: bytes, wall: float) -> None:
         if topic not in self._output_topics:
@@ -268,6 +285,25 @@ class _Session:
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.05)
+
+    def wait_readers_matched(self, consumers: dict[str, int], sim_time_nodes: int,
+                             deadline: float) -> list[str]:
+        """Wait until, by the nodes' own reports (tps_common.readiness), every played topic has
+        ``n`` readers that matched the player's publisher, and ``/clock`` ``sim_time_nodes``: the
+        writers matching them (:meth:`wait_matched`) is half of DDS discovery, and a reader that
+        has not matched yet loses the first frame. Returns what is still missing at the deadline."""
+        wanted = {**consumers, "/clock": sim_time_nodes}
+        while True:
+            with self._cond:
+                reports = list(self.input_matches.values())
+            missing = []
+            for topic, n in wanted.items():
+                have = sum(1 for counts in reports if counts.get(topic, 0) >= 1)
+                if have < n:
+                    missing.append(f"{topic} ({have}/{n} readers matched)")
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.02)
 
     def unpublished_outputs(self) -> set[str]:
         """Per-frame output topics with no matched publisher."""
@@ -396,6 +432,13 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
                 log(f"tps-replay: {notes[-1]}")
             if missing:
                 notes.append(f"not matched before the first frame: {', '.join(missing)}")
+                log(f"tps-replay: warning: {notes[-1]}")
+            unmatched = session.wait_readers_matched(played_consumed, len(graph.nodes),
+                                                     time.monotonic() + READER_MATCH_TIMEOUT_S)
+            if unmatched:
+                # a node that does not report (not started through tps_common.node.run_node) or
+                # a reader that never matched: its first messages may be lost, said so
+                notes.append(f"readers not confirmed matched before the first frame: {', '.join(unmatched)}")
                 log(f"tps-replay: warning: {notes[-1]}")
             time.sleep(MATCH_SETTLE_S)
             session.timing.startup_s = time.monotonic() - t_start
