@@ -37,6 +37,9 @@ DIAGNOSTICS_QOS = QoSProfile(history=_KEEP_LAST, depth=10, reliability=_RELIABLE
 CONTROL_QOS = QoSProfile(history=_KEEP_LAST, depth=10, reliability=_RELIABLE)
 # Outputs of the stack that are consumed per cycle (detections, tokens, monitor status).
 STACK_OUTPUT_QOS = QoSProfile(history=_KEEP_LAST, depth=10, reliability=_RELIABLE)
+# Readers of tps_common.readiness's latched reports: every node's newest (one writer per node).
+INPUT_MATCHES_READER_QOS = QoSProfile(history=_KEEP_LAST, depth=100, reliability=_RELIABLE,
+                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def sensor_qos(reliable: bool, latest_only: bool = False) -> QoSProfile:

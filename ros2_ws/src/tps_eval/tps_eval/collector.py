@@ -56,6 +56,7 @@ class Collector:
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from tps_common.readiness import attach_input_match_reporter
         from tps_msgs.msg import MonitorStatus, PlannedTrajectory
 
         self._rclpy = rclpy
@@ -77,6 +78,9 @@ class Collector:
         # transient-local publisher (a transient-local one would not match a volatile publisher,
         # and the publisher logs a QoS warning for it). Subscribed before the graph starts.
         self.node.create_subscription(MonitorStatus, TOPIC_MONITOR_STATUS, self._on_monitor, qos)
+        # Its readers' matches reported like a stack node's: the synchronous bridge holds step 0
+        # until they matched (a late-matched reader missed the first monitor statuses).
+        attach_input_match_reporter(self.node)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()

@@ -171,9 +171,8 @@ class _Session:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
         from rosgraph_msgs.msg import Clock
-        from tps_common.qos import CLOCK_QOS
+        from tps_common.qos import CLOCK_QOS, INPUT_MATCHES_READER_QOS
 
         from tps_eval.replay.recorder import TopicRecorder, message_class
 
@@ -208,9 +207,7 @@ class _Session:
         # what the graph's nodes say their readers have matched (latched: every node's newest)
         self.input_matches: dict[str, dict[str, int]] = {}
         self.node.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
-                                      QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                                                 reliability=ReliabilityPolicy.RELIABLE,
-                                                 durability=DurabilityPolicy.TRANSIENT_LOCAL))
+                                      INPUT_MATCHES_READER_QOS)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()

@@ -264,12 +264,15 @@ class EpisodeRecorder:
         if self.unmatched():
             return
         from tps_common.qos import RELIABLE_SENSOR_QOS
+        from tps_common.readiness import attach_input_match_reporter
 
         topic, msgtype = self._ready_signal
         self.ready_node = self._rclpy.create_node(READY_NODE, context=self.context,
                                                   start_parameter_services=False)
         self.ready_node.create_subscription(message_class(msgtype), topic, lambda _raw: None,
                                             RELIABLE_SENSOR_QOS, raw=True)
+        # a bridge waiting for it also waits for its report (tps_common.readiness)
+        attach_input_match_reporter(self.ready_node)
         self.executor.add_node(self.ready_node)
 
     def _spin(self) -> None:

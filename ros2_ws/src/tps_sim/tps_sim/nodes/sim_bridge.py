@@ -29,6 +29,7 @@ from tps_common import qos
 from tps_common.levels import ERROR, WARN
 from tps_common.node import is_requested_shutdown, load_params
 from tps_common.params import ParameterError
+from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_report
 from tps_common.tf import tf_qos, tf_static_broadcast_qos
 from tps_msgs.msg import DrivingInstruction, GroundTruth, LaneMap
 
@@ -40,6 +41,12 @@ NODE_NAME = "sim_bridge"
 POLL_PERIOD_S = 0.005
 # Wall period of the subscriber check while step 0 waits for ``wait_for_nodes`` [s].
 WAIT_FOR_NODES_PERIOD_S = 0.1
+# Once the ``wait_for_nodes`` subscribed, step 0 also waits (at most this long, wall) until every
+# node that reports its readers (tps_common.readiness) has matched a publisher on each of its
+# topics that has one on the graph: the stack's own links (planner -> monitor -> arbiter) are
+# discovered in two halves too, and a reader that matched late lost the first candidates (seen:
+# one of two identical stack episodes judged "planner silent" at 0.7 s and spent 1 s in FALLBACK).
+READERS_MATCH_TIMEOUT_S = 20.0
 # Sensor outputs RELIABLE (the synchronous loop loses no frame; a best-effort subscriber still
 # matches a reliable writer).
 SENSOR_QOS = qos.RELIABLE_SENSOR_QOS
@@ -62,6 +69,11 @@ class SimBridgeNode(Node):
         # from the first step although no control depends on it.
         self._waiting_for = {n.strip() for n in self.params.wait_for_nodes.split(",") if n.strip()}
         self._next_node_check_s = 0.0
+        self._subscribed_at_s: float | None = None    # when the waiting nodes had all subscribed
+        self._input_matches: dict[str, dict[str, int]] = {}
+        if self._waiting_for:
+            self.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
+                                     qos.INPUT_MATCHES_READER_QOS)
         self.core.hold_start(bool(self._waiting_for))
         p = self.create_publisher
         self.pub_clock = p(ClockMsg, conv.TOPIC_CLOCK, qos.CLOCK_QOS)
@@ -140,9 +152,36 @@ class SimBridgeNode(Node):
             self.get_logger().info(f"waiting for {sorted(missing)} to subscribe: re-publishing step 0",
                                    throttle_duration_sec=5.0)
             return
-        self.get_logger().info(f"{sorted(self._waiting_for)} subscribed: step 0 released")
+        if self._subscribed_at_s is None:
+            self._subscribed_at_s = now
+        unmatched = self._unmatched_readers()
+        if unmatched and now - self._subscribed_at_s < READERS_MATCH_TIMEOUT_S:
+            self.get_logger().info(f"waiting for readers to match their publishers: {', '.join(unmatched[:6])}",
+                                   throttle_duration_sec=5.0)
+            return
+        if unmatched:
+            text = (f"step 0 released although readers never matched a publisher within "
+                    f"{READERS_MATCH_TIMEOUT_S:.0f} s: {', '.join(unmatched)}")
+            self.get_logger().warning(text)
+            self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", WARN, text, {})], self._sim_stamp()))
+        self.get_logger().info(f"{sorted(self._waiting_for)} subscribed and their readers matched "
+                               f"({now - self._subscribed_at_s:.2f} s later): step 0 released")
         self._waiting_for = set()
         self.core.hold_start(False)
+
+    def _on_input_matches(self, msg: DiagnosticArray) -> None:
+        self._input_matches.update(parse_report(msg))
+
+    def _unmatched_readers(self) -> list[str]:
+        """'node topic' of every reader that has not matched a publisher although the graph has
+        one, and 'node (no report)' of every waiting node that has not reported yet."""
+        reported = {name.rsplit("/", 1)[-1] for name in self._input_matches}
+        out = [f"{n} (no report yet)" for n in sorted(self._waiting_for - reported)]
+        for name, counts in sorted(self._input_matches.items()):
+            for topic, n in sorted(counts.items()):
+                if n < 1 and self.count_publishers(topic) > 0:
+                    out.append(f"{name} {topic}")
+        return out
 
     def _on_poll(self) -> None:
         if self.finished:
