@@ -32,10 +32,11 @@ class ClosedLoopResult:
 
 
 def run_closed_loop(tmp_path: Path, control_fn, *, steps: int, extra_params: dict | None = None,
-                    timeout_s: float = 120.0) -> ClosedLoopResult:
+                    timeout_s: float = 120.0, extra_nodes=None) -> ClosedLoopResult:
     """Run the bridge (subprocess) for ``steps`` steps in synchronous mode; a controller in this
     process answers every new /clock stamp with the messages ``control_fn(stamp, index)``
-    returns (CarlaEgoVehicleControl, stamped by the callee)."""
+    returns (CarlaEgoVehicleControl, stamped by the callee). ``extra_nodes(context)`` may return
+    more rclpy nodes spun beside the controller (stand-ins of stack nodes)."""
     import rclpy
     from carla_msgs.msg import CarlaEgoVehicleControl
     from diagnostic_msgs.msg import DiagnosticArray
@@ -79,12 +80,17 @@ def run_closed_loop(tmp_path: Path, control_fn, *, steps: int, extra_params: dic
         node.create_subscription(GroundTruth, "/tps/sim/ground_truth", result.ground_truth.append, qos)
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
+        others = list(extra_nodes(context)) if extra_nodes is not None else []
+        for other in others:
+            executor.add_node(other)
         deadline = time.monotonic() + timeout_s
         while proc.poll() is None and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.02)
         for _ in range(10):  # late messages still in flight
             executor.spin_once(timeout_sec=0.02)
         executor.shutdown()
+        for other in others:
+            other.destroy_node()
         node.destroy_node()
     finally:
         rclpy.shutdown(context=context)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -128,3 +129,50 @@ def test_bad_parameter_exits_naming_it(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "density" in proc.stderr and "Traceback" not in proc.stderr
+
+
+ANSWER_AFTER_S = 3.0     # wall s after it is up: the stand-in's first output (a model node's first frame)
+
+
+def test_step_zero_is_held_until_every_waited_node_answered_it(tmp_path):
+    """``wait_for_nodes``: step 0 is released only after the waited node subscribed, its readers
+    matched (its /tps/graph/input_matches report) and it published one of its /tps/ outputs --
+    not as soon as it subscribed (then the loop ran ahead of a planner still computing its first
+    candidate, and the start depended on the host's speed)."""
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Empty
+    from tps_common.readiness import attach_input_match_reporter
+
+    times: dict[str, float] = {}
+
+    def stand_in(context):
+        node = rclpy.create_node("fake_stack", context=context)
+        node.create_subscription(Odometry, "/carla/ego_vehicle/odometry", lambda _m: None,
+                                 QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        attach_input_match_reporter(node)
+        pub = node.create_publisher(Empty, "/tps/test/answer", 10)
+        up = time.monotonic()
+
+        def answer() -> None:
+            if "answered" not in times and time.monotonic() - up >= ANSWER_AFTER_S:
+                pub.publish(Empty())
+                times["answered"] = time.monotonic()
+        node.create_timer(0.05, answer)
+        return [node]
+
+    drive = constant(0.3, 0.0)
+
+    def control_fn(stamp, index):
+        if index == 1:
+            times.setdefault("step_1", time.monotonic())
+        return drive(stamp, index)
+
+    result = run_closed_loop(tmp_path, control_fn, steps=5, extra_nodes=stand_in,
+                             extra_params={"wait_for_nodes": "fake_stack"})
+    assert result.returncode == 0, result.output[-2000:]
+    assert "answered" in times and "step_1" in times, (times, result.output[-2000:])
+    assert times["step_1"] > times["answered"], \
+        f"step 1 came {times['answered'] - times['step_1']:.2f} s before the waited node answered step 0"
+    assert "answered step 0" in result.output and "never answered" not in result.output, result.output[-2000:]

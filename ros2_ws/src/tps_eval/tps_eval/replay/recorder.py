@@ -14,7 +14,6 @@ sensor data before the clock.
 
 from __future__ import annotations
 
-import importlib
 import queue
 import struct
 import threading
@@ -23,6 +22,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from tps_common.msgtypes import message_class
 
 from tps_eval.replay.bagio import NS_PER_S, ResultBagWriter
 
@@ -33,12 +34,6 @@ RECORD_DEPTH = 100
 _CDR_LE = 0x01
 _HEADER_STAMP = struct.Struct("<iI")
 _HEADER_STAMP_BE = struct.Struct(">iI")
-
-
-def message_class(msgtype: str):
-    """The rclpy message class of ``pkg/msg/Name`` (ImportError when its package is missing)."""
-    pkg, _, name = msgtype.split("/")
-    return getattr(importlib.import_module(f"{pkg}.msg"), name)
 
 
 def cdr_header_stamp_ns(raw: bytes) -> int | None:

@@ -47,6 +47,13 @@ WAIT_FOR_NODES_PERIOD_S = 0.1
 # discovered in two halves too, and a reader that matched late lost the first candidates (seen:
 # one of two identical stack episodes judged "planner silent" at 0.7 s and spent 1 s in FALLBACK).
 READERS_MATCH_TIMEOUT_S = 20.0
+# Then step 0 waits (at most this long, wall) until every ``wait_for_nodes`` node has answered it:
+# published a message on one of its ``/tps/`` outputs. While step 0 was held, the arbiter had
+# waited for the planner's candidate of stamp 0 in vain and marked the planner "not answering";
+# released before the planner's first candidate, the loop raced through frames 1-7 on the fallback
+# in under a second of wall time and the monitor judged "planner silent" (1 run of 2 identical
+# episodes: a start that depended on the host's speed).
+ANSWER_TIMEOUT_S = 20.0
 # Sensor outputs RELIABLE (the synchronous loop loses no frame; a best-effort subscriber still
 # matches a reliable writer).
 SENSOR_QOS = qos.RELIABLE_SENSOR_QOS
@@ -70,6 +77,9 @@ class SimBridgeNode(Node):
         self._waiting_for = {n.strip() for n in self.params.wait_for_nodes.split(",") if n.strip()}
         self._next_node_check_s = 0.0
         self._subscribed_at_s: float | None = None    # when the waiting nodes had all subscribed
+        self._matched_at_s: float | None = None       # ... and every reporting reader had matched
+        self._answered: set[str] = set()              # waiting nodes heard on one of their outputs
+        self._answer_subs: dict[str, object] = {}     # output topic -> subscription (while held)
         self._input_matches: dict[str, dict[str, int]] = {}
         if self._waiting_for:
             self.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
@@ -160,14 +170,66 @@ class SimBridgeNode(Node):
                                    throttle_duration_sec=5.0)
             return
         if unmatched:
-            text = (f"step 0 released although readers never matched a publisher within "
-                    f"{READERS_MATCH_TIMEOUT_S:.0f} s: {', '.join(unmatched)}")
-            self.get_logger().warning(text)
-            self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", WARN, text, {})], self._sim_stamp()))
-        self.get_logger().info(f"{sorted(self._waiting_for)} subscribed and their readers matched "
-                               f"({now - self._subscribed_at_s:.2f} s later): step 0 released")
+            self._warn_sync(f"readers never matched a publisher within {READERS_MATCH_TIMEOUT_S:.0f} s: "
+                            f"{', '.join(unmatched)}")
+        if self._matched_at_s is None:
+            self._matched_at_s = now
+        silent = sorted(self._waiting_for - self._answered)
+        if silent:
+            self._subscribe_answers()
+            if now - self._matched_at_s < ANSWER_TIMEOUT_S:
+                self.get_logger().info(f"waiting for {silent} to answer step 0", throttle_duration_sec=5.0)
+                return
+            self._warn_sync(f"{silent} never answered step 0 within {ANSWER_TIMEOUT_S:.0f} s")
+        self.get_logger().info(
+            f"{sorted(self._waiting_for)} subscribed, their readers matched "
+            f"({self._matched_at_s - self._subscribed_at_s:.2f} s later) and they answered step 0 "
+            f"({now - self._matched_at_s:.2f} s later): step 0 released")
         self._waiting_for = set()
+        for sub in self._answer_subs.values():
+            self.destroy_subscription(sub)
+        self._answer_subs = {}
         self.core.hold_start(False)
+
+    def _warn_sync(self, what: str) -> None:
+        text = f"step 0 released although {what}"
+        self.get_logger().warning(text)
+        self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", WARN, text, {})], self._sim_stamp()))
+
+    def _subscribe_answers(self) -> None:
+        """Subscribe (raw) to the ``/tps/`` outputs of every waiting node not heard yet."""
+        from tps_common.msgtypes import message_class
+
+        for node in sorted(self._waiting_for - self._answered):
+            try:
+                outputs = self.get_publisher_names_and_types_by_node(node, "/")
+            except Exception:  # noqa: BLE001 - not on the graph (yet): asked again next check
+                continue
+            outputs = [(t, types) for t, types in outputs
+                       if t.startswith("/tps/") and not t.startswith("/tps/graph/") and types]
+            if not outputs:    # publishes no stack output (the episode recorder's ready node)
+                self._answered.add(node)
+                continue
+            for topic, types in outputs:
+                if topic in self._answer_subs:
+                    continue
+                try:
+                    cls = message_class(types[0])
+                except (AttributeError, ImportError, ValueError):
+                    continue
+                self._answer_subs[topic] = self.create_subscription(
+                    cls, topic, self._answer_callback(topic), qos.STACK_OUTPUT_QOS, raw=True)
+
+    def _answer_callback(self, topic: str):
+        def on_answer(_raw) -> None:
+            for node in list(self._waiting_for - self._answered):
+                try:
+                    topics = {t for t, _ in self.get_publisher_names_and_types_by_node(node, "/")}
+                except Exception:  # noqa: BLE001
+                    continue
+                if topic in topics:
+                    self._answered.add(node)
+        return on_answer
 
     def _on_input_matches(self, msg: DiagnosticArray) -> None:
         self._input_matches.update(parse_report(msg))
