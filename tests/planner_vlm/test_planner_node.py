@@ -721,3 +721,58 @@ def test_arbiter_waits_for_the_monitor_status_of_its_stamp(tmp_path_factory, con
     finally:
         stop(proc)
         node.destroy_node()
+
+
+@pytest.mark.ros
+def test_arbiter_takes_a_fresh_candidate_as_fresh_when_its_clock_lags(tmp_path_factory, context):
+    """A candidate and a monitor status of stamp k reach the arbiter before the /clock of k (DDS
+    orders no two topics): their receipt time is their stamp, not the lagging clock, so the
+    planner is not "silent" (it was, in 1 of ~5 full-stack lockstep replays: a 0.2-s lag, the
+    fallback selected); a stamp far ahead of the clock counts at most CLOCK_LAG_TOLERANCE_S ahead."""
+    from rosgraph_msgs.msg import Clock
+    from tps_common.conversions import seconds_to_time
+    from tps_common.qos import CLOCK_QOS, SELECTED_TRAJECTORY_QOS, TRAJECTORY_QOS
+    from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+    from tps_planner import conversions as conv
+    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER, Trajectory
+
+    wait_s, watchdog_s = 1.0, 0.2
+    name = "arbiter_clock_lag"
+    proc = start_node("trajectory_arbiter", name, {}, {
+        "use_sim_time": True, "monitor_required": True, "candidate_wait_s": wait_s, "monitor_wait_s": wait_s,
+        "blend_window_s": 0.0, "watchdog_timeout_s": watchdog_s}, log_dir=tmp_path_factory.mktemp(name))
+    node = rclpy.create_node("arbiter_clock_lag_harness", context=context)
+    try:
+        pub_fb = node.create_publisher(PlannedTrajectory, f"/{name}/input/fallback_trajectory", TRAJECTORY_QOS)
+        pub_cand = node.create_publisher(PlannedTrajectory, f"/{name}/input/candidate_trajectory", TRAJECTORY_QOS)
+        pub_mon = node.create_publisher(MonitorStatus, f"/{name}/input/monitor_status", TRAJECTORY_QOS)
+        pub_clock = node.create_publisher(Clock, "/clock", CLOCK_QOS)
+        out: dict[int, PlannedTrajectory] = {}
+        node.create_subscription(PlannedTrajectory, f"/{name}/output/trajectory",
+                                 lambda m: out.setdefault(_key(m), m), SELECTED_TRAJECTORY_QOS)
+
+        def msg(stamp, source):
+            t = np.arange(5) * 0.5
+            return conv.trajectory_to_msg(Trajectory(stamp, t, np.column_stack([t * 10, 0 * t]), 0 * t, 0 * t + 10,
+                                                     0 * t, source))
+
+        def status(stamp):
+            m = MonitorStatus(state=MonitorStatus.STATE_NOMINAL, certainty=1.0)
+            m.header.stamp = seconds_to_time(stamp)
+            return m
+
+        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for p in (pub_cand, pub_fb, pub_mon))
+                          and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+        settle_clock(node, pub_clock, 1.0)
+        # the clock stays at 1.0 while the frames of 1.0 and 1.25 come: 0.25 s > the watchdog
+        for stamp in (1.0, 1.25):
+            pub_cand.publish(msg(stamp, SOURCE_PLANNER))
+            pub_mon.publish(status(stamp))
+            spin_until(node, lambda: False, 0.2)
+            pub_fb.publish(msg(stamp, SOURCE_FALLBACK))
+            assert spin_until(node, lambda s=stamp: _stamp_key(s) in out, FRAME_TIMEOUT_S)
+            assert out[_stamp_key(stamp)].source == SOURCE_PLANNER, f"a fresh candidate judged stale at {stamp}"
+        assert proc.poll() is None
+    finally:
+        stop(proc)
+        node.destroy_node()

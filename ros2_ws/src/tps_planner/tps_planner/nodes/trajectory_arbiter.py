@@ -40,6 +40,9 @@ from tps_planner.trajectory import SOURCE_NAMES, STATE_NAMES
 NODE_NAME = "trajectory_arbiter"
 CANDIDATE_WAIT_POLL_S = 0.01    # wall period of the check on a fallback waiting for its candidate
 STAMP_EPS_S = 1e-6
+# How far ahead of this node's /clock a received message's stamp is taken as its receipt time (a
+# lagging /clock), never more: a malformed future stamp must not defeat the watchdog [s].
+CLOCK_LAG_TOLERANCE_S = 0.3
 
 
 class TrajectoryArbiterNode(Node):
@@ -75,13 +78,23 @@ class TrajectoryArbiterNode(Node):
     def _on_clock(self, msg: Clock) -> None:
         self.clock_s = max(self.clock_s, time_to_seconds(msg.clock))
 
+    def _received_s(self, stamp_s: float) -> float:
+        """Sim time a message of ``stamp_s`` was received: the clock, but never before its stamp.
+        A message computed from the data of stamp k exists only at sim time >= k; a /clock that
+        reaches this node after the message (DDS orders no two topics) made a fresh candidate look
+        0.2 s old -- "planner silent" -- in 1 of ~5 lockstep replays of the full stack. At most
+        ``CLOCK_LAG_TOLERANCE_S`` ahead of the clock: a stamp far in the future (malformed) must not
+        keep a dead planner "fresh" past the watchdog."""
+        now = self._now_s()
+        return max(now, min(stamp_s, now + CLOCK_LAG_TOLERANCE_S)) if math.isfinite(stamp_s) else now
+
     def _on_candidate(self, msg: PlannedTrajectory) -> None:
-        reason = self.arbiter.on_candidate(conv.trajectory_from_msg(msg), self._now_s())
+        stamp = time_to_seconds(msg.header.stamp)
+        reason = self.arbiter.on_candidate(conv.trajectory_from_msg(msg), self._received_s(stamp))
         if reason is not None:
             self._diag("candidate", 2, f"planner candidate rejected: {reason}",
                        {"rejected_candidates": self.arbiter.rejected_candidates})
         # Even a rejected candidate answers its stamp: the fallback of that stamp waits no longer.
-        stamp = time_to_seconds(msg.header.stamp)
         if math.isfinite(stamp):
             self._newest_candidate_s = max(self._newest_candidate_s, stamp)
         self._planner_answering = True
@@ -119,11 +132,11 @@ class TrajectoryArbiterNode(Node):
 
     def _on_monitor(self, msg: MonitorStatus) -> None:
         state, reasons = conv.monitor_state_of(msg)
-        reason = self.arbiter.on_monitor(state, self._now_s(), reasons)
+        stamp = time_to_seconds(msg.header.stamp)
+        reason = self.arbiter.on_monitor(state, self._received_s(stamp), reasons)
         if reason is not None:
             self._diag("monitor", 2, f"monitor status rejected: {reason}", {})
         # Even a rejected status answers its stamp: the fallback of that stamp waits no longer.
-        stamp = time_to_seconds(msg.header.stamp)
         if math.isfinite(stamp):
             self._newest_monitor_s = max(self._newest_monitor_s, stamp)
         self._monitor_answering = True
