@@ -658,6 +658,56 @@ def test_arbiter_waits_for_the_candidate_of_its_stamp(tmp_path_factory, context)
         node.destroy_node()
 
 
+class ArbiterHarness:
+    """A trajectory_arbiter process on sim time (``params``) and publishers of its three inputs and
+    /clock; ``out`` collects its selections by stamp. Every input is matched before it returns: a
+    candidate sent before discovery is lost, and the arbiter then (rightly) falls back -- the
+    fresh-clone CI failed on exactly that race."""
+
+    def __init__(self, tmp_path_factory, context, name: str, params: dict, speed_mps: float = 10.0) -> None:
+        from rosgraph_msgs.msg import Clock
+        from tps_common.qos import CLOCK_QOS, SELECTED_TRAJECTORY_QOS, TRAJECTORY_QOS
+        from tps_msgs.msg import MonitorStatus, PlannedTrajectory
+
+        self.name, self.speed_mps = name, speed_mps
+        self.proc = start_node("trajectory_arbiter", name, {}, {"use_sim_time": True, **params},
+                               log_dir=tmp_path_factory.mktemp(name))
+        self.node = rclpy.create_node(f"{name}_harness", context=context)
+        self.pub_fb = self.node.create_publisher(PlannedTrajectory, f"/{name}/input/fallback_trajectory", TRAJECTORY_QOS)
+        self.pub_cand = self.node.create_publisher(PlannedTrajectory, f"/{name}/input/candidate_trajectory",
+                                                   TRAJECTORY_QOS)
+        self.pub_mon = self.node.create_publisher(MonitorStatus, f"/{name}/input/monitor_status", TRAJECTORY_QOS)
+        self.pub_clock = self.node.create_publisher(Clock, "/clock", CLOCK_QOS)
+        self.out: dict[int, PlannedTrajectory] = {}
+        self.node.create_subscription(PlannedTrajectory, f"/{name}/output/trajectory",
+                                      lambda m: self.out.setdefault(_key(m), m), SELECTED_TRAJECTORY_QOS)
+        assert spin_until(self.node, lambda: all(p.get_subscription_count() > 0
+                                                 for p in (self.pub_cand, self.pub_fb, self.pub_mon))
+                          and self.node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+
+    def trajectory(self, stamp: float, source: int):
+        from tps_planner import conversions as conv
+        from tps_planner.trajectory import Trajectory
+
+        t = np.arange(5) * 0.5
+        v = self.speed_mps
+        return conv.trajectory_to_msg(Trajectory(stamp, t, np.column_stack([t * v, 0 * t]), 0 * t, 0 * t + v,
+                                                 0 * t, source))
+
+    @staticmethod
+    def status(stamp: float, state: int):
+        from tps_common.conversions import seconds_to_time
+        from tps_msgs.msg import MonitorStatus
+
+        m = MonitorStatus(state=state, certainty=1.0)
+        m.header.stamp = seconds_to_time(stamp)
+        return m
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.node.destroy_node()
+
+
 @pytest.mark.ros
 def test_arbiter_waits_for_the_monitor_status_of_its_stamp(tmp_path_factory, context):
     """monitor_wait_s (the full stack): the fallback of stamp k is held until the monitor's status of
@@ -665,51 +715,26 @@ def test_arbiter_waits_for_the_monitor_status_of_its_stamp(tmp_path_factory, con
     DEGRADED the candidate with its speed capped."""
     from rosgraph_msgs.msg import Clock
     from tps_common.conversions import seconds_to_time
-    from tps_common.qos import CLOCK_QOS, SELECTED_TRAJECTORY_QOS, TRAJECTORY_QOS
-    from tps_msgs.msg import MonitorStatus, PlannedTrajectory
-    from tps_planner import conversions as conv
-    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER, Trajectory
+    from tps_msgs.msg import MonitorStatus
+    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER
 
     wait_s, cap = 1.0, 3.0
-    name = "arbiter_monitor_wait"
-    proc = start_node("trajectory_arbiter", name, {}, {
-        "use_sim_time": True, "monitor_required": True, "candidate_wait_s": wait_s, "monitor_wait_s": wait_s,
-        "blend_window_s": 0.0, "degraded_speed_cap_mps": cap}, log_dir=tmp_path_factory.mktemp(name))
-    node = rclpy.create_node("arbiter_monitor_wait_harness", context=context)
+    h = ArbiterHarness(tmp_path_factory, context, "arbiter_monitor_wait", {
+        "monitor_required": True, "candidate_wait_s": wait_s, "monitor_wait_s": wait_s,
+        "blend_window_s": 0.0, "degraded_speed_cap_mps": cap})
     try:
-        pub_fb = node.create_publisher(PlannedTrajectory, f"/{name}/input/fallback_trajectory", TRAJECTORY_QOS)
-        pub_cand = node.create_publisher(PlannedTrajectory, f"/{name}/input/candidate_trajectory", TRAJECTORY_QOS)
-        pub_mon = node.create_publisher(MonitorStatus, f"/{name}/input/monitor_status", TRAJECTORY_QOS)
-        pub_clock = node.create_publisher(Clock, "/clock", CLOCK_QOS)
-        out: dict[int, PlannedTrajectory] = {}
-        node.create_subscription(PlannedTrajectory, f"/{name}/output/trajectory",
-                                 lambda m: out.setdefault(_key(m), m), SELECTED_TRAJECTORY_QOS)
-
-        def msg(stamp, source):
-            t = np.arange(5) * 0.5
-            return conv.trajectory_to_msg(Trajectory(stamp, t, np.column_stack([t * 10, 0 * t]), 0 * t, 0 * t + 10,
-                                                     0 * t, source))
-
-        def status(stamp, state):
-            m = MonitorStatus(state=state, certainty=1.0)
-            m.header.stamp = seconds_to_time(stamp)
-            return m
-
-        # every input matched before the first frame: a candidate sent before discovery is lost, and
-        # the arbiter then (rightly) falls back -- the fresh-clone CI failed on exactly that race
-        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for p in (pub_cand, pub_fb, pub_mon))
-                          and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
-        settle_clock(node, pub_clock, 1.0)
+        node, out = h.node, h.out
+        settle_clock(node, h.pub_clock, 1.0)
         for stamp, state, expect in ((1.0, MonitorStatus.STATE_NOMINAL, SOURCE_PLANNER),
                                      (1.1, MonitorStatus.STATE_FALLBACK, SOURCE_FALLBACK),
                                      (1.2, MonitorStatus.STATE_DEGRADED, SOURCE_PLANNER)):
-            pub_clock.publish(Clock(clock=seconds_to_time(stamp)))
+            h.pub_clock.publish(Clock(clock=seconds_to_time(stamp)))
             spin_until(node, lambda: False, 0.1)   # the clock before the candidate (settle_clock)
-            pub_cand.publish(msg(stamp, SOURCE_PLANNER))
-            pub_fb.publish(msg(stamp, SOURCE_FALLBACK))
+            h.pub_cand.publish(h.trajectory(stamp, SOURCE_PLANNER))
+            h.pub_fb.publish(h.trajectory(stamp, SOURCE_FALLBACK))
             spin_until(node, lambda: False, 0.3 * wait_s)
             assert _stamp_key(stamp) not in out, f"the arbiter did not wait for the monitor status of {stamp}"
-            pub_mon.publish(status(stamp, state))
+            h.pub_mon.publish(h.status(stamp, state))
             assert spin_until(node, lambda s=stamp: _stamp_key(s) in out, FRAME_TIMEOUT_S)
             got = out[_stamp_key(stamp)]
             assert got.source == expect, (stamp, got.source)
@@ -717,10 +742,9 @@ def test_arbiter_waits_for_the_monitor_status_of_its_stamp(tmp_path_factory, con
         # DEGRADED: the candidate, its speed coming down to the cap at degraded_decel_mps2 (1.5 default)
         assert abs(speeds[0] - 10.0) < 1e-3 and abs(speeds[-1] - max(cap, 10.0 - 1.5 * 2.0)) < 1e-2, speeds
         assert min(p.speed_mps for p in out[_stamp_key(1.0)].points) > 9.9   # NOMINAL: as planned
-        assert proc.poll() is None
+        assert h.proc.poll() is None
     finally:
-        stop(proc)
-        node.destroy_node()
+        h.close()
 
 
 @pytest.mark.ros
@@ -729,50 +753,22 @@ def test_arbiter_takes_a_fresh_candidate_as_fresh_when_its_clock_lags(tmp_path_f
     orders no two topics): their receipt time is their stamp, not the lagging clock, so the
     planner is not "silent" (it was, in 1 of ~5 full-stack lockstep replays: a 0.2-s lag, the
     fallback selected); a stamp far ahead of the clock counts at most CLOCK_LAG_TOLERANCE_S ahead."""
-    from rosgraph_msgs.msg import Clock
-    from tps_common.conversions import seconds_to_time
-    from tps_common.qos import CLOCK_QOS, SELECTED_TRAJECTORY_QOS, TRAJECTORY_QOS
-    from tps_msgs.msg import MonitorStatus, PlannedTrajectory
-    from tps_planner import conversions as conv
-    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER, Trajectory
+    from tps_msgs.msg import MonitorStatus
+    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER
 
-    wait_s, watchdog_s = 1.0, 0.2
-    name = "arbiter_clock_lag"
-    proc = start_node("trajectory_arbiter", name, {}, {
-        "use_sim_time": True, "monitor_required": True, "candidate_wait_s": wait_s, "monitor_wait_s": wait_s,
-        "blend_window_s": 0.0, "watchdog_timeout_s": watchdog_s}, log_dir=tmp_path_factory.mktemp(name))
-    node = rclpy.create_node("arbiter_clock_lag_harness", context=context)
+    h = ArbiterHarness(tmp_path_factory, context, "arbiter_clock_lag", {
+        "monitor_required": True, "candidate_wait_s": 1.0, "monitor_wait_s": 1.0,
+        "blend_window_s": 0.0, "watchdog_timeout_s": 0.2})
     try:
-        pub_fb = node.create_publisher(PlannedTrajectory, f"/{name}/input/fallback_trajectory", TRAJECTORY_QOS)
-        pub_cand = node.create_publisher(PlannedTrajectory, f"/{name}/input/candidate_trajectory", TRAJECTORY_QOS)
-        pub_mon = node.create_publisher(MonitorStatus, f"/{name}/input/monitor_status", TRAJECTORY_QOS)
-        pub_clock = node.create_publisher(Clock, "/clock", CLOCK_QOS)
-        out: dict[int, PlannedTrajectory] = {}
-        node.create_subscription(PlannedTrajectory, f"/{name}/output/trajectory",
-                                 lambda m: out.setdefault(_key(m), m), SELECTED_TRAJECTORY_QOS)
-
-        def msg(stamp, source):
-            t = np.arange(5) * 0.5
-            return conv.trajectory_to_msg(Trajectory(stamp, t, np.column_stack([t * 10, 0 * t]), 0 * t, 0 * t + 10,
-                                                     0 * t, source))
-
-        def status(stamp):
-            m = MonitorStatus(state=MonitorStatus.STATE_NOMINAL, certainty=1.0)
-            m.header.stamp = seconds_to_time(stamp)
-            return m
-
-        assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for p in (pub_cand, pub_fb, pub_mon))
-                          and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
-        settle_clock(node, pub_clock, 1.0)
+        settle_clock(h.node, h.pub_clock, 1.0)
         # the clock stays at 1.0 while the frames of 1.0 and 1.25 come: 0.25 s > the watchdog
         for stamp in (1.0, 1.25):
-            pub_cand.publish(msg(stamp, SOURCE_PLANNER))
-            pub_mon.publish(status(stamp))
-            spin_until(node, lambda: False, 0.2)
-            pub_fb.publish(msg(stamp, SOURCE_FALLBACK))
-            assert spin_until(node, lambda s=stamp: _stamp_key(s) in out, FRAME_TIMEOUT_S)
-            assert out[_stamp_key(stamp)].source == SOURCE_PLANNER, f"a fresh candidate judged stale at {stamp}"
-        assert proc.poll() is None
+            h.pub_cand.publish(h.trajectory(stamp, SOURCE_PLANNER))
+            h.pub_mon.publish(h.status(stamp, MonitorStatus.STATE_NOMINAL))
+            spin_until(h.node, lambda: False, 0.2)
+            h.pub_fb.publish(h.trajectory(stamp, SOURCE_FALLBACK))
+            assert spin_until(h.node, lambda s=stamp: _stamp_key(s) in h.out, FRAME_TIMEOUT_S)
+            assert h.out[_stamp_key(stamp)].source == SOURCE_PLANNER, f"a fresh candidate judged stale at {stamp}"
+        assert h.proc.poll() is None
     finally:
-        stop(proc)
-        node.destroy_node()
+        h.close()
