@@ -80,6 +80,7 @@ class SimBridgeNode(Node):
         self._matched_at_s: float | None = None       # ... and every reporting reader had matched
         self._answered: set[str] = set()              # waiting nodes heard on one of their outputs
         self._answer_subs: dict[str, object] = {}     # output topic -> subscription (while held)
+        self._answer_nodes: dict[str, set[str]] = {}  # output topic -> the waiting nodes publishing it
         self._input_matches: dict[str, dict[str, int]] = {}
         if self._waiting_for:
             self.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
@@ -188,7 +189,7 @@ class SimBridgeNode(Node):
         self._waiting_for = set()
         for sub in self._answer_subs.values():
             self.destroy_subscription(sub)
-        self._answer_subs = {}
+        self._answer_subs, self._answer_nodes = {}, {}
         self.core.hold_start(False)
 
     def _warn_sync(self, what: str) -> None:
@@ -211,6 +212,7 @@ class SimBridgeNode(Node):
                 self._answered.add(node)
                 continue
             for topic, types in outputs:
+                self._answer_nodes.setdefault(topic, set()).add(node)
                 if topic in self._answer_subs:
                     continue
                 try:
@@ -218,18 +220,8 @@ class SimBridgeNode(Node):
                 except (AttributeError, ImportError, ValueError):
                     continue
                 self._answer_subs[topic] = self.create_subscription(
-                    cls, topic, self._answer_callback(topic), qos.STACK_OUTPUT_QOS, raw=True)
-
-    def _answer_callback(self, topic: str):
-        def on_answer(_raw) -> None:
-            for node in list(self._waiting_for - self._answered):
-                try:
-                    topics = {t for t, _ in self.get_publisher_names_and_types_by_node(node, "/")}
-                except Exception:  # noqa: BLE001
-                    continue
-                if topic in topics:
-                    self._answered.add(node)
-        return on_answer
+                    cls, topic, lambda _raw, t=topic: self._answered.update(self._answer_nodes[t]),
+                    qos.STACK_OUTPUT_QOS, raw=True)
 
     def _on_input_matches(self, msg: DiagnosticArray) -> None:
         self._input_matches.update(parse_report(msg))
