@@ -9,6 +9,9 @@ PY     := $(VENV)/bin/python
 # Unset so the ROS wheels' bootstrap always sets LD_LIBRARY_PATH for the venv's python, even
 # when make itself was started from a bootstrapped python (ENVIRONMENT.md).
 export _ROS_WHEELS_BOOTSTRAP_COMPLETE :=
+# This tree, even when the shell sourced another checkout's scripts/env.sh (its TPS_ROOT made a
+# fresh clone's tests resolve the other tree's graphs).
+export TPS_ROOT := $(ROOT)
 # Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
 PYTEST_ARGS ?=
 

@@ -131,14 +131,17 @@ def test_bad_parameter_exits_naming_it(tmp_path):
     assert "density" in proc.stderr and "Traceback" not in proc.stderr
 
 
-ANSWER_AFTER_S = 3.0     # wall s after it is up: the stand-in's first output (a model node's first frame)
+ANSWER_AFTER_S = 4.0     # wall s after step 0 reached it: the stand-in's first output (a model node's first frame)
+START_WAIT_S = 2.5       # wait_for_controller_s, shorter than that: it bounds the subscribing, not the answer
 
 
 def test_step_zero_is_held_until_every_waited_node_answered_it(tmp_path):
     """``wait_for_nodes``: step 0 is released only after the waited node subscribed, its readers
     matched (its /tps/graph/input_matches report) and it published one of its /tps/ outputs --
     not as soon as it subscribed (then the loop ran ahead of a planner still computing its first
-    candidate, and the start depended on the host's speed)."""
+    candidate, and the start depended on the host's speed). The answer comes later than
+    ``wait_for_controller_s`` after the start: that bound is the subscribing stage's only (when it
+    bounded the whole hold, a planner loading under load had not answered when the hold lapsed)."""
     import rclpy
     from nav_msgs.msg import Odometry
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -149,14 +152,14 @@ def test_step_zero_is_held_until_every_waited_node_answered_it(tmp_path):
 
     def stand_in(context):
         node = rclpy.create_node("fake_stack", context=context)
-        node.create_subscription(Odometry, "/carla/ego_vehicle/odometry", lambda _m: None,
+        node.create_subscription(Odometry, "/carla/ego_vehicle/odometry",
+                                 lambda _m: times.setdefault("step_0", time.monotonic()),
                                  QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
         attach_input_match_reporter(node)
         pub = node.create_publisher(Empty, "/tps/test/answer", 10)
-        up = time.monotonic()
 
         def answer() -> None:
-            if "answered" not in times and time.monotonic() - up >= ANSWER_AFTER_S:
+            if "answered" not in times and time.monotonic() - times.get("step_0", math.inf) >= ANSWER_AFTER_S:
                 pub.publish(Empty())
                 times["answered"] = time.monotonic()
         node.create_timer(0.05, answer)
@@ -170,9 +173,21 @@ def test_step_zero_is_held_until_every_waited_node_answered_it(tmp_path):
         return drive(stamp, index)
 
     result = run_closed_loop(tmp_path, control_fn, steps=5, extra_nodes=stand_in,
-                             extra_params={"wait_for_nodes": "fake_stack"})
+                             extra_params={"wait_for_nodes": "fake_stack", "wait_for_controller_s": START_WAIT_S})
     assert result.returncode == 0, result.output[-2000:]
     assert "answered" in times and "step_1" in times, (times, result.output[-2000:])
     assert times["step_1"] > times["answered"], \
         f"step 1 came {times['answered'] - times['step_1']:.2f} s before the waited node answered step 0"
-    assert "answered step 0" in result.output and "never answered" not in result.output, result.output[-2000:]
+    assert "answered step 0" in result.output and "never" not in result.output, result.output[-2000:]
+
+
+def test_a_waited_node_that_never_subscribes_is_warned_about_and_no_longer_waited_for(tmp_path):
+    """A misspelt or dead ``wait_for_nodes`` entry holds step 0 for ``wait_for_controller_s`` only,
+    then the bridge says which node never came (WARN on /diagnostics) and the loop runs."""
+    result = run_closed_loop(tmp_path, constant(0.3, 0.0), steps=5,
+                             extra_params={"wait_for_nodes": "no_such_node", "wait_for_controller_s": 1.0})
+    assert result.returncode == 0, result.output[-2000:]
+    assert "['no_such_node'] never subscribed within 1 s" in result.output, result.output[-2000:]
+    warns = [s for arr in result.diagnostics for s in arr.status if s.name.endswith("sync") and s.level == DiagnosticStatus.WARN
+             and "no_such_node" in s.message]
+    assert warns, "the node that never subscribed is not named on /diagnostics"

@@ -15,9 +15,10 @@ timeout and adds the event ``step_timeout`` to the next step's ground truth. Unt
 control arrives (controller still starting), ``poll`` instead returns the current frame again to
 be re-published (``Frame.republished``), for at most ``wait_for_controller_s``; no timeout is
 counted while waiting. :meth:`SimBridge.hold_start` extends that wait past the first control
-(the node holds step 0 until the nodes named in ``wait_for_nodes`` subscribe to its outputs,
-e.g. perception loading its models): step 0 is re-published, the first control stays pending and
-is applied once the hold is lifted (or ``wait_for_controller_s`` has passed). With
+(the node holds step 0 until the nodes named in ``wait_for_nodes`` subscribed to its outputs,
+matched their readers and answered step 0, e.g. perception and the planner loading their models):
+step 0 is re-published and the first control stays pending until the hold is lifted; the hold has
+no time limit of its own (the node bounds each of its stages). With
 ``ego_driver = "expert"`` (SUMO drives) or ``synchronous = False``
 the core steps every ``step_period_s`` of wall time regardless of controls; free-running with the
 external driver applies the newest control received (any stamp) at each step.
@@ -418,12 +419,11 @@ class SimBridge:
 
     def hold_start(self, held: bool) -> None:
         """Hold (True) or release step 0: while held, step 0 is re-published and a control
-        already received stays pending, for at most ``wait_for_controller_s`` after start."""
+        already received stays pending, until released (the caller bounds the hold)."""
         self._start_held = bool(held)
 
-    def _held(self, now_s: float) -> bool:
-        return (self._start_held and self.frame is not None and self.frame.step == 0
-                and now_s - self._clock.started_wall_s < self.params.wait_for_controller_s)
+    def _held(self) -> bool:
+        return self._start_held and self.frame is not None and self.frame.step == 0
 
     def submit_control(self, fields_in: dict, now_s: float) -> ControlVerdict:
         """Offer a control message (fields as from ``conversions.control_fields``: stamp_ns,
@@ -464,7 +464,7 @@ class SimBridge:
             return False
         if not self.waits_for_control:
             return now_s - self._clock.published_wall_s >= self.params.step_period_s
-        if self._pending is not None and not self._held(now_s):
+        if self._pending is not None and not self._held():
             return True
         return now_s - self._clock.published_wall_s >= self.params.sync_timeout_s
 
@@ -477,7 +477,7 @@ class SimBridge:
             latest, self._latest_control = self._latest_control, None
             return self._advance(latest or self._last_control, now_s,
                                  control_received=latest is not None, step_timeout=False)
-        held = self._held(now_s)
+        held = self._held()
         if self._pending is not None and not held:
             pending, self._pending = self._pending, None
             return self._advance(pending.control, now_s, control_received=True, step_timeout=False)

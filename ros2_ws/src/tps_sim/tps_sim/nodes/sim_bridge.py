@@ -72,10 +72,14 @@ class SimBridgeNode(Node):
         self._wall = Clock(clock_type=ClockType.STEADY_TIME)
         self.core = SimBridge(self.params)
         # Step 0 is held until these nodes subscribe to one of the bridge's outputs (synchronous
-        # mode; at most wait_for_controller_s): a stack node that loads models (perception) is up
-        # from the first step although no control depends on it.
+        # mode; at most wait_for_controller_s: a stack node that loads models is up from the first
+        # step although no control depends on it), then until their readers matched and they
+        # answered step 0 (each stage with its own bound). The node owns the whole hold: the core
+        # holds step 0 until released (with the core's own wait_for_controller_s bound the hold
+        # lapsed while a planner loading under load had not answered yet, and the loop ran ahead).
         self._waiting_for = {n.strip() for n in self.params.wait_for_nodes.split(",") if n.strip()}
         self._next_node_check_s = 0.0
+        self._started_s = time.monotonic()            # step 0 published (reset at start)
         self._subscribed_at_s: float | None = None    # when the waiting nodes had all subscribed
         self._matched_at_s: float | None = None       # ... and every reporting reader had matched
         self._answered: set[str] = set()              # waiting nodes heard on one of their outputs
@@ -125,6 +129,7 @@ class SimBridgeNode(Node):
         self.pub_lane_map.publish(conv.lane_map_msg(self.core.lane_map, 0.0))
         self.pub_light_info.publish(conv.traffic_light_info_msg(self.core.light_heads))
         self._publish_frame(self.core.start(time.monotonic()))
+        self._started_s = time.monotonic()
         self.get_logger().info(
             f"{self.params.scenario} seed {self.params.seed}: ego_driver={self.params.ego_driver}, "
             f"synchronous={self.params.synchronous}, {len(self.core.route)} route points")
@@ -160,9 +165,14 @@ class SimBridgeNode(Node):
                       for info in self.get_subscriptions_info_by_topic(topic)}
         missing = self._waiting_for - subscribed
         if missing:
-            self.get_logger().info(f"waiting for {sorted(missing)} to subscribe: re-publishing step 0",
-                                   throttle_duration_sec=5.0)
-            return
+            if now - self._started_s < self.params.wait_for_controller_s:
+                self.get_logger().info(f"waiting for {sorted(missing)} to subscribe: re-publishing step 0",
+                                       throttle_duration_sec=5.0)
+                return
+            # never started (a misspelt name, a crashed node): not waited for any longer
+            self._warn_sync(f"{sorted(missing)} never subscribed within "
+                            f"{self.params.wait_for_controller_s:.0f} s (wait_for_controller_s)")
+            self._waiting_for -= missing
         if self._subscribed_at_s is None:
             self._subscribed_at_s = now
         unmatched = self._unmatched_readers()
