@@ -11,9 +11,12 @@ import yaml
 from tps_eval import metrics as m
 from tps_eval.search.space import FAULTS, SearchSpaceError, load_space, parse_space
 from tps_eval.search.study import (
+    EXPLOIT_STEP,
     FAILURE_MARGIN,
+    SearchRun,
     failure_suite,
     is_failure,
+    neighbours,
     safety_margin,
     trial_seed,
 )
@@ -192,3 +195,51 @@ def test_a_suite_case_rejects_a_bad_adversary():
 
     with pytest.raises(SuiteError, match=r"cases\[0\]\.adversary\.cut_gap_m: applies to the cut_in"):
         parse_suite({"name": "x", "cases": [{"scenario": "hard_brake", "adversary": {"cut_gap_m": 4}}]})
+
+
+def _failing_cut_in(space) -> dict:
+    return space.check({"scenario": "cut_in", "clutter": "medium", "density": 1.2,
+                        "adversary.speed_delta_mps": 9.9, "adversary.cut_gap_m": 3.2,
+                        "fault": "missed_agents", "fault.onset_s": 2.0, "fault.severity": 0.5})
+
+
+def test_neighbours_stay_in_the_space_keep_the_categories_and_move_the_numbers():
+    space = load_space(ROOT / "config/search/default.yaml")
+    point = _failing_cut_in(space)
+    a = neighbours(space, point, np.random.default_rng(3), 50)
+    assert a == neighbours(space, point, np.random.default_rng(3), 50), "not reproducible from its rng"
+    for q in a:
+        assert space.check(q) == q
+        assert all(q[k] == point[k] for k in ("scenario", "clutter", "fault"))
+    for name in ("density", "adversary.speed_delta_mps", "adversary.cut_gap_m", "fault.onset_s"):
+        p = space.parameters[name]
+        moved = np.array([q[name] for q in a]) - point[name]
+        assert np.any(moved != 0.0), name
+        # a local step, not a redraw: ~N(0, EXPLOIT_STEP x range), clipped
+        assert np.median(np.abs(moved)) <= 2 * EXPLOIT_STEP * (p.high - p.low), name
+    assert max(q["adversary.speed_delta_mps"] for q in a) <= 10.0   # clipped at the range's end
+
+
+def test_the_search_arm_queues_neighbours_of_failures_and_near_misses_only(tmp_path):
+    import optuna
+
+    space = load_space(ROOT / "config/search/default.yaml")
+    run = SearchRun(space, 10, 1, tmp_path, executor="local")
+    point = _failing_cut_in(space)
+    failure = {"status": "ok", "metrics": {"at_fault_collisions": 1}}
+    near = {"status": "ok", "metrics": {"at_fault_collisions": 0, "min_ttc_s": 0.6, "min_clearance_m": 3.0}}
+    calm = {"status": "ok", "metrics": {"at_fault_collisions": 0, "min_ttc_s": 9.0, "min_clearance_m": 9.0}}
+    broken = {"status": "error", "error": "world_error"}
+    study = optuna.create_study(direction="minimize")
+    assert [run.exploit_around(study, 0, point, r) for r in (calm, broken, near, failure)] == [0, 0, 1, 2]
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(queued) == 3
+    for _ in queued:   # asked next, each gives its queued point through the space's define-by-run
+        trial = study.ask()
+        got = space.sample(trial)
+        assert got == space.check(got) and got["scenario"] == "cut_in"
+        assert trial.user_attrs["neighbour_of"] == 0
+    off = SearchRun(space, 10, 1, tmp_path, executor="local", exploit=0)
+    assert off.exploit_around(optuna.create_study(), 0, point, failure) == 0
+    with pytest.raises(ValueError, match="--exploit"):
+        SearchRun(space, 10, 1, tmp_path, executor="local", exploit=-1)

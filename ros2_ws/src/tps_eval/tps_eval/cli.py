@@ -293,7 +293,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     arms = ("search",) if args.no_random else ("search", "random")
     run = SearchRun(space, args.budget, args.seed, out, args.config, args.executor, args.workers,
                     args.ray_address, args.domain_base, args.sampler, arms,
-                    progress=not args.quiet)
+                    progress=not args.quiet, exploit=args.exploit)
     print(f"tps-eval search: space {space.name} ({space.source}), configuration "
           f"{run.configuration}, budget {args.budget} per arm ({', '.join(arms)}), seed "
           f"{args.seed}, {args.executor} x {args.workers}; output {out} (resumable: run the same "
@@ -646,7 +646,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  tps-eval calibrate-monitor runs/monitor/test --evaluate models/monitor/calibration.json")
     monitor_calib.add_arguments(mc)
     mc.set_defaults(func=cmd_calibrate_monitor)
-    from tps_eval.search.study import SAMPLERS
+    from tps_eval.search.study import EXPLOIT_PER_FAILURE, SAMPLERS
 
     se = _verb(sub, "search", "failure-mode-driven scenario search: an optimiser minimising the safety "
                "margin vs uniform random sampling, same budget (resumable)",
@@ -664,6 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--json", default=None, help="also write the summary here")
     se.add_argument("--out", default=None, help="output folder (default runs/search/<space>-<config>-s<seed>)")
     se.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="the optimiser (default tpe)")
+    se.add_argument("--exploit", type=int, default=EXPLOIT_PER_FAILURE,
+                    help=f"neighbours of each failure queued in the search arm (a near miss: 1; "
+                         f"default {EXPLOIT_PER_FAILURE}; 0 = the optimiser alone)")
     se.add_argument("--no-random", action="store_true", help="skip the uniform random arm")
     se.add_argument("--executor", choices=EXECUTORS, default="ray",
                     help="ray (default: a local Ray, or --ray-address) or the local process pool")

@@ -49,6 +49,15 @@ CLEARANCE_REF_M = 2.0             # a clearance this large or larger is a full m
 STUDY_FILE = "study.db"
 RANDOM_ARM_SEED_OFFSET = 104729
 TPE_STARTUP_FRACTION = 0.25       # the first quarter of the budget (>= 4 trials) is random in TPE too
+# Exploitation around what the optimiser found (the search arm only): a failure queues this many
+# neighbours (every numeric parameter moved by N(0, EXPLOIT_STEP x its range), clipped; categorical
+# ones kept), a near miss (margin below NEAR_MISS_MARGIN) one. Each neighbour runs on its trial's
+# own new seed, so a failure found there is another world failing, not the same episode again.
+# TPE alone found 3 failures in 30 where uniform random sampling found 4 (default space, seed 1):
+# with ~13 % of the space failing and seeds redrawn per trial, its density model learnt little.
+EXPLOIT_PER_FAILURE = 2
+EXPLOIT_STEP = 0.1
+NEAR_MISS_MARGIN = 0.25
 
 
 def is_failure(metrics: Mapping | None) -> bool:
@@ -95,11 +104,14 @@ class SearchRun:
     arms: tuple = ARMS
     progress: bool = True
     on_episode: Callable[[dict], None] | None = None
+    exploit: int = EXPLOIT_PER_FAILURE        # neighbours queued per failure (0: the optimiser alone)
     episodes_run: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.budget < 1:
             raise ValueError(f"--budget must be >= 1, got {self.budget}")
+        if self.exploit < 0:
+            raise ValueError(f"--exploit must be >= 0, got {self.exploit}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
         unknown = [a for a in self.arms if a not in ARMS]
@@ -236,6 +248,8 @@ class SearchRun:
                 def on_result(r: dict, by_case=by_case) -> None:
                     (arm, _), (trial, point, spec) = by_case[r["spec"]["case_id"]]
                     self._tell(studies[arm], trial, r)
+                    if arm == "search":
+                        self.exploit_around(studies[arm], trial.number, point, r)
                     done[arm] += 1
                     self.episodes_run += 1
                     bar.update(1)
@@ -262,6 +276,18 @@ class SearchRun:
                 ray.shutdown()
         return summarize(studies, self)
 
+    def exploit_around(self, study, number: int, point: Mapping, r: Mapping) -> int:
+        """Queue the neighbours of trial ``number``'s point when it failed or nearly did (module
+        constants); returns how many were queued."""
+        margin = safety_margin(r.get("metrics")) if r.get("status") == "ok" else None
+        if margin is None or self.exploit <= 0:
+            return 0
+        n = self.exploit if margin == FAILURE_MARGIN else 1 if margin < NEAR_MISS_MARGIN else 0
+        rng = np.random.default_rng([int(self.seed), int(number), 31])
+        for q in neighbours(self.space, point, rng, n):
+            study.enqueue_trial(q, user_attrs={"neighbour_of": int(number)}, skip_if_exists=False)
+        return n
+
     @staticmethod
     def _tell(study, trial, r: dict) -> None:
         import optuna
@@ -278,6 +304,22 @@ class SearchRun:
         trial.set_user_attr("metrics", {k: metrics.get(k) for k in keep})
         trial.set_user_attr("failure", is_failure(metrics))
         study.tell(trial, margin)
+
+
+def neighbours(space: SearchSpace, point: Mapping, rng: np.random.Generator, n: int) -> list[dict]:
+    """``n`` points near ``point``: every numeric parameter moved by N(0, EXPLOIT_STEP x range)
+    and clipped to its range (integers rounded), the categorical ones kept; each checked."""
+    out = []
+    for _ in range(n):
+        q = dict(point)
+        for name, value in point.items():
+            p = space.parameters[name]
+            if p.type == "categorical":
+                continue
+            v = float(np.clip(float(value) + rng.normal(0.0, EXPLOIT_STEP * (p.high - p.low)), p.low, p.high))
+            q[name] = int(round(v)) if p.type == "int" else v
+        out.append(space.check(q))
+    return out
 
 
 def _raise_interrupt(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
