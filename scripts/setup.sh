@@ -208,11 +208,18 @@ fi
 # ---------------------------------------------------------------- 3. python packages (editable)
 PY_PKGS=()
 for p in "$ROOT"/ros2_ws/src/*/setup.py; do PY_PKGS+=("$(dirname "$p")"); done
-PY_HASH="$(cat "${PY_PKGS[@]/%//setup.py}" | sha256sum | cut -c1-16)"
+PY_HASH="$(cat "${PY_PKGS[@]/%//setup.py}" | sha256sum | cut -c1-16)-pep517"
 if ! stamp_ok python-packages "$PY_HASH"; then
   log "installing the ament_python packages editable: $(for p in "${PY_PKGS[@]}"; do basename "$p"; done | tr '\n' ' ')"
   EDITABLE=(); for p in "${PY_PKGS[@]}"; do EDITABLE+=(-e "$p"); done
-  pip_install --no-deps --no-build-isolation "${EDITABLE[@]}"
+  # --use-pep517: a PEP 660 editable wheel, whose console scripts land in $VENV/bin. Without it the
+  # pip that Debian 12's python3.11 bundles (23.0.1) runs the legacy `setup.py develop`, which
+  # honours the packages' ament setup.cfg (script_dir=$base/lib/<pkg>) and leaves bin without a
+  # single node executable.
+  pip_install --no-deps --no-build-isolation --use-pep517 "${EDITABLE[@]}"
+  for exe in sim_bridge perception_node planner_node monitor_node trajectory_arbiter tps-bringup tps-eval; do
+    [ -x "$VENV/bin/$exe" ] || die "the editable install left no $VENV/bin/$exe (pip $("${PIP[@]}" --version | awk '{print $2}')); see $PIP_LOG"
+  done
   stamp_set python-packages "$PY_HASH"
 fi
 
