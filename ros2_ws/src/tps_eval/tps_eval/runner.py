@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -52,6 +54,11 @@ EPISODE_STARTUP_BUDGET_S = 90.0
 EPISODE_WALL_PER_SIM_S = 12.0
 COLLECTOR_SETTLE_S = 0.5     # let the collector's subscriptions exist before the graph starts
 COLLECTOR_DRAIN_S = 0.3      # let the last messages arrive after the bridge exits
+# A DDS participant's teardown (the collector's, the recorder's) that takes longer has hung: Fast
+# DDS 2.14 can deadlock its event thread (PDP::check_remote_participant_liveliness) against a
+# receive thread removing a departed node's writer (ResourceEvent::unregister_timer),
+# eProsima/Fast-DDS#6502. Seen once: a search worker sat in Collector.close for 15 min.
+TEARDOWN_TIMEOUT_S = 20.0
 # An episode is "failed" (gets a BEV plot, counted in failure categories) when any holds:
 FAILURE_ROUTE_COMPLETION = 0.9
 # "off_road": the bridge ended a lane departure (tps_sim.world.world.END_OFF_ROAD); scored, DAC 0
@@ -192,6 +199,43 @@ def monitor_overrides(graph, edir: Path) -> list[str]:
             for n in graph.nodes if n.executable == "monitor_node"]
 
 
+def close_within(close, what: str, timeout_s: float | None = None) -> str:
+    """Call ``close`` on a daemon thread and wait at most ``timeout_s`` (default
+    TEARDOWN_TIMEOUT_S): "" when it returned (its exception is raised here), else a note naming
+    what hung. The hung thread is abandoned; the episode's result is not."""
+    timeout_s = TEARDOWN_TIMEOUT_S if timeout_s is None else timeout_s
+    raised: list = []
+
+    def run() -> None:
+        try:
+            close()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            raised.append(exc)
+
+    t = threading.Thread(target=run, name=f"tps-eval-close-{what}", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        return (f"{what} teardown hung > {timeout_s:.0f} s (a Fast DDS participant deadlock, "
+                f"eProsima/Fast-DDS#6502): abandoned")
+    if raised:
+        raise raised[0]
+    return ""
+
+
+def _exit_hard_at_exit() -> None:
+    """After a hung DDS teardown a pool worker must not run Fast DDS's static destructors at exit
+    (they would wait on the deadlocked participant and the pool's shutdown on the worker): it ends
+    with os._exit once Python's own exit handlers ran. Only in a multiprocessing child; another
+    process keeps its normal exit (and exit status)."""
+    import atexit
+    import multiprocessing as mp
+
+    if mp.parent_process() is None:
+        return
+    atexit.register(lambda: (sys.stdout.flush(), sys.stderr.flush(), os._exit(0)))
+
+
 def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
     """Run one closed-loop episode on ``domain_id`` and score it (see module docstring).
 
@@ -262,13 +306,18 @@ def run_episode(spec: EpisodeSpec, domain_id: int) -> dict:
         error = f"{type(exc).__name__}: {exc}"
         (edir / "error.txt").write_text(traceback.format_exc())
     finally:
+        hung = []
         if collector is not None:
-            collector.close()
+            hung.append(close_within(collector.close, "collector"))
         if recorder is not None:
             try:
-                recorder.close()
+                hung.append(close_within(recorder.close, "episode recorder"))
             except Exception as exc:  # noqa: BLE001 - a recording problem never loses the episode
                 (edir / "record_error.txt").write_text(f"{type(exc).__name__}: {exc}")
+        hung = [h for h in hung if h]
+        if hung:
+            graph_warning = "; ".join(([graph_warning] if graph_warning else []) + hung)
+            _exit_hard_at_exit()
     metrics = None
     if not error:
         try:
