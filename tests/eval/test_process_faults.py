@@ -255,6 +255,37 @@ def monitor_story(result: dict, from_s: float, limit: int = 40) -> str:
     return "\n".join(lines[:limit]) or "(no cycle recorded)"
 
 
+def safe_blends(sources: list[tuple[float, int]], safe: tuple) -> set[float]:
+    """Stamps (rounded to 1 ms) of the SOURCE_BLEND runs in ``sources`` ((stamp, source) in
+    stamp order) whose last source before and first source after are both in ``safe``."""
+    from tps_msgs.msg import PlannedTrajectory
+
+    out: set[float] = set()
+    i = 0
+    while i < len(sources):
+        if sources[i][1] != PlannedTrajectory.SOURCE_BLEND:
+            i += 1
+            continue
+        j = i
+        while j < len(sources) and sources[j][1] == PlannedTrajectory.SOURCE_BLEND:
+            j += 1
+        if i > 0 and j < len(sources) and sources[i - 1][1] in safe and sources[j][1] in safe:
+            out.update(round(s, 3) for s, _ in sources[i:j])
+        i = j
+    return out
+
+
+def test_only_blends_between_safe_sources_count_as_safe():
+    from tps_msgs.msg import PlannedTrajectory as P
+
+    safe = (P.SOURCE_FALLBACK, P.SOURCE_MINIMAL_RISK)
+    seq = [(3.0, P.SOURCE_PLANNER), (3.1, P.SOURCE_BLEND), (3.2, P.SOURCE_FALLBACK),
+           (13.5, P.SOURCE_FALLBACK), (13.6, P.SOURCE_BLEND), (13.7, P.SOURCE_BLEND),
+           (13.8, P.SOURCE_MINIMAL_RISK), (20.0, P.SOURCE_BLEND), (20.1, P.SOURCE_PLANNER)]
+    assert safe_blends(seq, safe) == {13.6, 13.7}
+    assert safe_blends(seq[:6], safe) == set(), "a blend still running at the end is not known to be safe"
+
+
 def analyse(node: str, result: dict, heard: dict) -> dict:
     """The figures of one process-fault episode (see the module docstring); asserts what must hold."""
     from tps_msgs.msg import MonitorStatus, PlannedTrajectory
@@ -298,7 +329,11 @@ def analyse(node: str, result: dict, heard: dict) -> dict:
     assert len(down) >= steps_down - 1, f"the arbiter published {len(down)} of {steps_down} steps while {node} was down"
     late_planner = [(s, v) for s, v in down if s > leave_by + eps and v == PlannedTrajectory.SOURCE_PLANNER]
     assert not late_planner, f"the planner's stale candidate was followed past the watchdog: {down}"
-    not_safe = [(s, v) for s, v in down if s > safe_by + eps and v not in safe]
+    # a blend whose neighbours are both safe is the arbiter easing from the fallback into the
+    # minimal-risk stop (seen under load ~9: the respawned planner took 35 s wall to load, the
+    # monitor latched MINIMAL_RISK after 10 s sim of FALLBACK and the arbiter blended 0.5 s)
+    eased = safe_blends([(s, v) for _, s, v in selected], safe)
+    not_safe = [(s, v) for s, v in down if s > safe_by + eps and v not in safe and round(s, 3) not in eased]
     assert not not_safe, f"a non-fallback source after the hand-over while {node} was down: {down}"
     first_fallback = min(s for s, v in down if v in safe)
     first_off_planner = min(s for s, v in down if v != PlannedTrajectory.SOURCE_PLANNER)
