@@ -68,6 +68,11 @@ def pytest_configure(config):
             os.environ["TPS_EVAL_DOMAIN_BASE"] = str(base)
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    # The project's Fast DDS profile for this process's own participants (fuzz rigs, replay players,
+    # test publishers of camera images): read once, at the first participant, so set here, first.
+    from tps_bringup.runner import use_project_dds_profile
+
+    use_project_dds_profile(Path(__file__).resolve().parents[1])
     # Children must re-run the ROS wheels' bootstrap (see scripts/setup.sh).
     os.environ.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
 

@@ -34,8 +34,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
 from tps_common.node import RESPAWN_ENV
@@ -55,6 +56,24 @@ _PR_SET_PDEATHSIG = 1
 # relative to the graph's repository root; applied unless FASTRTPS_DEFAULT_PROFILES_FILE is set.
 DDS_PROFILE = "config/dds/fastdds.xml"
 DDS_PROFILE_ENV = "FASTRTPS_DEFAULT_PROFILES_FILE"
+
+
+def use_project_dds_profile(root: Path, env: MutableMapping[str, str] | None = None) -> bool:
+    """Give this process's own DDS participants the project's Fast DDS profile (``env``: the
+    environment of the nodes tps-bringup starts instead), unless FASTRTPS_DEFAULT_PROFILES_FILE is
+    set already.
+
+    Call it before the process's first DDS participant: Fast DDS reads the profile file once, at
+    its first participant (measured: a participant created after setting the variable late still
+    got the default 512 KiB shared-memory segment, not the profile's 8 MiB). A writer of camera
+    images with the default segment loses fragments and repairs them only after Fast DDS's default
+    3 s heartbeat. Returns whether the variable was set here."""
+    env = os.environ if env is None else env
+    profile = Path(root) / DDS_PROFILE
+    if DDS_PROFILE_ENV in env or not profile.is_file():
+        return False
+    env[DDS_PROFILE_ENV] = str(profile)
+    return True
 
 
 def child_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -177,9 +196,7 @@ class GraphProcess:
             raise ValueError(f"executor must be multi_threaded or single_threaded, got {executor!r}")
         self.graph = graph
         self.env = child_environment(env)
-        profile = graph.root / DDS_PROFILE
-        if DDS_PROFILE_ENV not in self.env and profile.is_file():
-            self.env[DDS_PROFILE_ENV] = str(profile)
+        use_project_dds_profile(graph.root, self.env)
         self.grace_s = float(grace_s)
         self.output = output if output is not None else sys.stdout
         if colour is None:

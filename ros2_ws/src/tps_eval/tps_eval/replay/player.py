@@ -365,7 +365,7 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
         ReplayError: the graph did not come up, or the bag has no playable lidar frame.
         tps_eval.replay.bagio.BagError / ReplayConfigError: unusable bag or configuration.
     """
-    from tps_bringup.runner import GraphProcess
+    from tps_bringup.runner import GraphProcess, use_project_dds_profile
 
     from tps_eval.replay import analysis, report
     from tps_eval.replay.recorder import RecordSink
@@ -387,7 +387,7 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
     exclude = graph_outputs | {o.topic for o in outputs}
     facts = analysis.BagFacts(config.inputs)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    _use_project_dds_profile(graph.root)
+    use_project_dds_profile(graph.root)   # a no-op if this process already has a participant
     domain, domain_lock = (options.domain_id, None) if options.domain_id is not None else claim_domain()
     live = None
     if options.foxglove_port is not None:
@@ -482,18 +482,6 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
     result["resources"] = sampler.summary() if sampler is not None else None
     report.write(result, out, series, facts, plots=options.plots)
     return result
-
-
-def _use_project_dds_profile(root: Path) -> None:
-    """Publish with the graph's Fast DDS profile (tps_bringup gives it to every node): with Fast
-    DDS's default 512 KiB shared-memory segment a camera image does not fit, its fragments go over
-    UDP and a lost one waits for a reliable heartbeat -- measured here: every frame with an image
-    answered ~2.9 s late instead of ~0.1 s. Set before this process's first DDS participant."""
-    from tps_bringup.runner import DDS_PROFILE, DDS_PROFILE_ENV
-
-    profile = Path(root) / DDS_PROFILE
-    if DDS_PROFILE_ENV not in os.environ and profile.is_file():
-        os.environ[DDS_PROFILE_ENV] = str(profile)
 
 
 def _add_configured_statics(facts, config: ReplayConfig) -> None:
