@@ -281,3 +281,43 @@ def test_lookup_outside_the_history():
     assert history.lookup(0.0, FALLBACK_TOLERANCE_S) == (pose(STEP_S), PoseKind.NEAREST)
     assert history.lookup(4 * STEP_S, FALLBACK_TOLERANCE_S) == (None, PoseKind.NONE)
     assert PoseHistory().lookup(0.0, CONTROLLER_TOLERANCE_S) == (None, PoseKind.NONE)
+
+
+# ---------------------------------------------------------------- odometry conversion
+@pytest.mark.parametrize(("q", "named"), [
+    ((0.0, 0.0, 0.0, 0.0), "norm 0"),                  # the default of a zero-filled message
+    ((0.0, -3e38, 0.0, 1.0), "norm 3e+38"),             # atan2 gives a finite yaw all the same
+    ((0.0, 0.0, -math.inf, 1.0), "NaN/inf"),            # atan2(-inf, -inf) is finite too
+    ((0.0, 0.0, 0.5, 0.5), "norm 0.707"),
+])
+def test_odometry_with_a_non_unit_quaternion_is_rejected_by_name(q, named):
+    from nav_msgs.msg import Odometry
+    from tps_common.conversions import odometry_to_pose, seconds_to_time
+
+    msg = Odometry()
+    msg.header.stamp = seconds_to_time(STEP_S)
+    o = msg.pose.pose.orientation
+    o.x, o.y, o.z, o.w = q
+    p = odometry_to_pose(msg)
+    assert math.isfinite(p.yaw) or named == "NaN/inf"
+    reason = invalid_pose_reason(p)
+    assert reason is not None and "quaternion" in reason and named in reason, reason
+    sync = StampSync(FALLBACK)
+    sync.on_input("x", STEP_S)
+    res = sync.on_pose(p)
+    assert res.rejected == reason and res.released == () and sync.poses.poses == []
+
+
+def test_odometry_with_a_unit_quaternion_converts():
+    from nav_msgs.msg import Odometry
+    from tps_common.conversions import odometry_to_pose, seconds_to_time, yaw_to_quaternion_msg
+
+    msg = Odometry()
+    msg.header.stamp = seconds_to_time(2 * STEP_S)
+    msg.pose.pose.position.x, msg.pose.pose.position.y = 3.0, -4.0
+    msg.pose.pose.orientation = yaw_to_quaternion_msg(2.5)
+    msg.twist.twist.linear.x, msg.twist.twist.linear.y = 3.0, 4.0
+    p = odometry_to_pose(msg)
+    assert invalid_pose_reason(p) is None
+    assert (p.stamp_s, p.x, p.y, p.speed_mps) == pytest.approx((2 * STEP_S, 3.0, -4.0, 5.0))
+    assert p.yaw == pytest.approx(2.5)

@@ -6,6 +6,8 @@ seconds as float or exact integer nanoseconds; orientations go through :mod:`tps
 
 from __future__ import annotations
 
+import math
+
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Quaternion
 from std_msgs.msg import Header
@@ -55,6 +57,36 @@ def yaw_to_quaternion_msg(yaw: float) -> Quaternion:
 def quaternion_msg_to_yaw(q: Quaternion) -> float:
     """Yaw [rad] of a ``geometry_msgs/Quaternion`` (roll and pitch ignored)."""
     return quaternion_to_yaw(q.x, q.y, q.z, q.w)
+
+
+# A pose's orientation must be a unit quaternion: localisation publishes normalised ones (float
+# rounding aside); one far from unit norm is a malformed message, not a rotation to normalise.
+QUATERNION_NORM_TOLERANCE = 0.01
+
+
+def orientation_problem(q: Quaternion) -> str | None:
+    """Why ``q`` is not a pose's orientation (a NaN/inf component, or a norm off 1 by more than
+    :data:`QUATERNION_NORM_TOLERANCE`), or None."""
+    comps = (q.x, q.y, q.z, q.w)
+    if not all(math.isfinite(c) for c in comps):
+        return f"orientation quaternion {comps} has NaN/inf"
+    norm = math.sqrt(sum(c * c for c in comps))
+    if abs(norm - 1.0) > QUATERNION_NORM_TOLERANCE:
+        return f"orientation quaternion is not a rotation (norm {norm:.3g}, not 1)"
+    return None
+
+
+def odometry_to_pose(msg):
+    """``nav_msgs/Odometry`` (pose in map) -> ``tps_common.stamp_sync.EgoPose``; speed =
+    |twist.linear| (the twist is in the child frame per REP-105; its norm does not depend on the
+    frame). An orientation that is not a unit quaternion is the pose's ``problem``
+    (``invalid_pose_reason`` then names it): its yaw would be a number all the same."""
+    from tps_common.stamp_sync import EgoPose
+
+    p, tw = msg.pose.pose, msg.twist.twist.linear
+    return EgoPose(time_to_seconds(msg.header.stamp), float(p.position.x), float(p.position.y),
+                   quaternion_msg_to_yaw(p.orientation), math.hypot(tw.x, tw.y),
+                   problem=orientation_problem(p.orientation))
 
 
 def light_heads_from_info(msg) -> list:

@@ -77,10 +77,12 @@ class EgoPose:
     y: float
     yaw: float
     speed_mps: float = 0.0
+    problem: str | None = None   # why the message it came from is unusable beyond NaN/inf fields
 
 
 def invalid_pose_reason(pose: EgoPose) -> str | None:
-    """Why ``pose`` cannot be used (a NaN/inf field), or None when every field is finite.
+    """Why ``pose`` cannot be used (a NaN/inf field, or the ``problem`` its conversion found), or
+    None when it is usable.
 
     Args:
         pose: the pose to check.
@@ -90,9 +92,11 @@ def invalid_pose_reason(pose: EgoPose) -> str | None:
     """
     bad = [name for name in ("stamp_s", "x", "y", "yaw", "speed_mps")
            if not math.isfinite(getattr(pose, name))]
-    if not bad:
-        return None
-    return f"odometry of stamp {pose.stamp_s:.3f} s contains NaN/inf ({', '.join(bad)}): ignored"
+    if bad:
+        return f"odometry of stamp {pose.stamp_s:.3f} s contains NaN/inf ({', '.join(bad)}): ignored"
+    if pose.problem:
+        return f"odometry of stamp {pose.stamp_s:.3f} s: {pose.problem}: ignored"
+    return None
 
 
 class PoseKind(StrEnum):

@@ -9,17 +9,17 @@ import struct
 import numpy as np
 from carla_msgs.msg import CarlaEgoVehicleControl
 from geometry_msgs.msg import Point, Pose, Vector3
-from nav_msgs.msg import Odometry, Path
+from nav_msgs.msg import Path
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import ColorRGBA, Header
 from tps_common.conversions import (
+    odometry_to_pose,  # re-exported: speed, non-unit quaternion check
     quaternion_msg_to_yaw,
     seconds_to_duration,
     seconds_to_time,
     time_to_seconds,
     yaw_to_quaternion_msg,
 )
-from tps_common.stamp_sync import EgoPose
 from tps_inference.conversions import ConversionError, pointcloud2_to_xyzi
 from tps_msgs.msg import (
     AgentForecast,
@@ -95,14 +95,6 @@ def trajectory_to_msg(traj: Trajectory) -> PlannedTrajectory:
         ))
     msg.points = points
     return msg
-
-
-def odometry_to_pose(msg: Odometry) -> EgoPose:
-    """nav_msgs/Odometry (pose in map) -> EgoPose; speed = |twist.linear| (the twist is in the
-    child frame per REP-105; its norm does not depend on the frame)."""
-    p, tw = msg.pose.pose, msg.twist.twist.linear
-    return EgoPose(time_to_seconds(msg.header.stamp), float(p.position.x), float(p.position.y),
-                   quaternion_msg_to_yaw(p.orientation), math.hypot(tw.x, tw.y))
 
 
 def path_to_xy(msg: Path) -> np.ndarray:

@@ -29,7 +29,7 @@ from rclpy.node import Node
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image
 from tps_common import diagnostics as diag
-from tps_common.conversions import light_heads_from_info, quaternion_msg_to_yaw, time_to_seconds
+from tps_common.conversions import light_heads_from_info, odometry_to_pose, time_to_seconds
 from tps_common.frames import OPTICAL_IN_BODY, RigidTransform, parse_static_transform
 from tps_common.node import load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, STACK_OUTPUT_QOS, sensor_qos
@@ -123,9 +123,7 @@ class TrafficLightReaderNode(Node):
         self.gt_states = {int(s.id): int(s.state) for s in msg.traffic_lights}
 
     def on_odom(self, msg: Odometry) -> None:
-        pos = msg.pose.pose.position
-        res = self.sync.on_pose(EgoPose(time_to_seconds(msg.header.stamp), float(pos.x), float(pos.y),
-                                        quaternion_msg_to_yaw(msg.pose.pose.orientation)))
+        res = self.sync.on_pose(odometry_to_pose(msg))
         if res.rejected:
             self._input_error("odometry", f"odometry ignored: {res.rejected}")
         for r in res.released:

@@ -61,7 +61,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
 from tps_common import diagnostics as diag
 from tps_common.conversions import light_heads_from_info, seconds_to_time, time_to_seconds
-from tps_common.node import EXIT_INJECTED_CRASH, injected_crash_time, load_params, run_node
+from tps_common.node import EXIT_INJECTED_CRASH, exit_now, injected_crash_time, load_params, run_node
 from tps_common.params import ParameterError
 from tps_common.qos import (
     CLOCK_QOS,
@@ -458,8 +458,9 @@ NODE_CLASS = PlannerNode
 
 
 def main(args=None) -> None:
-    """Console script ``planner_node``."""
-    sys.exit(run_node(NODE_CLASS, "planner_node", args))
+    """Console script ``planner_node``: exits at once after a clean stop (torch and transformers
+    take seconds to tear down: tps_common.node.exit_now)."""
+    exit_now(run_node(NODE_CLASS, "planner_node", args))
 
 
 if __name__ == "__main__":
