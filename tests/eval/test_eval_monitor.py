@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -15,6 +16,9 @@ from tps_eval import bev, runner
 from tps_eval import metrics as M
 from tps_eval import report as R
 from tps_eval.collector import CollectedData, Collector, monitor_samples, stamp_key
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "planner"))
+from ros_harness import InputMatches  # noqa: E402
 
 NOMINAL, DEGRADED, FALLBACK, MINIMAL_RISK = 0, 1, 2, 3
 # (state, certainty, reasons) per 0.1-s cycle
@@ -68,6 +72,7 @@ def _status(stamp_s: float, state: int, certainty: float, reasons):
 @pytest.mark.parametrize("latched", [False, True])
 def test_collector_hears_the_monitor_over_dds(latched):
     import rclpy
+    import rclpy.executors
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from tps_msgs.msg import MonitorStatus
 
@@ -82,10 +87,17 @@ def test_collector_hears_the_monitor_over_dds(latched):
                          durability=(DurabilityPolicy.TRANSIENT_LOCAL if latched
                                      else DurabilityPolicy.VOLATILE))
         pub = node.create_publisher(MonitorStatus, "/tps/monitor/status", qos)
+        # both halves of DDS matching: the writer's count, and the collector's own report that its
+        # reader matched this writer (a volatile reader not matched yet drops what is sent)
+        matches = InputMatches(node, "test_monitor_collector")
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
         deadline = time.monotonic() + 10.0
-        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pub.get_subscription_count() >= 1, "the collector never subscribed"
+        while (matches.unmatched(["/tps/monitor/status"]) or pub.get_subscription_count() < 1) \
+                and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert not matches.unmatched(["/tps/monitor/status"]) and pub.get_subscription_count() >= 1, \
+            f"the collector never matched this publisher (its report: {matches.counts})"
         for k, (st, c, r) in enumerate(SEQUENCE):
             pub.publish(_status(k * 0.1, st, c, r))
         pub.publish(_status(0.0, FALLBACK, 0.0, ("duplicate stamp",)))  # first per stamp kept

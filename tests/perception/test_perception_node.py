@@ -24,6 +24,9 @@ from tps_eval.detector.data import Frame, episode_frames  # noqa: E402
 from tps_inference.conversions import xyzi_to_pointcloud2  # noqa: E402
 from tps_msgs.msg import DetectedAgents  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planner"))
+from ros_harness import InputMatches  # noqa: E402
+
 pytestmark = pytest.mark.ros
 
 NODE = "perception"
@@ -73,6 +76,7 @@ class Harness:
         self.node.create_subscription(DetectedAgents, f"/{name}/output/detections", self.out.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 50)
         self.stamp_ns = 1_000_000_000
+        self.matches = InputMatches(self.node, name)    # the node's own reader-side matches
 
     def spin_until(self, pred, timeout_s: float) -> bool:
         end = time.monotonic() + timeout_s
@@ -83,11 +87,16 @@ class Harness:
         return bool(pred())
 
     def wait_connected(self, proc: subprocess.Popen) -> None:
+        # both halves of DDS matching on the inputs: these writers count its readers, and its own
+        # report says its readers matched these writers (a volatile reader not matched yet drops
+        # the first odometry, and the cloud of that stamp waits for a pose that never comes)
+        inputs = [f"/{self.name}/input/points", f"/{self.name}/input/odometry"]
         ok = self.spin_until(lambda: proc.poll() is not None or (
-            self.cloud_pub.get_subscription_count() > 0
+            self.cloud_pub.get_subscription_count() > 0 and self.odom_pub.get_subscription_count() > 0
+            and not self.matches.unmatched(inputs)
             and self.node.count_publishers(f"/{self.name}/output/detections") > 0), STARTUP_TIMEOUT_S)
         assert proc.poll() is None, f"perception_node exited with {proc.returncode}"
-        assert ok, "perception_node did not come up"
+        assert ok, f"perception_node did not come up (its matches: {self.matches.counts})"
 
     def send(self, msg: PointCloud2, odom_pose: np.ndarray | None = ORIGIN_POSE) -> DetectedAgents:
         """Publish one cloud (stamped with a fresh time) and the odometry of its stamp (the node

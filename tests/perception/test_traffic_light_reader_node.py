@@ -27,6 +27,9 @@ from tps_common.tf import tf_static_broadcast_qos  # noqa: E402
 from tps_common.traffic_lights import GREEN, RED, UNKNOWN, YELLOW  # noqa: E402
 from tps_msgs.msg import TrafficLightState, TrafficLightStates  # noqa: E402
 from tps_sim import conversions as sim_conv  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planner"))
+from ros_harness import InputMatches  # noqa: E402
 from tps_sim.sensors.camera import CameraModel, CameraParams  # noqa: E402
 from tps_sim.sensors.rig import SensorRig  # noqa: E402
 
@@ -77,6 +80,7 @@ class Harness:
         self.node.create_subscription(TrafficLightStates, f"/{NODE}/output/traffic_lights", self.out.append, 10)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 50)
         self.t = 1.0
+        self.matches = InputMatches(self.node, NODE)    # the node's own reader-side matches
 
     def spin(self, pred, timeout_s: float) -> bool:
         end = time.monotonic() + timeout_s
@@ -120,8 +124,13 @@ def test_reads_the_route_light_with_the_extrinsic_from_tf_static(harness, tmp_pa
         h.tf_pub.publish(sim_conv.tf_static_msg(SensorRig(camera_mount=MOUNT)))
         h.route_pub.publish(sim_conv.path_msg(route))
         h.lights_pub.publish(sim_conv.traffic_light_info_msg(heads))
-        assert h.spin(lambda: proc.poll() is not None or h.image_pub.get_subscription_count() > 0,
-                      STARTUP_TIMEOUT_S), "traffic_light_reader did not come up"
+        # up when its readers of the per-frame inputs have matched these publishers (its own report:
+        # a volatile reader not matched yet would drop the first frame) and its output has a writer
+        per_frame = [f"/{NODE}/input/{name}" for name in ("image", "camera_info", "odometry")]
+        assert h.spin(lambda: proc.poll() is not None or (
+            not h.matches.unmatched(per_frame)
+            and h.node.count_publishers(f"/{NODE}/output/traffic_lights") > 0), STARTUP_TIMEOUT_S), \
+            f"traffic_light_reader did not come up (its matches: {h.matches.counts})"
         assert proc.poll() is None
         h.spin(lambda: False, 1.0)          # let the latched inputs and /tf_static arrive
         for state in (RED, YELLOW, GREEN):

@@ -57,3 +57,31 @@ def spin_until(node: Node, predicate, timeout_s: float, step_s: float = 0.02, ac
         if predicate():
             return True
     return bool(predicate())
+
+
+class InputMatches:
+    """A node's own reports of its readers' matched publishers (tps_common.readiness), by topic.
+
+    A publisher's ``get_subscription_count()`` is the writer's half of DDS matching only: the node's
+    reader may not have matched that writer yet, and a volatile reader drops what was sent before
+    (a message published "after discovery" by the writer's count can still be lost). The report is
+    latched: created before or after the node, this gets its newest one."""
+
+    def __init__(self, node: Node, node_name: str) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from tps_common.qos import INPUT_MATCHES_READER_QOS
+        from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_report
+
+        self.node, self.fqn = node, node_name if node_name.startswith("/") else f"/{node_name}"
+        self.counts: dict[str, int] = {}
+        self.sub = node.create_subscription(
+            DiagnosticArray, INPUT_MATCHES_TOPIC,
+            lambda msg: self.counts.update(parse_report(msg).get(self.fqn, {})), INPUT_MATCHES_READER_QOS)
+
+    def unmatched(self, topics) -> list[str]:
+        return [t for t in topics if self.counts.get(t, 0) < 1]
+
+    def wait(self, topics, timeout_s: float) -> bool:
+        """Spin until the node reports at least one matched publisher on every topic (resolved
+        names); returns whether it did."""
+        return spin_until(self.node, lambda: not self.unmatched(topics), timeout_s)

@@ -17,7 +17,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 from nav_msgs.msg import Odometry
 from planner_helpers import constant_speed_trajectory, lidar_scan, straight_route
-from ros_harness import spin_until, start_node, stop
+from ros_harness import InputMatches, spin_until, start_node, stop
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Empty, Header
 from tps_common import diagnostics as diag
@@ -195,6 +195,48 @@ def test_light_colours_of_reader_and_planner():
     assert [io.planner_light_colour(v) for v in ("0", "1", "2", "3", "x", None)] == [None, red, 1, green, None, None]
 
 
+@pytest.mark.parametrize(("item", "frame", "says"), [
+    ((1, 7, 0.9, 30.0, 0), "map", "unknown state 7"),
+    ((1, 0, 0.9, 30.0, 9), "map", "unknown reason 9"),
+    ((1, 0, math.nan, 30.0, 0), "map", "confidence nan"),
+    ((1, 0, 1.5, 30.0, 0), "map", "confidence 1.5"),
+    ((1, 0, 0.9, math.inf, 0), "map", "stop-line distance"),
+    ((1, 0, 0.9, 30.0, 0), "base_link", "frame 'base_link'"),
+])
+def test_malformed_light_states_are_refused_by_name(item, frame, says):
+    i, s, c, d, r = item
+    good = TrafficLightState(id=2, state=TrafficLightState.GREEN, confidence=0.8, distance_to_stop_line_m=60.0)
+    msg = TrafficLightStates(lights=[TrafficLightState(id=i, state=s, confidence=c, distance_to_stop_line_m=d,
+                                                       reason=r), good])
+    msg.header.frame_id = frame
+    with pytest.raises(io.InputError) as err:
+        io.check_light_states(msg)
+    assert err.value.input == "traffic_lights" and says in err.value.why, err.value.why
+    twice = TrafficLightStates(lights=[good, good])
+    with pytest.raises(io.InputError, match="listed twice"):
+        io.check_light_states(twice)
+    io.check_light_states(TrafficLightStates(lights=[good]))          # a well-formed one passes
+    io.check_light_states(TrafficLightStates())
+
+
+def test_malformed_scene_is_refused_by_name():
+    from tps_msgs.msg import AgentRelevance, SceneUnderstanding
+
+    def scene(*agents, cls=SceneUnderstanding.SCENE_URBAN, frame="base_link"):
+        msg = SceneUnderstanding(scene_class=cls, agents=[AgentRelevance(agent_id=i, relevance=r, intent=k)
+                                                          for i, r, k in agents])
+        msg.header.frame_id = frame
+        return msg
+
+    io.check_scene(scene((1, 0.7, AgentRelevance.INTENT_KEEP_LANE), (2, 0.0, AgentRelevance.INTENT_CROSSING)))
+    for bad, says in [(scene(cls=9), "unknown scene_class 9"), (scene((1, math.nan, 1)), "relevance nan"),
+                      (scene((1, -0.5, 1)), "relevance -0.5"), (scene((1, 0.5, 8)), "unknown intent 8"),
+                      (scene((1, 0.5, 1), (1, 0.2, 1)), "listed twice"), (scene(frame="odom"), "frame 'odom'")]:
+        with pytest.raises(io.InputError) as err:
+            io.check_scene(bad)
+        assert err.value.input == "scene" and says in err.value.why, err.value.why
+
+
 def test_planner_report_and_node_errors_from_diagnostics():
     arr = _planner_diag(2.0, light_index=1)
     arr.status.append(diag.status("perception: processing_time", diag.ERROR, "fault injected: blackout"))
@@ -296,6 +338,7 @@ class _Rig:
         self.diags: list[DiagnosticArray] = []
         n.create_subscription(MonitorStatus, "/m/status", self.statuses.append, TRAJECTORY_QOS)
         n.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 100)
+        self.matches = InputMatches(n, "monitor")     # the node's own reader-side matches
 
     def start(self, **params):
         remaps = {"~/input/candidate_trajectory": "/m/candidate", "~/input/tokens": "/m/tokens",
@@ -350,6 +393,12 @@ class _Rig:
         t = T0
         assert self.spin_until(lambda: all(p.get_subscription_count() > 0 for p in self.pub.values()),
                                timeout_s=60.0), f"monitor never subscribed\n{self.log()}"
+        # the other half of DDS matching, by the node's own report: a first frame sent before its
+        # lidar reader matched loses the cloud, the cycle runs without it and the state machine's
+        # recovery dwell then shows in the next frames (seen once in CI: DEGRADED at the 2nd frame)
+        inputs = [p.topic_name for k, p in self.pub.items() if k != "reset"]
+        assert self.spin_until(lambda: not self.matches.unmatched(inputs), timeout_s=60.0), \
+            f"monitor's readers never matched {self.matches.unmatched(inputs)}\n{self.log()}"
         ok = self.spin_until(lambda: self.status_at(t) is not None, timeout_s=60.0, action=lambda: self.frame(t))
         assert ok, f"monitor never answered\n{self.log()}"
         return round(t + STEP_S, 6)

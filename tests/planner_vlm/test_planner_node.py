@@ -222,7 +222,7 @@ def reference(checkpoint):
 # ================================================================================ DDS harness
 rclpy = pytest.importorskip("rclpy")
 sys.path.insert(0, str(ROOT / "tests" / "planner"))
-from ros_harness import spin_until, start_node, stop  # noqa: E402
+from ros_harness import InputMatches, spin_until, start_node, stop  # noqa: E402
 
 
 def settle_clock(node, pub_clock, stamp_s: float, for_s: float = 0.5) -> None:
@@ -631,6 +631,9 @@ def test_arbiter_waits_for_the_candidate_of_its_stamp(tmp_path_factory, context)
 
         assert spin_until(node, lambda: all(p.get_subscription_count() > 0 for p in (pub_cand, pub_fb))
                           and node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+        inputs = [f"/{name}/input/candidate_trajectory", f"/{name}/input/fallback_trajectory"]
+        matches = InputMatches(node, name)
+        assert matches.wait(inputs, NODE_TIMEOUT_S), f"the arbiter's readers never matched {matches.unmatched(inputs)}"
         settle_clock(node, pub_clock, 1.0)
         # warm up the candidate path (the planner answering) at 1.0
         pub_clock.publish(Clock(clock=seconds_to_time(1.0)))
@@ -684,6 +687,9 @@ class ArbiterHarness:
         assert spin_until(self.node, lambda: all(p.get_subscription_count() > 0
                                                  for p in (self.pub_cand, self.pub_fb, self.pub_mon))
                           and self.node.count_publishers(f"/{name}/output/trajectory") > 0, NODE_TIMEOUT_S)
+        inputs = [f"/{name}/input/{t}" for t in ("candidate_trajectory", "fallback_trajectory", "monitor_status")]
+        matches = InputMatches(self.node, name)     # the arbiter's half too (tps_common.readiness)
+        assert matches.wait(inputs, NODE_TIMEOUT_S), f"the arbiter's readers never matched {matches.unmatched(inputs)}"
 
     def trajectory(self, stamp: float, source: int):
         from tps_planner import conversions as conv

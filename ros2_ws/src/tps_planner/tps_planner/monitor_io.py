@@ -26,7 +26,14 @@ from std_msgs.msg import Header
 from tps_common.conversions import seconds_to_time, time_to_seconds
 from tps_common.levels import ERROR
 from tps_common.stamp_sync import EgoPose
-from tps_msgs.msg import AgentTokens, Forecasts, MonitorStatus, PlannedTrajectory, TrafficLightStates
+from tps_msgs.msg import (
+    AgentTokens,
+    Forecasts,
+    MonitorStatus,
+    PlannedTrajectory,
+    SceneUnderstanding,
+    TrafficLightStates,
+)
 
 from tps_planner import conversions as conv
 from tps_planner.fallback import FallbackPlanner
@@ -215,7 +222,61 @@ def forecast_snapshot(msg: Forecasts, pose: EgoPose | None) -> ForecastSnapshot:
     return ForecastSnapshot(stamp_s=stamp, agent_ids=ids, modes_xy=modes, probs=probs, dt_s=dt)
 
 
+# ---------------------------------------------------------------- scene
+SCENE_CLASS_MAX = 6      # tps_msgs/SceneUnderstanding SCENE_URBAN
+INTENT_MAX = 7           # tps_msgs/AgentRelevance INTENT_CROSSING
+UNIT_SLACK = 1e-3        # a relevance or confidence "in [0, 1]" may be off by float32 rounding
+
+
+def check_scene(msg: SceneUnderstanding) -> None:
+    """Raise InputError ``scene`` when the planner's scene understanding is malformed: a frame other
+    than ``base_link``/``map``, an unknown ``scene_class``, an agent's relevance outside [0, 1] or
+    not finite, an unknown intent, an agent listed twice. The monitor only reports the scene class
+    (the message is stored for that); a malformed one is not reported as if it were the planner's."""
+    if msg.header.frame_id not in ("base_link", "map", ""):
+        raise InputError("scene", f"frame '{msg.header.frame_id}' is neither 'base_link' nor 'map'")
+    if int(msg.scene_class) > SCENE_CLASS_MAX:
+        raise InputError("scene", f"unknown scene_class {int(msg.scene_class)}")
+    seen = set()
+    for a in msg.agents:
+        r = float(a.relevance)
+        if not (math.isfinite(r) and -UNIT_SLACK <= r <= 1.0 + UNIT_SLACK):
+            raise InputError("scene", f"agent {a.agent_id} relevance {r} is not in [0, 1]")
+        if int(a.intent) > INTENT_MAX:
+            raise InputError("scene", f"agent {a.agent_id} has an unknown intent {int(a.intent)}")
+        if a.agent_id in seen:
+            raise InputError("scene", f"agent {a.agent_id} listed twice")
+        seen.add(a.agent_id)
+
+
 # ---------------------------------------------------------------- traffic lights
+LIGHT_STATE_MAX = 4      # tps_msgs/TrafficLightState UNKNOWN
+LIGHT_REASON_MAX = 6     # tps_msgs/TrafficLightState REASON_NO_CALIBRATION
+
+
+def check_light_states(msg: TrafficLightStates) -> None:
+    """Raise InputError ``traffic_lights`` when the reader's message is malformed: a frame other than
+    ``map``, an unknown state or reason, a confidence outside [0, 1] or not finite, a non-finite
+    stop-line distance, a light listed twice. Such a reading is not a colour (the cycle treats the
+    light input as missing)."""
+    if msg.header.frame_id not in ("map", ""):
+        raise InputError("traffic_lights", f"frame '{msg.header.frame_id}' is not 'map'")
+    seen = set()
+    for li in msg.lights:
+        if int(li.state) > LIGHT_STATE_MAX:
+            raise InputError("traffic_lights", f"light {li.id} has an unknown state {int(li.state)}")
+        if int(li.reason) > LIGHT_REASON_MAX:
+            raise InputError("traffic_lights", f"light {li.id} has an unknown reason {int(li.reason)}")
+        c = float(li.confidence)
+        if not (math.isfinite(c) and -UNIT_SLACK <= c <= 1.0 + UNIT_SLACK):
+            raise InputError("traffic_lights", f"light {li.id} confidence {c} is not in [0, 1]")
+        if not math.isfinite(float(li.distance_to_stop_line_m)):
+            raise InputError("traffic_lights", f"light {li.id} stop-line distance is not finite")
+        if li.id in seen:
+            raise InputError("traffic_lights", f"light {li.id} listed twice")
+        seen.add(li.id)
+
+
 def reader_light_colour(msg: TrafficLightStates, range_m: float = 80.0, min_confidence: float = 0.5) -> int | None:
     """The classical reader's colour of the light governing the ego lane: the nearest stop line on
     the route ahead (the reader lists them nearest first; ``0 <= distance <= range_m``, the

@@ -358,15 +358,29 @@ class MonitorNode(Node):
 
     def _on_scene(self, msg: SceneUnderstanding) -> None:
         stamp = self._stamp(msg, "scene")
-        if stamp is not None:
-            self.scenes.put(stamp, msg)
+        if stamp is None:
+            return
+        try:
+            io.check_scene(msg)
+        except io.InputError as exc:
+            self._error(exc.input, f"{exc.why}: ignored", stamp)
+            return
+        self.scenes.put(stamp, msg)
 
     def _on_lights(self, msg: TrafficLightStates) -> None:
         stamp = self._stamp(msg, "traffic_lights")
-        if stamp is not None:
-            self.lights.put(stamp, io.reader_light_colour(msg, self.cfg["light_range_m"],
-                                                          self.cfg["light_min_confidence"]))
-            self._release()
+        if stamp is None:
+            return
+        try:
+            io.check_light_states(msg)
+            colour = io.reader_light_colour(msg, self.cfg["light_range_m"], self.cfg["light_min_confidence"])
+        except io.InputError as exc:
+            # the reading of this stamp is UNKNOWN (not "no light": the cycle must not wait for it,
+            # nor compare the planner's light with a colour read from a malformed message)
+            self._error(exc.input, f"{exc.why}: read as UNKNOWN", stamp)
+            colour = 4
+        self.lights.put(stamp, colour)
+        self._release()
 
     def _on_image(self, msg: Image) -> None:
         stamp = self._stamp(msg, "image")
