@@ -78,6 +78,10 @@ class SimBridgeNode(Node):
         # holds step 0 until released (with the core's own wait_for_controller_s bound the hold
         # lapsed while a planner loading under load had not answered yet, and the loop ran ahead).
         self._waiting_for = {n.strip() for n in self.params.wait_for_nodes.split(",") if n.strip()}
+        # Start-up problems (a waited node never came, readers never matched): a WARN when found,
+        # then part of every periodic sync status and of the final one (a volatile reader that
+        # had not matched the bridge's writer yet still hears them; they stay true all episode).
+        self._startup_warnings: list[str] = []
         self._next_node_check_s = 0.0
         self._started_s = time.monotonic()            # step 0 published (reset at start)
         self._subscribed_at_s: float | None = None    # when the waiting nodes had all subscribed
@@ -205,6 +209,7 @@ class SimBridgeNode(Node):
     def _warn_sync(self, what: str) -> None:
         text = f"step 0 released although {what}"
         self.get_logger().warning(text)
+        self._startup_warnings.append(text)
         self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", WARN, text, {})], self._sim_stamp()))
 
     def _subscribe_answers(self) -> None:
@@ -270,6 +275,7 @@ class SimBridgeNode(Node):
                                           throttle_duration_sec=1.0)
             self._publish_frame(frame)
         if self.core.done and self.params.exit_on_end:
+            self._publish_diagnostics()       # the final status: how the episode ended
             self.close()
             self.finished = True
             if not self.standalone:
@@ -293,7 +299,10 @@ class SimBridgeNode(Node):
 
     def _publish_diagnostics(self) -> None:
         s = status_summary(self.core)
-        self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", s.level, s.message,
+        level, message = s.level, s.message
+        if self._startup_warnings:
+            level, message = max(level, WARN), "; ".join([message, *self._startup_warnings])
+        self.pub_diag.publish(conv.diagnostic_msg(NODE_NAME, [("sync", level, message,
                                                                s.values)], self._sim_stamp()))
 
     def close(self) -> None:
