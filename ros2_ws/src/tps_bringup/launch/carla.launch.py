@@ -1,5 +1,6 @@
-"""The stack alone, remapped onto carla-ros-bridge's topics (config/graph/stack_carla.yaml), for a
-running CARLA server + carla-ros-bridge. Nothing here starts CARLA or the bridge.
+"""The full stack alone (perception, light reader, VLM planner, monitor, fallback, arbiter,
+controller), remapped onto carla-ros-bridge's topics (config/graph/stack_carla.yaml), for a running
+CARLA server + carla-ros-bridge. Nothing here starts CARLA or the bridge.
 
 Synchronous mode (what the stack's closed-loop contract assumes, docs/CONTRACTS.md):
 - start carla-ros-bridge with ``synchronous_mode:=True``,
@@ -16,6 +17,11 @@ Synchronous mode (what the stack's closed-loop contract assumes, docs/CONTRACTS.
 - route: ``route_topic`` defaults to carla_waypoint_publisher's ``/carla/ego_vehicle/waypoints``;
   the lane map (``tps_msgs/LaneMap``) has no carla-ros-bridge source: publish one from the town's
   OpenDRIVE map or set the fallback's ``require_lane_map: false``;
+- the driving instruction (``tps_msgs/DrivingInstruction`` on ``/tps/instruction``, transient local;
+  ``instruction_topic`` to rename) has no carla-ros-bridge source: publish one, e.g.
+  ``ros2 topic pub --once --qos-durability transient_local /tps/instruction tps_msgs/msg/DrivingInstruction
+  "{header: {frame_id: map}, text: 'keep lane', command: 0, target_speed_mps: -1.0}"``; without it the
+  planner does not plan (its diagnostics say why) and the monitor keeps the fallback in charge;
 - carla-ros-bridge's ``passive`` mode must be off (the bridge, not another client, ticks the world);
 - start order: the stack first (``build_only:=true`` once, then this file), the bridge once the stack
   is up. In synchronous mode the bridge waits only for the controller's command, which the fallback

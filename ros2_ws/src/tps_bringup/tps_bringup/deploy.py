@@ -29,6 +29,7 @@ TOPIC_ARGUMENTS: dict[str, tuple[str, str]] = {
     "lane_map_topic": ("~/input/lane_map", "map knowledge tps_msgs/LaneMap (latched)"),
     "traffic_light_info_topic": ("~/input/traffic_light_info",
                                  "carla_msgs/CarlaTrafficLightInfoList (map knowledge, latched)"),
+    "instruction_topic": ("~/input/instruction", "driving instruction tps_msgs/DrivingInstruction (latched)"),
     "control_topic": ("~/output/control", "output carla_msgs/CarlaEgoVehicleControl"),
 }
 # precision -> parameters of the model nodes (by executable). int8: the ORT INT8 graph on CPUs, and
