@@ -190,6 +190,11 @@ def test_demo_text_shows_the_tables_and_where_everything_is(tmp_path):
     assert row[0] == "highway" and row[3] == "1"            # case, episodes, errors, collisions
     assert "100.0%" in table[3]                             # the stack's fallback share
     assert "wall time: 12 s for 2 episodes" in text and "report: R.md" in text
+    assert "host load unknown" in text
+    final["run"]["host_load_1min"] = {"start": 0.4, "end": 2.1}
+    assert "host load 0.4 -> 2.1)" in demo_text(final)        # idle before: no warning
+    final["run"]["host_load_1min"] = {"start": 3.5, "end": 5.0}
+    assert "host load 3.5 -> 5.0 (busy before the run started: over 2 CPUs" in demo_text(final)
     assert f"bags: 1 x {tmp_path / 'episodes'}" in text and "BEV animation: x.gif" in text
     line = episode_line(next(r for r in final["episodes"] if r["spec"]["configuration"] == "stack"), 2, 2)
     assert line.startswith("[2/2] highway-s0-stack: ok") and "at-fault collisions 1" in line

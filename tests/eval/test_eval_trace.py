@@ -76,6 +76,22 @@ def test_log_to_metrics_front_collision_with_stopped_car(tmp_path):
     assert res.node_latency_ms["fallback"]["n"] == 2
 
 
+def test_step_zero_start_up_is_kept_apart_from_the_cycle_latency(tmp_path):
+    """Step 0's control waits for the graph's start-up (seconds); it is startup_latency_ms, and
+    the e2e percentiles are over the later steps only."""
+    path = tmp_path / "episode_log.npz"
+    write_log(path)
+    log = load_episode_log(path)
+    log["e2e_latency_s"] = np.full(STEPS, 0.02)
+    log["e2e_latency_s"][0] = 7.0
+    log["e2e_latency_s"][10] = 0.5
+    res = m.evaluate_episode(trace_from_log(log, straight_road(), None, route_goal_m=100.0))
+    assert res.startup_latency_ms == pytest.approx(7000.0)
+    assert res.e2e_latency_p50_ms == pytest.approx(20.0)
+    assert 20.0 < res.e2e_latency_p99_ms < 500.0        # the 0.5-s cycle counts, step 0 does not
+    assert "startup_latency_ms" in m.EpisodeMetrics.NON_DETERMINISTIC
+
+
 def test_clean_log_and_missing_key(tmp_path):
     path = tmp_path / "clean.npz"
     write_log(path, collide_at=None)

@@ -83,6 +83,7 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
     if record:
         specs = [dataclasses.replace(s, record=True) for s in specs]
     t0 = time.monotonic()
+    load_start = host_load()
     counts = {"ok": 0, "failed": 0}
     bar = tqdm(total=len(specs), desc=f"suite {suite.name}", unit="episode", disable=not progress,
                dynamic_ncols=True)
@@ -103,6 +104,7 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
     finally:
         bar.close()
     wall_s = time.monotonic() - t0
+    load_end = host_load()
     final = finalize(results)
     from tps_eval.faults import aggregate_faults
 
@@ -137,6 +139,9 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
                 "configurations": list(suite.configurations), "cases": len(suite.cases),
                 "executor": executor, "workers": workers, "wall_s": round(wall_s, 1),
                 "out": str(out), "host_cpus": os.cpu_count(),
+                # the 1-min load average before and after the episodes (wall times and latencies
+                # depend on it; the synchronous loop's driving does not)
+                "host_load_1min": {"start": load_start, "end": load_end},
                 "finished_utc": datetime.now(UTC).isoformat(timespec="seconds")}
     from tps_eval.monitor_calib import run_monitor_summary
 
@@ -155,6 +160,28 @@ def run_suite(suite_name: str, seeds: str | dict | None, out: Path, executor: st
         final["paths"]["animation"] = first["bev"]["gif"]
     final["case_rows"] = case_rows
     return final
+
+
+def host_load() -> float | None:
+    """The host's 1-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def load_text(run: dict) -> str:
+    """``host load 0.3 -> 2.1`` for a run's ``host_load_1min``, with a warning when the host had
+    more runnable work than CPUs besides the run (its timings are then above an idle host's)."""
+    load = run.get("host_load_1min") or {}
+    start, end, cpus = load.get("start"), load.get("end"), run.get("host_cpus") or 1
+    if start is None:
+        return "host load unknown"
+    text = f"host load {start:.1f} -> {end:.1f}" if end is not None else f"host load {start:.1f}"
+    if start > cpus:   # the run's own workers are not in the start figure
+        text += (f" (busy before the run started: over {cpus} CPUs; wall times and latencies are "
+                 f"above an idle host's)")
+    return text
 
 
 def episode_line(r: dict, done: int, total: int) -> str:
@@ -184,7 +211,7 @@ def demo_text(final: dict) -> str:
             lines.append(f"failures ({cfg}): {final[cfg]['failure_categories']}")
     run = final.get("run", {})
     lines += ["", f"wall time: {run.get('wall_s', 0.0):.0f} s for {len(final['episodes'])} episodes "
-              f"({run.get('workers')} workers, {run.get('host_cpus')} CPUs)",
+              f"({run.get('workers')} workers, {run.get('host_cpus')} CPUs; {load_text(run)})",
               f"report: {final['paths']['report']}", f"summary: {final['paths']['summary']}"]
     bags = [r for r in final["episodes"]
             if (Path(r.get("episode_dir") or "") / "episode.mcap").is_file()]

@@ -191,7 +191,10 @@ class EpisodeTrace:
         selected_source: (T,) int, PlannedTrajectory.SOURCE_* of the trajectory the controller
             followed at each step, -1 where unknown (expert, or nothing received).
         step_timeouts: number of synchronous-mode step timeouts the bridge counted.
-        e2e_latency_ms: end-to-end latencies (sensor publish -> control received) [ms].
+        e2e_latency_ms: end-to-end latencies (sensor publish -> control received) [ms] of the
+            steps after step 0.
+        startup_latency_ms: the same for step 0, whose control waits for the graph's start-up
+            (the bridge's step-0 hold) [ms]; None when step 0 got no control.
         node_latency_ms: per node name, processing times from /diagnostics [ms].
         route_length_m: length of the route the episode was asked to drive [m] (None: the
             polyline length).
@@ -218,6 +221,7 @@ class EpisodeTrace:
     selected_source: np.ndarray | None = None
     step_timeouts: int = 0
     e2e_latency_ms: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    startup_latency_ms: float | None = None
     node_latency_ms: dict = field(default_factory=dict)
     route_length_m: float | None = None
     route_progress_m: np.ndarray | None = None
@@ -306,8 +310,9 @@ class EpisodeMetrics:
     pdm_score_tlc: float | None = None
     min_ttc_s: float = MARGIN_TTC_HORIZON_S
     min_clearance_m: float = MARGIN_RANGE_M
+    startup_latency_ms: float | None = None
 
-    NON_DETERMINISTIC = ("e2e_latency_p50_ms", "e2e_latency_p99_ms", "node_latency_ms")
+    NON_DETERMINISTIC = ("e2e_latency_p50_ms", "e2e_latency_p99_ms", "node_latency_ms", "startup_latency_ms")
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -874,6 +879,8 @@ def evaluate_episode(trace: EpisodeTrace,
         step_timeouts=int(trace.step_timeouts),
         e2e_latency_p50_ms=percentile_or_none(trace.e2e_latency_ms, 50),
         e2e_latency_p99_ms=percentile_or_none(trace.e2e_latency_ms, 99),
+        startup_latency_ms=(round(float(trace.startup_latency_ms), 3)
+                            if trace.startup_latency_ms is not None else None),
         node_latency_ms=node_lat,
         tlc=tlc,
         red_light_violations=sum(1 for c in crossings if c.violation),
@@ -946,6 +953,7 @@ def aggregate(episodes: Sequence[dict]) -> dict:
         "step_timeouts": sum(e["step_timeouts"] for e in episodes),
         "e2e_latency_p50_ms": _median_or_none(e.get("e2e_latency_p50_ms") for e in episodes),
         "e2e_latency_p99_ms": _median_or_none(e.get("e2e_latency_p99_ms") for e in episodes),
+        "startup_latency_ms": _median_or_none(e.get("startup_latency_ms") for e in episodes),
         "node_latency_ms": _node_latency(episodes),
         "monitor_states": aggregate_monitor(episodes),
     }
