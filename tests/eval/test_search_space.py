@@ -14,10 +14,12 @@ from tps_eval.search.study import (
     EXPLOIT_STEP,
     FAILURE_MARGIN,
     SearchRun,
+    episode_margin,
     failure_suite,
     is_failure,
     neighbours,
     safety_margin,
+    summarize,
     trial_seed,
 )
 from tps_eval.suite import parse_suite, plan_episodes
@@ -231,15 +233,24 @@ def test_the_search_arm_queues_neighbours_of_failures_and_near_misses_only(tmp_p
     calm = {"status": "ok", "metrics": {"at_fault_collisions": 0, "min_ttc_s": 9.0, "min_clearance_m": 9.0}}
     broken = {"status": "error", "error": "world_error"}
     study = optuna.create_study(direction="minimize")
-    assert [run.exploit_around(study, 0, point, r) for r in (calm, broken, near, failure)] == [0, 0, 1, 2]
+    assert [run.exploit_around(study, 0, point, episode_margin(r))
+            for r in (calm, broken, near, failure)] == [0, 0, 1, 2]
     queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(queued) == 3
-    for _ in queued:   # asked next, each gives its queued point through the space's define-by-run
+    for i, _ in enumerate(queued):   # asked next, each gives its queued point through the space's define-by-run
         trial = study.ask()
         got = space.sample(trial)
         assert got == space.check(got) and got["scenario"] == "cut_in"
         assert trial.user_attrs["neighbour_of"] == 0
+        r = failure if i == 0 else calm   # the first neighbour fails
+        run._tell(study, trial, r, episode_margin(r))
+    trial = study.ask()                   # the optimiser's own proposal
+    space.sample(trial)
+    run._tell(study, trial, failure, episode_margin(failure))
+    summary = summarize({"search": study}, run)
+    assert [c["neighbour_of"] for c in summary["cases"]] == [0, 0, 0, None]
+    assert (summary["failures_found"], summary["neighbours"], summary["failures_by_neighbours"]) == (2, 3, 1)
     off = SearchRun(space, 10, 1, tmp_path, executor="local", exploit=0)
-    assert off.exploit_around(optuna.create_study(), 0, point, failure) == 0
+    assert off.exploit_around(optuna.create_study(), 0, point, episode_margin(failure)) == 0
     with pytest.raises(ValueError, match="--exploit"):
         SearchRun(space, 10, 1, tmp_path, executor="local", exploit=-1)

@@ -184,12 +184,16 @@ def report_markdown(summary: Mapping, space: SearchSpace, worst: Sequence[Mappin
              + (f"; wall {summary['wall_s'] / 60:.1f} min" if summary.get("wall_s") else "") + ".",
              "A failure is an at-fault collision or a red-light violation; the margin is "
              "min(1, min TTC / 3 s, min clearance / 2 m), -1 for a failure.", "",
-             "| arm | episodes | failures | errors | mean margin | min margin |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "A *neighbour* is a trial the search queued near an earlier failure or near miss "
+             "(its numeric parameters moved a little, a new seed); the optimiser proposed the rest.", "",
+             "| arm | episodes | failures | of which on neighbours | errors | mean margin | min margin |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for arm, suffix in (("search", ""), ("random", "_random")):
         if f"episodes{suffix}" in summary:
+            by_nb = (f"{summary.get(f'failures_by_neighbours{suffix}', 0)} of "
+                     f"{summary.get(f'neighbours{suffix}', 0)}")
             lines.append(f"| {arm} | {summary[f'episodes{suffix}']} | "
-                         f"{summary[f'failures_found{suffix}']} | {summary[f'errors{suffix}']} | "
+                         f"{summary[f'failures_found{suffix}']} | {by_nb} | {summary[f'errors{suffix}']} | "
                          f"{_fmt(summary[f'mean_margin{suffix}'])} | "
                          f"{_fmt(summary[f'min_margin{suffix}'])} |")
     if "ratio" in summary:
@@ -217,11 +221,13 @@ def report_markdown(summary: Mapping, space: SearchSpace, worst: Sequence[Mappin
             lines += ["", f"![{name}]({rel(plot)})"]
         lines.append("")
     lines += ["## Worst cases (search arm)", "",
-              "| episode | margin | seed | parameters |", "|---|---:|---:|---|"]
+              "| episode | margin | seed | proposed by | parameters |", "|---|---:|---:|---|---|"]
     for r in worst:
         params = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}"
                            for k, v in r["params"].items())
-        lines.append(f"| {r['episode']} | {_fmt(r['metric'])} | {r['seed']} | {params} |")
+        nb = r.get("neighbour_of")
+        by = "optimiser" if nb is None else f"neighbour of #{nb}"
+        lines.append(f"| {r['episode']} | {_fmt(r['metric'])} | {r['seed']} | {by} | {params} |")
     for key, path in gif_paths.items():
         lines += ["", f"![{key}]({rel(path)})"]
     return "\n".join(lines) + "\n"

@@ -247,14 +247,13 @@ class SearchRun:
 
                 def on_result(r: dict, by_case=by_case) -> None:
                     (arm, _), (trial, point, spec) = by_case[r["spec"]["case_id"]]
-                    self._tell(studies[arm], trial, r)
+                    margin = episode_margin(r)
+                    self._tell(studies[arm], trial, r, margin)
                     if arm == "search":
-                        self.exploit_around(studies[arm], trial.number, point, r)
+                        self.exploit_around(studies[arm], trial.number, point, margin)
                     done[arm] += 1
                     self.episodes_run += 1
                     bar.update(1)
-                    m = r.get("metrics")
-                    margin = safety_margin(m) if r["status"] == "ok" else None
                     bar.set_postfix(failures={a: _count_failures(s) for a, s in studies.items()})
                     tqdm.write(f"{arm:6s} #{trial.number:<3d} {point['scenario']:12s} seed "
                                f"{spec.seed}: " + (f"margin {margin:+.2f}"
@@ -276,10 +275,10 @@ class SearchRun:
                 ray.shutdown()
         return summarize(studies, self)
 
-    def exploit_around(self, study, number: int, point: Mapping, r: Mapping) -> int:
+    def exploit_around(self, study, number: int, point: Mapping, margin: float | None) -> int:
         """Queue the neighbours of trial ``number``'s point when it failed or nearly did (module
-        constants); returns how many were queued."""
-        margin = safety_margin(r.get("metrics")) if r.get("status") == "ok" else None
+        constants; ``margin`` is its :func:`episode_margin`, None for an episode that errored);
+        returns how many were queued."""
         if margin is None or self.exploit <= 0:
             return 0
         n = self.exploit if margin == FAILURE_MARGIN else 1 if margin < NEAR_MISS_MARGIN else 0
@@ -289,11 +288,10 @@ class SearchRun:
         return n
 
     @staticmethod
-    def _tell(study, trial, r: dict) -> None:
+    def _tell(study, trial, r: dict, margin: float | None) -> None:
         import optuna
 
         metrics = r.get("metrics") if r["status"] == "ok" else None
-        margin = safety_margin(metrics)
         trial.set_user_attr("episode_dir", r.get("episode_dir", ""))
         if margin is None:
             trial.set_user_attr("episode_error", str(r.get("error", ""))[:500])
@@ -304,6 +302,11 @@ class SearchRun:
         trial.set_user_attr("metrics", {k: metrics.get(k) for k in keep})
         trial.set_user_attr("failure", is_failure(metrics))
         study.tell(trial, margin)
+
+
+def episode_margin(r: Mapping) -> float | None:
+    """The safety margin of one episode result (``run_episodes``' dict); None when it errored."""
+    return safety_margin(r.get("metrics")) if r.get("status") == "ok" else None
 
 
 def neighbours(space: SearchSpace, point: Mapping, rng: np.random.Generator, n: int) -> list[dict]:
@@ -338,7 +341,9 @@ def _count_failures(study) -> int:
 
 def cases_of(study, arm: str) -> list[dict]:
     """The arm's finished or errored trials as ``{arm, trial, params, seed, metric, failure,
-    metrics, episode, episode_dir, error}`` rows, in trial order."""
+    metrics, episode, episode_dir, error, neighbour_of}`` rows, in trial order (``neighbour_of``:
+    the trial whose failure or near miss queued this one as its neighbour, None for the
+    optimiser's own proposals)."""
     import optuna
 
     rows = []
@@ -351,7 +356,8 @@ def cases_of(study, arm: str) -> list[dict]:
                          "metrics": t.user_attrs.get("metrics"),
                          "episode": t.user_attrs.get("episode"),
                          "episode_dir": t.user_attrs.get("episode_dir"),
-                         "error": t.user_attrs.get("episode_error")})
+                         "error": t.user_attrs.get("episode_error"),
+                         "neighbour_of": t.user_attrs.get("neighbour_of")})
     return rows
 
 
@@ -366,6 +372,8 @@ def summarize(studies: Mapping, run: SearchRun) -> dict:
         suffix = "" if arm == "search" else f"_{arm}"
         margins = [r["metric"] for r in rows if r["metric"] is not None]
         out[f"failures_found{suffix}"] = sum(1 for r in rows if r["failure"])
+        out[f"neighbours{suffix}"] = sum(1 for r in rows if r["neighbour_of"] is not None)
+        out[f"failures_by_neighbours{suffix}"] = sum(1 for r in rows if r["failure"] and r["neighbour_of"] is not None)
         out[f"episodes{suffix}"] = len(rows)
         out[f"errors{suffix}"] = sum(1 for r in rows if r["metric"] is None)
         out[f"mean_margin{suffix}"] = float(np.mean(margins)) if margins else None
