@@ -31,7 +31,11 @@ class FoxgloveLive:
             typestore = build_typestore()
         self._fg = foxglove
         self.store = typestore
-        self.server = foxglove.start_server(name=name, host=host, port=port)
+        from foxglove.websocket import Capability
+
+        # Time: the server announces the "time" capability, so clients follow broadcast_time (the
+        # sim time) instead of the messages' receive time; without it they ignore those messages.
+        self.server = foxglove.start_server(name=name, host=host, port=port, capabilities=[Capability.Time])
         self.channels: dict[str, object] = {}
         self.skipped: set[str] = set()
         self._lock = threading.Lock()
