@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from tps_planner.vlm.layout import SCENE_OF_SCENARIO, PlannerConfig, agent_features, ego_features
 from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, load_planner, planner_loss  # noqa: F401 (load_planner: re-exported)
+from tps_sim.splits import TARGETED
 from tqdm import tqdm
 
 WARMUP = 0.03
@@ -53,6 +54,7 @@ class PlannerSamples:
         cols: dict[str, list] = {}
         texts = []
         self.episodes = []
+        seeds = []
         for path in paths:
             with np.load(path, allow_pickle=False) as z:
                 d = {k: z[k] for k in z.files}
@@ -65,11 +67,13 @@ class PlannerSamples:
             for k, v in self._convert(d, meta).items():
                 cols.setdefault(k, []).append(v)
             texts += [meta["instruction"]["text"]] * len(d["t_s"])
+            seeds += [int(meta["seed"])] * len(d["t_s"])
         if not cols:
             raise ValueError("no planner shards given")
         self.data = {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
         self.data["text_ids"], self.data["text_mask"] = tokenizer(texts)
         self.texts = texts
+        self.seeds = np.asarray(seeds, np.int64)        # the episode seed of each sample
 
     def __len__(self) -> int:
         return int(self.data["ego"].shape[0])
@@ -188,6 +192,23 @@ def lr_at(base: float, step_share: float, time_share: float) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * (s - WARMUP) / (1.0 - WARMUP)))
 
 
+def targeted_mask(samples: PlannerSamples) -> np.ndarray:
+    """Per sample: whether it comes from a targeted episode (a TARGETED seed, ``--from-search`` data)."""
+    return np.isin(samples.seeds, np.asarray(TARGETED))
+
+
+def epoch_pool(samples: PlannerSamples, targeted_weight: int = 1) -> np.ndarray:
+    """The sample indices one epoch draws from: every sample once, and the samples of targeted
+    episodes (seeds of ``tps_sim.splits.TARGETED``: ``--from-search`` data around a search's
+    failures) ``targeted_weight`` times in all, so that a few targeted episodes are not drowned by
+    the regular data of the union."""
+    if targeted_weight < 1:
+        raise ValueError(f"targeted_weight must be >= 1, got {targeted_weight}")
+    every = np.arange(len(samples))
+    targeted = every[targeted_mask(samples)]
+    return np.concatenate([every, *([targeted] * (targeted_weight - 1))])
+
+
 def trainable_state(model: VLMPlanner) -> dict:
     """The parameters that train (LoRA adapters, encoders, heads; the whole trunk for scratch)."""
     names = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -228,7 +249,8 @@ def train(args: argparse.Namespace) -> dict:
     run_dir = Path(args.out) / args.run
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    steps_per_epoch = max(1, len(train_set) // args.batch)
+    pool = epoch_pool(train_set, getattr(args, "targeted_weight", 1))
+    steps_per_epoch = max(1, len(pool) // args.batch)
     total_steps = args.max_steps or steps_per_epoch * args.epochs
     budget_s = args.time_budget_min * 60.0
     t_start = time.time()
@@ -241,7 +263,7 @@ def train(args: argparse.Namespace) -> dict:
     step, epoch, stop = 0, 0, False
     model.train()
     while not stop:
-        order = rng.permutation(len(train_set))
+        order = rng.permutation(len(train_set)) if len(pool) == len(train_set) else rng.permutation(pool)
         for k in range(steps_per_epoch):
             elapsed = time.time() - t_start
             if step >= total_steps or elapsed >= budget_s:
@@ -287,6 +309,8 @@ def train(args: argparse.Namespace) -> dict:
         "trainable_parameters": n_train, "total_parameters": n_total,
         "step_s_median": float(np.median(step_times)) if len(step_times) else None, "batch": args.batch,
         "threads": args.threads, "init": str(args.init) if getattr(args, "init", None) else None,
+        "targeted_weight": getattr(args, "targeted_weight", 1),
+        "targeted_samples": int(targeted_mask(train_set).sum()),
     }
     torch.save({"config": cfg.to_dict(), "state_dict": trainable_state(model), "summary": summary},
                run_dir / "planner.pt")
@@ -321,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--init", type=Path, default=None,
                     help="fine-tune from this planner.pt (its configuration wins over --trunk/--lora-rank/"
                          "--no-camera/--max-agents), e.g. on the union with --from-search targeted data")
+    ap.add_argument("--targeted-weight", type=int, default=1,
+                    help="draw the samples of targeted episodes (--from-search data, TARGETED seeds) this "
+                         "many times per epoch (1 = like every other sample)")
     ap.add_argument("--out", type=Path, default=root / "runs" / "planner")
     ap.add_argument("--run", default="minilm_lora", help="run folder name")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoint to --ship-dir")

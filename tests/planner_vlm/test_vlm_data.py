@@ -57,6 +57,24 @@ def test_samples_convert_and_refuse_held_out_shards(tmp_path):
         planner.PlannerSamples([bad], cfg, tok)
 
 
+def test_targeted_samples_are_drawn_targeted_weight_times_per_epoch(tmp_path):
+    """--targeted-weight: the samples of TARGETED-seed episodes (--from-search data) enter an
+    epoch's pool that many times, every other sample once; 1 = the plain epoch."""
+    from tps_sim.splits import TARGETED
+
+    cfg = PlannerConfig(max_agents=4, camera_size=(80, 45))
+    tok = InstructionTokenizer(cfg.max_text_tokens)
+    regular = write_fake_shard(tmp_path, "train", "cut_in", 3, n=3)
+    targeted = write_fake_shard(tmp_path, "train", "cut_in", TARGETED[0], n=2)
+    s = planner.PlannerSamples([regular, targeted], cfg, tok)
+    assert s.seeds.tolist() == [3, 3, 3, TARGETED[0], TARGETED[0]]
+    assert planner.epoch_pool(s, 1).tolist() == [0, 1, 2, 3, 4]
+    pool = planner.epoch_pool(s, 3)
+    assert np.bincount(pool).tolist() == [1, 1, 1, 3, 3]
+    with pytest.raises(ValueError, match="targeted_weight"):
+        planner.epoch_pool(s, 0)
+
+
 @pytest.mark.slow
 def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
     for seed in (0, 1):
