@@ -280,3 +280,57 @@ def test_restamp_and_out_of_order_stamps(tmp_path):
     kept, back = frames_of({"non_monotonic": "keep", "clock": "header"})
     assert len(kept) == 4 and back == {SIM_LIDAR: 1}
     assert [c for _, c in kept] == sorted(c for _, c in kept)      # /clock never goes back
+
+
+def test_a_message_logged_after_its_frame_is_played_with_it(tmp_path):
+    """A recorder logs each message when it receives it: on a busy host the evaluation's own bag
+    had the odometry of stamp 1.6 s logged after the clock and lidar of 1.7 s. Played in bag order,
+    frame 1.6 went out without its odometry and the fallback waited for it until the lockstep
+    timeout. Here two odometry messages of the simulator bag are logged late (between two frames,
+    and at the next lidar's own instant after it): each is played with the frame of its stamp."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from tps_sim.recording import build_typestore
+
+    odom = "/carla/ego_vehicle/odometry"
+    store = build_typestore()
+    with AnyReader([SIM_BAG], default_typestore=store) as reader:
+        rows = [(c.topic, c.msgtype, c.ext.offered_qos_profiles, t, raw) for c, t, raw in reader.messages()]
+    lidar_t = sorted({t for topic, _, _, t, _ in rows if topic == SIM_LIDAR})
+    late = {lidar_t[5]: lidar_t[5] + 50_000_000,     # logged between frame 5 and frame 6
+            lidar_t[8]: lidar_t[9]}                  # logged at frame 9's instant, after its lidar
+    bag = tmp_path / "late"
+    writer = Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    conns: dict = {}
+    delayed = []
+    for topic, msgtype, qos, t, raw in rows:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=qos)
+        if topic == odom and t in late:
+            delayed.append((late[t], topic, raw))
+            continue
+        while delayed and delayed[0][0] < t:
+            when, top, r = delayed.pop(0)
+            writer.write(conns[top], when, r)
+        writer.write(conns[topic], t, raw)
+        if topic == SIM_LIDAR and delayed and delayed[0][0] == t:      # right after the lidar of its instant
+            when, top, r = delayed.pop(0)
+            writer.write(conns[top], when, r)
+    writer.close()
+
+    def odom_stamps(frame):
+        return [m.stamp_ns for m in frame.messages if m.topic == odom]
+
+    with InputBag(bag, parse_config({})) as b:
+        frames = _frames(b)
+        moved = dict(b.stats.moved_late)
+    with InputBag(SIM_BAG, parse_config({})) as b:
+        reference = _frames(b)
+    assert moved.get(odom) == 2, moved
+    assert len(frames) == len(reference) == 31
+    for k in (5, 8):
+        assert frames[k].stamp_ns in odom_stamps(frames[k]), (k, odom_stamps(frames[k]))
+        assert frames[k].stamp_ns not in odom_stamps(frames[k + 1])
+    for f, ref in zip(frames, reference, strict=True):       # every frame plays the same odometry
+        assert sorted(odom_stamps(f)) == sorted(odom_stamps(ref)), f.index

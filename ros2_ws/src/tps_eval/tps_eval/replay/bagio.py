@@ -3,7 +3,9 @@
 :class:`InputBag` reads a rosbag2 (an MCAP file, or a rosbag2 directory with MCAP or sqlite3
 storage) in bag-time order and turns it into what the player publishes: a *preamble* (everything
 before the first lidar message: latched map knowledge, route, ``/tf_static``) and *frames* (all
-messages up to and including one lidar message and everything with the same bag time after it).
+messages up to and including one lidar message and everything with the same bag time after it; a
+stamped message the recorder logged after the next frame began goes back to the frame of its stamp,
+:meth:`InputBag.frames`).
 On the way every message is
 
 * deserialized (a message that does not decode is counted as **unreadable** and never played: a
@@ -94,6 +96,7 @@ class BagStats:
     non_monotonic: Counter = field(default_factory=Counter)
     filtered: Counter = field(default_factory=Counter)
     adapted: Counter = field(default_factory=Counter)
+    moved_late: Counter = field(default_factory=Counter)   # logged after their frame: moved back
     unreadable_reasons: dict = field(default_factory=dict)
     frames: int = 0
 
@@ -104,7 +107,8 @@ class BagStats:
                 "unreadable_reasons": dict(self.unreadable_reasons),
                 "non_monotonic": dict(self.non_monotonic),
                 "non_monotonic_total": sum(self.non_monotonic.values()),
-                "filtered": dict(self.filtered), "adapted": dict(self.adapted), "frames": self.frames}
+                "filtered": dict(self.filtered), "adapted": dict(self.adapted),
+                "moved_late": dict(self.moved_late), "frames": self.frames}
 
 
 def time_ns(stamp) -> int:
@@ -308,7 +312,38 @@ class InputBag:
 
     def frames(self) -> Iterator[tuple[list[BagMessage], Frame | None]]:
         """(messages to publish first, the frame) pairs: the first pair's list is the preamble,
-        later lists are empty; the last pair may carry a tail without a frame (None)."""
+        later lists are empty; the last pair may carry a tail without a frame (None).
+
+        A stamped message logged after its frame goes back to it: a recorder logs each message
+        when it receives it, and topics arrive in no fixed order, so on a busy host the odometry
+        of stamp k was logged after the clock of k+1 (seen in the evaluation's own bags). Played
+        in bag order, frame k would go out without it, and a node pairing by stamp would wait
+        for it until the lockstep timeout. Each frame is held until the next one is read; the
+        messages of the next one (its trigger excepted) stamped at or before the held frame's
+        stamp move to the end of the held frame, in bag order. Counted as ``moved_late``."""
+        held: Frame | None = None
+        for prefix, frame in self._frames_in_bag_order():
+            if frame is None:
+                if held is not None:
+                    yield [], held
+                    held = None
+                yield prefix, None
+                continue
+            if held is not None:
+                late = [m for m in frame.messages if m is not frame.trigger and m.topic != self.lidar_topic
+                         and m.stamp_ns is not None and m.stamp_ns <= held.stamp_ns]
+                if late:
+                    held.messages.extend(late)
+                    frame.messages = [m for m in frame.messages if not any(m is x for x in late)]
+                    for m in late:
+                        self.stats.moved_late[m.topic] += 1
+                yield [], held
+            held = frame
+        if held is not None:
+            yield [], held
+
+    def _frames_in_bag_order(self) -> Iterator[tuple[list[BagMessage], Frame | None]]:
+        """:meth:`frames` before late messages are moved back: every frame's messages in bag order."""
         pending: list[BagMessage] = []
         current: Frame | None = None
         index = 0

@@ -88,10 +88,13 @@ def markdown(result: dict, images: list[str]) -> str:
         lines.append(f"- vs ground truth (centre within {q['match_distance_m']} m, {q['range_m']} m range): "
                      f"precision {_fmt(q['precision'], '{:.3f}')}, recall {_fmt(q['recall'], '{:.3f}')} "
                      f"over {q['frames']} frames")
-    lines += ["", "## Input bag", "", "| topic | played | unreadable | non-monotonic | adapted |", "|---|---|---|---|---|"]
+    lines += ["", "## Input bag", "", "Moved back: logged after the next frame began, played with the frame of "
+              "their stamp.", "",
+              "| topic | played | unreadable | non-monotonic | adapted | moved back |", "|---|---|---|---|---|---|"]
     for t in sorted(set(inp.get("played", {})) | set(inp.get("unreadable", {}))):
         lines.append(f"| `{t}` | {inp['played'].get(t, 0)} | {inp['unreadable'].get(t, 0)} | "
-                     f"{inp['non_monotonic'].get(t, 0)} | {inp['adapted'].get(t, 0)} |")
+                     f"{inp['non_monotonic'].get(t, 0)} | {inp['adapted'].get(t, 0)} | "
+                     f"{inp.get('moved_late', {}).get(t, 0)} |")
     for t, why in inp.get("unreadable_reasons", {}).items():
         lines.append(f"- unreadable on `{t}`: {why}")
     lines += ["", "## Recorded (result.mcap)", "", ", ".join(f"`{t}` {n}" for t, n in sorted(result["recorded"].items()))]
