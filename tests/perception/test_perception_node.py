@@ -259,3 +259,33 @@ def test_blackout_fault_starts_at_its_onset(tmp_path, context, scene):
     finally:
         _stop(proc)
         h.node.destroy_node()
+
+
+def test_a_repeated_frame_gets_the_same_answer_without_running_again(running, scene):
+    """The synchronous bridge re-publishes step 0 until every node has answered: the node answers
+    a repeat (same stamp, bytes and pose) with the messages it already published, so the tracker
+    does not see the frame twice (two identical closed-loop episodes diverged by the count of
+    repeats). The repeat is the very same answer (its processing time too); the next frame's
+    diagnostics count it."""
+    h, proc = running
+    msg = _cloud(scene[-3].points)
+    first = h.send(msg, scene[-3].ego_pose)
+    stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+    def answers():
+        return [m for m in h.out if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp]
+
+    for _ in range(3):
+        h.cloud_pub.publish(msg)                 # the same frame again (best effort: resent if lost)
+        if h.spin_until(lambda: len(answers()) >= 2, REPLY_TIMEOUT_S / 3):
+            break
+    assert len(answers()) >= 2, "no answer to the repeated frame"
+    again = answers()[1]
+    assert again.processing_time_ms == first.processing_time_ms        # not computed again
+    assert [(a.id, a.center.x, a.center.y) for a in again.agents] == [(a.id, a.center.x, a.center.y)
+                                                                      for a in first.agents]
+    nxt = h.send(_cloud(scene[-2].points), scene[-2].ego_pose)
+    st = h.diag_for(nxt.header.stamp, "processing_time")
+    values = {kv.key: kv.value for kv in st.values} if st is not None else {}
+    assert int(values.get("repeats_answered", 0)) >= 1, values
+    assert proc.poll() is None
