@@ -11,7 +11,13 @@ import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Empty
-from tps_common.readiness import INPUT_MATCHES_TOPIC, InputMatchReporter, input_match_counts, parse_report
+from tps_common.readiness import (
+    INPUT_MATCHES_TOPIC,
+    InputMatchReporter,
+    input_match_counts,
+    parse_output_report,
+    parse_report,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "planner"))
 from ros_harness import spin_until, start_node, stop  # noqa: E402
@@ -26,12 +32,14 @@ LATCHED_READER = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliabil
 class Reports:
     def __init__(self, node) -> None:
         self.by_node: dict[str, dict[str, int]] = {}
+        self.outputs: dict[str, dict[str, int]] = {}
         self.messages = 0
         node.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on, LATCHED_READER)
 
     def _on(self, msg) -> None:
         self.messages += 1
         self.by_node.update(parse_report(msg))
+        self.outputs.update(parse_output_report(msg))
 
 
 def test_report_follows_the_readers_matched_publishers(test_node):
@@ -89,5 +97,11 @@ def test_every_run_node_process_reports_its_remapped_inputs(test_node, tmp_path)
         cand = test_node.create_publisher(PlannedTrajectory, "/rt/candidate", 10)  # noqa: F841 - kept alive
         assert spin_until(test_node, lambda: reports.by_node["/readiness_arbiter"].get("/rt/candidate") == 1,
                           timeout_s=30.0), reports.by_node
+        # the writer half: its output's writer counts the readers it has matched
+        assert reports.outputs.get("/readiness_arbiter", {}).get("/rt/selected") == 0, reports.outputs
+        assert "/readiness_arbiter" not in {n for n in reports.by_node if n.endswith("#outputs")}
+        sel = test_node.create_subscription(PlannedTrajectory, "/rt/selected", lambda _m: None, 10)  # noqa: F841
+        assert spin_until(test_node, lambda: reports.outputs["/readiness_arbiter"].get("/rt/selected") == 1,
+                          timeout_s=30.0), reports.outputs
     finally:
         stop(proc)

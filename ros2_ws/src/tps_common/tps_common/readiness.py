@@ -16,11 +16,21 @@ lockstep) waits until every node that reads a played topic reports at least one 
 
 Checked on a wall-clock timer (steady time, also under ``use_sim_time``: the check must run before
 the first ``/clock``), every ``period_s``; a count that stays the same publishes nothing.
+
+The same message carries the writer half too: a second status, named after the node plus
+``OUTPUTS_SUFFIX``, with one key/value per published topic and the number of readers its writer has
+matched (``Publisher.get_subscription_count()``). A reader that has matched a writer may still not
+be matched *by* it, and a writer sends only to the readers it has matched: the synchronous bridge
+released step 0 while the planner's candidate writer had not matched the arbiter's reader, the
+arbiter never got the candidate of stamp 0 and drove step 0 on the fallback -- in 2 of 8 twin
+episodes under load. :func:`parse_report` leaves that status out; :func:`parse_output_report`
+reads it.
 """
 
 from __future__ import annotations
 
 INPUT_MATCHES_TOPIC = "/tps/graph/input_matches"
+OUTPUTS_SUFFIX = "#outputs"
 DEFAULT_PERIOD_S = 0.1
 
 
@@ -37,18 +47,43 @@ def input_match_counts(node) -> dict[str, int]:
     return counts
 
 
+def output_match_counts(node) -> dict[str, int]:
+    """{resolved topic: readers matched} over ``node``'s publishers (the largest count where a node
+    publishes one topic twice)."""
+    counts: dict[str, int] = {}
+    for pub in list(node.publishers):
+        try:
+            topic, n = pub.topic_name, int(pub.get_subscription_count())
+        except Exception:  # noqa: BLE001 - a publisher destroyed meanwhile is not reported
+            continue
+        counts[topic] = max(n, counts.get(topic, -1))
+    return counts
+
+
+def parse_output_report(msg) -> dict[str, dict[str, int]]:
+    """{node: {topic: readers its writer matched}} of one report message (the writer half)."""
+    return _parse(msg, outputs=True)
+
+
 def parse_report(msg) -> dict[str, dict[str, int]]:
     """{node: {topic: publishers matched}} of one report message (values that are not integers
-    are skipped)."""
+    are skipped; the writer half is left out)."""
+    return _parse(msg, outputs=False)
+
+
+def _parse(msg, outputs: bool) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
     for st in msg.status:
+        if st.name.endswith(OUTPUTS_SUFFIX) != outputs:
+            continue
+        name = st.name[: -len(OUTPUTS_SUFFIX)] if outputs else st.name
         counts = {}
         for kv in st.values:
             try:
                 counts[kv.key] = int(kv.value)
             except ValueError:
                 continue
-        out[st.name] = counts
+        out[name] = counts
     return out
 
 
@@ -63,7 +98,7 @@ class InputMatchReporter:
 
         self.node = node
         self.name = node.get_fully_qualified_name()
-        self.last: dict[str, int] | None = None
+        self.last: tuple[dict[str, int], dict[str, int]] | None = None
         self._cls = DiagnosticArray
         self.pub = node.create_publisher(DiagnosticArray, INPUT_MATCHES_TOPIC, LATCHED_QOS)
         self.timer = node.create_timer(period_s, self.tick, clock=Clock(clock_type=ClockType.STEADY_TIME))
@@ -73,9 +108,10 @@ class InputMatchReporter:
         from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
         counts = input_match_counts(self.node)
-        if counts == self.last:
+        outputs = {t: n for t, n in output_match_counts(self.node).items() if t != INPUT_MATCHES_TOPIC}
+        if (counts, outputs) == self.last:
             return False
-        self.last = counts
+        self.last = (counts, outputs)
         msg = self._cls()
         msg.header.stamp = self.node.get_clock().now().to_msg()
         unmatched = sorted(t for t, n in counts.items() if n < 1)
@@ -83,7 +119,11 @@ class InputMatchReporter:
             level=DiagnosticStatus.OK, name=self.name, hardware_id="",
             message=(f"{len(counts) - len(unmatched)} of {len(counts)} inputs have a publisher"
                      + (f"; none yet: {', '.join(unmatched)}" if unmatched else "")),
-            values=[KeyValue(key=t, value=str(n)) for t, n in sorted(counts.items())])]
+            values=[KeyValue(key=t, value=str(n)) for t, n in sorted(counts.items())]),
+            DiagnosticStatus(
+                level=DiagnosticStatus.OK, name=self.name + OUTPUTS_SUFFIX, hardware_id="",
+                message=f"readers matched by the writers of {len(outputs)} outputs",
+                values=[KeyValue(key=t, value=str(n)) for t, n in sorted(outputs.items())])]
         self.pub.publish(msg)
         return True
 

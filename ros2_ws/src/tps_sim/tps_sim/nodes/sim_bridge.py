@@ -29,7 +29,7 @@ from tps_common import qos
 from tps_common.levels import ERROR, WARN
 from tps_common.node import is_requested_shutdown, load_params
 from tps_common.params import ParameterError
-from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_report
+from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_output_report, parse_report
 from tps_common.tf import tf_qos, tf_static_broadcast_qos
 from tps_msgs.msg import DrivingInstruction, GroundTruth, LaneMap
 
@@ -90,6 +90,7 @@ class SimBridgeNode(Node):
         self._answer_subs: dict[str, object] = {}     # output topic -> subscription (while held)
         self._answer_nodes: dict[str, set[str]] = {}  # output topic -> the waiting nodes publishing it
         self._input_matches: dict[str, dict[str, int]] = {}
+        self._output_matches: dict[str, dict[str, int]] = {}   # the writer half (tps_common.readiness)
         if self._waiting_for:
             self.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
                                      qos.INPUT_MATCHES_READER_QOS)
@@ -170,8 +171,8 @@ class SimBridgeNode(Node):
         missing = self._waiting_for - subscribed
         if missing:
             if now - self._started_s < self.params.wait_for_controller_s:
-                self.get_logger().info(f"waiting for {sorted(missing)} to subscribe: re-publishing step 0",
-                                       throttle_duration_sec=5.0)
+                self.get_logger().info(f"waiting for {sorted(missing)} to subscribe: step 0's sensor data "
+                                       "withheld", throttle_duration_sec=5.0)
                 return
             # never started (a misspelt name, a crashed node): not waited for any longer
             self._warn_sync(f"{sorted(missing)} never subscribed within "
@@ -189,6 +190,8 @@ class SimBridgeNode(Node):
                             f"{', '.join(unmatched)}")
         if self._matched_at_s is None:
             self._matched_at_s = now
+            if self.core.frame is not None:
+                self._publish_frame(self.core.frame)   # step 0's sensors, first time (quiet start)
         silent = sorted(self._waiting_for - self._answered)
         if silent:
             self._subscribe_answers()
@@ -240,6 +243,7 @@ class SimBridgeNode(Node):
 
     def _on_input_matches(self, msg: DiagnosticArray) -> None:
         self._input_matches.update(parse_report(msg))
+        self._output_matches.update(parse_output_report(msg))
 
     def _unmatched_readers(self) -> list[str]:
         """'node topic' of every reader that has not matched a publisher although the graph has
@@ -250,6 +254,17 @@ class SimBridgeNode(Node):
             for topic, n in sorted(counts.items()):
                 if n < 1 and self.count_publishers(topic) > 0:
                     out.append(f"{name} {topic}")
+        # The writer half of the waited nodes' stack outputs: each writer must have matched every
+        # reporting reader that matched it (a writer sends only to the readers it has matched).
+        for name, outputs in sorted(self._output_matches.items()):
+            if name.rsplit("/", 1)[-1] not in self._waiting_for:
+                continue
+            for topic, n in sorted(outputs.items()):
+                if not topic.startswith("/tps/") or topic.startswith("/tps/graph/"):
+                    continue
+                readers = sum(1 for counts in self._input_matches.values() if counts.get(topic, 0) >= 1)
+                if n < readers:
+                    out.append(f"{name} {topic} (its writer matched {n} of {readers} readers)")
         return out
 
     def _on_poll(self) -> None:
@@ -292,9 +307,22 @@ class SimBridgeNode(Node):
     def _sim_stamp(self) -> float:
         return self.core.frame.stamp_s if self.core.frame is not None else 0.0
 
+    def _quiet_start(self) -> bool:
+        """Whether step 0's sensor data is still withheld: the waited nodes have not all subscribed
+        and matched their readers yet (the hold's first two stages). A frame sent earlier reaches
+        only the nodes already up: the stack's first control of step 0 was then computed by
+        whichever nodes were ready (the arbiter chose the fallback when the planner was still
+        loading), and the world advanced with it -- two identical episodes diverged by start-up
+        timing. Withheld, step 0 goes out once every waited node can take it; only /clock (and
+        /tf) go out meanwhile."""
+        return bool(self._waiting_for) and self._matched_at_s is None
+
     def _publish_frame(self, frame) -> None:
+        quiet = self._quiet_start()
         for topic, msg in conv.frame_messages(frame, self.params.scenario, self.params.seed,
                                               self.core.camera_info_fields, rig=self.core.rig):
+            if quiet and topic not in (conv.TOPIC_CLOCK, conv.TOPIC_TF):
+                continue
             self._publishers_by_topic[topic].publish(msg)
 
     def _publish_diagnostics(self) -> None:
