@@ -37,24 +37,21 @@ DEFAULT_PERIOD_S = 0.1
 def input_match_counts(node) -> dict[str, int]:
     """{resolved topic: publishers matched} over ``node``'s subscriptions (the largest count where
     a node subscribes to one topic twice)."""
-    counts: dict[str, int] = {}
-    for sub in list(node.subscriptions):
-        try:
-            topic, n = sub.topic_name, int(sub.get_publisher_count())
-        except Exception:  # noqa: BLE001 - a subscription destroyed meanwhile is not reported
-            continue
-        counts[topic] = max(n, counts.get(topic, -1))
-    return counts
+    return _match_counts(node.subscriptions, lambda sub: sub.get_publisher_count())
 
 
 def output_match_counts(node) -> dict[str, int]:
     """{resolved topic: readers matched} over ``node``'s publishers (the largest count where a node
     publishes one topic twice)."""
+    return _match_counts(node.publishers, lambda pub: pub.get_subscription_count())
+
+
+def _match_counts(entities, matched) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for pub in list(node.publishers):
+    for entity in list(entities):
         try:
-            topic, n = pub.topic_name, int(pub.get_subscription_count())
-        except Exception:  # noqa: BLE001 - a publisher destroyed meanwhile is not reported
+            topic, n = entity.topic_name, int(matched(entity))
+        except Exception:  # noqa: BLE001 - an entity destroyed meanwhile is not reported
             continue
         counts[topic] = max(n, counts.get(topic, -1))
     return counts
