@@ -3,7 +3,10 @@
 Data: shards of :mod:`training.planner_data` (``data/planner/<split>/<scenario>/seed*.npz``;
 agent tokens from the frozen detector + tokenizer, downscaled camera, ego state, route,
 instruction, ground-truth futures / intents / light state, the expert's 4 s plan). TRAIN shards
-train; VAL shards (if any) are evaluated after every epoch. TEST seeds are never read (a shard
+train; ``--recovery-copies K`` adds K copies of every TRAIN sample seen from a displaced ego and
+labelled with a plan back to the expert's path (:mod:`training.recovery`: recovery data; the
+expert alone never leaves its lane centre). VAL shards (if any) are evaluated after every epoch,
+never displaced (``python -m training.recovery_eval`` probes the recovery on displaced VAL copies). TEST seeds are never read (a shard
 whose seed is not TRAIN/VAL is refused).
 
 Model: :class:`tps_planner.vlm.model.VLMPlanner` (``--trunk minilm`` with LoRA ``--lora-rank``, or
@@ -39,6 +42,8 @@ from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, load_planner
 from tps_sim.splits import TARGETED
 from tqdm import tqdm
 
+from training.recovery import RecoveryConfig, displace_shard
+
 WARMUP = 0.03
 
 
@@ -47,8 +52,17 @@ class PlannerSamples:
     """Every sample of a list of shards, converted to the model's inputs once (in memory)."""
 
     def __init__(self, paths: list[Path], cfg: PlannerConfig, tokenizer: InstructionTokenizer,
-                 allowed_splits: tuple = ("train", "val")):
+                 allowed_splits: tuple = ("train", "val"), recovery_copies: int = 0,
+                 recovery: RecoveryConfig | None = None, seed: int = 0):
+        """``recovery_copies`` > 0 adds that many displaced copies of every sample with recovery
+        labels (:mod:`training.recovery`; drawn with ``seed``); ``recovered`` marks them."""
         from tps_sim.splits import split_of
+
+        if recovery_copies < 0:
+            raise ValueError(f"recovery_copies must be >= 0, got {recovery_copies}")
+        recovery = recovery or RecoveryConfig()
+        rng = np.random.default_rng(seed)
+        recovered, offsets = [], []
 
         self.cfg = cfg
         cols: dict[str, list] = {}
@@ -64,16 +78,33 @@ class PlannerSamples:
                 raise ValueError(f"{path}: seed {meta['seed']} is a {split.upper()} seed; training reads "
                                  f"{'/'.join(allowed_splits)} only")
             self.episodes.append((meta["scenario"], int(meta["seed"])))
-            for k, v in self._convert(d, meta).items():
-                cols.setdefault(k, []).append(v)
-            texts += [meta["instruction"]["text"]] * len(d["t_s"])
-            seeds += [int(meta["seed"])] * len(d["t_s"])
+            for copy in range(1 + recovery_copies):
+                src = d if copy == 0 else displace_shard(d, rng, recovery)
+                for k, v in self._convert(src, meta).items():
+                    cols.setdefault(k, []).append(v)
+                texts += [meta["instruction"]["text"]] * len(d["t_s"])
+                seeds += [int(meta["seed"])] * len(d["t_s"])
+                recovered += [copy > 0] * len(d["t_s"])
+                offsets.append(src["recovery_offset"] if copy else np.zeros((len(d["t_s"]), 2)))
         if not cols:
             raise ValueError("no planner shards given")
         self.data = {k: torch.from_numpy(np.concatenate(v)) for k, v in cols.items()}
         self.data["text_ids"], self.data["text_mask"] = tokenizer(texts)
         self.texts = texts
         self.seeds = np.asarray(seeds, np.int64)        # the episode seed of each sample
+        self.recovered = np.asarray(recovered, bool)     # a displaced copy (training.recovery)
+        self.offsets = np.concatenate(offsets)           # its (dy [m], dpsi [rad]); 0 for the originals
+
+    def subset(self, idx) -> PlannerSamples:
+        """The samples ``idx`` (indices or a boolean mask) as a set of their own."""
+        idx = np.arange(len(self))[np.asarray(idx)] if np.asarray(idx).dtype == bool else np.asarray(idx, np.int64)
+        out = object.__new__(PlannerSamples)
+        out.cfg, out.episodes = self.cfg, self.episodes
+        t = torch.as_tensor(idx)
+        out.data = {k: v[t] for k, v in self.data.items()}
+        out.texts = [self.texts[i] for i in idx]
+        out.seeds, out.recovered, out.offsets = self.seeds[idx], self.recovered[idx], self.offsets[idx]
+        return out
 
     def __len__(self) -> int:
         return int(self.data["ego"].shape[0])
@@ -237,7 +268,11 @@ def train(args: argparse.Namespace) -> dict:
         train_paths = train_paths[:args.max_episodes]
     if not train_paths:
         raise FileNotFoundError(f"no TRAIN shards under {args.data}/train (run `python -m training.planner_data`)")
-    train_set = PlannerSamples(train_paths, cfg, tok, ("train",))
+    recovery = RecoveryConfig(lateral_sigma_m=args.recovery_lateral_sigma,
+                              heading_sigma_rad=np.deg2rad(args.recovery_heading_sigma_deg),
+                              recovery_s=args.recovery_s)
+    train_set = PlannerSamples(train_paths, cfg, tok, ("train",), recovery_copies=args.recovery_copies,
+                               recovery=recovery, seed=args.seed)
     val_paths = shard_paths(args.data, "val", args.scenarios)
     val_set = PlannerSamples(val_paths, cfg, tok, ("val",)) if val_paths else None
     model = VLMPlanner(cfg, seed=args.seed)
@@ -311,6 +346,9 @@ def train(args: argparse.Namespace) -> dict:
         "threads": args.threads, "init": str(args.init) if getattr(args, "init", None) else None,
         "targeted_weight": getattr(args, "targeted_weight", 1),
         "targeted_samples": int(targeted_mask(train_set).sum()),
+        "recovery_copies": args.recovery_copies,
+        "recovery": ({k: float(v) for k, v in recovery.__dict__.items()} if args.recovery_copies else None),
+        "recovered_samples": int(train_set.recovered.sum()),
     }
     torch.save({"config": cfg.to_dict(), "state_dict": trainable_state(model), "summary": summary},
                run_dir / "planner.pt")
@@ -348,6 +386,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--targeted-weight", type=int, default=1,
                     help="draw the samples of targeted episodes (--from-search data, TARGETED seeds) this "
                          "many times per epoch (1 = like every other sample)")
+    ap.add_argument("--recovery-copies", type=int, default=0,
+                    help="add this many displaced copies of every TRAIN sample, labelled with a plan back "
+                         "to the expert's path (training.recovery; issue 14's recovery data)")
+    ap.add_argument("--recovery-lateral-sigma", type=float, default=RecoveryConfig.lateral_sigma_m,
+                    help="recovery copies: lateral displacement sigma [m] (clipped at 1.5 m)")
+    ap.add_argument("--recovery-heading-sigma-deg", type=float,
+                    default=float(np.rad2deg(RecoveryConfig.heading_sigma_rad)),
+                    help="recovery copies: heading displacement sigma [deg] (clipped at 8 deg)")
+    ap.add_argument("--recovery-s", type=float, default=RecoveryConfig.recovery_s,
+                    help="recovery copies: travel time over which the label returns to the path [s]")
     ap.add_argument("--out", type=Path, default=root / "runs" / "planner")
     ap.add_argument("--run", default="minilm_lora", help="run folder name")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoint to --ship-dir")

@@ -1,0 +1,101 @@
+"""Recovery samples (training.recovery): a displaced ego sees the scene moved by the inverse
+displacement, reads its offset in the ego token, and is labelled with a plan back to the expert's path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tps_planner.vlm.layout import PlannerConfig, ego_features, route_frame
+from tps_planner.vlm.model import InstructionTokenizer
+from vlm_helpers import write_fake_shard
+
+from training import planner
+from training.recovery import RecoveryConfig, displace_shard, displaced_pose, recovery_plan, to_displaced
+
+CFG = RecoveryConfig()
+STRAIGHT = np.array([[5.0 * k, 0.0] for k in range(1, 9)])   # 10 m/s along x, 0.5 s steps
+ALL = np.ones(8, bool)
+
+
+def test_a_lateral_displacement_is_recovered_smoothly_onto_the_experts_path():
+    dy = 1.0                                            # the ego 1 m left of the expert
+    rec = recovery_plan(STRAIGHT, ALL, dy, 0.0, 10.0, CFG)
+    length = CFG.recovery_s * 10.0                      # 25 m of travel
+    # the expert's path is 1 m to the ego's right; the label starts near the ego ...
+    assert -0.25 < rec[0, 1] < 0.0
+    # ... moves monotonically towards the path and is on it from `length` on
+    assert np.all(np.diff(rec[:, 1]) <= 1e-9)
+    on = STRAIGHT[:, 0] >= length
+    np.testing.assert_allclose(rec[on, 1], -dy, atol=1e-9)
+    # the expert's speed profile is kept: same distance per step
+    np.testing.assert_allclose(rec[:, 0], STRAIGHT[:, 0], atol=0.05)
+
+
+def test_a_heading_error_starts_along_the_egos_heading_and_ends_on_the_path():
+    dpsi = 0.1                                          # ego turned 5.7 deg to the left
+    rec = recovery_plan(STRAIGHT, ALL, 0.0, dpsi, 10.0, CFG)
+    path = to_displaced(STRAIGHT, 0.0, dpsi)
+    # the first step leaves along the ego's own heading more than along the path's (-dpsi)
+    assert abs(np.arctan2(rec[0, 1], rec[0, 0])) < 0.5 * dpsi
+    np.testing.assert_allclose(rec[-1], path[-1], atol=0.05)
+
+
+def test_no_displacement_gives_back_the_expert_plan_and_a_standing_expert_keeps_the_ego_standing():
+    np.testing.assert_allclose(recovery_plan(STRAIGHT, ALL, 0.0, 0.0, 10.0, CFG), STRAIGHT, atol=1e-9)
+    curve = np.stack([50 * np.sin(np.arange(1, 9) / 10), 50 * (1 - np.cos(np.arange(1, 9) / 10))], 1)
+    np.testing.assert_allclose(recovery_plan(curve, ALL, 0.0, 0.0, 10.0, CFG), curve, atol=1e-9)
+    # an expert that does not move: the displaced ego is told not to move either
+    np.testing.assert_allclose(recovery_plan(np.zeros((8, 2)), ALL, 1.2, 0.1, 0.0, CFG), 0.0, atol=1e-9)
+
+
+def test_displaced_shard_moves_every_base_link_quantity_and_the_ego_token_reads_the_offset(tmp_path):
+    path = write_fake_shard(tmp_path, "train", "highway", 0, n=4)
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    out = displace_shard(d, np.random.default_rng(3), RecoveryConfig(lateral_sigma_m=1.0))
+    for i in range(4):
+        dy, dpsi = out["recovery_offset"][i]
+        assert abs(dy) <= CFG.lateral_max_m and abs(dpsi) <= CFG.heading_max_rad
+        np.testing.assert_allclose(out["ego_pose"][i], displaced_pose(d["ego_pose"][i], dy, dpsi))
+        # the route runs along x through the expert: the ego token's lateral offset is the displacement
+        _, lateral, heading = route_frame(d["route"], out["ego_pose"][i])
+        assert lateral == pytest.approx(dy, abs=1e-9) and heading == pytest.approx(dpsi, abs=1e-9)
+        ego = ego_features(8.0, 0.0, 0.0, d["route"], out["ego_pose"][i], None, -1.0)
+        assert ego[3] == pytest.approx(dy / 3.0, abs=1e-6)
+        # an agent keeps its map position: displaced base_link back to map = original base_link to map
+        for name, pts in (("tok_geom", out["tok_geom"][i, :5, :2]), ("fut", out["fut"][i, :5, 0])):
+            c, s = np.cos(out["ego_pose"][i, 2]), np.sin(out["ego_pose"][i, 2])
+            world = out["ego_pose"][i, :2] + pts @ np.array([[c, s], [-s, c]])
+            orig = d["tok_geom"][i, :5, :2] if name == "tok_geom" else d["fut"][i, :5, 0]
+            np.testing.assert_allclose(world, d["ego_pose"][i, :2] + orig, atol=1e-4, err_msg=name)
+        # a velocity keeps its map direction, a heading its map angle
+        v0 = d["tok_geom"][i, :5, 5:7]
+        v1 = out["tok_geom"][i, :5, 5:7]
+        np.testing.assert_allclose(np.hypot(*v1.T), np.hypot(*v0.T), rtol=1e-5)
+        ang = np.arctan2(v1[:, 1], v1[:, 0]) + dpsi - np.arctan2(v0[:, 1], v0[:, 0])
+        np.testing.assert_allclose(np.cos(ang), 1.0, atol=1e-5)
+        dyaw = out["tok_geom"][i, :5, 2] + dpsi - d["tok_geom"][i, :5, 2]
+        np.testing.assert_allclose(np.cos(dyaw), 1.0, atol=1e-5)
+    # the scene-level content is untouched (same arrays)
+    for k in ("image", "tok_code", "light", "intent", "route"):
+        assert out[k] is d[k]
+
+
+def test_planner_samples_add_recovery_copies_marked_and_seeded(tmp_path):
+    cfg = PlannerConfig(max_agents=4, camera_size=(80, 45))
+    tok = InstructionTokenizer(cfg.max_text_tokens)
+    path = write_fake_shard(tmp_path, "train", "highway", 0, n=3)
+    plain = planner.PlannerSamples([path], cfg, tok)
+    two = planner.PlannerSamples([path], cfg, tok, recovery_copies=2, seed=5)
+    again = planner.PlannerSamples([path], cfg, tok, recovery_copies=2, seed=5)
+    assert len(plain) == 3 and len(two) == 9
+    assert two.recovered.tolist() == [False] * 3 + [True] * 6 and not plain.recovered.any()
+    assert two.seeds.tolist() == [0] * 9
+    for k in ("ego", "plan_target", "agent_feats"):
+        np.testing.assert_array_equal(two.data[k][:3].numpy(), plain.data[k].numpy())
+        np.testing.assert_array_equal(two.data[k].numpy(), again.data[k].numpy())
+        assert not np.allclose(two.data[k][3:6].numpy(), plain.data[k].numpy())
+    with pytest.raises(ValueError, match="recovery_copies"):
+        planner.PlannerSamples([path], cfg, tok, recovery_copies=-1)
+    with pytest.raises(ValueError, match="lateral_sigma_m"):
+        RecoveryConfig(lateral_sigma_m=float("nan"))
