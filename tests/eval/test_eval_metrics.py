@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from tps_eval import metrics as m
@@ -128,6 +130,18 @@ def test_dac_from_corners_on_a_road_strip():
 
 
 # --- TTC --------------------------------------------------------------------------------------
+def test_off_road_steps_below_the_slow_speed_are_counted_apart():
+    """Diagnostic beside DAC: which off-road steps were driven slowly (an excursion in stop-and-go,
+    not a cruise-speed edge margin)."""
+    drivable = np.ones((10, 4), bool)
+    drivable[[2, 3, 7], 1] = False                                  # 3 off-road steps
+    tr = dataclasses.replace(straight_trace(steps=10, drivable=drivable),
+                             ego_speed=np.array([10.0, 10, 10, 1.0, 10, 10, 10, 2.9, 10, 10]))
+    res = m.evaluate_episode(tr).to_dict()
+    assert res["off_road_steps"] == 3 and res["off_road_slow_steps"] == 2 and res["dac"] == 0.0
+    assert m.evaluate_episode(straight_trace(steps=10)).to_dict()["off_road_slow_steps"] == 0
+
+
 def test_ttc_flags_closing_on_a_stopped_lead_but_not_a_safe_gap():
     # ego 10 m/s; lead stopped with a bumper gap of 5 m: 0.5 s to contact -> violation
     gap_m = 5.0

@@ -25,6 +25,10 @@ Traffic lights (METRICS.md, "Traffic lights"): **TLC** is NAVSIM v2's traffic-li
 when the ego's front bumper crosses a stop line into the junction while that stop line's light
 is red, else 1; every such crossing is a **red-light violation**. ``PDMS x TLC`` is reported
 beside v1's PDMS.
+
+Diagnostics beside the scores (not part of any score): ``off_road_slow_steps`` counts the off-road
+steps driven below ``SLOW_OFF_ROAD_MPS``; at cruise speed an off-road step is usually a few
+decimetres of offset in a lane at the road edge, at low speed an excursion (stop-and-go, creeping).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ MARGIN_TTC_STEP_S = 0.25
 MARGIN_RANGE_M = 40.0
 MARGIN_MIN_SPEED_MPS = 0.5          # min TTC only counts while the ego drives at least this fast
 MARGIN_CLEARANCE_MIN_SPEED_MPS = 2.0   # min clearance likewise (creeping up to a queue is no risk)
+SLOW_OFF_ROAD_MPS = 3.0            # off-road steps below this speed are counted apart (diagnostic)
 AHEAD_BEARING_RAD = np.deg2rad(30.0)   # nuPlan is_agent_ahead tolerance
 BEHIND_BEARING_RAD = np.deg2rad(150.0)  # nuPlan is_agent_behind tolerance
 EP_MIN_REFERENCE_PROGRESS_M = 5.0  # EP is 1 when the reference progressed less than this
@@ -311,6 +316,7 @@ class EpisodeMetrics:
     min_ttc_s: float = MARGIN_TTC_HORIZON_S
     min_clearance_m: float = MARGIN_RANGE_M
     startup_latency_ms: float | None = None
+    off_road_slow_steps: int = 0     # of off_road_steps, those below SLOW_OFF_ROAD_MPS (module docstring)
 
     NON_DETERMINISTIC = ("e2e_latency_p50_ms", "e2e_latency_p99_ms", "node_latency_ms", "startup_latency_ms")
 
@@ -847,8 +853,10 @@ def evaluate_episode(trace: EpisodeTrace,
     pdms = None if ep is None else pdm_score(nc, dac, ttc, ep, comfort)
     crossings = stop_line_crossings(trace)
     tlc = traffic_light_compliance(crossings)
-    off_road = 0 if trace.drivable is None else int(
-        np.count_nonzero(~np.asarray(trace.drivable, bool).all(axis=1)))
+    off_mask = (np.zeros(trace.n_steps, bool) if trace.drivable is None
+                else ~np.asarray(trace.drivable, bool).all(axis=1))
+    off_road = int(np.count_nonzero(off_mask))
+    off_road_slow = int(np.count_nonzero(off_mask & (np.asarray(trace.ego_speed, np.float64) < SLOW_OFF_ROAD_MPS)))
     min_ttc, min_gap = safety_margins(trace)
     node_lat = {name: {"p50": percentile_or_none(v, 50), "p99": percentile_or_none(v, 99),
                        "n": int(len(v))}
@@ -873,6 +881,7 @@ def evaluate_episode(trace: EpisodeTrace,
         at_fault_per_km=(len(at_fault) / (distance / 1000.0)) if distance > 0 else 0.0,
         collision_events=[asdict(e) for e in events],
         off_road_steps=off_road,
+        off_road_slow_steps=off_road_slow,
         ttc_violation_steps=int(np.count_nonzero(ttc_bad)),
         fallback_share=fallback_share(trace.selected_source),
         mode_transitions=mode_transitions(trace.selected_source),

@@ -179,7 +179,9 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
             f"route completion {fmt(m.get('route_completion'), '{:.1%}')}, at-fault "
             f"collisions {m.get('at_fault_collisions')} "
             f"({', '.join(e['kind'] for e in m.get('collision_events', []) if e['at_fault'])}), "
-            f"off-road steps {m.get('off_road_steps')}, end {m.get('end_reason')}"
+            f"off-road steps {m.get('off_road_steps')}"
+            + (f" ({m['off_road_slow_steps']} below 3 m/s)" if m.get("off_road_slow_steps") else "")
+            + f", end {m.get('end_reason')}"
             + _transitions_text(m.get("monitor")))
         bev = (bev_paths or {}).get(key)
         link = f" — BEV: `{bev}`" if bev else ""
