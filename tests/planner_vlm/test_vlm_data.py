@@ -100,6 +100,15 @@ def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
     with torch.no_grad():
         again = planner.evaluate(model, val)
     assert again["loss"] == pytest.approx(summary["val"][-1]["loss"], rel=1e-4)
+    # the recovery probe (python -m training.recovery_eval) on displaced copies of the VAL shards
+    from training import recovery_eval
+
+    out = tmp_path / "probe.json"
+    assert recovery_eval.main([str(run / "planner.pt"), "--data", str(tmp_path / "data"), "--lateral-sigma", "1.0",
+                               "--json", str(out)]) == 0
+    probe = json.loads(out.read_text())[str(run / "planner.pt")]
+    assert probe["samples"] == 2 and np.isfinite(probe["l2_mean"]) and np.isfinite(probe["l2_mean_nominal"])
+    assert probe["removed_samples"] <= 2
 
     # fine-tune from that checkpoint (--init): its configuration wins over the command line's, its
     # parameters are the start (before any step the VAL loss is the checkpoint's), then they move
