@@ -160,23 +160,6 @@ def test_fallback_node_proof_of_life(test_node, tmp_path):
         assert float(keys["nearest_obstacle_m"]) == pytest.approx(20.0 - 0.4 - 2.3, abs=0.5)
         assert keys["lane_state"] == "lane" and keys["lane_id"] == "ego"
         assert int(keys["point_count"]) == len(xyzi)
-        # A repeat of the frame (the synchronous bridge re-publishes a step not answered in time) gets
-        # the answer already given, not a new plan: object tracks must not advance once per copy.
-        def at(inbox_msgs, t):
-            return [m for m in inbox_msgs if abs(conv.time_to_seconds(m.header.stamp) - t) < 1e-6]
-
-        n_answers = len(at(trajs.msgs, 1.0))
-        for _ in range(3):
-            pub_points.publish(cloud(1.0, xyzi))
-            if spin_until(test_node, lambda: len(at(trajs.msgs, 1.0)) > n_answers, REPLY_TIMEOUT_S / 3):
-                break
-        answers = at(trajs.msgs, 1.0)
-        assert len(answers) > n_answers, "no answer to the repeated frame"
-        assert [(p.pose.position.x, p.speed_mps) for p in answers[-1].points] == \
-            [(p.pose.position.x, p.speed_mps) for p in answers[0].points]
-        times = {kv.value for m in at(diags.msgs, 1.0) for s in m.status if s.name == "fallback: processing_time"
-                 for kv in s.values if kv.key == "processing_time_ms"}
-        assert len(times) == 1, f"the repeat was planned again: processing times {times}"
         # A NaN-laden cloud: ERROR and a minimal-risk stop, the node keeps running.
         nan_pts = xyzi.copy()
         nan_pts[: int(0.8 * len(nan_pts)), :3] = np.nan
@@ -189,8 +172,6 @@ def test_fallback_node_proof_of_life(test_node, tmp_path):
                        for s in _statuses(diags, "fallback: planning"))
 
         assert spin_until(test_node, nan_error, REPLY_TIMEOUT_S)
-        nan_planning = [s for m in at(diags.msgs, 1.1) for s in m.status if s.name == "fallback: planning"]
-        assert int({kv.key: kv.value for kv in nan_planning[-1].values}["repeats_answered"]) >= 1
         assert proc.poll() is None
     finally:
         stop(proc)

@@ -2,11 +2,15 @@
 
 The synchronous bridge re-publishes a step's sensor data when a node has not answered it within its
 ``sync_timeout_s`` (at start-up: step 0 until every node answered). A node that keeps state across
-frames (a tracker, a fault injector, lead-track history) would advance that state once per copy, so
+frames (a tracker, a fault injector) would advance that state once per copy, so
 the *count* of repeats -- a matter of host load and start-up timing -- would change the frames
 after it: two identical closed-loop episodes diverged that way. A node with such state therefore
 answers a repeat of the frame it answered last with the very messages it published for it
 (:class:`FrameRepeats`) and does not run again.
+
+The key must cover every input the answer depends on: an answer made before a late input arrived
+(a latched map, light heads, /tf_static) must not be given again once it has. Perception uses
+this; the fallback does not (its answer depends on several such inputs).
 
 A repeat is recognised in two steps: a cheap key (stamp, the cloud's frame and layout, and whatever
 else the answer depends on: the pose used, the monitor state, ...) must equal the last frame's, and

@@ -31,11 +31,6 @@ Each cloud is planned with the ego pose at the cloud's stamp: if the odometry of
 not arrived yet, the cloud waits for it (the synchronous loop publishes both per step); the next
 cloud, or the clock passing its stamp by ``pose_wait_s``, releases it with the nearest pose
 (tps_common.stamp_sync).
-
-A repeated cloud (the synchronous bridge re-publishes a step no node answered in time; same stamp,
-layout and bytes, planned with the same pose, monitor state, route map and light reading) is
-answered with the messages already published for it, not planned again: object tracks, lead
-history and the light stage's hold would otherwise advance once per copy (tps_common.repeats).
 """
 
 from __future__ import annotations
@@ -56,7 +51,6 @@ from tps_common.conversions import light_heads_from_info, seconds_to_time, time_
 from tps_common.frames import parse_static_transform
 from tps_common.node import load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, LATCHED_QOS, TRAJECTORY_QOS, sensor_qos
-from tps_common.repeats import FrameRepeats, cloud_layout
 from tps_common.stamp_sync import PoseKind, Release, StampSync, StampSyncParams
 from tps_common.tf import ExtrinsicSource
 from tps_msgs.msg import LaneMap, MonitorStatus, PlannedTrajectory, TrafficLightState, TrafficLightStates
@@ -91,7 +85,6 @@ class FallbackNode(Node):
         self.last_cloud_stamp_s: float | None = None
         self.route_error = "no route received"
         self._map_installed = 0       # sequence number of the last route-map request installed
-        self.repeats = FrameRepeats()  # the frame answered last (module docstring)
         qos = sensor_qos(self.cfg["reliable_sensor_qos"])
         self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", TRAJECTORY_QOS)
         self.pub_markers = self.create_publisher(MarkerArray, "~/output/markers", 5)
@@ -241,13 +234,6 @@ class FallbackNode(Node):
         t0 = time.perf_counter()
         msg, stamp, pose = r.payload, r.stamp_s, r.pose
         self.last_cloud_stamp_s = stamp
-        # everything the answer depends on besides the cloud's bytes (tps_common.repeats)
-        key = (stamp, cloud_layout(msg), pose, r.pose_kind, self.monitor_state, self._map_installed,
-               self.lights.has(stamp) if self.lights is not None else None)
-        if self.repeats.is_repeat(key, msg):
-            self.repeats.answer()      # a repeat of the frame just answered: the same answer again
-            return
-        self.repeats.begin(key, msg)
         extra: list[str] = []
         expected = self.cfg["lidar_frame"]
         points = None
@@ -260,7 +246,7 @@ class FallbackNode(Node):
                 extra.append(f"malformed point cloud: {exc}")
         if pose is None:
             self._diag_error("planning", "no odometry near the cloud's stamp "
-                             f"{stamp:.3f} s: no trajectory", stamp_s=stamp, frame_output=True)
+                             f"{stamp:.3f} s: no trajectory", stamp_s=stamp)
             return
         if r.pose_kind is PoseKind.NEAREST:
             extra.append(f"odometry of the cloud's stamp missing: used the pose at {pose.stamp_s:.3f} s")
@@ -280,11 +266,11 @@ class FallbackNode(Node):
                                   virtual_stops=tuple(VirtualStop(s, "traffic light") for s in stops))
         if res.trajectory is None:
             self._diag_error("planning", "; ".join([*res.messages, *extra, self.route_error]).strip("; "),
-                             stamp_s=stamp, frame_output=True)
+                             stamp_s=stamp)
             return
-        self.repeats.emit(self.pub_traj, conv.trajectory_to_msg(res.trajectory))
+        self.pub_traj.publish(conv.trajectory_to_msg(res.trajectory))
         if self.cfg["publish_markers"]:
-            self.repeats.emit(self.pub_markers, conv.fallback_markers(res, stamp))
+            self.pub_markers.publish(conv.fallback_markers(res, stamp))
         ms = (time.perf_counter() - t0) * 1e3
         level = max(res.level, diag.WARN if extra else diag.OK, diag.ERROR if points is None else diag.OK)
         ob = res.obstacle
@@ -305,30 +291,22 @@ class FallbackNode(Node):
             **self.extrinsic.diagnostic_values(msg.header.frame_id or None),
             **light_values,
         }
-        if self.repeats.answered:
-            values["repeats_answered"] = self.repeats.answered
         text = "; ".join([*res.messages, *extra]) or "ok"
         statuses = [
             diag.status(f"{self.get_name()}: planning", level, text, values),
             diag.processing_time_status(self.get_name(), ms, self.cfg["processing_budget_ms"],
                                         self.cfg["processing_error_budget_ms"]),
         ]
-        self.repeats.emit(self.pub_diag, diag.array(msg.header.stamp, statuses))
+        self.pub_diag.publish(diag.array(msg.header.stamp, statuses))
 
     def destroy_node(self) -> None:
         """Stop the route-map worker, then the node."""
         self.map_worker.close()
         super().destroy_node()
 
-    def _diag_error(self, aspect: str, text: str, stamp_s: float | None = None, frame_output: bool = False) -> None:
-        """One ERROR status; ``frame_output``: the answer to the cloud being planned (a repeat of
-        that cloud gets it again)."""
+    def _diag_error(self, aspect: str, text: str, stamp_s: float | None = None) -> None:
         stamp = seconds_to_time(stamp_s) if stamp_s is not None else self.get_clock().now().to_msg()
-        out = diag.array(stamp, [diag.status(f"{self.get_name()}: {aspect}", diag.ERROR, text)])
-        if frame_output:
-            self.repeats.emit(self.pub_diag, out)
-        else:
-            self.pub_diag.publish(out)
+        self.pub_diag.publish(diag.array(stamp, [diag.status(f"{self.get_name()}: {aspect}", diag.ERROR, text)]))
         self.get_logger().error(text, throttle_duration_sec=2.0)
 
 
