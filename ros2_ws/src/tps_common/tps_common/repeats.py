@@ -9,8 +9,10 @@ answers a repeat of the frame it answered last with the very messages it publish
 (:class:`FrameRepeats`) and does not run again.
 
 The key must cover every input the answer depends on: an answer made before a late input arrived
-(a latched map, light heads, /tf_static) must not be given again once it has. Perception uses
-this; the fallback does not (its answer depends on several such inputs).
+(a latched map, light heads, /tf_static) must not be given again once it has. Perception applies
+the same rule (its own copy, kept as it was while the fallback's failed CI runs are unexplained);
+the fallback has none yet (its answer depends on several such inputs). A node adopting this module
+should be checked against the closing note of 2026-12-03's fifth stop.
 
 A repeat is recognised in two steps: a cheap key (stamp, the cloud's frame and layout, and whatever
 else the answer depends on: the pose used, the monitor state, ...) must equal the last frame's, and

@@ -61,7 +61,6 @@ from tps_common.conversions import odometry_to_pose, time_to_seconds
 from tps_common.frames import parse_static_transform
 from tps_common.node import crash_if_due, exit_now, injected_crash_time, load_params, run_node
 from tps_common.qos import CLOCK_QOS, DIAGNOSTICS_QOS, STACK_OUTPUT_QOS, sensor_qos
-from tps_common.repeats import FrameRepeats, cloud_layout
 from tps_common.stamp_sync import PoseKind, Release, StampSync, StampSyncParams
 from tps_common.tf import ExtrinsicSource
 from tps_inference import EngineParams
@@ -129,7 +128,10 @@ class PerceptionNode(Node):
         self.sync: StampSync = StampSync(StampSyncParams(pose_tolerance_s=p["pose_tolerance_s"],
                                                          history_capacity=ODOM_HISTORY))
         self.tracking_in_map: bool | None = None
-        self.repeats = FrameRepeats()                   # the frame answered last (module docstring)
+        self._frame_key: tuple | None = None            # the frame answered last (module docstring)
+        self._frame_msg: PointCloud2 | None = None      # ... its message (a reference, not a copy)
+        self._frame_outputs: list[tuple[object, object]] = []
+        self.repeats_answered = 0
         self.pub = self.create_publisher(DetectedAgents, "~/output/detections", STACK_OUTPUT_QOS)
         self.token_pub = (self.create_publisher(AgentTokens, "~/output/tokens", STACK_OUTPUT_QOS)
                           if self.tokenizing else None)
@@ -216,13 +218,21 @@ class PerceptionNode(Node):
 
     def _emit(self, pub, msg) -> None:
         """Publish ``msg`` on ``pub`` and keep it as an output of the frame being processed."""
-        self.repeats.emit(pub, msg)
+        pub.publish(msg)
+        self._frame_outputs.append((pub, msg))
 
     @staticmethod
     def _key(msg: PointCloud2, r: Release, pose) -> tuple:
         """What makes two clouds the same frame besides their bytes: stamp, frame, layout and the
-        pose used (tps_common.repeats)."""
-        return (r.stamp_s, cloud_layout(msg), None if pose is None else tuple(float(v) for v in pose))
+        pose used (the bytes are compared only when all of these match: :meth:`_is_repeat`)."""
+        fields = tuple((f.name, f.offset, f.datatype, f.count) for f in msg.fields)
+        return (r.stamp_s, msg.header.frame_id, msg.height, msg.width, msg.point_step, msg.row_step,
+                msg.is_bigendian, fields, None if pose is None else tuple(float(v) for v in pose))
+
+    def _is_repeat(self, key: tuple, msg: PointCloud2) -> bool:
+        """Whether ``msg`` (with ``key``) is the frame answered last, byte for byte."""
+        return (key == self._frame_key and bool(self._frame_outputs) and self._frame_msg is not None
+                and msg.data == self._frame_msg.data)
 
     def _process(self, r: Release) -> None:
         t0 = time.perf_counter()
@@ -230,10 +240,13 @@ class PerceptionNode(Node):
         pose = (np.array([r.pose.x, r.pose.y, r.pose.yaw])
                 if self.p["use_odometry"] and r.pose is not None else None)
         key = self._key(msg, r, pose)
-        if self.repeats.is_repeat(key, msg):
-            self.repeats.answer()      # a repeat of the frame just answered: the same answer again
+        if self._is_repeat(key, msg):
+            # a repeat of the frame just answered (module docstring): the same answer again
+            self.repeats_answered += 1
+            for pub, out in self._frame_outputs:
+                pub.publish(out)
             return
-        self.repeats.begin(key, msg)
+        self._frame_key, self._frame_msg, self._frame_outputs = key, msg, []
         try:
             points = cloud_to_points(msg, self.p["expected_frame"])
             if self.tracking_in_map is not None and self.tracking_in_map != (pose is not None):
@@ -268,8 +281,8 @@ class PerceptionNode(Node):
         if self.p["use_odometry"] and r.pose_kind is not PoseKind.EXACT:
             values["pose"] = r.note or r.pose_kind.value
         values.update(self.extrinsic.diagnostic_values(msg.header.frame_id or None))
-        if self.repeats.answered:
-            values["repeats_answered"] = self.repeats.answered
+        if self.repeats_answered:
+            values["repeats_answered"] = self.repeats_answered
         self._emit(self.diag_pub, diag.array(msg.header.stamp, [diag.processing_time_status(
             self.get_name(), ms, self.p["processing_budget_ms"], self.p["processing_error_budget_ms"], values)]))
 
