@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from tps_common.geometry import to_local
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,7 @@ def displaced_pose(pose: np.ndarray, dy: float, dpsi: float) -> np.ndarray:
 def to_displaced(xy: np.ndarray, dy: float, dpsi: float) -> np.ndarray:
     """Points (..., 2) in the original base_link, expressed in the displaced one."""
     p = np.asarray(xy, np.float64)
-    c, s = np.cos(dpsi), np.sin(dpsi)
-    x, y = p[..., 0], p[..., 1] - dy
-    return np.stack([c * x + s * y, -s * x + c * y], axis=-1)
+    return to_local(p.reshape(-1, 2), (0.0, dy), dpsi).reshape(p.shape)
 
 
 def rotate(v: np.ndarray, angle: float) -> np.ndarray:
