@@ -13,7 +13,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry, Path
 from planner_helpers import lidar_scan, straight_route
-from ros_harness import STARTUP_TIMEOUT_S, spin_until, start_node, stop
+from ros_harness import STARTUP_TIMEOUT_S, InputMatches, spin_until, start_node, stop
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
@@ -50,6 +50,7 @@ def test_fallback_stops_for_red_and_goes_on_green(test_node, tmp_path):
               "~/input/monitor_status": "/tl/monitor", "~/input/traffic_light_info": "/tl/info",
               "~/input/traffic_lights": "/tl/states", "~/output/trajectory": "/tl/traj",
               "~/output/markers": "/tl/markers"}
+    matches = InputMatches(test_node, "fallback_tl")     # the node's own reader-side matches
     proc = start_node("fallback_node", "fallback_tl", remaps, {"use_sim_time": True, "use_traffic_lights": True},
                       tmp_path)
     try:
@@ -73,6 +74,12 @@ def test_fallback_stops_for_red_and_goes_on_green(test_node, tmp_path):
         head = LightHead(LIGHT_ID, (STOP_X_M + 31.0, 0.0, 5.5), math.pi, (STOP_X_M, 0.0), 0.0, 3.5)
         pub_info.publish(traffic_light_info_msg([head]))
         empty = xyzi_to_pointcloud2(lidar_scan((0.0, 0.0, 0.0), []), Header(frame_id="ego_vehicle/lidar"))
+        # The light map and the route are latched, read once: a cloud answered before they arrive
+        # is planned without the light (CI once saw 11.9 m/s at t = 1.0). Start the frames after the
+        # node reports its readers matched, and the latched samples have had time to land.
+        inputs = ["/tl/info", "/tl/route", "/tl/points", "/tl/odom", "/tl/states"]
+        assert matches.wait(inputs, STARTUP_TIMEOUT_S), f"fallback_tl never matched {matches.unmatched(inputs)}"
+        spin_until(n, lambda: False, 0.5)
 
         def frame(t: float):
             def _send():
