@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import random
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tps_planner.vlm.layout import SCENE_OF_SCENARIO, PlannerConfig, agent_features, ego_features
+from tps_planner.vlm.layout import PLAN_PRIORS, SCENE_OF_SCENARIO, PlannerConfig, agent_features, ego_features
 from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, load_planner, planner_loss  # noqa: F401 (load_planner: re-exported)
 from tps_sim.splits import TARGETED
 from tqdm import tqdm
@@ -257,11 +258,15 @@ def train(args: argparse.Namespace) -> dict:
 
         init_model, init_ckpt = load_planner(args.init)
         cfg = init_model.cfg
+        if getattr(args, "plan_prior", None) and args.plan_prior != cfg.plan_prior:
+            # the head's residuals were learned on the old base: fine-tuning re-learns them
+            cfg = dataclasses.replace(cfg, plan_prior=args.plan_prior)
         init = {k: v for k, v in init_model.state_dict().items() if k in init_ckpt["state_dict"]}
         del init_model
     else:
         cfg = PlannerConfig(trunk=args.trunk, lora_rank=(0 if args.trunk == "scratch" else args.lora_rank),
-                            use_camera=not args.no_camera, max_agents=args.max_agents)
+                            use_camera=not args.no_camera, max_agents=args.max_agents,
+                            plan_prior=getattr(args, "plan_prior", None) or PlannerConfig.plan_prior)
     tok = InstructionTokenizer(cfg.max_text_tokens)
     train_paths = shard_paths(args.data, "train", args.scenarios)
     if args.max_episodes:
@@ -386,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--targeted-weight", type=int, default=1,
                     help="draw the samples of targeted episodes (--from-search data, TARGETED seeds) this "
                          "many times per epoch (1 = like every other sample)")
+    ap.add_argument("--plan-prior", choices=PLAN_PRIORS, default=None,
+                    help="the plan head's residual base: straight ahead or along the route "
+                         "(default: the --init checkpoint's, else straight)")
     ap.add_argument("--recovery-copies", type=int, default=0,
                     help="add this many displaced copies of every TRAIN sample, labelled with a plan back "
                          "to the expert's path (training.recovery; issue 14's recovery data)")

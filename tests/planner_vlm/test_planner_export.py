@@ -29,7 +29,7 @@ def exported(tmp_path_factory):
     """(checkpoint, export folder, data root, {backend: runtime}) for one small trained-like planner."""
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("planner_export")
-    cfg = PlannerConfig(max_agents=MAX_AGENTS)
+    cfg = PlannerConfig(max_agents=MAX_AGENTS, plan_prior="route")
     model = VLMPlanner(cfg, seed=0)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():

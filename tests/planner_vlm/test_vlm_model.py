@@ -139,6 +139,41 @@ def test_heads_are_residuals_on_constant_velocity(model):
     torch.testing.assert_close(out["s2"]["modes"], expect[:, :, None].expand(-1, -1, CFG.n_modes, -1, -1))
 
 
+def test_route_prior_holds_the_speed_along_the_route(model):
+    """plan_prior "route": a zeroed head drives the ego token's route at the ego's speed -- back
+    onto the route from a lateral offset, round a corner, straight on past the route's end."""
+    m = copy.deepcopy(model)
+    m.cfg = PlannerConfig(plan_prior="route")
+    torch.nn.init.zeros_(m.plan_head[-1].weight)
+    torch.nn.init.zeros_(m.plan_head[-1].bias)
+    t = CFG.plan_dt_s * np.arange(1, CFG.plan_steps + 1)
+    # a straight route 1 m left of the ego, then a right-angle turn left 32 m on (a route point: the
+    # token samples the route every 8 m, and the prior runs straight between its points)
+    route = np.array([[-10.0, 1.0], [32.0, 1.0], [32.0, 60.0]])
+    speed = 12.0
+    ego = layout.ego_features(speed, 0.0, 0.0, route, np.zeros(3), None, -1.0)
+    b = random_batch(CFG, b=1, a=2, n_valid=(2,))
+    b["ego"] = torch.tensor(ego)[None]
+    with torch.no_grad():
+        traj = m(b)["s3"]["trajectory"][0].numpy()
+    s = speed * t                                            # arc length from the projection (0, 1)
+    expect = np.where(s[:, None] <= 32.0, np.stack([s, np.ones_like(s)], 1),
+                      np.stack([np.full_like(s, 32.0), 1.0 + s - 32.0], 1))
+    np.testing.assert_allclose(traj, expect, atol=1e-4)
+    # a route that ends 20 m ahead: straight on past its end; a standing ego stays at the projection
+    short = np.array([[0.0, -0.5], [20.0, -0.5]])
+    b["ego"] = torch.tensor(layout.ego_features(10.0, 0.0, 0.0, short, np.zeros(3), None, -1.0))[None]
+    with torch.no_grad():
+        traj = m(b)["s3"]["trajectory"][0].numpy()
+    np.testing.assert_allclose(traj, np.stack([10.0 * t, np.full_like(t, -0.5)], 1), atol=1e-4)
+    b["ego"] = torch.tensor(layout.ego_features(0.0, 0.0, 0.0, short, np.zeros(3), None, -1.0))[None]
+    with torch.no_grad():
+        traj = m(b)["s3"]["trajectory"][0].numpy()
+    np.testing.assert_allclose(traj, np.tile([0.0, -0.5], (CFG.plan_steps, 1)), atol=1e-4)
+    with pytest.raises(ValueError, match="plan_prior 'sideways'"):
+        PlannerConfig(plan_prior="sideways")
+
+
 def test_padding_and_masked_camera_change_nothing(model):
     b = random_batch(CFG, b=2, a=5)
     with torch.no_grad():

@@ -63,6 +63,12 @@ EGO_SPEED_SCALE_MPS = 10.0   # ego_features[0] = speed / this
 STOP_LINE_RANGE_M = 80.0   # a stop line farther along than this is "none"
 
 
+# What the plan head's per-step residuals are added to: "straight" = the ego's speed held straight
+# ahead (the checkpoints trained before 2026-12-03); "route" = the ego's speed held along its route
+# (the route points of the ego token), so that following the route costs the head nothing.
+PLAN_PRIORS = ("straight", "route")
+
+
 @dataclass(frozen=True)
 class PlannerConfig:
     """Sizes of the planner (saved with its weights; :meth:`to_dict` / :meth:`from_dict`)."""
@@ -88,7 +94,12 @@ class PlannerConfig:
     forecast_dt_s: float = 0.5
     plan_steps: int = 8                 # 4 s at 0.5 s
     plan_dt_s: float = 0.5
+    plan_prior: str = "straight"        # the plan head's residual base (:data:`PLAN_PRIORS`)
     attention_dropout: float = 0.0      # trunk attention-probability dropout (checkpoint: 0.1)
+
+    def __post_init__(self):
+        if self.plan_prior not in PLAN_PRIORS:
+            raise ValueError(f"plan_prior {self.plan_prior!r} is not one of {PLAN_PRIORS}")
 
     @property
     def ego_dim(self) -> int:

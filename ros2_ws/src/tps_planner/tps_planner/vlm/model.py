@@ -260,8 +260,11 @@ class VLMPlanner(nn.Module):
         h = self._pass(2, base, [*s1_tokens, s2_tokens, self._query(KIND_Q_EGO, b, base["tokens"].device)])
         out = self.plan_head(h[:, -1]).reshape(b, cfg.plan_steps, 3)
         times = cfg.plan_dt_s * torch.arange(1, cfg.plan_steps + 1, dtype=out.dtype, device=out.device)
-        cv = torch.zeros_like(out[..., :2])
-        cv[..., 0] = ego[:, :1] * EGO_SPEED_SCALE_MPS * times                      # straight ahead
+        if cfg.plan_prior == "route":
+            cv = route_prior(ego, times, cfg.route_points)
+        else:
+            cv = torch.zeros_like(out[..., :2])
+            cv[..., 0] = ego[:, :1] * EGO_SPEED_SCALE_MPS * times                  # straight ahead
         traj = cv + (out[..., :2] * STEP_SCALE_M).cumsum(1)
         return {"trajectory": traj, "log_sigma": out[..., 2].clamp(*LOG_SIGMA_RANGE)}
 
@@ -289,6 +292,40 @@ class VLMPlanner(nn.Module):
         """(trainable, total) parameter counts."""
         tr = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return tr, sum(p.numel() for p in self.parameters())
+
+
+def route_prior(ego: torch.Tensor, times: torch.Tensor, route_points: int) -> torch.Tensor:
+    """(B, T, 2) base_link positions of the ego holding its speed along its route, at ``times``.
+
+    The route is read from the ego token (:func:`~tps_planner.vlm.layout.ego_features`): the ego's
+    projection onto it (from the lateral offset and heading error) then the ``route_points`` points
+    ahead. Past the last point the path goes straight on along the last segment that has a length
+    (the route's end repeats its last point). Written with clamps and sums only (no gather or search)
+    so that it exports to ONNX as it is. A lateral offset clipped in the token (|d| > 9 m) puts the
+    projection at 9 m; the head's residual covers the rest.
+    """
+    b = ego.shape[0]
+    speed = ego[:, 0:1] * EGO_SPEED_SCALE_MPS                                     # (B, 1)
+    d = ego[:, 3:4] * 3.0                                                          # lateral offset, left +
+    sin_he, cos_he = ego[:, 4:5], ego[:, 5:6]
+    p0 = torch.cat([-d * sin_he, -d * cos_he], dim=1)                              # projection, base_link
+    pts = ego[:, 7:7 + 2 * route_points].reshape(b, route_points, 2) * POS_SCALE_M
+    poly = torch.cat([p0[:, None], pts], dim=1)                                    # (B, P+1, 2)
+    seg = poly[:, 1:] - poly[:, :-1]
+    length = seg.norm(dim=-1)                                                      # (B, P)
+    direction = seg / length.clamp(min=1e-6)[..., None]
+    start = length.cumsum(1) - length                                              # arc length at each segment's start
+    s = speed * times[None, :]                                                     # (B, T)
+    along = (s[:, :, None] - start[:, None, :]).clamp(min=0.0)                     # (B, T, P)
+    along = torch.minimum(along, length[:, None, :])
+    pos = p0[:, None, :] + (along[..., None] * direction[:, None]).sum(2)
+    # straight on past the end, along the last segment that has a length
+    has = (length > 1e-3).to(ego.dtype)
+    after = has.flip(1).cumsum(1).flip(1) - has                                    # segments with a length after this one
+    last = has * (after < 0.5).to(ego.dtype)                                       # one-hot (or none)
+    tail_dir = (last[..., None] * direction).sum(1)                                # (B, 2)
+    beyond = (s - length.sum(1, keepdim=True)).clamp(min=0.0)                      # (B, T)
+    return pos + beyond[..., None] * tail_dir[:, None, :]
 
 
 def plan_nll(traj: torch.Tensor, log_sigma: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
