@@ -84,6 +84,8 @@ def test_lockstep_report_has_the_promised_fields(lockstep_cli):
         assert key in report, key
     assert report["frames"] == SIM_FRAMES
     assert report["unreadable"] == 0
+    # discovery was confirmed before frame 0, node to node too (the arbiter once lost frame 0)
+    assert not [n for n in report["run"]["notes"] if "not confirmed matched" in n], report["run"]["notes"]
     assert set(report["latency_ms"]) == set(NODES)
     for node in NODES:
         assert report["dropped"][node] == 0, (node, report["dropped"])

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_report
+from tps_common.readiness import INPUT_MATCHES_TOPIC, parse_output_report, parse_report
 
 from tps_eval.replay.bagio import TF, TF_STATIC, Frame, InputBag
 from tps_eval.replay.config import (
@@ -206,6 +206,7 @@ class _Session:
             on_message=self._on_message)
         # what the graph's nodes say their readers have matched (latched: every node's newest)
         self.input_matches: dict[str, dict[str, int]] = {}
+        self.output_matches: dict[str, dict[str, int]] = {}     # the writer half, per node
         self.node.create_subscription(DiagnosticArray, INPUT_MATCHES_TOPIC, self._on_input_matches,
                                       INPUT_MATCHES_READER_QOS)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -226,6 +227,7 @@ class _Session:
     def _on_input_matches(self, msg) -> None:
         with self._cond:
             self.input_matches.update(parse_report(msg))
+            self.output_matches.update(parse_output_report(msg))
 
     def _on_message(self, topic: str, raw: bytes, wall: float) -> None:
         if topic not in self._output_topics:
@@ -298,6 +300,30 @@ class _Session:
                 have = sum(1 for counts in reports if counts.get(topic, 0) >= 1)
                 if have < n:
                     missing.append(f"{topic} ({have}/{n} readers matched)")
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.02)
+
+    def wait_graph_matched(self, internal: dict[str, int], deadline: float) -> list[str]:
+        """Wait until every topic one graph node publishes and ``n`` others read is matched in both
+        halves, by the nodes' own reports: ``n`` readers have matched a publisher, and a writer has
+        matched ``n`` readers (plus this recorder's, where it records the topic). A node's first
+        output can be lost otherwise: CI saw the arbiter miss frame 0 of a lockstep replay (the
+        fallback's first trajectory never reached it), one frame "dropped". Returns what is still
+        missing at the deadline."""
+        while True:
+            with self._cond:
+                readers = list(self.input_matches.values())
+                writers = list(self.output_matches.values())
+            missing = []
+            for topic, n in internal.items():
+                have = sum(1 for counts in readers if counts.get(topic, 0) >= 1)
+                if have < n:
+                    missing.append(f"{topic} ({have}/{n} readers matched)")
+                want = n + (1 if topic in self.recorder.subscriptions else 0)
+                best = max((counts.get(topic, 0) for counts in writers), default=0)
+                if best < want:
+                    missing.append(f"{topic} (its writer matched {best}/{want} readers)")
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.02)
@@ -436,6 +462,12 @@ def run_replay(bag_path: str | os.PathLike, config: ReplayConfig, options: Repla
                 # a node that does not report (not started through tps_common.node.run_node) or
                 # a reader that never matched: its first messages may be lost, said so
                 notes.append(f"readers not confirmed matched before the first frame: {', '.join(unmatched)}")
+                log(f"tps-replay: warning: {notes[-1]}")
+            internal = {t: n for t, n in consumers.items() if t in graph_outputs and t not in session.publishers}
+            unmatched = session.wait_graph_matched(internal, time.monotonic() + READER_MATCH_TIMEOUT_S)
+            if unmatched:
+                notes.append(f"node-to-node topics not confirmed matched before the first frame: "
+                             f"{', '.join(unmatched)}")
                 log(f"tps-replay: warning: {notes[-1]}")
             time.sleep(MATCH_SETTLE_S)
             session.timing.startup_s = time.monotonic() - t_start
