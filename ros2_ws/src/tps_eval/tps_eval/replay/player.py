@@ -291,18 +291,7 @@ class _Session:
         ``n`` readers that matched the player's publisher, and ``/clock`` ``sim_time_nodes``: the
         writers matching them (:meth:`wait_matched`) is half of DDS discovery, and a reader that
         has not matched yet loses the first frame. Returns what is still missing at the deadline."""
-        wanted = {**consumers, "/clock": sim_time_nodes}
-        while True:
-            with self._cond:
-                reports = list(self.input_matches.values())
-            missing = []
-            for topic, n in wanted.items():
-                have = sum(1 for counts in reports if counts.get(topic, 0) >= 1)
-                if have < n:
-                    missing.append(f"{topic} ({have}/{n} readers matched)")
-            if not missing or time.monotonic() > deadline:
-                return missing
-            time.sleep(0.02)
+        return self._poll_reports({**consumers, "/clock": sim_time_nodes}, deadline, writers_too=False)
 
     def wait_graph_matched(self, internal: dict[str, int], deadline: float) -> list[str]:
         """Wait until every topic one graph node publishes and ``n`` others read is matched in both
@@ -311,19 +300,23 @@ class _Session:
         output can be lost otherwise: CI saw the arbiter miss frame 0 of a lockstep replay (the
         fallback's first trajectory never reached it), one frame "dropped". Returns what is still
         missing at the deadline."""
+        return self._poll_reports(internal, deadline, writers_too=True)
+
+    def _poll_reports(self, wanted: dict[str, int], deadline: float, writers_too: bool) -> list[str]:
         while True:
             with self._cond:
                 readers = list(self.input_matches.values())
                 writers = list(self.output_matches.values())
             missing = []
-            for topic, n in internal.items():
+            for topic, n in wanted.items():
                 have = sum(1 for counts in readers if counts.get(topic, 0) >= 1)
                 if have < n:
                     missing.append(f"{topic} ({have}/{n} readers matched)")
-                want = n + (1 if topic in self.recorder.subscriptions else 0)
-                best = max((counts.get(topic, 0) for counts in writers), default=0)
-                if best < want:
-                    missing.append(f"{topic} (its writer matched {best}/{want} readers)")
+                if writers_too:
+                    want = n + (1 if topic in self.recorder.subscriptions else 0)
+                    best = max((counts.get(topic, 0) for counts in writers), default=0)
+                    if best < want:
+                        missing.append(f"{topic} (its writer matched {best}/{want} readers)")
             if not missing or time.monotonic() > deadline:
                 return missing
             time.sleep(0.02)
