@@ -274,6 +274,7 @@ def train(args: argparse.Namespace) -> dict:
     if not train_paths:
         raise FileNotFoundError(f"no TRAIN shards under {args.data}/train (run `python -m training.planner_data`)")
     recovery = RecoveryConfig(lateral_sigma_m=args.recovery_lateral_sigma,
+                              lateral_max_m=getattr(args, "recovery_lateral_max", RecoveryConfig.lateral_max_m),
                               heading_sigma_rad=np.deg2rad(args.recovery_heading_sigma_deg),
                               recovery_s=args.recovery_s)
     train_set = PlannerSamples(train_paths, cfg, tok, ("train",), recovery_copies=args.recovery_copies,
@@ -398,7 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="add this many displaced copies of every TRAIN sample, labelled with a plan back "
                          "to the expert's path (training.recovery; issue 14's recovery data)")
     ap.add_argument("--recovery-lateral-sigma", type=float, default=RecoveryConfig.lateral_sigma_m,
-                    help="recovery copies: lateral displacement sigma [m] (clipped at 1.5 m)")
+                    help="recovery copies: lateral displacement sigma [m] (clipped at --recovery-lateral-max)")
+    ap.add_argument("--recovery-lateral-max", type=float, default=RecoveryConfig.lateral_max_m,
+                    help="recovery copies: the largest lateral displacement [m]")
     ap.add_argument("--recovery-heading-sigma-deg", type=float,
                     default=float(np.rad2deg(RecoveryConfig.heading_sigma_rad)),
                     help="recovery copies: heading displacement sigma [deg] (clipped at 8 deg)")
