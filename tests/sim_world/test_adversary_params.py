@@ -61,3 +61,25 @@ def test_a_braking_override_changes_the_lead_and_nothing_else():
     assert decel == pytest.approx(4.0, abs=0.8)
     # the seeded lead (brakes at 3-6 s) is still cruising between 1.5 and 2.5 s
     assert v_default[24] >= v_default[14] - 0.5
+
+
+@pytest.mark.parametrize("scenario, seed", [("highway", 1004), ("hard_brake", 1000)])
+def test_the_expert_keeps_its_lane_where_the_instruction_says_keep_lane(scenario, seed):
+    """Before KEEP_LANE_LC, SUMO's expert changed lanes for speed in 14 of 15 keep-lane episodes
+    (these two seeds among them, within 10 s) while its lane-level route stayed in the departure
+    lane: the planner data said "keep lane" with a plan one lane to the side."""
+    from tps_planner.vlm.layout import route_frame
+    from tps_sim.world.scenarios import SCENARIOS
+
+    assert SCENARIOS[scenario].instruction.text == "keep lane"
+    world = SimWorld(WorldConfig(scenario=scenario, seed=seed, clutter="none", ego_driver="expert",
+                                 duration_s=15.0))
+    try:
+        world.reset()
+        offsets = []
+        for _ in range(150):
+            e = world.step().ego
+            offsets.append(route_frame(world.route, np.array([e.center[0], e.center[1], e.yaw]))[1])
+    finally:
+        world.close()
+    assert np.max(np.abs(offsets)) < 0.5, f"the expert left its route's lane: {np.round(offsets[::10], 2)}"
