@@ -320,6 +320,17 @@ def analyse(node: str, result: dict, heard: dict) -> dict:
                 if s > CRASH_AT_S + arbiter["watchdog_timeout_s"] + eps and ages.get(key, math.inf) < fresh_ms - eps]
         assert heard["arbiter"], "no diagnostics of the arbiter heard"
         back_stamp = min([back_stamp, *seen])
+    elif node == "perception":
+        # The planner plans only on tokens of its own frame, and the arbiter blends towards it only
+        # with a fresh candidate: the planner (or a blend that is not fallback -> minimal risk)
+        # selected after the hand-over proves perception was back by that stamp, even where the
+        # listener missed the respawned node's first tokens (CI: blend from 7.3 s, the planner at
+        # 7.8 s, tokens heard later).
+        handed_over = CRASH_AT_S - CYCLE_S + arbiter["watchdog_timeout_s"] + arbiter["blend_window_s"]
+        eased = safe_blends([(s, v) for _, s, v in selected], safe)
+        seen = [s for _, s, v in selected
+                if s > handed_over + CYCLE_S + eps and v not in safe and round(s, 3) not in eased]
+        back_stamp = min([back_stamp, *seen])
 
     # while down: the arbiter publishes every step; it leaves the planner's last candidate after at
     # most its watchdog, blends into the fallback, then selects only the fallback / minimal-risk stop
