@@ -60,6 +60,8 @@ AGENT_FOURIER_COLS = (0, 1, 6, 7)   # columns of agent_features that get Fourier
 POS_SCALE_M = 50.0
 VEL_SCALE_MPS = 20.0
 EGO_SPEED_SCALE_MPS = 10.0   # ego_features[0] = speed / this
+EGO_LATERAL_SCALE_M = 3.0    # ego_features[3] = route-relative lateral offset / this, clipped to +-3
+EGO_ROUTE_COL = 7            # ego_features[7:7 + 2 * route_points] = the route points ahead / POS_SCALE_M
 STOP_LINE_RANGE_M = 80.0   # a stop line farther along than this is "none"
 
 
@@ -130,7 +132,7 @@ def intent_to_msg(intent: int) -> int:
 
 # --- ego -----------------------------------------------------------------------------------------
 def ego_dim(route_points: int) -> int:
-    return 7 + 2 * int(route_points) + 4
+    return EGO_ROUTE_COL + 2 * int(route_points) + 4
 
 
 def route_frame(route_xy: np.ndarray, pose: np.ndarray) -> tuple[float, float, float]:
@@ -198,9 +200,10 @@ def ego_features(speed_mps: float, accel_mps2: float, yaw_rate_rps: float, route
     pts = route_points_ahead(route_xy, pose, route_points, route_spacing_m) / POS_SCALE_M
     has_stop = stop_line_m is not None and np.isfinite(stop_line_m) and stop_line_m < STOP_LINE_RANGE_M
     has_target = target_speed_mps >= 0.0
-    out = [speed_mps / EGO_SPEED_SCALE_MPS, accel_mps2 / 3.0, yaw_rate_rps, float(np.clip(lateral / 3.0, -3, 3)),
+    out = [speed_mps / EGO_SPEED_SCALE_MPS, accel_mps2 / 3.0, yaw_rate_rps,
+           float(np.clip(lateral / EGO_LATERAL_SCALE_M, -3, 3)),
            np.sin(heading_err), np.cos(heading_err), 1.0,  # bias slot (a constant the MLP can use)
-           *pts.ravel().tolist(),
+           *pts.ravel().tolist(),                          # from EGO_ROUTE_COL on
            float(has_stop), (float(np.clip(stop_line_m, -10.0, STOP_LINE_RANGE_M)) / POS_SCALE_M
                              if has_stop else 0.0),
            float(has_target), (target_speed_mps / 10.0 if has_target else 0.0)]

@@ -43,6 +43,8 @@ import torch.nn.functional as F
 from tps_planner.vlm.layout import (
     AGENT_DIM,
     AGENT_FOURIER_COLS,
+    EGO_LATERAL_SCALE_M,
+    EGO_ROUTE_COL,
     EGO_SPEED_SCALE_MPS,
     INTENTS,
     LIGHTS,
@@ -306,10 +308,10 @@ def route_prior(ego: torch.Tensor, times: torch.Tensor, route_points: int) -> to
     """
     b = ego.shape[0]
     speed = ego[:, 0:1] * EGO_SPEED_SCALE_MPS                                     # (B, 1)
-    d = ego[:, 3:4] * 3.0                                                          # lateral offset, left +
+    d = ego[:, 3:4] * EGO_LATERAL_SCALE_M                                          # lateral offset, left +
     sin_he, cos_he = ego[:, 4:5], ego[:, 5:6]
     p0 = torch.cat([-d * sin_he, -d * cos_he], dim=1)                              # projection, base_link
-    pts = ego[:, 7:7 + 2 * route_points].reshape(b, route_points, 2) * POS_SCALE_M
+    pts = ego[:, EGO_ROUTE_COL:EGO_ROUTE_COL + 2 * route_points].reshape(b, route_points, 2) * POS_SCALE_M
     poly = torch.cat([p0[:, None], pts], dim=1)                                    # (B, P+1, 2)
     seg = poly[:, 1:] - poly[:, :-1]
     length = seg.norm(dim=-1)                                                      # (B, P)
