@@ -73,8 +73,8 @@ def arbiter_hold_s() -> float:
 # failed "before the hand-over could end": a host-speed assumption.) Measured on this 2-core machine
 # (crash at 3.0 s): the planner (6 s delay, a training job beside it) published again 19-20 s wall /
 # 13.5-14.3 s sim after the kill -- without the planner the loop runs ~10 steps per wall second --
-# and was NOMINAL again at 21.8 s sim, hence its 30-s episode (in 20 s it never got back); earlier (0.5 s delay, load 4-11) its reload
-# took 15-18 s wall, NOMINAL again at 13.2 s. Perception (0.5 s delay) published again 6-16 s wall /
+# and was NOMINAL again at 21.8 s sim, hence its 30-s episode (in 20 s it never got back); earlier
+# (0.5 s delay, load 4-11) its reload took 15-18 s wall, NOMINAL again at 13.2 s. Perception (0.5 s delay) published again 6-16 s wall /
 # 1.2-2.9 s sim after the kill, NOMINAL again at 5.3-12.4 s (the monitor's hysteresis, once a spell
 # of DEGRADED/FALLBACK while the tracker re-converged); the monitor (6 s delay) NOMINAL again at 5.2 s.
 NODE_CASES = {
@@ -313,6 +313,13 @@ def analyse(node: str, result: dict, heard: dict) -> dict:
     back_wall, back_stamp = min(output, key=lambda r: r[0])
     assert back_wall > restart["restarted_at"], "output after the crash stamp before the restart"
     arbiter = yaml.safe_load(ARBITER_PARAMS.read_text())["/**"]["ros__parameters"]
+    # the arbiter leaves the planner's last candidate (of k-1) after at most its watchdog, then
+    # blends into the fallback; a blend whose neighbours are both safe is the arbiter easing from the
+    # fallback into the minimal-risk stop (seen under load ~9: the respawned planner took 35 s wall
+    # to load, the monitor latched MINIMAL_RISK after 10 s sim of FALLBACK and the arbiter blended 0.5 s)
+    leave_by = CRASH_AT_S - CYCLE_S + arbiter["watchdog_timeout_s"]
+    safe_by = leave_by + arbiter["blend_window_s"]
+    eased = safe_blends([(s, v) for _, s, v in selected], safe)
     if node in ARBITER_AGE_KEY:
         # the first cycle, past the watchdog, whose newest message of the node was fresh to the arbiter
         key, fresh_ms = ARBITER_AGE_KEY[node], arbiter["watchdog_timeout_s"] * 1e3
@@ -326,26 +333,18 @@ def analyse(node: str, result: dict, heard: dict) -> dict:
         # selected after the hand-over proves perception was back by that stamp, even where the
         # listener missed the respawned node's first tokens (CI: blend from 7.3 s, the planner at
         # 7.8 s, tokens heard later).
-        handed_over = CRASH_AT_S - CYCLE_S + arbiter["watchdog_timeout_s"] + arbiter["blend_window_s"]
-        eased = safe_blends([(s, v) for _, s, v in selected], safe)
         seen = [s for _, s, v in selected
-                if s > handed_over + CYCLE_S + eps and v not in safe and round(s, 3) not in eased]
+                if s > safe_by + CYCLE_S + eps and v not in safe and round(s, 3) not in eased]
         back_stamp = min([back_stamp, *seen])
 
-    # while down: the arbiter publishes every step; it leaves the planner's last candidate after at
-    # most its watchdog, blends into the fallback, then selects only the fallback / minimal-risk stop
-    leave_by = CRASH_AT_S - CYCLE_S + arbiter["watchdog_timeout_s"]     # the last candidate was of k-1
-    safe_by = leave_by + arbiter["blend_window_s"]
+    # while down: the arbiter publishes every step; it leaves the planner's last candidate by
+    # leave_by, blends into the fallback, then selects only the fallback / minimal-risk stop
     down = [(s, v) for _, s, v in selected if CRASH_AT_S - eps <= s < back_stamp - eps]
     steps_down = round((back_stamp - CRASH_AT_S) / CYCLE_S)
     assert back_stamp > safe_by + CYCLE_S, f"{node} was back at {back_stamp} s, before the hand-over could end"
     assert len(down) >= steps_down - 1, f"the arbiter published {len(down)} of {steps_down} steps while {node} was down"
     late_planner = [(s, v) for s, v in down if s > leave_by + eps and v == PlannedTrajectory.SOURCE_PLANNER]
     assert not late_planner, f"the planner's stale candidate was followed past the watchdog: {down}"
-    # a blend whose neighbours are both safe is the arbiter easing from the fallback into the
-    # minimal-risk stop (seen under load ~9: the respawned planner took 35 s wall to load, the
-    # monitor latched MINIMAL_RISK after 10 s sim of FALLBACK and the arbiter blended 0.5 s)
-    eased = safe_blends([(s, v) for _, s, v in selected], safe)
     not_safe = [(s, v) for s, v in down if s > safe_by + eps and v not in safe and round(s, 3) not in eased]
     assert not not_safe, f"a non-fallback source after the hand-over while {node} was down: {down}"
     first_fallback = min(s for s, v in down if v in safe)
