@@ -63,11 +63,11 @@ def test_a_braking_override_changes_the_lead_and_nothing_else():
     assert v_default[24] >= v_default[14] - 0.5
 
 
-@pytest.mark.parametrize("scenario, seed", [("highway", 1004), ("hard_brake", 1000)])
+@pytest.mark.parametrize("scenario, seed", [("highway", 1004), ("hard_brake", 1000), ("cut_in", 1000)])
 def test_the_expert_keeps_its_lane_where_the_instruction_says_keep_lane(scenario, seed):
-    """Before KEEP_LANE_LC, SUMO's expert changed lanes for speed in 14 of 15 keep-lane episodes
-    (these two seeds among them, within 10 s) while its lane-level route stayed in the departure
-    lane: the planner data said "keep lane" with a plan one lane to the side."""
+    """Before KEEP_LANE_LC_MODE, SUMO's expert changed lanes in 14 of 15 keep-lane episodes (these
+    three seeds among them, within 10 s) while its lane-level route stayed in the departure lane:
+    the planner data said "keep lane" with a plan one lane to the side."""
     from tps_sim.world.route import RouteTracker
     from tps_sim.world.scenarios import SCENARIOS
 

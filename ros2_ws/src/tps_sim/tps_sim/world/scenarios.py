@@ -74,7 +74,7 @@ class Scenario:
     adversary: str = ""  # "", "cut_in", "hard_brake", "stalled"
     warmup_s: float | None = None  # overrides WorldConfig.warmup_s when set
     extra_sumo_args: tuple = field(default_factory=tuple)
-    ego_lc_params: tuple = ()  # ((LC2013 parameter, value), ...) for the expert ego
+    ego_lc_mode: int | None = None  # SUMO lane-change mode of the expert ego (None: SUMO's)
     random_signal_phase: bool = False  # traffic lights start in a seeded random phase
 
 
@@ -259,13 +259,16 @@ def crossing_net() -> NetSpec:
 
 HIGHWAY_WARMUP_S = 65.0  # long enough for traffic to fill the 1.6 km carriageway
 KEEP_LANE = Instruction("keep lane", CMD_FOLLOW_LANE, 0, 25.0)
-# The expert obeys "keep lane": no speed-gain, keep-right or cooperative lane changes (LC2013;
-# strategic ones, which a route may need, stay). Without this it changed lanes in 14 of 15 VAL
-# keep-lane episodes (highway, cut-in, hard brake; seeds 1000-1004) while its lane-level route
-# stayed in the departure lane, so the planner data labelled "keep lane" with a plan one lane
-# (3.2 m) to the side. With it: highway and hard brake 0 of 10; cut-in still 5 of 5 (the ego moves
-# a lane left about 3 s in, as the cutter closes; not one of these three motives -- open).
-KEEP_LANE_LC = (("lcSpeedGain", 0), ("lcKeepRight", 0), ("lcCooperative", 0))
+# The expert obeys "keep lane": SUMO's lane-change mode (setLaneChangeMode bitset) keeps only the
+# strategic changes a route may need (bits 0-1 = 1), with none for cooperation, speed gain or
+# keeping right (bits 2-7 = 0), and SUMO's defaults for the rest (bits 8-9 = 2, bits 10-11 = 1):
+# 0b0110_0000_0001. Without it the expert changed lanes in 14 of 15 VAL keep-lane episodes
+# (highway, cut-in, hard brake; seeds 1000-1004) while its lane-level route stayed in the
+# departure lane, so the planner data labelled "keep lane" with a plan one lane (3.2 m) to the
+# side. Setting the LC2013 parameters lcSpeedGain / lcKeepRight / lcCooperative to 0 instead
+# left cut-in at 5 of 5 (the ego moved a lane left about 3 s in, as the slower cutter closed in
+# on its right); the mode leaves 0 of 15.
+KEEP_LANE_LC_MODE = 0b0110_0000_0001
 
 
 def _highway_flows(vph_per_lane: float) -> tuple:
@@ -279,7 +282,7 @@ def _build() -> dict:
     sc["highway"] = Scenario(
         "highway", "highway", "3-lane motorway, mixed traffic (cars, trucks, buses, motorcycles); "
         "keep lane", hw, ("hw0", "hw1"), 1, 120.0, 22.0, KEEP_LANE, _highway_flows(900.0),
-        warmup_s=HIGHWAY_WARMUP_S, ego_lc_params=KEEP_LANE_LC)
+        warmup_s=HIGHWAY_WARMUP_S, ego_lc_mode=KEEP_LANE_LC_MODE)
     sc["merge"] = Scenario(
         "merge", "merge", "ego on an on-ramp with a 200 m acceleration lane merges into 2-lane "
         "main-road traffic", merge_net(), ("ramp", "accel", "main1"), 0, 40.0, 16.0,
@@ -321,12 +324,12 @@ def _build() -> dict:
         "cut_in", "adversarial", "highway; a slower vehicle in the left lane cuts in closely in "
         "front of the ego", hw, ("hw0", "hw1"), 1, 120.0, 24.0, KEEP_LANE,
         _highway_flows(600.0), adversary="cut_in", warmup_s=HIGHWAY_WARMUP_S,
-        ego_lc_params=KEEP_LANE_LC)
+        ego_lc_mode=KEEP_LANE_LC_MODE)
     sc["hard_brake"] = Scenario(
         "hard_brake", "adversarial", "highway; the lead vehicle in the ego lane brakes hard "
         "(~7.5 m/s^2) to a stop", hw, ("hw0", "hw1"), 1, 120.0, 22.0, KEEP_LANE,
         _highway_flows(600.0), adversary="hard_brake", warmup_s=HIGHWAY_WARMUP_S,
-        ego_lc_params=KEEP_LANE_LC)
+        ego_lc_mode=KEEP_LANE_LC_MODE)
     sc["stalled"] = Scenario(
         "stalled", "adversarial", "highway; a stalled vehicle stands in the ego lane 130-190 m "
         "ahead", hw, ("hw0", "hw1"), 1, 120.0, 22.0,

@@ -557,10 +557,9 @@ class SumoSim:
         libsumo.vehicle.setWidth(veh_id, float(width_m))
         libsumo.vehicle.setHeight(veh_id, float(height_m))
 
-    def set_lane_change_params(self, veh_id: str, params: tuple) -> None:
-        """Set LC2013 lane-change model parameters ((name, value), ...) of one vehicle."""
-        for name, value in params:
-            libsumo.vehicle.setParameter(veh_id, f"laneChangeModel.{name}", str(value))
+    def set_lane_change_mode(self, veh_id: str, mode: int) -> None:
+        """SUMO lane-change mode bitset of one vehicle (1621 = SUMO's default)."""
+        libsumo.vehicle.setLaneChangeMode(veh_id, int(mode))
 
     def set_speed(self, veh_id: str, speed_mps: float) -> None:
         """Force a vehicle's speed [m/s] (-1 gives control back to SUMO)."""

@@ -298,8 +298,8 @@ class SimWorld:
                 self.insert_attempts = attempt + 1
                 if self.config.ego_driver == "external":
                     sim.hand_over(EGO_SIM_ID)
-                elif sc.ego_lc_params:
-                    sim.set_lane_change_params(EGO_SIM_ID, sc.ego_lc_params)
+                elif sc.ego_lc_mode is not None:
+                    sim.set_lane_change_mode(EGO_SIM_ID, sc.ego_lc_mode)
                 self._insert_adversary()
                 return
             sim.remove_vehicle(EGO_SIM_ID)
