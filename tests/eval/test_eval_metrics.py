@@ -142,6 +142,26 @@ def test_off_road_steps_below_the_slow_speed_are_counted_apart():
     assert m.evaluate_episode(straight_trace(steps=10)).to_dict()["off_road_slow_steps"] == 0
 
 
+def test_the_largest_offset_from_the_route_at_an_off_road_step_is_reported():
+    """Diagnostic beside DAC: an edge margin (decimetres) and an excursion (metres) both make
+    off-road steps; the offset at those steps tells them apart. On-road offsets do not count."""
+    drivable = np.ones((10, 4), bool)
+    drivable[[4, 5], 2] = False
+    base = straight_trace(steps=10, drivable=drivable)
+    xy = base.ego_xy.copy()
+    xy[:, 1] = [0.0, 0.1, 5.0, 0.2, 0.4, 3.6, 0.3, 0.0, 0.0, 0.0]   # 5 m at an on-road step
+    res = m.evaluate_episode(dataclasses.replace(base, ego_xy=xy)).to_dict()
+    assert res["off_road_steps"] == 2
+    assert res["off_road_max_offset_m"] == pytest.approx(3.6, abs=1e-6)
+    assert m.evaluate_episode(straight_trace(steps=10)).to_dict()["off_road_max_offset_m"] == 0.0
+    # the offset is measured on the same windowed projection as progress: on a loop route, a
+    # point near the start while the ego is at the end is still on its own part of the route
+    theta = np.linspace(0, 2 * np.pi, 73)
+    loop = np.stack([20 * np.cos(theta), 20 * np.sin(theta)], axis=1)
+    off = m.route_offsets(loop, loop[::3] * 1.1)
+    assert off == pytest.approx(np.full(len(off), 2.0), abs=0.05)
+
+
 def test_ttc_flags_closing_on_a_stopped_lead_but_not_a_safe_gap():
     # ego 10 m/s; lead stopped with a bumper gap of 5 m: 0.5 s to contact -> violation
     gap_m = 5.0

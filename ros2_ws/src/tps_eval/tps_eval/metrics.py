@@ -29,6 +29,8 @@ beside v1's PDMS.
 Diagnostics beside the scores (not part of any score): ``off_road_slow_steps`` counts the off-road
 steps driven below ``SLOW_OFF_ROAD_MPS``; at cruise speed an off-road step is usually a few
 decimetres of offset in a lane at the road edge, at low speed an excursion (stop-and-go, creeping).
+``off_road_max_offset_m`` is the largest distance from the route centreline at an off-road step
+(0 without one): a few decimetres is a lane at the road edge, a lane width or more an excursion.
 """
 
 from __future__ import annotations
@@ -317,6 +319,7 @@ class EpisodeMetrics:
     min_clearance_m: float = MARGIN_RANGE_M
     startup_latency_ms: float | None = None
     off_road_slow_steps: int = 0     # of off_road_steps, those below SLOW_OFF_ROAD_MPS (module docstring)
+    off_road_max_offset_m: float = 0.0  # largest distance from the route at an off-road step (docstring)
 
     NON_DETERMINISTIC = ("e2e_latency_p50_ms", "e2e_latency_p99_ms", "node_latency_ms", "startup_latency_ms")
 
@@ -342,11 +345,27 @@ def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
     arc-length range overlaps [s_prev - lookback_m, s_prev + lookahead_m], so a route that passes near itself (a
     roundabout) is not short-cut. Returns (T,) progress, the running maximum of the projection.
     """
+    return _project_on_route(route, xy, lookback_m, lookahead_m)[0]
+
+
+def route_offsets(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
+                  lookahead_m: float = 30.0) -> np.ndarray:
+    """(T,) distance [m] from every position to its projection on ``route`` (the same windowed
+    projection as :func:`route_progress`, so a roundabout's other side is not taken as near)."""
+    return _project_on_route(route, xy, lookback_m, lookahead_m)[1]
+
+
+def _project_on_route(route: np.ndarray, xy: np.ndarray, lookback_m: float,
+                      lookahead_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """(progress (T,), distance to the route (T,)) of :func:`route_progress`'s projection."""
     route = np.asarray(route, np.float64).reshape(-1, 2)
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
     out = np.zeros(xy.shape[0])
+    off = np.zeros(xy.shape[0])
     if route.shape[0] < 2 or xy.shape[0] == 0:
-        return out
+        if route.shape[0] == 1 and xy.shape[0]:
+            off = np.linalg.norm(xy - route[0], axis=1)
+        return out, off
     a = route[:-1]
     d = np.diff(route, axis=0)
     seg_len = np.linalg.norm(d, axis=1)
@@ -370,7 +389,8 @@ def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
         s_prev = s
         best = max(best, s)
         out[k] = best
-    return out
+        off[k] = float(dist[j])
+    return out, off
 
 
 # --- NC: no at-fault collision -------------------------------------------------------------------
@@ -833,9 +853,9 @@ def evaluate_episode(trace: EpisodeTrace,
     ttc_bad = ttc_violations(trace)
     ttc = windowed_score(~ttc_bad, trace.dt_s)
     comfort = windowed_score(comfort_ok(trace.ego_speed, trace.ego_yaw, trace.dt_s), trace.dt_s)
+    projected, offsets = _project_on_route(trace.route, trace.ego_xy, 10.0, 30.0)
     progress = (np.maximum.accumulate(np.asarray(trace.route_progress_m, np.float64))
-                if trace.route_progress_m is not None
-                else route_progress(trace.route, trace.ego_xy))
+                if trace.route_progress_m is not None else projected)
     # progress and completion count from where the episode started on the route
     start_m = float(progress[0]) if progress.size else 0.0
     progress_m = float(progress[-1]) - start_m if progress.size else 0.0
@@ -857,6 +877,7 @@ def evaluate_episode(trace: EpisodeTrace,
                 else ~np.asarray(trace.drivable, bool).all(axis=1))
     off_road = int(np.count_nonzero(off_mask))
     off_road_slow = int(np.count_nonzero(off_mask & (np.asarray(trace.ego_speed, np.float64) < SLOW_OFF_ROAD_MPS)))
+    off_road_offset = float(offsets[off_mask].max()) if off_road and offsets.size == off_mask.size else 0.0
     min_ttc, min_gap = safety_margins(trace)
     node_lat = {name: {"p50": percentile_or_none(v, 50), "p99": percentile_or_none(v, 99),
                        "n": int(len(v))}
@@ -882,6 +903,7 @@ def evaluate_episode(trace: EpisodeTrace,
         collision_events=[asdict(e) for e in events],
         off_road_steps=off_road,
         off_road_slow_steps=off_road_slow,
+        off_road_max_offset_m=round(off_road_offset, 3),
         ttc_violation_steps=int(np.count_nonzero(ttc_bad)),
         fallback_share=fallback_share(trace.selected_source),
         mode_transitions=mode_transitions(trace.selected_source),

@@ -181,6 +181,8 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
             f"({', '.join(e['kind'] for e in m.get('collision_events', []) if e['at_fault'])}), "
             f"off-road steps {m.get('off_road_steps')}"
             + (f" ({m['off_road_slow_steps']} below 3 m/s)" if m.get("off_road_slow_steps") else "")
+            + (f", up to {m['off_road_max_offset_m']:.1f} m off the route"
+               if m.get("off_road_max_offset_m") else "")
             + f", end {m.get('end_reason')}"
             + _transitions_text(m.get("monitor")))
         bev = (bev_paths or {}).get(key)
