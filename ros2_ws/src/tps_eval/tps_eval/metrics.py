@@ -52,6 +52,8 @@ MARGIN_TTC_STEP_S = 0.25
 MARGIN_RANGE_M = 40.0
 MARGIN_MIN_SPEED_MPS = 0.5          # min TTC only counts while the ego drives at least this fast
 MARGIN_CLEARANCE_MIN_SPEED_MPS = 2.0   # min clearance likewise (creeping up to a queue is no risk)
+ROUTE_LOOKBACK_M = 10.0            # route projection window behind / ahead of the last
+ROUTE_LOOKAHEAD_M = 30.0           # projection (route_progress: a roundabout is not short-cut)
 SLOW_OFF_ROAD_MPS = 3.0            # off-road steps below this speed are counted apart (diagnostic)
 AHEAD_BEARING_RAD = np.deg2rad(30.0)   # nuPlan is_agent_ahead tolerance
 BEHIND_BEARING_RAD = np.deg2rad(150.0)  # nuPlan is_agent_behind tolerance
@@ -337,8 +339,8 @@ def polyline_length(poly: np.ndarray) -> float:
     return float(np.linalg.norm(np.diff(poly, axis=0), axis=1).sum())
 
 
-def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
-                   lookahead_m: float = 30.0) -> np.ndarray:
+def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = ROUTE_LOOKBACK_M,
+                   lookahead_m: float = ROUTE_LOOKAHEAD_M) -> np.ndarray:
     """Arc length [m] along ``route`` reached at every step (monotone, non-decreasing).
 
     The first position is projected onto the whole route; each later one onto the segments whose
@@ -348,15 +350,15 @@ def route_progress(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
     return _project_on_route(route, xy, lookback_m, lookahead_m)[0]
 
 
-def route_offsets(route: np.ndarray, xy: np.ndarray, lookback_m: float = 10.0,
-                  lookahead_m: float = 30.0) -> np.ndarray:
+def route_offsets(route: np.ndarray, xy: np.ndarray, lookback_m: float = ROUTE_LOOKBACK_M,
+                  lookahead_m: float = ROUTE_LOOKAHEAD_M) -> np.ndarray:
     """(T,) distance [m] from every position to its projection on ``route`` (the same windowed
     projection as :func:`route_progress`, so a roundabout's other side is not taken as near)."""
     return _project_on_route(route, xy, lookback_m, lookahead_m)[1]
 
 
-def _project_on_route(route: np.ndarray, xy: np.ndarray, lookback_m: float,
-                      lookahead_m: float) -> tuple[np.ndarray, np.ndarray]:
+def _project_on_route(route: np.ndarray, xy: np.ndarray, lookback_m: float = ROUTE_LOOKBACK_M,
+                      lookahead_m: float = ROUTE_LOOKAHEAD_M) -> tuple[np.ndarray, np.ndarray]:
     """(progress (T,), distance to the route (T,)) of :func:`route_progress`'s projection."""
     route = np.asarray(route, np.float64).reshape(-1, 2)
     xy = np.asarray(xy, np.float64).reshape(-1, 2)
@@ -853,9 +855,12 @@ def evaluate_episode(trace: EpisodeTrace,
     ttc_bad = ttc_violations(trace)
     ttc = windowed_score(~ttc_bad, trace.dt_s)
     comfort = windowed_score(comfort_ok(trace.ego_speed, trace.ego_yaw, trace.dt_s), trace.dt_s)
-    projected, offsets = _project_on_route(trace.route, trace.ego_xy, 10.0, 30.0)
-    progress = (np.maximum.accumulate(np.asarray(trace.route_progress_m, np.float64))
-                if trace.route_progress_m is not None else projected)
+    projection = None   # (progress, offsets) along the route; the world's own progress wins
+    if trace.route_progress_m is not None:
+        progress = np.maximum.accumulate(np.asarray(trace.route_progress_m, np.float64))
+    else:
+        projection = _project_on_route(trace.route, trace.ego_xy)
+        progress = projection[0]
     # progress and completion count from where the episode started on the route
     start_m = float(progress[0]) if progress.size else 0.0
     progress_m = float(progress[-1]) - start_m if progress.size else 0.0
@@ -877,7 +882,10 @@ def evaluate_episode(trace: EpisodeTrace,
                 else ~np.asarray(trace.drivable, bool).all(axis=1))
     off_road = int(np.count_nonzero(off_mask))
     off_road_slow = int(np.count_nonzero(off_mask & (np.asarray(trace.ego_speed, np.float64) < SLOW_OFF_ROAD_MPS)))
-    off_road_offset = float(offsets[off_mask].max()) if off_road and offsets.size == off_mask.size else 0.0
+    off_road_offset = 0.0
+    if off_road:   # the offsets are projected only for an episode that left the road
+        offsets = (projection if projection is not None else _project_on_route(trace.route, trace.ego_xy))[1]
+        off_road_offset = float(offsets[off_mask].max())
     min_ttc, min_gap = safety_margins(trace)
     node_lat = {name: {"p50": percentile_or_none(v, 50), "p99": percentile_or_none(v, 99),
                        "n": int(len(v))}
