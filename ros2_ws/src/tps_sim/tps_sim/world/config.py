@@ -138,6 +138,9 @@ class WorldConfig:
         adversary: overrides of the scripted adversary's seeded parameters (``ADVERSARY_PARAMETERS``:
             e.g. ``{"cut_gap_m": 4.0, "speed_delta_mps": 8.0}`` for cut_in); each must apply to the
             scenario's adversary. Empty: everything drawn from the seed.
+        instruction: "" = the scenario's own instruction; "seeded" = a seeded pick among the
+            scenario's instruction variants (``Scenario.instruction_variants``; its own where it
+            has none); a variant key (e.g. "change_lane_left") = that one. The expert executes it.
     """
 
     scenario: str = "highway"
@@ -150,6 +153,7 @@ class WorldConfig:
     obstacles: tuple = field(default_factory=tuple)
     warmup_s: float = 40.0
     adversary: dict = field(default_factory=dict)
+    instruction: str = ""
 
     def validate(self) -> None:
         """Raise ConfigError naming the first invalid field."""
@@ -180,6 +184,10 @@ class WorldConfig:
         for i, ob in enumerate(self.obstacles):
             _check_obstacle(i, ob)
         _check_adversary(self.adversary, SCENARIOS[self.scenario].adversary, self.scenario)
+        sc = SCENARIOS[self.scenario]
+        if not isinstance(self.instruction, str) or self.instruction not in ("", "seeded", *sc.variant_keys()):
+            raise ConfigError(f"instruction: {self.instruction!r} is not an instruction of scenario "
+                              f"{self.scenario!r}; expected '' (its own), 'seeded' or one of {sc.variant_keys()}")
 
 
 def _check_number(name: str, value: object, lo: float, hi: float, low_open: bool = False) -> None:

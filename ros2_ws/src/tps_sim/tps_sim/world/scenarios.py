@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from tps_sim.world.config import (
     CMD_CHANGE_LANE_LEFT,
+    CMD_CHANGE_LANE_RIGHT,
     CMD_FOLLOW_LANE,
     CMD_GO_STRAIGHT,
     CMD_TAKE_EXIT,
@@ -49,6 +50,37 @@ class Flow:
 
 
 @dataclass(frozen=True)
+class InstructionVariant:
+    """An instruction a scenario may be given in an episode instead of its own
+    (``WorldConfig.instruction``), and what the expert does to execute it.
+
+    The ego's route is the same for every variant (the departure lane's centreline on the
+    highway), so the route never decides what the instruction decides: only the instruction tells
+    "change lane left" from "keep lane".
+
+    Attributes:
+        key: the ``WorldConfig.instruction`` value that selects it, e.g. "change_lane_left".
+        texts: its wordings; the first for an explicit key, a seeded pick for "seeded".
+        command: one of the CMD_* constants.
+        exit_number: 1-based exit for CMD_TAKE_EXIT, else 0.
+        target_speed_mps: requested cruise speed [m/s] (< 0: none); the expert's maximum speed
+            becomes it.
+        lane_change: +1 (left) / -1 (right): the expert changes one lane, once, a seeded
+            ``LANE_CHANGE_AT_S`` after t = 0 (SUMO waits for a safe gap); 0: none.
+    """
+
+    key: str
+    texts: tuple
+    command: int
+    exit_number: int = 0
+    target_speed_mps: float = -1.0
+    lane_change: int = 0
+
+    def instruction(self, text: str | None = None) -> Instruction:
+        return Instruction(text or self.texts[0], self.command, self.exit_number, self.target_speed_mps)
+
+
+@dataclass(frozen=True)
 class PersonFlow:
     """A pedestrian flow walking ``edges`` at ``pph`` persons per hour (density 1.0)."""
 
@@ -76,6 +108,49 @@ class Scenario:
     extra_sumo_args: tuple = field(default_factory=tuple)
     ego_lc_mode: int | None = None  # SUMO lane-change mode of the expert ego (None: SUMO's)
     random_signal_phase: bool = False  # traffic lights start in a seeded random phase
+    # Instructions an episode may get instead of ``instruction`` (WorldConfig.instruction):
+    # "seeded" picks one per seed, a key picks that one. Empty: the instruction is fixed.
+    instruction_variants: tuple = ()
+
+    def variant_keys(self) -> list[str]:
+        return [v.key for v in self.instruction_variants]
+
+
+# WorldConfig.instruction values besides a variant key: "" = the scenario's own instruction,
+# "seeded" = a seeded pick among its variants (the scenario's own where it has none).
+INSTRUCTION_FIXED = ""
+INSTRUCTION_SEEDED = "seeded"
+# When the expert starts an instructed lane change: uniform in this window after t = 0 [s]; the
+# first frames already carry the instruction, so the expert's 4-s plan shows the change coming.
+LANE_CHANGE_AT_S = (1.0, 4.0)
+_INSTRUCTION_STREAM = 0x1A57   # the instruction's own random stream (the seed's other draws unchanged)
+
+
+def resolve_instruction(scenario: Scenario, choice: str, seed: int) -> tuple[Instruction, InstructionVariant | None,
+                                                                            float | None]:
+    """(instruction, variant or None, lane-change time [s after t = 0] or None) of an episode.
+
+    Raises:
+        ValueError: ``choice`` is neither "", "seeded" nor one of the scenario's variant keys.
+    """
+    import zlib
+
+    import numpy as np
+
+    if choice == INSTRUCTION_FIXED or (choice == INSTRUCTION_SEEDED and not scenario.instruction_variants):
+        return scenario.instruction, None, None
+    rng = np.random.default_rng([int(seed), zlib.crc32(scenario.name.encode()), _INSTRUCTION_STREAM])
+    if choice == INSTRUCTION_SEEDED:
+        variant = scenario.instruction_variants[int(rng.integers(len(scenario.instruction_variants)))]
+        text = variant.texts[int(rng.integers(len(variant.texts)))]
+    else:
+        by_key = {v.key: v for v in scenario.instruction_variants}
+        if choice not in by_key:
+            raise ValueError(f"instruction: {choice!r} is not an instruction of scenario {scenario.name!r}; expected "
+                             f"'' (its own), 'seeded' or one of {scenario.variant_keys()}")
+        variant, text = by_key[choice], by_key[choice].texts[0]
+    at_s = float(rng.uniform(*LANE_CHANGE_AT_S)) if variant.lane_change else None
+    return variant.instruction(text), variant, at_s
 
 
 # ------------------------------------------------------------------ networks
@@ -271,6 +346,24 @@ KEEP_LANE = Instruction("keep lane", CMD_FOLLOW_LANE, 0, 25.0)
 KEEP_LANE_LC_MODE = 0b0110_0000_0001
 
 
+# The highway's instructions (the ego starts in the middle of three lanes: both changes are
+# possible). The requested speed is below the traffic's, so it shows in the expert's driving.
+HIGHWAY_SLOW_MPS = 80.0 / 3.6
+HIGHWAY_INSTRUCTIONS = (
+    InstructionVariant("keep_lane", ("keep lane", "stay in your lane", "follow this lane"), CMD_FOLLOW_LANE,
+                       target_speed_mps=25.0),
+    InstructionVariant("change_lane_left", ("change lane left", "move over into the left lane",
+                                            "switch to the lane on your left"), CMD_CHANGE_LANE_LEFT,
+                       target_speed_mps=25.0, lane_change=+1),
+    InstructionVariant("change_lane_right", ("change lane right", "move over into the right lane",
+                                             "switch to the lane on your right"), CMD_CHANGE_LANE_RIGHT,
+                       target_speed_mps=25.0, lane_change=-1),
+    InstructionVariant("keep_lane_80", ("keep lane at 80 km/h", "stay in this lane and slow to 80",
+                                        "hold your lane at eighty kilometres per hour"), CMD_FOLLOW_LANE,
+                       target_speed_mps=HIGHWAY_SLOW_MPS),
+)
+
+
 def _highway_flows(vph_per_lane: float) -> tuple:
     return tuple(Flow(("hw0", "hw1"), vph_per_lane, "mix_highway", str(lane), "max")
                  for lane in range(3))
@@ -282,7 +375,7 @@ def _build() -> dict:
     sc["highway"] = Scenario(
         "highway", "highway", "3-lane motorway, mixed traffic (cars, trucks, buses, motorcycles); "
         "keep lane", hw, ("hw0", "hw1"), 1, 120.0, 22.0, KEEP_LANE, _highway_flows(900.0),
-        warmup_s=HIGHWAY_WARMUP_S, ego_lc_mode=KEEP_LANE_LC_MODE)
+        warmup_s=HIGHWAY_WARMUP_S, ego_lc_mode=KEEP_LANE_LC_MODE, instruction_variants=HIGHWAY_INSTRUCTIONS)
     sc["merge"] = Scenario(
         "merge", "merge", "ego on an on-ramp with a 200 m acceleration lane merges into 2-lane "
         "main-road traffic", merge_net(), ("ramp", "accel", "main1"), 0, 40.0, 16.0,

@@ -565,6 +565,10 @@ class SumoSim:
         """Force a vehicle's speed [m/s] (-1 gives control back to SUMO)."""
         libsumo.vehicle.setSpeed(veh_id, float(speed_mps))
 
+    def set_max_speed(self, veh_id: str, speed_mps: float) -> None:
+        """A vehicle's own maximum speed [m/s] (SUMO still drives it: car following, gaps)."""
+        libsumo.vehicle.setMaxSpeed(veh_id, float(speed_mps))
+
     def slow_down(self, veh_id: str, speed_mps: float, duration_s: float) -> None:
         """Linear speed change to ``speed_mps`` over ``duration_s``."""
         libsumo.vehicle.slowDown(veh_id, float(speed_mps), float(duration_s))

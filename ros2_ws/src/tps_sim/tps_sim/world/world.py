@@ -44,7 +44,7 @@ from tps_sim.world.networks import (
 )
 from tps_sim.world.road import RoadGeometry
 from tps_sim.world.route import RouteTracker, route_polyline
-from tps_sim.world.scenarios import SCENARIOS, Scenario
+from tps_sim.world.scenarios import SCENARIOS, Scenario, resolve_instruction
 from tps_sim.world.signals import build_layout
 from tps_sim.world.state import EGO_ID, STATIC_ID_BASE, AgentState, StaticObjects, WorldState
 from tps_sim.world.sumo_adapter import (
@@ -92,7 +92,11 @@ class SimWorld:
         config: the validated configuration.
         scenario: the Scenario entry.
         route: (N, 2) float64 ego route centreline [m, map].
-        instruction: the scenario's Instruction.
+        instruction: the episode's Instruction (the scenario's own unless WorldConfig.instruction
+            picks one of its variants).
+        instruction_variant: the InstructionVariant picked, or None.
+        lane_change_done: for an instructed lane change, (t [s], from lane, to lane) once the
+            expert was told to change (None before, or without one).
         road: RoadGeometry of the network.
         ego_params: EgoModelParams of the ego.
     """
@@ -108,7 +112,11 @@ class SimWorld:
         self.road = RoadGeometry.from_network(self._net)
         self.route = route_polyline(self._net, self.scenario.ego_edges,
                                     self.scenario.ego_depart_lane)
-        self.instruction: Instruction = self.scenario.instruction
+        # The episode's instruction (WorldConfig.instruction; the expert executes it) and, for an
+        # instructed lane change, when the expert starts it [s after t = 0].
+        self.instruction: Instruction
+        self.instruction, self.instruction_variant, self._lane_change_at_s = resolve_instruction(
+            self.scenario, config.instruction, config.seed)
         # Route arc length of the ego's nominal start (the route starts at the beginning of
         # the ego's first edge); obstacles are placed relative to it.
         self.start_s_m = float(min(self.scenario.ego_depart_pos_m, len(self.route) - 1.0))
@@ -136,6 +144,7 @@ class SimWorld:
         self._blockers: dict = {}
         self._blocker_ids: set = set()
         self._blocker_pos: dict = {}
+        self.lane_change_done: tuple | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> WorldState:
@@ -209,6 +218,7 @@ class SimWorld:
                 except SumoError as exc:
                     events.append(f"ego_placement_failed: {exc}")
         self._script_adversary()
+        self._execute_instruction()
         self._sim.step()
         self._hold_stalled()
         self._step += 1
@@ -298,8 +308,12 @@ class SimWorld:
                 self.insert_attempts = attempt + 1
                 if self.config.ego_driver == "external":
                     sim.hand_over(EGO_SIM_ID)
-                elif sc.ego_lc_mode is not None:
-                    sim.set_lane_change_mode(EGO_SIM_ID, sc.ego_lc_mode)
+                else:
+                    if sc.ego_lc_mode is not None:
+                        sim.set_lane_change_mode(EGO_SIM_ID, sc.ego_lc_mode)
+                    v = self.instruction_variant
+                    if v is not None and v.target_speed_mps > 0.0:
+                        sim.set_max_speed(EGO_SIM_ID, v.target_speed_mps)
                 self._insert_adversary()
                 return
             sim.remove_vehicle(EGO_SIM_ID)
@@ -311,6 +325,30 @@ class SimWorld:
         raise RuntimeError(f"SUMO refused to insert the ego on {first}_{lane} after "
                            f"{EGO_INSERT_TRIES} tries (scenario {sc.name}, seed "
                            f"{self.config.seed}){hint}")
+
+    def _execute_instruction(self) -> None:
+        """The expert's instructed lane change: once, at its seeded time, one lane to the side
+        (SUMO's lane-change model waits for a safe gap; the lane-change mode then keeps it there).
+        A change that the road does not allow (no lane on that side) is not made and is recorded as
+        ``lane_change_done`` with the same lane on both sides."""
+        if (self._lane_change_at_s is None or self.lane_change_done is not None or self.config.ego_driver != "expert"
+                or not self._sim.has_vehicle(EGO_SIM_ID)):
+            return
+        t = self._sim.time_s() - self._t0
+        if t + 1e-9 < self._lane_change_at_s:
+            return
+        edge, lane, _ = self._sim.lane_position(EGO_SIM_ID)
+        target = lane + int(self.instruction_variant.lane_change)
+        try:
+            n_lanes = self._net.lane(f"{edge}_{lane}").num_lanes_on_edge
+        except KeyError:   # on a junction's internal lane: try again next step
+            return
+        if not 0 <= target < n_lanes:
+            self.lane_change_done = (t, lane, lane)
+            return
+        remaining = max(self.config.duration_s - t, 1.0)
+        self._sim.change_lane(EGO_SIM_ID, target, remaining, ignore_safety=False)
+        self.lane_change_done = (t, lane, target)
 
     def _obstacle_start_speed_cap(self) -> tuple[float | None, tuple[int, float] | None]:
         """(speed cap m/s or None, (index, route_s_m) of the nearest in-lane obstacle or None):
