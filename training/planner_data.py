@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("-o", "--out", type=Path, default=None,
                     help="dataset root (default data/planner, data/planner_untargeted for --variant untargeted)")
+    ap.add_argument("--instructions", default="fixed", choices=("fixed", "seeded"),
+                    help="fixed: every scenario's own instruction; seeded: a seeded pick per episode among the "
+                         "scenario's instruction variants (highway: keep lane, change lane left/right, 80 km/h; "
+                         "several wordings each), executed by the expert")
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--from-search", type=Path, default=None, metavar="RESULTS",
                     help="targeted episodes around a tps-eval search's failures (search.json or its folder); "
@@ -127,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 p = build_episode(sc, seed, out, core, info, duration_s=args.duration, sample_every=args.sample_every,
                                   image_size=(w, h), max_agents=args.max_agents, overwrite=args.overwrite,
-                                  progress=bar)
+                                  progress=bar,
+                                  world={"instruction": "seeded"} if args.instructions == "seeded" else None)
                 bar.set_postfix_str(p.name)
             except Exception as exc:  # noqa: BLE001 - reported per episode, the run continues
                 errors.append(f"{sc}/seed{seed}: {type(exc).__name__}: {exc}")

@@ -202,3 +202,22 @@ def test_demo_text_shows_the_tables_and_where_everything_is(tmp_path):
                                  "frames_with_agents": 91, "fault_frames": 0, "answered_share": 92 / 202}]
     block = demo_text(final).split("Perception in the loop")[1].splitlines()
     assert block[3].split() == ["highway", "202", "92", "46%", "91", "0"]
+
+
+def test_a_case_instruction_reaches_the_bridge_and_a_bad_one_is_named(tmp_path):
+    from tps_bringup.graph import load_graph
+
+    base = {"name": "x", "seeds": "1000:1001", "configurations": ["fallback"]}
+    with pytest.raises(SuiteError, match=r"cases\[0\]\.instruction: 'take_exit_2' is not an instruction of scenario"):
+        parse_suite(dict(base, cases=[{"scenario": "highway", "instruction": "take_exit_2"}]))
+    with pytest.raises(SuiteError, match=r"instruction: 'change_lane_left' is not an instruction of scenario 'lights'"):
+        parse_suite(dict(base, cases=[{"scenario": "lights", "instruction": "change_lane_left"}]))
+    suite = parse_suite(dict(base, cases=[{"scenario": "highway", "id": "left", "instruction": "change_lane_left"},
+                                          {"scenario": "highway"}]))
+    specs = {s.key: s for s in plan_episodes(suite, tmp_path)}
+    assert specs["left-s1000-fallback"].instruction == "change_lane_left"
+    assert specs["highway-s1000-expert"].instruction == ""
+    spec = specs["left-s1000-expert"]
+    (tmp_path / spec.key).mkdir()
+    graph = load_graph(spec.graph, runner.bridge_overrides(spec, tmp_path / spec.key), check_executables=False)
+    assert graph.node(runner.BRIDGE_NODE).parameters["instruction"] == "change_lane_left"

@@ -137,6 +137,7 @@ def test_sensor_delay_keeps_stamps():
     ("faults", "/nonexistent/faults.yaml", "faults"),
     ("obstacles", "[1, 2]", "obstacles"),
     ("scenario", "atlantis", "scenario"),
+    ("instruction", "take_exit_9", "parameter 'instruction' = 'take_exit_9' is not an instruction of scenario"),
 ])
 def test_bad_parameters_name_the_parameter(name, value, needle):
     values = validate({name: value}, load_schema("sim_bridge"))
@@ -249,3 +250,16 @@ def test_sensor_delay_a_control_stamped_with_the_delayed_scan_answers_the_step()
         assert core.stats.stale_controls >= 1    # the older-than-published controls above
     finally:
         core.close()
+
+
+def test_the_instruction_parameter_picks_the_episode_instruction_the_bridge_publishes():
+    from tps_sim.world.config import CMD_CHANGE_LANE_LEFT
+
+    core = make_core(scenario="highway", instruction="change_lane_left")
+    plain = make_core(scenario="highway")
+    try:
+        assert (core.instruction.text, core.instruction.command) == ("change lane left", CMD_CHANGE_LANE_LEFT)
+        assert plain.instruction.text == "keep lane"
+    finally:
+        core.close()
+        plain.close()

@@ -115,7 +115,8 @@ def bridge_overrides(spec: EpisodeSpec, edir: Path) -> list[str]:
     return [f"{p}scenario='{spec.scenario}'", f"{p}seed={int(spec.seed)}",
             f"{p}density={float(spec.density)}", f"{p}clutter='{spec.clutter}'",
             f"{p}duration_s={float(spec.duration_s)}", f"{p}faults='{faults}'",
-            f"{p}obstacles='{obstacles}'", f"{p}adversary='{adversary}'", f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
+            f"{p}obstacles='{obstacles}'", f"{p}adversary='{adversary}'", f"{p}instruction='{spec.instruction}'",
+            f"{p}exit_on_end=true", f"{p}exit_linger_s={EXIT_LINGER_S}",
             f"{p}episode_log='{edir / LOG_NAME}'"] + node_overrides(spec)
 
 

@@ -20,6 +20,10 @@ A suite file::
         id: cut_in_tight
         adversary: {cut_gap_m: 4.0}   # overrides of the adversary's seeded parameters
                                       # (tps_sim.world.config.ADVERSARY_PARAMETERS)
+      - scenario: highway
+        id: highway_left
+        instruction: change_lane_left  # WorldConfig.instruction: '' (the scenario's own),
+                                   # 'seeded' or one of the scenario's instruction variants
         seeds: [5017]              # this case's own seeds instead of the suite's (e.g. the
                                    # failures a tps-eval search found, each with its seed)
       - scenario: cut_in
@@ -70,10 +74,11 @@ DEFAULT_GRAPHS = {
     "naive": "config/graph/sim_naive.yaml",
 }
 CASE_OPTION_KEYS = ("duration_s", "density", "clutter", "faults", "obstacles", "route_goal_m",
-                    "node_parameters", "adversary")
+                    "node_parameters", "adversary", "instruction")
 SUITE_KEYS = ("name", "description", "seeds", "configurations", "defaults", "cases", "graphs")
 BUILTIN_DEFAULTS = {"duration_s": 15.0, "density": 1.0, "clutter": "medium", "faults": {},
-                    "obstacles": [], "route_goal_m": None, "node_parameters": {}, "adversary": {}}
+                    "obstacles": [], "route_goal_m": None, "node_parameters": {}, "adversary": {},
+                    "instruction": ""}
 
 
 class SuiteError(ValueError):
@@ -104,6 +109,7 @@ class Case:
     node_parameters: dict = field(default_factory=dict)   # {node name: {parameter: value}}
     adversary: dict = field(default_factory=dict)   # WorldConfig.adversary overrides
     seeds: tuple = ()         # the case's own seeds; empty: the suite's
+    instruction: str = ""     # WorldConfig.instruction ('' = the scenario's own)
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class EpisodeSpec:
     record: bool = False          # write the episode's full topic set to <episode dir>/episode.mcap
     node_parameters: dict = field(default_factory=dict)   # {node: {parameter: value}} of this graph
     adversary: dict = field(default_factory=dict)   # WorldConfig.adversary overrides (bridge)
+    instruction: str = ""     # WorldConfig.instruction (bridge)
 
     @property
     def key(self) -> str:
@@ -277,7 +284,7 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
             raise SuiteError(f"{f}.route_goal_m: {goal!r} must be a positive number of metres")
         node_params = _node_parameters(opts["node_parameters"], f"{f}.node_parameters")
         try:
-            WorldConfig(scenario=scen, adversary=opts["adversary"]).validate()
+            WorldConfig(scenario=scen, adversary=opts["adversary"], instruction=opts["instruction"]).validate()
         except ConfigError as exc:
             raise SuiteError(f"{f}.{exc}") from None
         case_seeds: tuple = ()
@@ -289,7 +296,7 @@ def parse_suite(data: dict, seeds: Any = None, source: str = "") -> Suite:
         cases.append(Case(cid, scen, float(dur), float(dens), str(opts["clutter"]),
                           dict(opts["faults"]), list(opts["obstacles"]),
                           None if goal is None else float(goal), node_params,
-                          dict(opts["adversary"]), case_seeds))
+                          dict(opts["adversary"]), case_seeds, str(opts["instruction"])))
     return Suite(name, str(data.get("description", "")), seed_list.seeds, configs,
                  tuple(cases), graphs, source, seed_list.spec)
 
@@ -352,5 +359,5 @@ def plan_episodes(suite: Suite, out_dir: str | os.PathLike) -> list[EpisodeSpec]
                     out_dir=str(out_dir), route_goal_m=case.route_goal_m,
                     node_parameters={n: dict(p) for n, p in case.node_parameters.items()
                                      if n in names[cfg]},
-                    adversary=dict(case.adversary)))
+                    adversary=dict(case.adversary), instruction=case.instruction))
     return specs

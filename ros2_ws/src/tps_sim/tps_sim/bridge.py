@@ -91,6 +91,7 @@ class BridgeParams:
     faults: str = ""
     obstacles: str = ""
     adversary: str = ""
+    instruction: str = ""
     exit_on_end: bool = False
     exit_linger_s: float = 0.5
     episode_log: str = ""
@@ -122,6 +123,10 @@ class BridgeParams:
         parse_faults(params.faults)  # raise early, naming the parameter
         parse_obstacles(params.obstacles)
         parse_adversary(params.adversary)
+        sc = SCENARIOS[params.scenario]
+        if params.instruction not in ("", "seeded", *sc.variant_keys()):
+            raise ParameterError(f"parameter 'instruction' = {params.instruction!r} is not an instruction of scenario "
+                                 f"{params.scenario!r}; expected '' (its own), 'seeded' or one of {sc.variant_keys()}")
         return params
 
 
@@ -312,7 +317,7 @@ class SimBridge:
                               clutter=params.clutter, ego_driver=params.ego_driver,
                               duration_s=params.duration_s, dt_s=params.dt_s,
                               obstacles=self.obstacles,
-                              adversary=parse_adversary(params.adversary))
+                              adversary=parse_adversary(params.adversary), instruction=params.instruction)
             try:
                 world = SimWorld(cfg)
             except ConfigError as exc:

@@ -120,7 +120,8 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
                      frame_stride: int = 5, image_every: int = 5, clutter: str | None = None,
                      density: float = 1.0, lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
                      overwrite: bool = True, image_size: tuple[int, int] | None = None,
-                     adversary: dict | None = None, sensor_faults: dict | None = None) -> Path:
+                     adversary: dict | None = None, sensor_faults: dict | None = None,
+                     instruction: str = "") -> Path:
     """Simulate one expert episode and write its shard.
 
     Args:
@@ -138,6 +139,9 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
         adversary: ``WorldConfig.adversary`` overrides (None: drawn from the seed).
         sensor_faults: a ``tps_sim.sensors.faults.SensorFaultConfig`` mapping applied to the
             stored lidar points and images (None: clean sensors).
+        instruction: ``WorldConfig.instruction`` ("" = the scenario's own, "seeded", or a
+            variant key); the meta records the episode's instruction and the expert's lane
+            change (``lane_change``: [t, from lane, to lane] or null).
 
     Returns:
         Path of the shard.
@@ -152,7 +156,8 @@ def generate_episode(scenario: str, seed: int, out_dir: str | os.PathLike, *, du
     arrays = episode_arrays(scenario, seed, duration_s=duration_s, frame_stride=frame_stride,
                             image_every=image_every, clutter=clutter, density=density,
                             lidar_beams=lidar_beams, lidar_azimuth_steps=lidar_azimuth_steps,
-                            image_size=image_size, adversary=adversary, sensor_faults=sensor_faults)
+                            image_size=image_size, adversary=adversary, sensor_faults=sensor_faults,
+                            instruction=instruction)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez_compressed(tmp, **arrays)
@@ -175,7 +180,7 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
                    image_every: int = 5, clutter: str | None = None, density: float = 1.0,
                    lidar_beams: int = 32, lidar_azimuth_steps: int = 1024,
                    image_size: tuple[int, int] | None = None, adversary: dict | None = None,
-                   sensor_faults: dict | None = None) -> dict[str, np.ndarray]:
+                   sensor_faults: dict | None = None, instruction: str = "") -> dict[str, np.ndarray]:
     """Simulate one expert episode and return the shard's arrays without writing anything (for
     evaluations on fresh held-out seeds). Arguments as :func:`generate_episode`; the result has
     exactly the shard's keys (``Episode(episode_arrays(...))`` gives the accessors)."""
@@ -199,7 +204,8 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
     lidar = LidarModel(lidar_params)
     camera = CameraModel() if image_every else None
     cfg = WorldConfig(scenario=scenario, seed=seed, density=density, clutter=clutter,
-                      ego_driver="expert", duration_s=duration_s, adversary=dict(adversary or {}))
+                      ego_driver="expert", duration_s=duration_s, adversary=dict(adversary or {}),
+                      instruction=instruction)
     faults = SensorFaultConfig.from_dict(sensor_faults) if sensor_faults else None
     injector = SensorFaultInjector(faults, seed + FAULT_SEED_OFFSET) if faults else None
     world = SimWorld(cfg)
@@ -245,6 +251,7 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
             if world.is_done(state):
                 break
             state = world.step(neutral)  # ignored: the expert drives
+        lane_change = world.lane_change_done
         instruction = world.instruction
         route = np.asarray(world.route, np.float64).reshape(-1, 2)
         heads = tuple(world.light_heads)
@@ -276,6 +283,8 @@ def episode_arrays(scenario: str, seed: int, *, duration_s: float = 20.0, frame_
         "future_step_s": FUTURE_STEP_S, "gt_box_columns": list(GT_BOX_COLUMNS),
         "format_version": FORMAT_VERSION,
         "adversary": dict(adversary or {}), "sensor_faults": dict(sensor_faults or {}),
+        "instruction_choice": cfg.instruction,
+        "lane_change": list(lane_change) if lane_change is not None else None,
     }
     arrays["meta_json"] = np.array(json.dumps(meta, sort_keys=True))
     arrays["route"] = route

@@ -274,12 +274,14 @@ def _init_builder(perception_backend: str, threads: int, untargeted: bool) -> No
     _WORKER.update(core=core, info=info, extra=extra)
 
 
-def _build(scenario: str, seed: int, duration_s: float, sample_every: int) -> tuple:
-    """(samples, meta, simulate_s, perception_s) of one fresh episode, in memory."""
+def _build(scenario: str, seed: int, duration_s: float, sample_every: int, instructions: str = "fixed") -> tuple:
+    """(samples, meta, simulate_s, perception_s) of one fresh episode, in memory (``instructions``:
+    "seeded" = a seeded pick among the scenario's instruction variants, executed by the expert)."""
     from tps_eval.openloop import samples as SM
 
     t0 = time.monotonic()
-    arrays = SM.simulate(scenario, seed, duration_s=duration_s, sample_every=sample_every)
+    world = {"instruction": "seeded"} if instructions == "seeded" else {}
+    arrays = SM.simulate(scenario, seed, duration_s=duration_s, sample_every=sample_every, **world)
     t1 = time.monotonic()
     s = SM.episode_samples(arrays, _WORKER["core"], sample_every, SM.DEFAULT_MAX_AGENTS, SM.DEFAULT_MAX_GT,
                            extra_tokens=_WORKER["extra"])
@@ -352,14 +354,20 @@ def evaluate(*, seeds: list[int], scenarios: list[str], model: Path, backend: st
              ablations: dict | None = None, paraphrases: dict | None = None, pick_seed: int = 0,
              duration_s: float = DEFAULT_DURATION_S, sample_every: int = DEFAULT_SAMPLE_EVERY,
              perception_backend: str = "onnxruntime-int8", threads: int = 1, batch: int = DEFAULT_BATCH,
-             progress: bool = True, time_budget_s: float | None = None, workers: int = 1) -> dict:
+             progress: bool = True, time_budget_s: float | None = None, workers: int = 1,
+             instructions: str = "fixed") -> dict:
     """Run the evaluation; returns the result dict (the JSON's content, module docstring of
     :mod:`tps_eval.openloop.metrics` for the definitions). Episodes run seed by seed, every
     scenario of a seed before the next seed; with ``time_budget_s`` no new seed starts once the
     budget would be exceeded by another round as long as the longest so far (``counts`` then says k
     of n and ``stopped_early`` why). ``workers`` > 1: episodes are simulated and tokenized ahead in
     that many processes (perception with one thread each) while this process runs the planner
-    (``threads``: 1 by default -- torch with 2 threads on 2 busy cores ran ~6x slower per frame)."""
+    (``threads``: 1 by default -- torch with 2 threads on 2 busy cores ran ~6x slower per frame).
+    ``instructions`` "seeded": each episode's instruction is a seeded pick among its scenario's
+    variants (highway: keep lane, change lane left / right, a requested speed), which the expert
+    executes; "fixed": every scenario's own."""
+    if instructions not in ("fixed", "seeded"):
+        raise ValueError(f"instructions: 'fixed' or 'seeded', got {instructions!r}")
     from tps_planner.vlm.runtime import PlannerRuntime
     from tps_sim.world.networks import EGO_LENGTH_M, EGO_WIDTH_M
     from tqdm import tqdm
@@ -376,7 +384,7 @@ def evaluate(*, seeds: list[int], scenarios: list[str], model: Path, backend: st
     perception_threads = 1 if workers > 1 else PERCEPTION_THREADS
     episodes = [(seed, sc) for seed in seeds for sc in scenarios]
     stream = episode_stream(episodes, workers, (perception_backend, perception_threads, UNTARGETED in variant.values()),
-                            (duration_s, sample_every))
+                            (duration_s, sample_every, instructions))
     ego_size = (EGO_LENGTH_M, EGO_WIDTH_M)
     scores = {k: Scores(k, forecasts=True) for k in runtimes}
     for k in BASELINES:
@@ -451,6 +459,7 @@ def evaluate(*, seeds: list[int], scenarios: list[str], model: Path, backend: st
                     paraphrases=paraphrases, wall_s=time.monotonic() - t_start, backend=backend,
                     seed_spec=seed_spec)
     res["timing"]["workers"] = workers
+    res["instructions"]["choice"] = instructions
     res["counts"]["episodes_asked"] = len(episodes)
     res["counts"]["seeds_asked"] = len(seeds)
     res["counts"]["seeds_run"] = len(used)
@@ -635,6 +644,10 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                     help="YAML {DrivingInstruction constant | TAKE_EXIT:N: [texts]}: each frame's instruction "
                          "text replaced by a seeded pick")
     ap.add_argument("--paraphrase-seed", type=int, default=0, help="seed of the paraphrase picks")
+    ap.add_argument("--instructions", default="fixed", choices=("fixed", "seeded"),
+                    help="fixed: every scenario's own instruction; seeded: a seeded pick per episode among the "
+                         "scenario's instruction variants (highway: keep lane, change lane left/right, 80 km/h), "
+                         "executed by the expert")
     ap.add_argument("--duration", type=float, default=DEFAULT_DURATION_S, help="episode length [s]")
     ap.add_argument("--sample-every", type=int, default=DEFAULT_SAMPLE_EVERY,
                     help="a scored frame every N 0.1 s frames (default 5 = 2 Hz, as in training)")
@@ -683,7 +696,7 @@ def run(args: argparse.Namespace) -> int:
                    sample_every=args.sample_every, perception_backend=args.perception_backend,
                    threads=args.threads, batch=args.batch, progress=not args.quiet,
                    time_budget_s=None if args.time_budget_min is None else 60.0 * args.time_budget_min,
-                   workers=args.workers)
+                   workers=args.workers, instructions=args.instructions)
     if args.paraphrases:
         res["instructions"]["paraphrases"]["file"] = str(args.paraphrases)
     md = to_markdown(res)

@@ -279,7 +279,7 @@ def episode_samples(arrays: dict, core, sample_every: int, max_agents: int, max_
 def simulate(scenario: str, seed: int, *, duration_s: float = 20.0, sample_every: int = 5,
              image_size: tuple = DEFAULT_IMAGE_SIZE, **world) -> dict:
     """The raw episode (:func:`tps_sim.dataset.episode_arrays`, every 0.1 s frame, the camera on
-    every ``sample_every``-th); ``world``: its clutter, density, adversary, sensor_faults. Any
+    every ``sample_every``-th); ``world``: its clutter, density, adversary, sensor_faults, instruction. Any
     seed: storing is the caller's decision."""
     from tps_sim.dataset import episode_arrays
 
@@ -296,4 +296,5 @@ def sample_meta(arrays: dict, scenario: str, seed: int, split: str, core_info: d
             "image_size": list(image_size), "max_agents": int(max_agents), "max_gt": int(max_gt),
             "clutter": meta["clutter"], "plan_dt_s": PLAN_DT_S, "future_step_s": float(meta["future_step_s"]),
             "adversary": meta.get("adversary", {}), "sensor_faults": meta.get("sensor_faults", {}),
+            "instruction_choice": meta.get("instruction_choice", ""), "lane_change": meta.get("lane_change"),
             **core_info, "format_version": FORMAT_VERSION}
