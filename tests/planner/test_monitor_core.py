@@ -518,6 +518,39 @@ def test_an_imminent_collision_with_a_detection_is_critical_whatever_the_ramps_s
     assert "collision_imminent" not in ConfidenceMonitor(MonitorParams(), shipped).update(far).critical
 
 
+@pytest.mark.parametrize("planner, reader, critical", [(2, 0, True), (2, 1, True), (0, 2, False), (0, 1, False),
+                                                      (2, 2, False), (2, 4, False)])
+def test_a_red_light_the_planner_reads_green_is_critical_whatever_the_calibration(planner, reader, critical):
+    """The shipped calibration maps a full light disagreement to certainty 0.30; a refitted
+    tau_fallback of 0.27 then kept the planner driving (DEGRADED) through red lights."""
+    import json
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "models" / "monitor" / "calibration.json").read_text())
+    res = ConfidenceMonitor(MonitorParams(), shipped).update(
+        _inputs(0.0, planner_light_state=planner, reader_light_state=reader))
+    assert ("light_red" in res.critical) is critical, res.reasons
+    if critical:
+        assert res.state == STATE_FALLBACK and any("reader " in r and "planner GREEN" in r for r in res.reasons), res.reasons
+    off = ConfidenceMonitor(MonitorParams(light_red_critical=False), shipped).update(
+        _inputs(0.0, planner_light_state=planner, reader_light_state=reader))
+    assert "light_red" not in off.critical
+
+
+def test_a_red_light_with_an_inconsistent_rationale_is_critical():
+    """Seen on TEST lights: the planner said RED one cycle after the reader, its rationale/action
+    consistency flagged a mismatch (says stopping, does not slow), and the planner drove DEGRADED
+    through the red light."""
+    says_red_goes_on = dict(planner_light_state=0, consistency_ok=False, consistency_score=0.0)
+    res = ConfidenceMonitor().update(_inputs(0.0, reader_light_state=0, **says_red_goes_on))
+    assert "light_red" in res.critical, res.reasons
+    assert any(r.startswith("CRITICAL light_red") and "inconsistent" in r for r in res.reasons), res.reasons
+    green = ConfidenceMonitor().update(_inputs(0.0, reader_light_state=2, **says_red_goes_on))
+    assert "light_red" not in green.critical     # the reader sees green: the mismatch is a certainty risk only
+    consistent = ConfidenceMonitor().update(_inputs(0.0, reader_light_state=0, planner_light_state=0))
+    assert "light_red" not in consistent.critical
+
+
 def test_light_disagreement_and_consistency():
     assert ms.light_disagreement(0, 2)[0] == 1.0
     assert ms.light_disagreement(1, 2)[0] == 1.0

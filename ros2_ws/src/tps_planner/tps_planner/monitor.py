@@ -15,7 +15,10 @@ instead of averaging each other away, which a weighted mean would do.
 Some conditions are **critical** and force FALLBACK regardless of the certainty (planner silent
 beyond its timeout, a NaN/empty candidate, unexplained occupancy in the stopping corridor, an
 off-road candidate, perception dead, perception blind -- answering but seeing nothing while tracks
-near the ego vanished or the raw cloud shows objects on the road, for ``blind_persist_s``); a
+near the ego vanished or the raw cloud shows objects on the road, for ``blind_persist_s``; the
+classical light reader seeing RED or YELLOW for the ego's lane while the planner reads GREEN or its
+rationale and action disagree, ``light_red_critical``: the plan was conditioned on a light the
+fallback would stop for, or says it stops and does not); a
 failure of the *fallback's own* input (the raw lidar cloud stale, empty or mostly NaN) forces
 MINIMAL_RISK.
 
@@ -191,6 +194,12 @@ class MonitorParams:
     offroad_footprint: bool = True          # test the footprint's corners (DAC), not only the centre
     offroad_footprint_horizon_s: float = 2.0   # ... over this much of the horizon (the centre: all of it)
     imminent_ttc_s: float = 1.0             # the candidate meets a detected agent (constant velocity) sooner: critical; 0 = off
+    # The reader RED/YELLOW while the planner says GREEN, or while the planner's rationale and
+    # action disagree: critical. As certainty signals alone (light disagreement: weight 0.7,
+    # certainty 0.30) they fell above a refitted tau_fallback of 0.27 and left the planner driving
+    # DEGRADED through red lights (TEST lights 9000-9001: 4 violations; after the light flag alone,
+    # the planner said RED one cycle later, "inconsistent", and still did not stop: 4 again).
+    light_red_critical: bool = True
     blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
     blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
     blind_cell_m: float = 0.5
@@ -538,6 +547,14 @@ class ConfidenceMonitor:
                   inp.reader_light_state)
         if out is not None:
             vals["light_disagreement"], why["light_disagreement"] = out
+        if p.light_red_critical and inp.reader_light_state in (0, 1):
+            reader = "RED" if inp.reader_light_state == 0 else "YELLOW"
+            if inp.planner_light_state == 2:
+                crit["light_red"] = (f"light: reader {reader}, planner GREEN: the plan was conditioned on GREEN; "
+                                     f"the fallback stops for the reader's light")
+            elif vals["consistency"] > 0.0:
+                crit["light_red"] = (f"light: reader {reader} and the planner's rationale/action inconsistent: the "
+                                     f"plan may not stop; the fallback stops for the reader's light")
         out = run(("track_loss",), ms.track_loss, self._prev_perception, perc, ego, now,
                   p.track_radius_m, p.track_range_margin_m)
         if out is not None:
