@@ -15,7 +15,7 @@ export TPS_ROOT := $(ROOT)
 # Held-out seeds are never used for training or tuning (see tps_sim/splits.py).
 PYTEST_ARGS ?=
 
-.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer dataset-planner train-planner export-planner export-all gpu-check lint-docker clean distclean
+.PHONY: help setup build hello demo test test-fast bench lint dataset train-detector export-detector eval-detector train-tokenizer export-tokenizer eval-tokenizer dataset-planner train-planner train-planner-route export-planner export-all gpu-check lint-docker clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -82,6 +82,20 @@ dataset-planner: setup  ## the planner's shards under data/planner: train 8, val
 
 train-planner: setup  ## train the VLM planner by imitation (MiniLM + LoRA r=8; fixed seed, 80 min budget; needs make dataset-planner)
 	@$(PY) -m training.planner --trunk minilm --lora-rank 8 --time-budget-min 80 --threads 2 $(TRAIN_ARGS)
+
+# The shipped planner (models/manifest.yaml planner_torch): the imitation planner above fine-tuned
+# with the route-anchored plan head and recovery copies, then with 48 more lead-vehicle TRAIN
+# episodes (~75 min on 2 cores; needs make dataset-planner). PLANNER_INIT is the imitation
+# checkpoint it started from: the previous shipped file,
+#   mkdir -p runs/planner && git show 6db33d7:models/planner/planner.pt > runs/planner/s4_minilm_lora.pt
+# or a `make train-planner` run. Writes runs/planner/route_keep and runs/planner/route_brake;
+# TRAIN_ARGS=--ship replaces models/planner/planner.pt with the second stage.
+PLANNER_INIT ?= runs/planner/s4_minilm_lora.pt
+ROUTE_ARGS = --plan-prior route --recovery-copies 1 --recovery-lateral-sigma 1.2 --recovery-lateral-max 4.0 --lr 1e-4 --threads 2
+train-planner-route: setup  ## the shipped planner's recipe: route-anchored fine-tune in two stages (~75 min; needs make dataset-planner)
+	@$(PY) -m training.planner_data --split train --episodes 16 --first-seed-index 8 --scenarios hard_brake,cut_in,stalled --duration 20 -o data/planner_lead
+	@$(PY) -m training.planner --init $(PLANNER_INIT) $(ROUTE_ARGS) --time-budget-min 40 --run route_keep
+	@$(PY) -m training.planner --init runs/planner/route_keep/planner.pt --extra-data data/planner_lead $(ROUTE_ARGS) --time-budget-min 30 --seed 2 --run route_brake $(TRAIN_ARGS)
 
 # The planner's ONNX graphs are too large to ship in git (FP32 52 MB, INT8 16 MB, word embeddings
 # 23 MB): they are built here from the shipped checkpoint into build/export/planner, which the

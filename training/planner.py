@@ -269,6 +269,11 @@ def train(args: argparse.Namespace) -> dict:
                             plan_prior=getattr(args, "plan_prior", None) or PlannerConfig.plan_prior)
     tok = InstructionTokenizer(cfg.max_text_tokens)
     train_paths = shard_paths(args.data, "train", args.scenarios)
+    for extra in getattr(args, "extra_data", None) or []:
+        more = shard_paths(extra, "train", args.scenarios)
+        if not more:
+            raise FileNotFoundError(f"--extra-data {extra}: no TRAIN shards under {extra}/train")
+        train_paths += more
     if args.max_episodes:
         train_paths = train_paths[:args.max_episodes]
     if not train_paths:
@@ -373,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     root = repo_root()
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=root / "data" / "planner", help="planner shards root")
+    ap.add_argument("--extra-data", type=Path, action="append", default=[], metavar="ROOT",
+                    help="TRAIN shards of another root too (repeatable; VAL stays --data's)")
     ap.add_argument("--scenarios", type=lambda s: s.split(","), default=None, help="comma-separated subset")
     ap.add_argument("--max-episodes", type=int, default=0, help="use at most this many TRAIN shards (0 = all)")
     ap.add_argument("--trunk", choices=("minilm", "scratch"), default="minilm")
