@@ -20,12 +20,12 @@ A suite file::
         id: cut_in_tight
         adversary: {cut_gap_m: 4.0}   # overrides of the adversary's seeded parameters
                                       # (tps_sim.world.config.ADVERSARY_PARAMETERS)
+        seeds: [5017]              # this case's own seeds instead of the suite's (e.g. the
+                                   # failures a tps-eval search found, each with its seed)
       - scenario: highway
         id: highway_left
         instruction: change_lane_left  # WorldConfig.instruction: '' (the scenario's own),
                                    # 'seeded' or one of the scenario's instruction variants
-        seeds: [5017]              # this case's own seeds instead of the suite's (e.g. the
-                                   # failures a tps-eval search found, each with its seed)
       - scenario: cut_in
         id: cut_in_detector_blackout
         node_parameters:           # parameters of the graph's nodes for this case, by node name;
