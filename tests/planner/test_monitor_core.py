@@ -403,6 +403,25 @@ def test_fallback_lasting_too_long_with_low_certainty_goes_to_minimal_risk():
     assert states.index(STATE_MINIMAL_RISK) * DT > 1.0
 
 
+def test_a_planner_that_stays_wrong_leaves_the_fallback_driving_without_minimal_risk():
+    """FALLBACK for far longer than max_fallback_s, certainty ~0, but only the planner's output is
+    wrong (off-road, inconsistent, huge sigma) on a healthy, empty scene: the fallback keeps
+    driving (no MINIMAL_RISK). With unexplained occupancy in the path it does escalate (the test
+    above)."""
+    mon = ConfidenceMonitor(MonitorParams(max_fallback_s=1.0, tau_mrm=0.3))
+    states, crits, certs = [], set(), []
+    for k in range(40):
+        t = k * DT
+        c = _cand(t)
+        c = dataclasses.replace(c, xy=c.xy + np.array([0.0, 30.0]), sigma_m=np.full(17, 5.0))
+        r = mon.update(_inputs(t, cand=c, consistency_ok=False, consistency_score=0.0))
+        states.append(r.state)
+        crits.update(r.critical)
+        certs.append(r.certainty)
+    assert "offroad" in crits and max(certs[1:]) < 0.3, (crits, max(certs))
+    assert STATE_MINIMAL_RISK not in states and states[-1] == STATE_FALLBACK, states
+
+
 # ------------------------------------------------------------------ hysteresis and dwell
 
 def _sigma_for_certainty(mon: ConfidenceMonitor, t: float, target: float) -> Trajectory:

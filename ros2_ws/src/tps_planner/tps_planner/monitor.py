@@ -24,7 +24,10 @@ MINIMAL_RISK.
 
 State machine (``update``): NOMINAL -> DEGRADED (certainty < tau_degraded) -> FALLBACK
 (certainty < tau_fallback or critical) -> MINIMAL_RISK (fallback input dead, or FALLBACK lasting
-longer than ``max_fallback_s`` with certainty below ``tau_mrm``). A worse state is entered at once;
+longer than ``max_fallback_s`` with certainty below ``tau_mrm`` while a critical condition beyond
+the planner's own output, ``PLANNER_CRITICALS``, is unresolved or the certainty of the scene
+signals alone, ``SCENE_SIGNALS``, is below ``tau_mrm`` too: a planner that stays wrong leaves
+the fallback driving, it does not stop the vehicle). A worse state is entered at once;
 a better one only after the certainty has stayed at or above its threshold + ``hysteresis`` for
 ``recover_dwell_s`` *and* the current state has lasted ``min_dwell_s``. MINIMAL_RISK is latched
 until ``mrm_recovery_s`` of nominal inputs (no critical, certainty >= tau_degraded + hysteresis)
@@ -103,6 +106,19 @@ SIGNAL_NAMES: tuple[str, ...] = (
     "sensor_health",
     "kinematic",
 )
+
+# Critical conditions that concern the learned planner's output alone, not the scene or the
+# fallback's inputs: while only these (and a low certainty) hold FALLBACK, the fallback -- a full
+# planner on the raw cloud, the lane map and the light reader -- keeps driving however long it
+# lasts. A FALLBACK that lasts max_fallback_s escalates to MINIMAL_RISK only while another
+# critical condition (perception blind or dead, unexplained occupancy, an ego state or stamp
+# problem, ...) is unresolved. On VAL 1000-1002 (stalled s1001, signalised s1001) the escalation
+# stopped the vehicle in traffic because the planner's candidate stayed off-road or read GREEN at
+# a red light for 10 s while the fallback drove (or waited) correctly.
+PLANNER_CRITICALS = frozenset({"candidate", "offroad", "light_red", "collision_imminent", "planner_silent"})
+# ... or while the certainty of the signals about the scene and the sensors alone (product rule,
+# the params' weights) is below tau_mrm.
+SCENE_SIGNALS = ("quantisation_error", "unexplained_points", "unexplained_distance", "track_loss", "sensor_health")
 
 # Default (ok, bad) ramp ends per signal: risk 0 at "ok", 1 at "bad" (either order: a signal where
 # small is bad, like clearance, has ok > bad).
@@ -749,9 +765,17 @@ class ConfidenceMonitor:
             worst = STATE_NOMINAL
         if (self.state == STATE_FALLBACK and worst == STATE_FALLBACK and cert < p.tau_mrm
                 and now - self._entered_s > p.max_fallback_s):
-            worst = STATE_MINIMAL_RISK
-            crit["fallback_timeout"] = (f"FALLBACK for {now - self._entered_s:.1f} s "
-                                        f"(> {p.max_fallback_s} s) with certainty {cert:.2f} < {p.tau_mrm}")
+            scene = sorted(set(crit) - PLANNER_CRITICALS)
+            scene_cert = 1.0
+            for n in SCENE_SIGNALS:
+                scene_cert *= 1.0 - p.weights[n] * risks[n]
+            if scene_cert < p.tau_mrm:
+                scene.append(f"scene certainty {scene_cert:.2f}")
+            if scene:
+                worst = STATE_MINIMAL_RISK
+                crit["fallback_timeout"] = (f"FALLBACK for {now - self._entered_s:.1f} s "
+                                            f"(> {p.max_fallback_s} s) with certainty {cert:.2f} < {p.tau_mrm} "
+                                            f"and {', '.join(scene)} unresolved")
 
         old = self.state
         trans_reasons: list[str] = []

@@ -123,10 +123,9 @@ class BridgeParams:
         parse_faults(params.faults)  # raise early, naming the parameter
         parse_obstacles(params.obstacles)
         parse_adversary(params.adversary)
-        sc = SCENARIOS[params.scenario]
-        if params.instruction not in ("", "seeded", *sc.variant_keys()):
-            raise ParameterError(f"parameter 'instruction' = {params.instruction!r} is not an instruction of scenario "
-                                 f"{params.scenario!r}; expected '' (its own), 'seeded' or one of {sc.variant_keys()}")
+        problem = SCENARIOS[params.scenario].instruction_problem(params.instruction)
+        if problem is not None:
+            raise ParameterError(f"parameter 'instruction' = {problem}")
         return params
 
 

@@ -184,10 +184,9 @@ class WorldConfig:
         for i, ob in enumerate(self.obstacles):
             _check_obstacle(i, ob)
         _check_adversary(self.adversary, SCENARIOS[self.scenario].adversary, self.scenario)
-        sc = SCENARIOS[self.scenario]
-        if not isinstance(self.instruction, str) or self.instruction not in ("", "seeded", *sc.variant_keys()):
-            raise ConfigError(f"instruction: {self.instruction!r} is not an instruction of scenario "
-                              f"{self.scenario!r}; expected '' (its own), 'seeded' or one of {sc.variant_keys()}")
+        problem = SCENARIOS[self.scenario].instruction_problem(self.instruction)
+        if problem is not None:
+            raise ConfigError(f"instruction: {problem}")
 
 
 def _check_number(name: str, value: object, lo: float, hi: float, low_open: bool = False) -> None:

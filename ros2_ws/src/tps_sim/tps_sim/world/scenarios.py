@@ -115,6 +115,15 @@ class Scenario:
     def variant_keys(self) -> list[str]:
         return [v.key for v in self.instruction_variants]
 
+    def instruction_problem(self, choice: object) -> str | None:
+        """Why ``choice`` is not an instruction choice of this scenario ("" = its own, "seeded",
+        or one of its variant keys), or None when it is. The one check behind WorldConfig, the
+        bridge's parameters and :func:`resolve_instruction`."""
+        if isinstance(choice, str) and choice in ("", "seeded", *self.variant_keys()):
+            return None
+        return (f"{choice!r} is not an instruction of scenario {self.name!r}; expected '' (its own), "
+                f"'seeded' or one of {self.variant_keys()}")
+
 
 # WorldConfig.instruction values besides a variant key: "" = the scenario's own instruction,
 # "seeded" = a seeded pick among its variants (the scenario's own where it has none).
@@ -146,8 +155,7 @@ def resolve_instruction(scenario: Scenario, choice: str, seed: int) -> tuple[Ins
     else:
         by_key = {v.key: v for v in scenario.instruction_variants}
         if choice not in by_key:
-            raise ValueError(f"instruction: {choice!r} is not an instruction of scenario {scenario.name!r}; expected "
-                             f"'' (its own), 'seeded' or one of {scenario.variant_keys()}")
+            raise ValueError(f"instruction: {scenario.instruction_problem(choice) or repr(choice)}")
         variant, text = by_key[choice], by_key[choice].texts[0]
     at_s = float(rng.uniform(*LANE_CHANGE_AT_S)) if variant.lane_change else None
     return variant.instruction(text), variant, at_s
