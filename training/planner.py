@@ -63,7 +63,7 @@ class PlannerSamples:
             raise ValueError(f"recovery_copies must be >= 0, got {recovery_copies}")
         recovery = recovery or RecoveryConfig()
         rng = np.random.default_rng(seed)
-        recovered, offsets = [], []
+        recovered, offsets, manoeuvre = [], [], []
 
         self.cfg = cfg
         cols: dict[str, list] = {}
@@ -80,12 +80,16 @@ class PlannerSamples:
                                  f"{'/'.join(allowed_splits)} only")
             self.episodes.append((meta["scenario"], int(meta["seed"])))
             for copy in range(1 + recovery_copies):
-                src = d if copy == 0 else displace_shard(d, rng, recovery)
+                src = d if copy == 0 else displace_shard(d, rng, recovery, cfg.plan_dt_s)
                 for k, v in self._convert(src, meta).items():
                     cols.setdefault(k, []).append(v)
                 texts += [meta["instruction"]["text"]] * len(d["t_s"])
                 seeds += [int(meta["seed"])] * len(d["t_s"])
                 recovered += [copy > 0] * len(d["t_s"])
+                # an instructed manoeuvre the route does not decide: a commanded lane change that
+                # was made ([t, from lane, to lane]; the same lane twice when the road had none)
+                lc = meta.get("lane_change")
+                manoeuvre += [lc is not None and len(lc) == 3 and lc[1] != lc[2]] * len(d["t_s"])
                 offsets.append(src["recovery_offset"] if copy else np.zeros((len(d["t_s"]), 2)))
         if not cols:
             raise ValueError("no planner shards given")
@@ -95,6 +99,7 @@ class PlannerSamples:
         self.seeds = np.asarray(seeds, np.int64)        # the episode seed of each sample
         self.recovered = np.asarray(recovered, bool)     # a displaced copy (training.recovery)
         self.offsets = np.concatenate(offsets)           # its (dy [m], dpsi [rad]); 0 for the originals
+        self.manoeuvre = np.asarray(manoeuvre, bool)     # from an episode with an instructed lane change
 
     def subset(self, idx) -> PlannerSamples:
         """The samples ``idx`` (indices or a boolean mask) as a set of their own."""
@@ -105,6 +110,7 @@ class PlannerSamples:
         out.data = {k: v[t] for k, v in self.data.items()}
         out.texts = [self.texts[i] for i in idx]
         out.seeds, out.recovered, out.offsets = self.seeds[idx], self.recovered[idx], self.offsets[idx]
+        out.manoeuvre = self.manoeuvre[idx]
         return out
 
     def __len__(self) -> int:
@@ -229,16 +235,21 @@ def targeted_mask(samples: PlannerSamples) -> np.ndarray:
     return np.isin(samples.seeds, np.asarray(TARGETED))
 
 
-def epoch_pool(samples: PlannerSamples, targeted_weight: int = 1) -> np.ndarray:
-    """The sample indices one epoch draws from: every sample once, and the samples of targeted
+def epoch_pool(samples: PlannerSamples, targeted_weight: int = 1, manoeuvre_weight: int = 1) -> np.ndarray:
+    """The sample indices one epoch draws from: every sample once; the samples of targeted
     episodes (seeds of ``tps_sim.splits.TARGETED``: ``--from-search`` data around a search's
     failures) ``targeted_weight`` times in all, so that a few targeted episodes are not drowned by
-    the regular data of the union."""
-    if targeted_weight < 1:
-        raise ValueError(f"targeted_weight must be >= 1, got {targeted_weight}")
+    the regular data of the union; and the samples of episodes whose instruction commanded a lane
+    change (``--instructions seeded`` data) ``manoeuvre_weight`` times in all, so that the few
+    episodes where the words decide the manoeuvre are not drowned by the keep-lane majority."""
+    for name, w in (("targeted_weight", targeted_weight), ("manoeuvre_weight", manoeuvre_weight)):
+        if w < 1:
+            raise ValueError(f"{name} must be >= 1, got {w}")
     every = np.arange(len(samples))
     targeted = every[targeted_mask(samples)]
-    return np.concatenate([every, *([targeted] * (targeted_weight - 1))])
+    manoeuvre = every[np.asarray(getattr(samples, "manoeuvre", np.zeros(len(samples), bool)), bool)]
+    return np.concatenate([every, *([targeted] * (targeted_weight - 1)),
+                           *([manoeuvre] * (manoeuvre_weight - 1))])
 
 
 def trainable_state(model: VLMPlanner) -> dict:
@@ -281,7 +292,9 @@ def train(args: argparse.Namespace) -> dict:
     recovery = RecoveryConfig(lateral_sigma_m=args.recovery_lateral_sigma,
                               lateral_max_m=getattr(args, "recovery_lateral_max", RecoveryConfig.lateral_max_m),
                               heading_sigma_rad=np.deg2rad(args.recovery_heading_sigma_deg),
-                              recovery_s=args.recovery_s)
+                              recovery_s=args.recovery_s,
+                              speed_prob=getattr(args, "recovery_speed_prob", 0.0),
+                              speed_min_factor=getattr(args, "recovery_speed_min", RecoveryConfig.speed_min_factor))
     train_set = PlannerSamples(train_paths, cfg, tok, ("train",), recovery_copies=args.recovery_copies,
                                recovery=recovery, seed=args.seed)
     val_paths = shard_paths(args.data, "val", args.scenarios)
@@ -295,7 +308,7 @@ def train(args: argparse.Namespace) -> dict:
     run_dir = Path(args.out) / args.run
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    pool = epoch_pool(train_set, getattr(args, "targeted_weight", 1))
+    pool = epoch_pool(train_set, getattr(args, "targeted_weight", 1), getattr(args, "manoeuvre_weight", 1))
     steps_per_epoch = max(1, len(pool) // args.batch)
     total_steps = args.max_steps or steps_per_epoch * args.epochs
     budget_s = args.time_budget_min * 60.0
@@ -356,6 +369,7 @@ def train(args: argparse.Namespace) -> dict:
         "step_s_median": float(np.median(step_times)) if len(step_times) else None, "batch": args.batch,
         "threads": args.threads, "init": str(args.init) if getattr(args, "init", None) else None,
         "targeted_weight": getattr(args, "targeted_weight", 1),
+        "manoeuvre_weight": getattr(args, "manoeuvre_weight", 1),
         "targeted_samples": int(targeted_mask(train_set).sum()),
         "recovery_copies": args.recovery_copies,
         "recovery": ({k: float(v) for k, v in recovery.__dict__.items()} if args.recovery_copies else None),
@@ -399,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--targeted-weight", type=int, default=1,
                     help="draw the samples of targeted episodes (--from-search data, TARGETED seeds) this "
                          "many times per epoch (1 = like every other sample)")
+    ap.add_argument("--manoeuvre-weight", type=int, default=1,
+                    help="draw the samples of episodes whose instruction commanded a lane change "
+                         "(--instructions seeded data) this many times per epoch (1 = like every other sample)")
     ap.add_argument("--plan-prior", choices=PLAN_PRIORS, default=None,
                     help="the plan head's residual base: straight ahead or along the route "
                          "(default: the --init checkpoint's, else straight)")
@@ -412,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--recovery-heading-sigma-deg", type=float,
                     default=float(np.rad2deg(RecoveryConfig.heading_sigma_rad)),
                     help="recovery copies: heading displacement sigma [deg] (clipped at 8 deg)")
+    ap.add_argument("--recovery-speed-prob", type=float, default=0.0,
+                    help="share of the recovery copies whose ego is also seen slower than the expert, labelled "
+                         "with a catch-up to the expert's speed (training.recovery; 0 = lateral/heading only)")
+    ap.add_argument("--recovery-speed-min", type=float, default=RecoveryConfig.speed_min_factor,
+                    help="the slowest such ego, as a factor of the expert's speed")
     ap.add_argument("--recovery-s", type=float, default=RecoveryConfig.recovery_s,
                     help="recovery copies: travel time over which the label returns to the path [s]")
     ap.add_argument("--out", type=Path, default=root / "runs" / "planner")

@@ -19,6 +19,16 @@ error and decays as a cubic (Hermite) to zero over ``recovery_s`` seconds of tra
 move: the camera image (rendered from the expert's pose; the lights it carries do not depend on a
 metre of offset), the VQ codes (computed in each agent's own frame) and every scene-level label.
 
+**Speed.** With ``speed_prob`` > 0, a copy's ego is also seen *slower* than the expert was, by a
+factor drawn in [``speed_min_factor``, ``speed_max_factor``] (never faster: a faster ego's
+catch-up label would run past the expert's stop lines and leads). Its label speeds back up to the
+expert's profile at ``speed_recovery_mps2`` on top of the expert's own acceleration, v(t) =
+v_exp(t) - dv * max(0, 1 - t / T) with T = dv / a, so the plan's step k lies that much less far
+along the same path. Why: closed loop, the route-anchored planner settled at ~16 m/s on a 25 m/s
+highway (VAL 1000-1002, 91 % NOMINAL): every plan was a little slower than its input speed, and
+a planner that never saw an ego slower than the expert had nothing to say about catching up
+(fed 0.64 x the expert's speed, its 4-s plan ended at 17 m/s).
+
 DART (Laskey et al. 2017) injects noise into the expert's executed controls and labels the visited
 states with the expert's correction; SUMO's expert cannot be asked for a correction from a state it
 did not drive to, so the correction here is closed-form. The closing note says so.
@@ -43,21 +53,53 @@ class RecoveryConfig:
     recovery_s: float = 2.5           # travel time over which the offset decays to 0
     min_recovery_m: float = 6.0       # ... but over at least / at most this arc length
     max_recovery_m: float = 40.0
+    speed_prob: float = 0.0           # share of displaced samples also seen slower than the expert
+    speed_min_factor: float = 0.4     # ... at this factor of the expert's speed, drawn uniformly
+    speed_max_factor: float = 0.95    # ... up to this one
+    speed_recovery_mps2: float = 1.5  # the label's catch-up acceleration on top of the expert's
 
     def __post_init__(self):
         for name in ("lateral_sigma_m", "lateral_max_m", "heading_sigma_rad", "heading_max_rad", "recovery_s",
-                     "min_recovery_m", "max_recovery_m"):
+                     "min_recovery_m", "max_recovery_m", "speed_prob", "speed_min_factor", "speed_max_factor",
+                     "speed_recovery_mps2"):
             v = getattr(self, name)
             if not np.isfinite(v) or v < 0:
                 raise ValueError(f"recovery {name} must be finite and >= 0, got {v}")
         if self.min_recovery_m <= 0 or self.max_recovery_m < self.min_recovery_m:
             raise ValueError(f"recovery needs 0 < min_recovery_m <= max_recovery_m, got "
                              f"{self.min_recovery_m}, {self.max_recovery_m}")
+        if self.speed_prob > 1.0 or not 0.0 <= self.speed_min_factor <= self.speed_max_factor <= 1.0:
+            raise ValueError(f"recovery needs speed_prob <= 1 and 0 <= speed_min_factor <= speed_max_factor <= 1, "
+                             f"got {self.speed_prob}, {self.speed_min_factor}, {self.speed_max_factor}")
+        if self.speed_prob > 0.0 and self.speed_recovery_mps2 <= 0.0:
+            raise ValueError("recovery speed_recovery_mps2 must be > 0 when speed_prob > 0")
 
     def draw(self, rng: np.random.Generator) -> tuple[float, float]:
         dy = float(np.clip(rng.normal(0.0, self.lateral_sigma_m), -self.lateral_max_m, self.lateral_max_m))
         dpsi = float(np.clip(rng.normal(0.0, self.heading_sigma_rad), -self.heading_max_rad, self.heading_max_rad))
         return dy, dpsi
+
+    def draw_speed_factor(self, rng: np.random.Generator) -> float:
+        """The factor of the expert's speed the copy's ego drives at (1 = unchanged). Draws
+        nothing when ``speed_prob`` is 0, so the lateral draws stay those of a run without it."""
+        if self.speed_prob <= 0.0:
+            return 1.0
+        u, f = rng.random(2)
+        if u >= self.speed_prob:
+            return 1.0
+        return float(self.speed_min_factor + f * (self.speed_max_factor - self.speed_min_factor))
+
+
+def speed_recovery_shift(times_s: np.ndarray, dv_mps: float, accel_mps2: float) -> np.ndarray:
+    """(K,) arc-length shifts [m] (<= 0) of the plan steps at ``times_s`` for an ego ``dv_mps``
+    slower than the expert that catches up at ``accel_mps2``: -(integral of dv * max(0, 1 - t/T)),
+    T = dv / a."""
+    t = np.asarray(times_s, np.float64)
+    if dv_mps <= 0.0:
+        return np.zeros_like(t)
+    big_t = dv_mps / accel_mps2
+    tc = np.minimum(t, big_t)
+    return -dv_mps * (tc - tc ** 2 / (2.0 * big_t))
 
 
 def displaced_pose(pose: np.ndarray, dy: float, dpsi: float) -> np.ndarray:
@@ -80,7 +122,7 @@ def rotate(v: np.ndarray, angle: float) -> np.ndarray:
 
 
 def recovery_plan(plan: np.ndarray, plan_valid: np.ndarray, dy: float, dpsi: float, speed_mps: float,
-                  cfg: RecoveryConfig) -> np.ndarray:
+                  cfg: RecoveryConfig, ds: np.ndarray | None = None) -> np.ndarray:
     """The recovery label (K, 2), displaced base_link, of an expert plan (K, 2) in the original one.
 
     Step k lies on the expert's path (the polyline from the expert's pose through its valid future
@@ -89,7 +131,8 @@ def recovery_plan(plan: np.ndarray, plan_valid: np.ndarray, dy: float, dpsi: flo
     offset from the path, l'(0) = tan(its heading error) and l = l' = 0 from L on, L = the
     ``recovery_s`` of travel at the current speed within [min_recovery_m, max_recovery_m]. A step
     without a valid expert point keeps its (transformed) value; the caller's mask still says it is
-    invalid.
+    invalid. ``ds`` (K,) shifts each step's arc length (:func:`speed_recovery_shift`: a slower ego
+    travels less far; the travelled length never decreases).
     """
     plan = np.asarray(plan, np.float64).reshape(-1, 2)
     valid = np.asarray(plan_valid, bool).reshape(-1)
@@ -133,23 +176,31 @@ def recovery_plan(plan: np.ndarray, plan_valid: np.ndarray, dy: float, dpsi: flo
 
     out = moved.copy()
     k_valid = 0
+    travelled = 0.0
     for k in range(len(plan)):
         if not valid[k]:
             continue
         k_valid += 1
-        s_exp = float(cum[k_valid])                          # the expert's arc length at step k
-        s = max(0.0, s_exp + s_off)
+        # the expert's arc length at step k, less what a slower ego has not caught up yet
+        s_ego = max(travelled, float(cum[k_valid]) + (float(ds[k]) if ds is not None else 0.0))
+        travelled = s_ego
+        s = max(0.0, s_ego + s_off)
         p, d = point(s)
-        out[k] = p + np.array([-d[1], d[0]]) * lateral(s_exp)   # the ego travels as far as the expert
+        out[k] = p + np.array([-d[1], d[0]]) * lateral(s_ego)
     return out
 
 
-def displace_shard(d: dict, rng: np.random.Generator, cfg: RecoveryConfig) -> dict:
+def displace_shard(d: dict, rng: np.random.Generator, cfg: RecoveryConfig, plan_dt_s: float = 0.5) -> dict:
     """A copy of a planner shard's arrays (``training.planner_data``) with every sample seen from its
     own displaced ego (drawn with ``cfg.draw``) and its plan label replaced by the recovery. Keys
-    not named here are shared, unchanged. Adds ``recovery_offset`` (N, 2): each sample's (dy, dpsi)."""
+    not named here are shared, unchanged. Adds ``recovery_offset`` (N, 2): each sample's (dy, dpsi),
+    and ``recovery_speed_factor`` (N,): its ego speed / the expert's (``cfg.speed_prob``; the ego
+    token's speed and the plan label change with it, ``plan_dt_s`` apart from the first step)."""
     out = dict(d)
     n = len(d["t_s"])
+    speed = np.array(d["ego_speed"], np.float64, copy=True)
+    factors = np.ones(n, np.float64)
+    times = plan_dt_s * np.arange(1, np.asarray(d["plan"]).shape[1] + 1)
     pose = np.array(d["ego_pose"], np.float64, copy=True)
     geom = np.array(d["tok_geom"], np.float32, copy=True)
     fut = np.array(d["fut"], np.float32, copy=True)
@@ -164,6 +215,10 @@ def displace_shard(d: dict, rng: np.random.Generator, cfg: RecoveryConfig) -> di
         g[:, 2] = np.arctan2(np.sin(g[:, 2] - dpsi), np.cos(g[:, 2] - dpsi))
         g[:, 5:7] = rotate(g[:, 5:7], -dpsi)
         fut[i] = to_displaced(fut[i], dy, dpsi)
-        plan[i] = recovery_plan(d["plan"][i], d["plan_valid"][i], dy, dpsi, float(d["ego_speed"][i]), cfg)
-    out.update(ego_pose=pose, tok_geom=geom, fut=fut, plan=plan, recovery_offset=offsets)
+        factors[i] = cfg.draw_speed_factor(rng)
+        speed[i] = float(d["ego_speed"][i]) * factors[i]
+        ds = speed_recovery_shift(times, float(d["ego_speed"][i]) - speed[i], cfg.speed_recovery_mps2 or 1.0)
+        plan[i] = recovery_plan(d["plan"][i], d["plan_valid"][i], dy, dpsi, float(speed[i]), cfg, ds)
+    out.update(ego_pose=pose, tok_geom=geom, fut=fut, plan=plan, recovery_offset=offsets, ego_speed=speed,
+               recovery_speed_factor=factors)
     return out

@@ -99,3 +99,40 @@ def test_planner_samples_add_recovery_copies_marked_and_seeded(tmp_path):
         planner.PlannerSamples([path], cfg, tok, recovery_copies=-1)
     with pytest.raises(ValueError, match="lateral_sigma_m"):
         RecoveryConfig(lateral_sigma_m=float("nan"))
+
+
+def test_a_slower_ego_is_labelled_with_a_catch_up_to_the_experts_speed(tmp_path):
+    """--recovery-speed-prob: a copy seen at 6 m/s behind a 10 m/s expert travels less far per
+    step than the expert, speeds up at the catch-up rate (the gap to the expert's profile stops
+    growing once caught up) and never moves backwards; its ego token reads the slower speed."""
+    from training.recovery import speed_recovery_shift
+
+    times = 0.5 * np.arange(1, 9)
+    ds = speed_recovery_shift(times, 4.0, 2.0)          # 4 m/s slower, catches up in 2 s
+    rec = recovery_plan(STRAIGHT, ALL, 0.0, 0.0, 6.0, CFG, ds)
+    np.testing.assert_allclose(rec[:, 1], 0.0, atol=1e-9)
+    np.testing.assert_allclose(rec[0, 0], 6.0 * 0.5 + 0.5 * 2.0 * 0.25, atol=1e-6)   # v0 t + a t^2 / 2
+    gap = STRAIGHT[:, 0] - rec[:, 0]
+    assert np.all(np.diff(gap[:4]) > 0) and np.allclose(gap[3:], 4.0, atol=1e-6)   # 4 m lost by t = 2 s
+    assert np.all(np.diff(rec[:, 0]) > 0)
+    np.testing.assert_allclose(speed_recovery_shift(times, 0.0, 2.0), 0.0)
+    # a standing expert: nothing to catch up, and a slower ego stays put rather than backing up
+    np.testing.assert_allclose(recovery_plan(np.zeros((8, 2)), ALL, 0.0, 0.0, 0.0, CFG,
+                                             speed_recovery_shift(times, 2.0, 2.0)), 0.0, atol=1e-9)
+
+    # in a shard: the drawn factor scales the ego speed the token reads; 0 draws nothing extra
+    path_ = write_fake_shard(tmp_path, "train", "highway", 0, n=6)
+    with np.load(path_) as z:
+        d = {k: z[k] for k in z.files}
+    d["ego_speed"] = np.full(6, 10.0, np.float32)
+    cfg = RecoveryConfig(speed_prob=1.0, speed_min_factor=0.5, speed_max_factor=0.9)
+    out = displace_shard(d, np.random.default_rng(0), cfg)
+    f = out["recovery_speed_factor"]
+    assert np.all((f >= 0.5) & (f <= 0.9))
+    np.testing.assert_allclose(out["ego_speed"], 10.0 * f)
+    plain = displace_shard(d, np.random.default_rng(0), RecoveryConfig())
+    again = displace_shard(d, np.random.default_rng(0), RecoveryConfig(speed_prob=0.0))
+    np.testing.assert_array_equal(plain["recovery_offset"], again["recovery_offset"])
+    np.testing.assert_array_equal(plain["recovery_speed_factor"], 1.0)
+    with pytest.raises(ValueError, match="speed_min_factor"):
+        RecoveryConfig(speed_prob=0.5, speed_min_factor=0.9, speed_max_factor=0.5)

@@ -75,6 +75,23 @@ def test_targeted_samples_are_drawn_targeted_weight_times_per_epoch(tmp_path):
         planner.epoch_pool(s, 0)
 
 
+def test_instructed_lane_change_samples_are_drawn_manoeuvre_weight_times_per_epoch(tmp_path):
+    """--manoeuvre-weight: the samples of episodes whose instruction commanded a lane change that
+    was made enter the pool that many times; a change the road did not allow (the same lane on
+    both sides) and an episode without one are drawn once."""
+    cfg = PlannerConfig(max_agents=4, camera_size=(80, 45))
+    tok = InstructionTokenizer(cfg.max_text_tokens)
+    keep = write_fake_shard(tmp_path, "train", "highway", 3, n=2)
+    left = write_fake_shard(tmp_path, "train", "highway", 4, n=2, lane_change=[2.5, 0, 1])
+    refused = write_fake_shard(tmp_path, "train", "highway", 5, n=1, lane_change=[2.5, 1, 1])
+    s = planner.PlannerSamples([keep, left, refused], cfg, tok)
+    assert s.manoeuvre.tolist() == [False, False, True, True, False]
+    assert s.subset([2, 4]).manoeuvre.tolist() == [True, False]
+    assert np.bincount(planner.epoch_pool(s, 1, 4)).tolist() == [1, 1, 4, 4, 1]
+    with pytest.raises(ValueError, match="manoeuvre_weight"):
+        planner.epoch_pool(s, 1, 0)
+
+
 @pytest.mark.slow
 def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
     for seed in (0, 1):

@@ -36,7 +36,8 @@ def random_batch(cfg: PlannerConfig, b: int = 2, a: int = 5, seed: int = 0, n_va
 
 
 def write_fake_shard(root, split: str, scenario: str, seed: int, n: int = 4, a: int = 64, g: int = 8,
-                     image_size: tuple = (160, 90), n_tokens: int = 5, lead=None):
+                     image_size: tuple = (160, 90), n_tokens: int = 5, lead=None,
+                     lane_change=None):
     """A shard with the keys of training.planner_data (random but well-formed content)."""
     import json
 
@@ -69,7 +70,8 @@ def write_fake_shard(root, split: str, scenario: str, seed: int, n: int = 4, a: 
         "gt_mask": np.zeros((n, g), bool),
         "meta_json": np.array(json.dumps({"scenario": scenario, "seed": seed, "split": split,
                                           "instruction": {"text": "turn right at the lights", "command": 2,
-                                                          "exit_number": 0, "target_speed_mps": 12.0}})),
+                                                          "exit_number": 0, "target_speed_mps": 12.0},
+                                          "lane_change": lane_change})),
     }
     path = root / split / scenario / f"seed{seed}.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
