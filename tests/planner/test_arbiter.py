@@ -164,3 +164,27 @@ def test_degraded_caps_the_candidate_speed_and_nominal_does_not():
     # positions follow the new speeds along the same path: less distance covered than planned
     assert res.trajectory.xy[-1, 0] < cand.xy[-1, 0] - 1.0
     assert np.allclose(res.trajectory.xy[:, 1], cand.xy[:, 1])
+
+
+def test_handing_back_to_the_planner_blends_over_the_longer_handback_window():
+    """FALLBACK -> NOMINAL blends over handback_blend_s (the planner's path 1.5 m beside the
+    fallback's comes in over 1.5 s), NOMINAL -> FALLBACK over blend_window_s; 0 = the short one."""
+    def run(params: ArbiterParams) -> tuple[list, list]:
+        arb = TrajectoryArbiter(params)
+        lateral, alphas = [], []
+        for k in range(40):
+            t = k * DT_S
+            arb.on_candidate(_planner(t, 1.5), t)
+            arb.on_monitor(STATE_FALLBACK if k < 5 else STATE_NOMINAL, t)
+            res = arb.update(_fallback(t), t)
+            lateral.append(res.trajectory.xy[np.argmin(np.abs(res.trajectory.t_s - 1.0))][1])
+            alphas.append(res.blend_alpha)
+        return lateral, alphas
+
+    lateral, alphas = run(ArbiterParams(blend_window_s=BLEND_S, handback_blend_s=3 * BLEND_S))
+    assert lateral[4] == pytest.approx(0.0) and lateral[-1] == pytest.approx(1.5)
+    n = int(round(3 * BLEND_S / DT_S))
+    assert np.allclose(np.diff(alphas[5:5 + n]), DT_S / (3 * BLEND_S))
+    assert np.abs(np.diff(lateral)).max() <= 1.5 * DT_S / (3 * BLEND_S) + 1e-6
+    lateral, alphas = run(ArbiterParams(blend_window_s=BLEND_S, handback_blend_s=0.0))
+    assert np.allclose(np.diff(alphas[5:5 + int(round(BLEND_S / DT_S))]), DT_S / BLEND_S)

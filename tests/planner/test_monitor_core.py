@@ -892,3 +892,22 @@ def test_the_points_of_a_planned_stop_have_no_path_geometry():
     # a candidate starting from standstill is judged from where it moves
     _, v_start = ms.moving_prefix(back.xy, np.concatenate([[0.0, 0.1], v9[:7]]))
     assert list(v_start) == pytest.approx([7.17, 4.89, 3.20, 1.77, 0.62, 0.38])
+
+
+def test_a_gentle_curve_sampled_every_half_second_at_speed_is_not_a_tight_turn():
+    """The learned planner's candidate: 9 points 0.5 s apart. On a 200-m radius curve at 25 m/s
+    (lateral acceleration 3.1 m/s^2, feasible) the points are 12.5 m apart and each vertex bends
+    the polyline by 3.6 degrees; over 2-m chords that read as ~20 m/s^2. Over the point spacing it
+    is the curve's own curvature. A 25-m radius at the same speed (25 m/s^2) is still flagged."""
+    p = MonitorParams()
+    t = 0.5 * np.arange(9)
+
+    def curve(radius: float) -> Trajectory:
+        th = 25.0 * t / radius
+        xy = np.stack([radius * np.sin(th), radius * (1 - np.cos(th))], axis=1)
+        return Trajectory(0.0, t, xy, th, np.full(9, 25.0), np.zeros(9))
+
+    r, why = ms.kinematic(curve(200.0), 25.0, p)
+    assert r < 1.0, why
+    r, why = ms.kinematic(curve(25.0), 25.0, p)
+    assert r > 2.0 and "lateral acceleration" in why

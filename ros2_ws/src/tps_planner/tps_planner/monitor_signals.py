@@ -584,8 +584,8 @@ def moving_prefix(xy: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
 def kinematic(traj: Trajectory, ego_speed_mps: float, p: Any) -> tuple[float, str]:
     """Worst ratio of a kinematic quantity of the candidate to its limit (<= 1 feasible):
     longitudinal acceleration / deceleration, lateral acceleration v^2 * kappa, curvature against
-    the minimum turning radius (over ``p.curvature_chord_m`` chords along the path up to its first
-    planned stop, :func:`moving_prefix`), speed jumps between points and against the ego's speed."""
+    the minimum turning radius (over chords of ``p.curvature_chord_m``, or the candidate's median
+    point spacing where longer, along the path up to its first planned stop, :func:`moving_prefix`), speed jumps between points and against the ego's speed."""
     t = np.asarray(traj.t_s, float)
     v = np.asarray(traj.speed_mps, float)
     xy = np.asarray(traj.xy, float)
@@ -625,6 +625,13 @@ def kinematic(traj: Trajectory, ego_speed_mps: float, p: Any) -> tuple[float, st
         s_path = arc_length(mxy)
         keep = np.concatenate([[True], np.diff(s_path) > 1e-6]) if len(mxy) else np.zeros(0, bool)
         sp, pxy, pv = s_path[keep], mxy[keep], mv[keep]
+        # Nor can a polyline's curvature be resolved below its own point spacing: the learned
+        # planner's 9 points are 0.5 s apart (12.5 m at 25 m/s), and over 2-m chords the 3.6-degree
+        # bend at each vertex of a gentle 200-m curve reads as a 32-m turn, 20 m/s^2 at that speed
+        # (VAL 1000-1002: 7 of the stack's 15 DEGRADED entries were led by a curvature or a
+        # lateral-acceleration reading, up to "30 m/s^2").
+        if len(sp) >= 2:
+            chord = max(chord, float(np.median(np.diff(sp))))
         if len(sp) >= 2 and sp[-1] >= 2.0 * chord:
             q = np.arange(0.0, sp[-1] + 1e-9, chord)
             rxy = np.stack([np.interp(q, sp, pxy[:, 0]), np.interp(q, sp, pxy[:, 1])], axis=1)
