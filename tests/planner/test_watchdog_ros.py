@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from planner_helpers import constant_speed_trajectory, straight_route
 from ros_harness import STARTUP_TIMEOUT_S, spin_until, start_node, stop
@@ -25,6 +26,9 @@ WATCHDOG_S = 0.2
 REPLY_TIMEOUT_S = 10.0
 SILENT_WAIT_S = 0.3          # wall time given to a (dead) planner before the fallback is published
 MAX_STEPS_AFTER_KILL = 10
+# The start-up is a hand-back (fallback -> planner): it blends over the arbiter's handback_blend_s.
+HANDBACK_S = yaml.safe_load((Path(__file__).parents[2] / "config" / "trajectory_arbiter.param.yaml").read_text()
+                            )["/**"]["ros__parameters"]["handback_blend_s"]
 
 
 def test_arbiter_watchdog_selects_fallback_within_200ms_sim_time(tmp_path):
@@ -73,8 +77,8 @@ def test_arbiter_watchdog_selects_fallback_within_200ms_sim_time(tmp_path):
             pub_fb.publish(conv.trajectory_to_msg(constant_speed_trajectory(route, 50.0, 8.0, t, n=33, step_s=0.25)))
 
         assert spin_until(node, lambda: candidates and selected, STARTUP_TIMEOUT_S, action=warm, action_every_s=0.5)
-        # Planner and monitor alive: after the blend the planner's candidate is selected.
-        for _ in range(10):
+        # Planner and monitor alive: after the hand-back blend the planner's candidate is selected.
+        for _ in range(int(round(HANDBACK_S / STEP_S)) + 5):
             t = round(t + STEP_S, 6)
             out = step(t, planner_alive=True)
         assert out.source == SOURCE_PLANNER
