@@ -79,6 +79,10 @@ class PlannerSamples:
                 raise ValueError(f"{path}: seed {meta['seed']} is a {split.upper()} seed; training reads "
                                  f"{'/'.join(allowed_splits)} only")
             self.episodes.append((meta["scenario"], int(meta["seed"])))
+            # an instructed manoeuvre the route does not decide: a commanded lane change that was
+            # made ([t, from lane, to lane]; the same lane twice when the road had none)
+            lc = meta.get("lane_change")
+            is_manoeuvre = lc is not None and len(lc) == 3 and lc[1] != lc[2]
             for copy in range(1 + recovery_copies):
                 src = d if copy == 0 else displace_shard(d, rng, recovery, cfg.plan_dt_s)
                 for k, v in self._convert(src, meta).items():
@@ -86,10 +90,7 @@ class PlannerSamples:
                 texts += [meta["instruction"]["text"]] * len(d["t_s"])
                 seeds += [int(meta["seed"])] * len(d["t_s"])
                 recovered += [copy > 0] * len(d["t_s"])
-                # an instructed manoeuvre the route does not decide: a commanded lane change that
-                # was made ([t, from lane, to lane]; the same lane twice when the road had none)
-                lc = meta.get("lane_change")
-                manoeuvre += [lc is not None and len(lc) == 3 and lc[1] != lc[2]] * len(d["t_s"])
+                manoeuvre += [is_manoeuvre] * len(d["t_s"])
                 offsets.append(src["recovery_offset"] if copy else np.zeros((len(d["t_s"]), 2)))
         if not cols:
             raise ValueError("no planner shards given")
@@ -247,7 +248,7 @@ def epoch_pool(samples: PlannerSamples, targeted_weight: int = 1, manoeuvre_weig
             raise ValueError(f"{name} must be >= 1, got {w}")
     every = np.arange(len(samples))
     targeted = every[targeted_mask(samples)]
-    manoeuvre = every[np.asarray(getattr(samples, "manoeuvre", np.zeros(len(samples), bool)), bool)]
+    manoeuvre = every[samples.manoeuvre]
     return np.concatenate([every, *([targeted] * (targeted_weight - 1)),
                            *([manoeuvre] * (manoeuvre_weight - 1))])
 

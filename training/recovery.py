@@ -217,7 +217,7 @@ def displace_shard(d: dict, rng: np.random.Generator, cfg: RecoveryConfig, plan_
         fut[i] = to_displaced(fut[i], dy, dpsi)
         factors[i] = cfg.draw_speed_factor(rng)
         speed[i] = float(d["ego_speed"][i]) * factors[i]
-        ds = speed_recovery_shift(times, float(d["ego_speed"][i]) - speed[i], cfg.speed_recovery_mps2 or 1.0)
+        ds = speed_recovery_shift(times, float(d["ego_speed"][i]) - speed[i], cfg.speed_recovery_mps2)
         plan[i] = recovery_plan(d["plan"][i], d["plan_valid"][i], dy, dpsi, float(speed[i]), cfg, ds)
     out.update(ego_pose=pose, tok_geom=geom, fut=fut, plan=plan, recovery_offset=offsets, ego_speed=speed,
                recovery_speed_factor=factors)

@@ -441,6 +441,14 @@ def apply_calibration(params: MonitorParams, calibration: dict | None) -> Monito
     return dataclasses.replace(params, **kw)
 
 
+def product_certainty(risks: dict[str, float], weights: dict[str, float]) -> float:
+    """prod_i (1 - w_i * risk_i) over the given risks, clipped to [0, 1] (the product rule)."""
+    c = 1.0
+    for n, r in risks.items():
+        c *= 1.0 - weights[n] * r
+    return float(min(max(c, 0.0), 1.0))
+
+
 def combiner_from_calibration(calibration: dict | None) -> tuple[float, dict[str, float]] | None:
     """``(intercept, {signal: weight})`` of a calibration's logistic combiner
     (``calibration["combiner"]``, fitted by :func:`tps_planner.monitor_calibration.fit_combiner`),
@@ -711,10 +719,7 @@ class ConfidenceMonitor:
             b, w = self.combiner
             z = b + sum(w.get(n, 0.0) * r for n, r in risks.items())
             return float(1.0 - 0.5 * (1.0 + math.tanh(0.5 * z)))
-        c = 1.0
-        for n, r in risks.items():
-            c *= 1.0 - self.params.weights[n] * r
-        return float(min(max(c, 0.0), 1.0))
+        return product_certainty(risks, self.params.weights)
 
     # ------------------------------------------------------------------ state machine
     def update(self, inputs: MonitorInputs) -> MonitorResult:
@@ -766,9 +771,7 @@ class ConfidenceMonitor:
         if (self.state == STATE_FALLBACK and worst == STATE_FALLBACK and cert < p.tau_mrm
                 and now - self._entered_s > p.max_fallback_s):
             scene = sorted(set(crit) - PLANNER_CRITICALS)
-            scene_cert = 1.0
-            for n in SCENE_SIGNALS:
-                scene_cert *= 1.0 - p.weights[n] * risks[n]
+            scene_cert = product_certainty({n: risks[n] for n in SCENE_SIGNALS}, p.weights)
             if scene_cert < p.tau_mrm:
                 scene.append(f"scene certainty {scene_cert:.2f}")
             if scene:

@@ -153,10 +153,11 @@ def resolve_instruction(scenario: Scenario, choice: str, seed: int) -> tuple[Ins
         variant = scenario.instruction_variants[int(rng.integers(len(scenario.instruction_variants)))]
         text = variant.texts[int(rng.integers(len(variant.texts)))]
     else:
-        by_key = {v.key: v for v in scenario.instruction_variants}
-        if choice not in by_key:
-            raise ValueError(f"instruction: {scenario.instruction_problem(choice) or repr(choice)}")
-        variant, text = by_key[choice], by_key[choice].texts[0]
+        problem = scenario.instruction_problem(choice)
+        if problem is not None:
+            raise ValueError(f"instruction: {problem}")
+        variant = next(v for v in scenario.instruction_variants if v.key == choice)
+        text = variant.texts[0]
     at_s = float(rng.uniform(*LANE_CHANGE_AT_S)) if variant.lane_change else None
     return variant.instruction(text), variant, at_s
 
