@@ -229,8 +229,14 @@ class RigidTransform:
         if float(np.max(np.abs(self.translation - other.translation))) > tol_m:
             return False
         delta = self.rotation.T @ other.rotation
-        angle = math.acos(max(-1.0, min(1.0, (float(np.trace(delta)) - 1.0) / 2.0)))
-        return angle <= tol_rad
+        # atan2(sin, cos) of the relative rotation angle: acos of the trace alone loses half the
+        # digits near zero (acos(1 - 1e-16) is 1.5e-8 rad), which read float noise as a 1e-8 rad
+        # difference against a 1e-9 rad tolerance.
+        sin_angle = 0.5 * math.sqrt(float((delta[2, 1] - delta[1, 2]) ** 2
+                                          + (delta[0, 2] - delta[2, 0]) ** 2
+                                          + (delta[1, 0] - delta[0, 1]) ** 2))
+        cos_angle = (float(np.trace(delta)) - 1.0) / 2.0
+        return math.atan2(sin_angle, cos_angle) <= tol_rad
 
     def __repr__(self) -> str:
         x, y, z, roll, pitch, yaw = self.to_xyz_rpy()
