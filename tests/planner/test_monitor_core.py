@@ -911,3 +911,114 @@ def test_a_gentle_curve_sampled_every_half_second_at_speed_is_not_a_tight_turn()
     assert r < 1.0, why
     r, why = ms.kinematic(curve(25.0), 25.0, p)
     assert r > 2.0 and "lateral acceleration" in why
+
+
+# ---------------------------------------------------------------- braking with no cause in view
+HIGHWAY_SPEED = 22.0
+
+
+def _braking_cand(t: float, x0: float, v0: float = HIGHWAY_SPEED, decel: float = 5.0) -> Trajectory:
+    """A straight candidate along y = 0 from x0 that brakes from v0 at ``decel`` (to a stop)."""
+    tt = np.arange(9) * 0.5
+    v = np.maximum(v0 - decel * tt, 0.0)
+    s = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(tt))])
+    xy = np.stack([x0 + s, np.zeros_like(s)], axis=1)
+    return Trajectory(t, tt, xy, np.zeros(9), v, np.gradient(v, tt), source=SOURCE_PLANNER, sigma_m=np.full(9, 0.2))
+
+
+def _highway(t: float, x0: float, cand: Trajectory, agents=(), vxy=None, **kw) -> MonitorInputs:
+    kw.setdefault("ego_speed_mps", HIGHWAY_SPEED)
+    kw.setdefault("attention", NO_ATTENTION)
+    return _inputs(t, cand=cand, perc=_perc(t, agents, vxy=vxy), cloud=_cloud(t), ego_xy=np.array([x0, 0.0]), **kw)
+
+
+def _attention(junction_x: float | None = None) -> MapMask:
+    lanes = (MapLane("j", np.array([[junction_x, 0.0], [junction_x + 20.0, 0.0]]), 3.5, 14.0, is_junction=True),) \
+        if junction_x is not None else ()
+    return MapMask(LaneMap(lanes), margin_m=0.0, crosswalk_margin_m=0.0)
+
+
+NO_ATTENTION = _attention()
+
+
+def _brake_run(make, cycles: int = 4, params: MonitorParams | None = None):
+    mon = ConfidenceMonitor(params or MonitorParams())
+    res = None
+    for i in range(cycles):
+        t = i * DT
+        x = HIGHWAY_SPEED * t
+        res = mon.update(make(t, x))
+    return res
+
+
+def test_hard_braking_on_an_open_road_with_a_lead_far_ahead_is_unjustified_after_three_cycles():
+    """TEST highway s9000: the planner braked from 22.6 to 0.5 m/s, a lead 65 m ahead at about the
+    ego's speed, the monitor NOMINAL throughout."""
+    def lead_far(t, x):
+        return _highway(t, x, _braking_cand(t, x), agents=[[x + 65.0, 0.0]], vxy=[[HIGHWAY_SPEED, 0.0]])
+
+    two = _brake_run(lead_far, cycles=2)
+    assert "unjustified_braking" not in two.critical          # not yet: 3 consecutive cycles
+    res = _brake_run(lead_far, cycles=3)
+    assert "unjustified_braking" in res.critical and res.state == STATE_FALLBACK, res.reasons
+    assert any(r.startswith("CRITICAL unjustified_braking") and "no cause in view" in r for r in res.reasons)
+    off = _brake_run(lead_far, params=MonitorParams(brake_check=False))
+    assert "unjustified_braking" not in off.critical
+
+
+@pytest.mark.parametrize("case", ["lead_close", "lead_braking_standing", "cut_in", "junction", "red_light",
+                                  "keeps_speed", "slow_ego", "no_map"])
+def test_braking_with_a_cause_in_view_is_not_flagged(case):
+    def make(t, x):
+        cand = _braking_cand(t, x)
+        if case == "lead_close":        # 25 m ahead at 18 m/s: inside the 1.5-s headway (33 m) at once
+            return _highway(t, x, cand, agents=[[x + 25.0, 0.0]], vxy=[[18.0, 0.0]])
+        if case == "lead_braking_standing":   # a stalled car 80 m ahead: reached within 3 s + headway
+            return _highway(t, x, cand, agents=[[80.0, 0.0]], vxy=[[0.0, 0.0]])
+        if case == "cut_in":            # in the next lane, 20 m ahead, moving across at 1.5 m/s
+            return _highway(t, x, cand, agents=[[x + 20.0, 3.5]], vxy=[[HIGHWAY_SPEED - 2.0, -1.5]])
+        if case == "junction":          # a junction lane starts 70 m ahead
+            return _highway(t, x, cand, attention=_attention(70.0))
+        if case == "red_light":
+            return _highway(t, x, cand, reader_light_state=0)
+        if case == "keeps_speed":       # 22 -> 19 m/s is not hard braking
+            return _highway(t, x, _braking_cand(t, x, decel=0.7))
+        if case == "slow_ego":
+            return _highway(t, x, _braking_cand(t, x, v0=6.0), ego_speed_mps=6.0)
+        return _highway(t, x, cand, attention=None)      # no lane map: nothing to judge by
+    res = _brake_run(make, cycles=5)
+    assert "unjustified_braking" not in res.critical, res.reasons
+
+
+def test_a_bend_explains_braking_and_a_straight_road_does_not():
+    v0 = HIGHWAY_SPEED
+    ego, yaw = np.zeros(2), 0.0
+    p = MonitorParams()
+    straight = _braking_cand(0.0, 0.0)
+    _, flagged, why = ms.unjustified_braking(straight, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
+    assert flagged, why
+    # A learned plan's point headings wobble by a few degrees: not a bend.
+    wobbly = dataclasses.replace(straight, yaw=np.deg2rad(4.0) * (-1.0) ** np.arange(9))
+    _, flagged, why = ms.unjustified_braking(wobbly, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
+    assert flagged, why
+    # The same speeds on a 60-m radius curve: 22 m/s there is 8 m/s^2 lateral.
+    s = np.concatenate([[0.0], np.cumsum(0.5 * (straight.speed_mps[1:] + straight.speed_mps[:-1]) * 0.5)])
+    r = 60.0
+    ang = s / r
+    curve = dataclasses.replace(straight, xy=np.stack([r * np.sin(ang), r * (1 - np.cos(ang))], axis=1), yaw=ang)
+    _, flagged, why = ms.unjustified_braking(curve, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
+    assert not flagged and "bend" in why, why
+    # Unexplained occupancy ahead within reach explains it too.
+    _, flagged, why = ms.unjustified_braking(straight, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, 60.0, p)
+    assert not flagged and "unexplained occupancy" in why, why
+
+
+def test_unjustified_braking_is_the_planners_own_failure_and_never_escalates_to_minimal_risk():
+    p = MonitorParams(max_fallback_s=1.0)
+    mon = ConfidenceMonitor(p)
+    res = None
+    for i in range(40):       # 4 s of phantom braking, 4 x max_fallback_s
+        t = i * DT
+        x = HIGHWAY_SPEED * t
+        res = mon.update(_highway(t, x, _braking_cand(t, x)))
+    assert "unjustified_braking" in res.critical and res.state == STATE_FALLBACK, res.reasons

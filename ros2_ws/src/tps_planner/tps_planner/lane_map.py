@@ -251,6 +251,15 @@ class MapMask:
         return out
 
 
+def attention_mask(lane_map: LaneMap, crosswalk_margin_m: float) -> MapMask:
+    """The places where the rules may ask the ego to stop or yield: junction lanes (their
+    entries are the stop lines), acceleration lanes (a merge) and crosswalks grown by
+    ``crosswalk_margin_m`` -- the monitor's braking check treats a plan braking towards one as
+    explained."""
+    lanes = tuple(ln for ln in lane_map.lanes if ln.is_junction or ln.is_acceleration_lane)
+    return MapMask(LaneMap(lanes, (), tuple(lane_map.crosswalks), ()), 0.0, crosswalk_margin_m)
+
+
 class RouteLanes:
     """A :class:`LaneMap` laid over a route (see the module docstring).
 

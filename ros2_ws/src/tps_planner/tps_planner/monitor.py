@@ -18,7 +18,9 @@ off-road candidate, perception dead, perception blind -- answering but seeing no
 near the ego vanished or the raw cloud shows objects on the road, for ``blind_persist_s``; the
 classical light reader seeing RED or YELLOW for the ego's lane while the planner reads GREEN or its
 rationale and action disagree, ``light_red_critical``: the plan was conditioned on a light the
-fallback would stop for, or says it stops and does not); a
+fallback would stop for, or says it stops and does not; the candidate braking hard with no cause
+in view -- no agent within a headway, no junction, crosswalk, light or bend -- for
+``brake_check_cycles`` cycles, ``brake_check``: phantom braking); a
 failure of the *fallback's own* input (the raw lidar cloud stale, empty or mostly NaN) forces
 MINIMAL_RISK.
 
@@ -115,7 +117,8 @@ SIGNAL_NAMES: tuple[str, ...] = (
 # problem, ...) is unresolved. On VAL 1000-1002 (stalled s1001, signalised s1001) the escalation
 # stopped the vehicle in traffic because the planner's candidate stayed off-road or read GREEN at
 # a red light for 10 s while the fallback drove (or waited) correctly.
-PLANNER_CRITICALS = frozenset({"candidate", "offroad", "light_red", "collision_imminent", "planner_silent"})
+PLANNER_CRITICALS = frozenset({"candidate", "offroad", "light_red", "collision_imminent", "planner_silent",
+                               "unjustified_braking"})
 # ... or while the certainty of the signals about the scene and the sensors alone (product rule,
 # the params' weights) is below tau_mrm.
 SCENE_SIGNALS = ("quantisation_error", "unexplained_points", "unexplained_distance", "track_loss", "sensor_health")
@@ -216,6 +219,19 @@ class MonitorParams:
     # DEGRADED through red lights (TEST lights 9000-9001: 4 violations; after the light flag alone,
     # the planner said RED one cycle later, "inconsistent", and still did not stop: 4 again).
     light_red_critical: bool = True
+    # The candidate brakes hard with no cause in view (``monitor_signals.unjustified_braking``:
+    # no detection within a headway of the ego rolled out at its current speed, no junction,
+    # merge, crosswalk, light, bend or unexplained occupancy) for ``brake_check_cycles`` cycles:
+    # critical, the fallback drives. A follower does not expect phantom braking, and on TEST
+    # 9000-9001 the planner braked from 22.6 to 0.5 m/s on an open highway, the monitor NOMINAL
+    # throughout (a lead 65 m ahead at the ego's speed), for stack EP 0.55.
+    brake_check: bool = True
+    brake_check_min_speed_mps: float = 8.0      # slower egos are not checked
+    brake_check_min_drop_mps: float = 4.0       # braking = the plan's speed falls by this much ...
+    brake_check_min_drop_share: float = 0.25    # ... and by this share of the ego's speed
+    brake_check_headway_s: float = 1.5          # an agent within this headway explains the braking
+    brake_check_lat_accel_mps2: float = 2.0     # a bend explains it when the current speed exceeds this there
+    brake_check_cycles: int = 3                 # consecutive cycles before it is critical
     blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
     blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
     blind_cell_m: float = 0.5
@@ -371,6 +387,9 @@ class MonitorInputs:
     planner_light_state: int | None
     reader_light_state: int | None
     health: HealthSnapshot
+    # Where the rules may ask the ego to stop or yield (junction and acceleration lanes,
+    # crosswalks): the braking check's map; None = unknown (braking is not checked).
+    attention: MapMask | None = None
 
 
 @dataclass(frozen=True)
@@ -496,6 +515,7 @@ class ConfidenceMonitor:
         self._first_stamp: float | None = None
         self._blind_since: float | None = None
         self._lost_all_since: float | None = None
+        self._braking_cycles = 0
 
     def _health_params(self, cloud: CloudSnapshot | None) -> MonitorParams:
         """The params the health check uses. ``nominal_points`` 0 means "learn it": the median point
@@ -637,6 +657,7 @@ class ConfidenceMonitor:
             out = run(("kinematic",), ms.kinematic, cand, speed, p)
             if out is not None:
                 vals["kinematic"], why["kinematic"] = out
+            self._check_braking(inp, cand, ego, yaw, speed, now, vals["unexplained_distance"], crit)
         else:
             reason = problem or crit["ego_state"]
             if "planner_silent" not in crit:
@@ -647,6 +668,23 @@ class ConfidenceMonitor:
                 vals[n] = math.nan
                 why[n] = f"{n}: not evaluated ({reason})"
         return vals, why, crit, fallback_dead
+
+    def _check_braking(self, inp: MonitorInputs, cand: Trajectory, ego: np.ndarray, yaw: float, speed: float,
+                       now: float, unexplained_m: float, crit: dict[str, str]) -> None:
+        """``unjustified_braking`` when the candidate has braked with no cause in view for
+        ``brake_check_cycles`` consecutive cycles (a failed evaluation counts as explained)."""
+        p = self.params
+        if not p.brake_check:
+            return
+        try:
+            _, unjustified, reason = ms.unjustified_braking(
+                cand, ego, yaw, speed, now, inp.perception, inp.attention, inp.reader_light_state,
+                unexplained_m if math.isfinite(unexplained_m) else math.inf, p)
+        except Exception:  # noqa: BLE001 - bad numbers must never crash the monitor
+            unjustified, reason = False, ""
+        self._braking_cycles = self._braking_cycles + 1 if unjustified else 0
+        if self._braking_cycles >= max(p.brake_check_cycles, 1):
+            crit["unjustified_braking"] = f"{reason} for {self._braking_cycles} cycles"
 
     def _blind_detector(self, inp: MonitorInputs, perc: PerceptionSnapshot | None, ego: np.ndarray,
                         yaw: float, now: float, crit: dict[str, str], track_loss: float = 0.0) -> None:

@@ -711,3 +711,93 @@ def road_objects(cloud: Any, perc: Any, ego_xy: np.ndarray, ego_yaw: float, driv
     explained = int(sum(bool(inside[label == k].any()) for k in big))
     return (len(big), explained, n_det,
             f"road objects: {len(big)} within {radius_m:.0f} m, {explained} explained by {n_det} detections")
+
+
+# ---------------------------------------------------------------------------------------------
+# Braking with no cause in view
+# ---------------------------------------------------------------------------------------------
+
+def unjustified_braking(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, speed_mps: float, now_s: float,
+                        perc: Any, attention: Any, reader_light_state: int | None, unexplained_m: float,
+                        p: Any) -> tuple[float, bool, str]:
+    """Does the candidate brake hard with nothing in view that asks for it ("phantom braking")?
+
+    The candidate brakes when its speed over ``p.forecast_horizon_s`` falls below the ego's by
+    more than ``p.brake_check_min_drop_mps`` and ``p.brake_check_min_drop_share`` of it. Then the
+    ego is rolled out along the candidate's own path at its *current* speed over that horizon, with
+    its footprint stretched forward by ``p.brake_check_headway_s`` of that speed. The braking is
+    explained when that rollout:
+
+    - meets a detection extrapolated at constant velocity (a lead, a cut-in, a crossing agent);
+    - enters a place where the rules may ask for a stop or a yield (``attention``: junction,
+      acceleration lanes, crosswalks; ``None`` = unknown map, so every braking is explained);
+    - reaches unexplained cloud occupancy (``unexplained_m``, the corridor's nearest cluster);
+    - takes a bend faster than ``p.brake_check_lat_accel_mps2``;
+
+    or the light reader sees RED or YELLOW. Below ``p.brake_check_min_speed_mps`` nothing is
+    checked. Returns (speed drop [m/s] when unexplained else 0, unexplained?, reason)."""
+    v0 = float(speed_mps)
+    if not math.isfinite(v0) or v0 < p.brake_check_min_speed_mps:
+        return 0.0, False, "braking check: ego slower than its minimum speed"
+    horizon = float(p.forecast_horizon_s)
+    t_rel = np.linspace(0.0, horizon, int(math.ceil(horizon / 0.1)) + 1)
+    _, _, v_plan, _ = sample_at_times(traj, now_s + t_rel - traj.stamp_s)
+    drop = v0 - float(np.min(v_plan))
+    if not math.isfinite(drop):
+        return math.nan, False, "braking check: candidate speeds are not finite"
+    if drop < max(p.brake_check_min_drop_mps, p.brake_check_min_drop_share * v0):
+        return 0.0, False, "candidate keeps its speed"
+    what = f"candidate brakes from {v0:.1f} to {v0 - drop:.1f} m/s within {horizon:g} s"
+    if reader_light_state in (0, 1):
+        return 0.0, False, f"{what}: the light reader sees {'RED' if reader_light_state == 0 else 'YELLOW'}"
+    if attention is None:
+        return 0.0, False, f"{what}: no lane map to judge it by"
+    head = p.brake_check_headway_s * v0
+    reach = v0 * horizon + head + 0.5 * p.ego_length_m
+    if math.isfinite(unexplained_m) and unexplained_m <= reach:
+        return 0.0, False, f"{what}: unexplained occupancy {unexplained_m:.0f} m ahead"
+    step = 0.5
+    pxy, pyaw = _future_path(traj, np.asarray(ego_xy, float), float(ego_yaw), now_s, reach, step)
+    if len(pxy) >= 2:
+        inside = np.asarray(attention.contains(pxy), bool)
+        if inside.any():
+            return 0.0, False, f"{what}: a junction, merge or crosswalk {step * int(np.argmax(inside)):.0f} m ahead"
+        # Curvature from the headings of chords one second (at least 20 m) long, not from the
+        # points' yaw: a learned plan's headings wobble by a few degrees from point to point,
+        # which over 10 m read as a bend at 22 m/s and explained phantom braking on VAL highways.
+        k = max(int(round(max(20.0, v0) / step)), 1)
+        if len(pxy) > 2 * k:
+            d = pxy[k:] - pxy[:-k]
+            head_c = np.arctan2(d[:, 1], d[:, 0])
+            turn = np.abs(np.angle(np.exp(1j * (head_c[k:] - head_c[:-k]))))
+            kappa = float(turn.max()) / (k * step)
+            if v0 * v0 * kappa > p.brake_check_lat_accel_mps2:
+                return 0.0, False, f"{what}: a bend ({v0 * v0 * kappa:.1f} m/s^2 at the current speed)"
+    if perc is not None and len(perc.agent_ids):
+        # The ego at its current speed along the candidate's path; its box stretched forward by
+        # the headway: an agent inside it is close enough to brake for.
+        s_q = np.minimum(v0 * t_rel + 0.5 * head, reach)
+        s_path = step * np.arange(len(pxy))
+        exy = np.stack([np.interp(s_q, s_path, pxy[:, 0]), np.interp(s_q, s_path, pxy[:, 1])], axis=1)
+        eyaw = np.interp(s_q, s_path, np.unwrap(pyaw))
+        xy = np.asarray(perc.xy, float).reshape(-1, 2)
+        vxy = np.asarray(perc.vxy, float).reshape(-1, 2)
+        vxy = np.where(np.isfinite(vxy), vxy, 0.0)
+        axy = xy[:, None, :] + vxy[:, None, :] * (now_s + t_rel - perc.stamp_s)[None, :, None]
+        ayaw = np.asarray(perc.yaw, float)[:, None]
+        ayaw = np.where(np.isfinite(ayaw), ayaw, 0.0)
+        hl = 0.5 * np.asarray(perc.length, float)[:, None]
+        hw = 0.5 * np.asarray(perc.width, float)[:, None]
+        hl = np.where(np.isfinite(hl) & (hl > 0), hl, 0.5 * _DEFAULT_AGENT_LW[0])
+        hw = np.where(np.isfinite(hw) & (hw > 0), hw, 0.5 * _DEFAULT_AGENT_LW[1])
+        if np.all(np.isfinite(axy)):
+            gap = box_gap(exy[None], eyaw[None], 0.5 * p.ego_length_m + 0.5 * head, p.ego_half_width_m,
+                          axy, ayaw, hl, hw)   # (N, T)
+            hit = (gap <= 0.0).any(axis=1)
+            if hit.any():
+                aid = int(np.asarray(perc.agent_ids)[int(np.argmax(hit))])
+                return 0.0, False, f"{what}: agent {aid} within {p.brake_check_headway_s:g} s headway"
+        else:
+            return 0.0, False, f"{what}: detections contain NaN positions"
+    return drop, True, f"{what} with no cause in view (no agent within {p.brake_check_headway_s:g} s headway, " \
+                       "no junction, crosswalk, light or bend)"

@@ -83,7 +83,7 @@ from tps_planner import conversions as conv
 from tps_planner import monitor_io as io
 from tps_planner.fallback import FallbackParams, FallbackPlanner
 from tps_planner.lane_map import LaneMap as CoreLaneMap
-from tps_planner.lane_map import MapLane, MapMask
+from tps_planner.lane_map import MapLane, MapMask, attention_mask
 from tps_planner.monitor import ConfidenceMonitor, HealthSnapshot, MonitorInputs, MonitorParams, MonitorResult
 from tps_planner.trajectory import (
     STATE_DEGRADED,
@@ -204,6 +204,7 @@ class MonitorNode(Node):
         self.ignore_prefixes = tuple(x.strip() for x in c["health_ignore_prefixes"].split(",") if x.strip())
         self.mask: MapMask | None = None
         self.mask_source = "none"
+        self.attention: MapMask | None = None   # the braking check's map (lane map only)
         self.pending: list[_Pending] = []
         self._last_cycle_s: float | None = None
         self.late_cycles = 0
@@ -291,6 +292,7 @@ class MonitorNode(Node):
         try:
             lmap = conv.lane_map_from_msg(msg)
             self.mask = MapMask(lmap, self.cfg["drivable_margin_m"], self.cfg["crosswalk_margin_m"])
+            self.attention = attention_mask(lmap, self.cfg["crosswalk_margin_m"])
             self.mask_source = "lane_map"
         except Exception as exc:  # noqa: BLE001 - a bad map must not stop the node
             self._error("lane_map", f"unusable lane map: {type(exc).__name__}: {exc}")
@@ -554,6 +556,7 @@ class MonitorNode(Node):
         inputs = MonitorInputs(
             stamp_s=k, ego_xy=ego_xy, ego_yaw=ego_yaw, ego_speed_mps=ego_v, candidate=candidate,
             perception=perception, cloud=cloud, forecasts=forecasts, drivable=self.mask,
+            attention=self.attention,
             consistency_ok=report.consistent if report is not None and p.candidate is not None else None,
             consistency_score=report.consistency_score if report is not None and p.candidate is not None else None,
             planner_light_state=report.light if report is not None and report.has_light else None,
