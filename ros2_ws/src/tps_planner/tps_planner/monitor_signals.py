@@ -228,6 +228,23 @@ def clearance_ttc_forecasts(traj: Trajectory, fc: Any, perc: Any, now_s: float, 
     return gmin, ttc, reason
 
 
+def detections_at(perc: Any, t_abs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Detections extrapolated at constant velocity to the sim times ``t_abs`` (T,): centres
+    (N, T, 2) (non-finite where a position is), yaw, half length and half width (N, 1) each, with
+    defaults where a yaw or an extent is unknown."""
+    xy = np.asarray(perc.xy, float).reshape(-1, 2)
+    v = np.asarray(perc.vxy, float).reshape(-1, 2)
+    v = np.where(np.isfinite(v), v, 0.0)
+    axy = xy[:, None, :] + v[:, None, :] * (np.asarray(t_abs, float) - perc.stamp_s)[None, :, None]
+    ayaw = np.asarray(perc.yaw, float)[:, None]
+    ayaw = np.where(np.isfinite(ayaw), ayaw, 0.0)
+    hl = 0.5 * np.asarray(perc.length, float)[:, None]
+    hw = 0.5 * np.asarray(perc.width, float)[:, None]
+    hl = np.where(np.isfinite(hl) & (hl > 0), hl, 0.5 * _DEFAULT_AGENT_LW[0])
+    hw = np.where(np.isfinite(hw) & (hw > 0), hw, 0.5 * _DEFAULT_AGENT_LW[1])
+    return axy, ayaw, hl, hw
+
+
 def clearance_ttc_detections(traj: Trajectory, perc: Any, now_s: float, horizon_s: float, dt_s: float,
                              ego_half_len: float, ego_half_wid: float) -> tuple[float, float, str]:
     """Min box gap [m] and first-contact time [s] between the candidate and detections
@@ -237,19 +254,9 @@ def clearance_ttc_detections(traj: Trajectory, perc: Any, now_s: float, horizon_
     t_rel = dt_s * np.arange(1, int(math.ceil(horizon_s / dt_s)) + 1)
     t_abs = now_s + t_rel
     exy, eyaw, _, _ = sample_at_times(traj, t_abs - traj.stamp_s)
-    xy = np.asarray(perc.xy, float).reshape(-1, 2)
-    v = np.asarray(perc.vxy, float).reshape(-1, 2)
-    v = np.where(np.isfinite(v), v, 0.0)
-    dt_from = (t_abs - perc.stamp_s)[None, :, None]
-    axy = xy[:, None, :] + v[:, None, :] * dt_from   # (N, T, 2)
+    axy, ayaw, hl, hw = detections_at(perc, t_abs)   # (N, T, 2), (N, 1) x 3
     if not np.all(np.isfinite(axy)):
         return math.nan, math.nan, "detections contain NaN positions"
-    ayaw = np.asarray(perc.yaw, float)[:, None]
-    ayaw = np.where(np.isfinite(ayaw), ayaw, 0.0)
-    hl = 0.5 * np.asarray(perc.length, float)[:, None]
-    hw = 0.5 * np.asarray(perc.width, float)[:, None]
-    hl = np.where(np.isfinite(hl) & (hl > 0), hl, 0.5 * _DEFAULT_AGENT_LW[0])
-    hw = np.where(np.isfinite(hw) & (hw > 0), hw, 0.5 * _DEFAULT_AGENT_LW[1])
     gap = box_gap(exy[None], eyaw[None], ego_half_len, ego_half_wid, axy, ayaw, hl, hw)   # (N, T)
     gmin = float(gap.min())
     ia, _ = np.unravel_index(int(np.argmin(gap)), gap.shape)
@@ -780,16 +787,7 @@ def unjustified_braking(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, sp
         s_path = step * np.arange(len(pxy))
         exy = np.stack([np.interp(s_q, s_path, pxy[:, 0]), np.interp(s_q, s_path, pxy[:, 1])], axis=1)
         eyaw = np.interp(s_q, s_path, np.unwrap(pyaw))
-        xy = np.asarray(perc.xy, float).reshape(-1, 2)
-        vxy = np.asarray(perc.vxy, float).reshape(-1, 2)
-        vxy = np.where(np.isfinite(vxy), vxy, 0.0)
-        axy = xy[:, None, :] + vxy[:, None, :] * (now_s + t_rel - perc.stamp_s)[None, :, None]
-        ayaw = np.asarray(perc.yaw, float)[:, None]
-        ayaw = np.where(np.isfinite(ayaw), ayaw, 0.0)
-        hl = 0.5 * np.asarray(perc.length, float)[:, None]
-        hw = 0.5 * np.asarray(perc.width, float)[:, None]
-        hl = np.where(np.isfinite(hl) & (hl > 0), hl, 0.5 * _DEFAULT_AGENT_LW[0])
-        hw = np.where(np.isfinite(hw) & (hw > 0), hw, 0.5 * _DEFAULT_AGENT_LW[1])
+        axy, ayaw, hl, hw = detections_at(perc, now_s + t_rel)
         if np.all(np.isfinite(axy)):
             gap = box_gap(exy[None], eyaw[None], 0.5 * p.ego_length_m + 0.5 * head, p.ego_half_width_m,
                           axy, ayaw, hl, hw)   # (N, T)
