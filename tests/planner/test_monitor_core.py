@@ -995,21 +995,21 @@ def test_a_bend_explains_braking_and_a_straight_road_does_not():
     ego, yaw = np.zeros(2), 0.0
     p = MonitorParams()
     straight = _braking_cand(0.0, 0.0)
-    _, flagged, why = ms.unjustified_braking(straight, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
+    flagged, why = ms.unjustified_braking(straight, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
     assert flagged, why
     # A learned plan's point headings wobble by a few degrees: not a bend.
     wobbly = dataclasses.replace(straight, yaw=np.deg2rad(4.0) * (-1.0) ** np.arange(9))
-    _, flagged, why = ms.unjustified_braking(wobbly, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
+    flagged, why = ms.unjustified_braking(wobbly, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
     assert flagged, why
     # The same speeds on a 60-m radius curve: 22 m/s there is 8 m/s^2 lateral.
     s = np.concatenate([[0.0], np.cumsum(0.5 * (straight.speed_mps[1:] + straight.speed_mps[:-1]) * 0.5)])
     r = 60.0
     ang = s / r
     curve = dataclasses.replace(straight, xy=np.stack([r * np.sin(ang), r * (1 - np.cos(ang))], axis=1), yaw=ang)
-    _, flagged, why = ms.unjustified_braking(curve, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
+    flagged, why = ms.unjustified_braking(curve, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, math.inf, p)
     assert not flagged and "bend" in why, why
     # Unexplained occupancy ahead within reach explains it too.
-    _, flagged, why = ms.unjustified_braking(straight, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, 60.0, p)
+    flagged, why = ms.unjustified_braking(straight, ego, yaw, v0, 0.0, None, NO_ATTENTION, None, 60.0, p)
     assert not flagged and "unexplained occupancy" in why, why
 
 

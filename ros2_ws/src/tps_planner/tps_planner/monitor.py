@@ -677,9 +677,8 @@ class ConfidenceMonitor:
         if not p.brake_check:
             return
         try:
-            _, unjustified, reason = ms.unjustified_braking(
-                cand, ego, yaw, speed, now, inp.perception, inp.attention, inp.reader_light_state,
-                unexplained_m if math.isfinite(unexplained_m) else math.inf, p)
+            unjustified, reason = ms.unjustified_braking(
+                cand, ego, yaw, speed, now, inp.perception, inp.attention, inp.reader_light_state, unexplained_m, p)
         except Exception:  # noqa: BLE001 - bad numbers must never crash the monitor
             unjustified, reason = False, ""
         self._braking_cycles = self._braking_cycles + 1 if unjustified else 0

@@ -588,6 +588,15 @@ def moving_prefix(xy: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return xy[i0:i1 + 1], v[i0:i1 + 1]
 
 
+def chord_curvature(rxy: np.ndarray, step_m: float, k: int = 1) -> np.ndarray:
+    """Curvature [1/m] of a polyline resampled every ``step_m``: the heading change between the
+    chords i -> i + k and i + k -> i + 2k over their spacing ``k * step_m`` (exact on a circle);
+    (len(rxy) - 2k,)."""
+    d = rxy[k:] - rxy[:-k]
+    hd = np.arctan2(d[:, 1], d[:, 0])
+    return np.abs(np.angle(np.exp(1j * (hd[k:] - hd[:-k])))) / (k * step_m)
+
+
 def kinematic(traj: Trajectory, ego_speed_mps: float, p: Any) -> tuple[float, str]:
     """Worst ratio of a kinematic quantity of the candidate to its limit (<= 1 feasible):
     longitudinal acceleration / deceleration, lateral acceleration v^2 * kappa, curvature against
@@ -642,9 +651,7 @@ def kinematic(traj: Trajectory, ego_speed_mps: float, p: Any) -> tuple[float, st
         if len(sp) >= 2 and sp[-1] >= 2.0 * chord:
             q = np.arange(0.0, sp[-1] + 1e-9, chord)
             rxy = np.stack([np.interp(q, sp, pxy[:, 0]), np.interp(q, sp, pxy[:, 1])], axis=1)
-            seg = np.diff(rxy, axis=0)
-            hd = np.arctan2(seg[:, 1], seg[:, 0])
-            kappa = np.abs(np.angle(np.exp(1j * np.diff(hd)))) / chord
+            kappa = chord_curvature(rxy, chord)
             vmid = np.interp(q[1:-1], sp, pv)
             upd(float(kappa.max()) * p.min_turn_radius_m,
                 f"curvature {kappa.max():.2f} 1/m (turning radius {1.0 / max(kappa.max(), 1e-9):.1f} m)")
@@ -726,7 +733,7 @@ def road_objects(cloud: Any, perc: Any, ego_xy: np.ndarray, ego_yaw: float, driv
 
 def unjustified_braking(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, speed_mps: float, now_s: float,
                         perc: Any, attention: Any, reader_light_state: int | None, unexplained_m: float,
-                        p: Any) -> tuple[float, bool, str]:
+                        p: Any) -> tuple[bool, str]:
     """Does the candidate brake hard with nothing in view that asks for it ("phantom braking")?
 
     The candidate brakes when its speed over ``p.forecast_horizon_s`` falls below the ego's by
@@ -742,44 +749,41 @@ def unjustified_braking(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, sp
     - takes a bend faster than ``p.brake_check_lat_accel_mps2``;
 
     or the light reader sees RED or YELLOW. Below ``p.brake_check_min_speed_mps`` nothing is
-    checked. Returns (speed drop [m/s] when unexplained else 0, unexplained?, reason)."""
+    checked. Returns (unexplained?, reason)."""
     v0 = float(speed_mps)
     if not math.isfinite(v0) or v0 < p.brake_check_min_speed_mps:
-        return 0.0, False, "braking check: ego slower than its minimum speed"
+        return False, "braking check: ego slower than its minimum speed"
     horizon = float(p.forecast_horizon_s)
     t_rel = np.linspace(0.0, horizon, int(math.ceil(horizon / 0.1)) + 1)
     _, _, v_plan, _ = sample_at_times(traj, now_s + t_rel - traj.stamp_s)
     drop = v0 - float(np.min(v_plan))
     if not math.isfinite(drop):
-        return math.nan, False, "braking check: candidate speeds are not finite"
+        return False, "braking check: candidate speeds are not finite"
     if drop < max(p.brake_check_min_drop_mps, p.brake_check_min_drop_share * v0):
-        return 0.0, False, "candidate keeps its speed"
+        return False, "candidate keeps its speed"
     what = f"candidate brakes from {v0:.1f} to {v0 - drop:.1f} m/s within {horizon:g} s"
     if reader_light_state in (0, 1):
-        return 0.0, False, f"{what}: the light reader sees {'RED' if reader_light_state == 0 else 'YELLOW'}"
+        return False, f"{what}: the light reader sees {'RED' if reader_light_state == 0 else 'YELLOW'}"
     if attention is None:
-        return 0.0, False, f"{what}: no lane map to judge it by"
+        return False, f"{what}: no lane map to judge it by"
     head = p.brake_check_headway_s * v0
     reach = v0 * horizon + head + 0.5 * p.ego_length_m
     if math.isfinite(unexplained_m) and unexplained_m <= reach:
-        return 0.0, False, f"{what}: unexplained occupancy {unexplained_m:.0f} m ahead"
+        return False, f"{what}: unexplained occupancy {unexplained_m:.0f} m ahead"
     step = 0.5
     pxy, pyaw = _future_path(traj, np.asarray(ego_xy, float), float(ego_yaw), now_s, reach, step)
     if len(pxy) >= 2:
         inside = np.asarray(attention.contains(pxy), bool)
         if inside.any():
-            return 0.0, False, f"{what}: a junction, merge or crosswalk {step * int(np.argmax(inside)):.0f} m ahead"
+            return False, f"{what}: a junction, merge or crosswalk {step * int(np.argmax(inside)):.0f} m ahead"
         # Curvature from the headings of chords one second (at least 20 m) long, not from the
         # points' yaw: a learned plan's headings wobble by a few degrees from point to point,
         # which over 10 m read as a bend at 22 m/s and explained phantom braking on VAL highways.
         k = max(int(round(max(20.0, v0) / step)), 1)
         if len(pxy) > 2 * k:
-            d = pxy[k:] - pxy[:-k]
-            head_c = np.arctan2(d[:, 1], d[:, 0])
-            turn = np.abs(np.angle(np.exp(1j * (head_c[k:] - head_c[:-k]))))
-            kappa = float(turn.max()) / (k * step)
+            kappa = float(chord_curvature(pxy, step, k).max())
             if v0 * v0 * kappa > p.brake_check_lat_accel_mps2:
-                return 0.0, False, f"{what}: a bend ({v0 * v0 * kappa:.1f} m/s^2 at the current speed)"
+                return False, f"{what}: a bend ({v0 * v0 * kappa:.1f} m/s^2 at the current speed)"
     if perc is not None and len(perc.agent_ids):
         # The ego at its current speed along the candidate's path; its box stretched forward by
         # the headway: an agent inside it is close enough to brake for.
@@ -794,8 +798,8 @@ def unjustified_braking(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, sp
             hit = (gap <= 0.0).any(axis=1)
             if hit.any():
                 aid = int(np.asarray(perc.agent_ids)[int(np.argmax(hit))])
-                return 0.0, False, f"{what}: agent {aid} within {p.brake_check_headway_s:g} s headway"
+                return False, f"{what}: agent {aid} within {p.brake_check_headway_s:g} s headway"
         else:
-            return 0.0, False, f"{what}: detections contain NaN positions"
-    return drop, True, f"{what} with no cause in view (no agent within {p.brake_check_headway_s:g} s headway, " \
+            return False, f"{what}: detections contain NaN positions"
+    return True, f"{what} with no cause in view (no agent within {p.brake_check_headway_s:g} s headway, " \
                        "no junction, crosswalk, light or bend)"
