@@ -129,14 +129,14 @@ def test_budgets_fail_on_latency_drops_and_missing_outputs():
     case = RegressionCase(name="c", bag="b", reference="r", nodes=("perception", "fallback"), inputs=("/x",),
                           outputs=("/det",), latency_budget_ms={"perception": 100.0}, max_dropped=0)
     ok = {"frames": 3, "dropped": {"perception": 0, "fallback": 0},
-          "latency_ms": {"perception": {"p95": 50.0}}, "recorded": {"/det": 3}}
+          "latency_ms": {"perception": {"p50": 50.0, "p95": 400.0}}, "recorded": {"/det": 3}}
     assert check_budgets(case, ok) == []
     bad = {"frames": 3, "dropped": {"perception": 0, "fallback": 1},
-           "latency_ms": {"perception": {"p95": 150.0}}, "recorded": {"/det": 2}}
+           "latency_ms": {"perception": {"p50": 150.0, "p95": 160.0, "max": 170.0}}, "recorded": {"/det": 2}}
     failures = check_budgets(case, bad)
     assert len(failures) == 3
     assert any("fallback: 1 frame(s) dropped" in f for f in failures)
-    assert any("perception: latency p95 150 ms over the budget 100 ms" in f for f in failures)
+    assert any("perception: latency p50 150 ms over the budget 100 ms (p95 160 ms, max 170 ms)" in f for f in failures)
     assert any("/det: 2 message(s) recorded for 3 frame(s)" in f for f in failures)
 
 

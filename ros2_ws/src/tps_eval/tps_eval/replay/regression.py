@@ -37,7 +37,12 @@ TABLE = "config/replay/regression.yaml"
 CASE_KEYS = {"name", "bag", "record", "reference", "graph", "set", "nodes", "inputs", "outputs", "ignore",
              "tolerances", "default_tolerance", "latency_budget_ms", "processing_budget_ms", "max_dropped"}
 REQUIRED_KEYS = {"name", "bag", "reference", "nodes", "inputs", "outputs"}
-LATENCY_QUANTILE = "p95"
+# The median for the latency budget too: lockstep sends one frame at a time and waits, so a latency
+# tail is the shared host's scheduling, not the graph's queueing. On 31 frames the p95 is the second
+# worst frame: a CI run (2 cores, 1444 other tests before it) put the arbiter's p95 at 5016 ms while
+# its outputs were identical and its own processing p50 was 0.8 ms. The p95 and p99 are in the report;
+# tail latency under load is measured in real time (`tps-replay --mode realtime`, benchmarks/bench_e2e.py).
+LATENCY_QUANTILE = "p50"
 # The median, not a tail: the check runs in CI on a shared 2-core host, where one run at load 6 put
 # perception's p95 at 184 ms (its p95 at load 2-5: 44-56 ms); a node that regresses in its typical
 # cycle still fails. The p95 and p99 are in the report's table.
@@ -243,7 +248,7 @@ def processing_budgets(case: RegressionCase) -> dict[str, ProcessingBudget]:
 
 def check_budgets(case: RegressionCase, report: dict,
                   processing: dict[str, ProcessingBudget] | None = None) -> list[str]:
-    """Budget failures of a replay report: per-node latency (p95) and drops, every compared output
+    """Budget failures of a replay report: per-node latency (median, LATENCY_QUANTILE) and drops, every compared output
     answered once per frame, and per node in ``processing`` (:func:`processing_budgets`) the median of
     its own processing time (``report["processing_ms"]``, from its diagnostics) within its budget."""
     failures = []
@@ -257,7 +262,8 @@ def check_budgets(case: RegressionCase, report: dict,
             failures.append(f"{node}: no latency measured (no output answered a frame)")
         elif lat[LATENCY_QUANTILE] > budget:
             failures.append(f"{node}: latency {LATENCY_QUANTILE} {lat[LATENCY_QUANTILE]:.0f} ms over the "
-                            f"budget {budget:.0f} ms")
+                            f"budget {budget:.0f} ms (p95 {lat.get('p95', float('nan')):.0f} ms, max "
+                            f"{lat.get('max', float('nan')):.0f} ms{_load(report)})")
     for topic in case.outputs:
         got = report["recorded"].get(topic, 0)
         if got != report["frames"]:
@@ -269,13 +275,17 @@ def check_budgets(case: RegressionCase, report: dict,
                             f"{budget.source})")
         elif proc[PROCESSING_QUANTILE] > budget.ms:
             # wall time inside the node: a host shared with other heavy jobs inflates it (say the load)
-            run = report.get("run") or {}
-            load = (f"; host load {run['load_avg'][0]:.1f} on {run.get('host_cpus')} CPUs"
-                    if run.get("load_avg") else "")
+            load = _load(report)
             failures.append(f"{node}: processing time {PROCESSING_QUANTILE} {proc[PROCESSING_QUANTILE]:.1f} ms over "
                             f"its error budget {budget.ms:g} ms ({budget.source}; {proc['n']} cycles, max "
                             f"{proc['max']:.1f} ms{load})")
     return failures
+
+
+def _load(report: dict) -> str:
+    """"; host load L on N CPUs" from the report's run record ("" when it has none)."""
+    run = report.get("run") or {}
+    return f"; host load {run['load_avg'][0]:.1f} on {run.get('host_cpus')} CPUs" if run.get("load_avg") else ""
 
 
 def write_reference(result_bag: str | os.PathLike, reference: str | os.PathLike, topics: tuple[str, ...]) -> Path:
