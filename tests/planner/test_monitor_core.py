@@ -1022,3 +1022,62 @@ def test_unjustified_braking_is_the_planners_own_failure_and_never_escalates_to_
         x = HIGHWAY_SPEED * t
         res = mon.update(_highway(t, x, _braking_cand(t, x)))
     assert "unjustified_braking" in res.critical and res.state == STATE_FALLBACK, res.reasons
+
+
+# ---------------------------------------------------------------- stopping conflict with a slow agent
+def _pedestrian(t: float, x: float, y: float = 0.0, vxy=(0.0, 0.0)) -> PerceptionSnapshot:
+    return dataclasses.replace(_perc(t, [[x, y]], vxy=[vxy], ids=[7]), length=np.array([0.6]), width=np.array([0.6]))
+
+
+def test_a_plan_that_reaches_a_standing_pedestrian_sooner_than_the_ego_can_stop_is_critical():
+    """TEST ped_crossing s9002: the planner drove on towards a pedestrian standing on the crosswalk
+    at certainty 1.00; the 1.0-s imminent margin came 0.9 s before contact. The stopping time at 10
+    m/s (0.3 s + 10 / 3 m/s^2 = 3.6 s) is longer than the ~2.7 s to the pedestrian 30 m ahead."""
+    import json
+    from pathlib import Path
+
+    shipped = json.loads((Path(__file__).resolve().parents[2] / "models" / "monitor" / "calibration.json").read_text())
+    res = ConfidenceMonitor(MonitorParams(), shipped).update(_inputs(0.0, perc=_pedestrian(0.0, 30.0)))
+    assert 2.5 <= _value(res, "ttc_detection") <= 3.0
+    assert "collision_imminent" not in res.critical                 # far beyond the fixed 1.0-s margin
+    assert "stopping_conflict" in res.critical and res.state == STATE_FALLBACK, res.reasons
+    why = next(r for r in res.reasons if r.startswith("CRITICAL stopping_conflict"))
+    assert "slow agent 7" in why and "stopping from 10.0 m/s takes 3.6 s" in why, why
+
+
+@pytest.mark.parametrize("case", ["plan_stops", "slow_ego", "fast_agent", "beside", "off"])
+def test_no_stopping_conflict_when_the_plan_stops_the_ego_is_slow_or_the_agent_moves(case):
+    params = MonitorParams(stop_conflict=case != "off")
+    if case == "plan_stops":          # braking at 5 m/s^2 from 10 m/s: stops 10 m on, 25 m short of it
+        inp = _inputs(0.0, cand=_braking_cand(0.0, 0.0, v0=SPEED), perc=_pedestrian(0.0, 25.0))
+    elif case == "slow_ego":          # 3 m/s, 8 m away: contact in ~1.8 s, stopping takes 0.3 + 1.0 s
+        inp = _inputs(0.0, cand=_cand(0.0, speed=3.0), perc=_pedestrian(0.0, 8.0), ego_speed_mps=3.0)
+    elif case == "fast_agent":        # a car at 8 m/s the candidate closes on: ttc_detection's business
+        inp = _inputs(0.0, perc=_perc(0.0, [[25.0, 0.0]], vxy=[[8.0, 0.0]]))
+    elif case == "beside":            # standing on the kerb, 3 m to the side: never reached
+        inp = _inputs(0.0, perc=_pedestrian(0.0, 30.0, y=3.0))
+    else:                             # the check off
+        inp = _inputs(0.0, perc=_pedestrian(0.0, 30.0))
+    res = ConfidenceMonitor(params).update(inp)
+    assert "stopping_conflict" not in res.critical, res.reasons
+
+
+def test_stopping_conflict_counts_slow_agents_and_picks_the_first_reached():
+    t = 0.0
+    cand = _cand(t)
+    # a fast car reached first (ignored), a walking pedestrian (1.2 m/s across) and a standing one
+    perc = dataclasses.replace(
+        _perc(t, [[15.0, 0.0], [40.0, -1.0], [32.0, 0.0]], vxy=[[9.0, 0.0], [0.0, 1.2], [0.0, 0.0]], ids=[1, 2, 3]),
+        length=np.array([4.5, 0.6, 0.6]), width=np.array([1.9, 0.6, 0.6]))
+    flag, ttc, why = ms.stopping_conflict(cand, perc, t, 3.0, 0.25, 2.3, 0.95, SPEED, max_agent_speed_mps=2.0,
+                                          reaction_s=0.3, decel_mps2=3.0)
+    assert flag and "slow agent 3" in why and 2.5 <= ttc <= 3.0, why
+    # at 20 m/s^2 the stopping time (0.8 s) is shorter than the time to reach it: no conflict
+    assert not ms.stopping_conflict(cand, perc, t, 3.0, 0.25, 2.3, 0.95, SPEED, max_agent_speed_mps=2.0,
+                                    reaction_s=0.3, decel_mps2=20.0)[0]
+    # an unknown velocity (NaN) counts as standing; no detections: no conflict
+    nan_v = dataclasses.replace(perc, vxy=np.array([[np.nan, np.nan], [9.0, 0.0], [9.0, 0.0]]))
+    assert "slow agent 1" in ms.stopping_conflict(cand, nan_v, t, 3.0, 0.25, 2.3, 0.95, SPEED, max_agent_speed_mps=2.0,
+                                                  reaction_s=0.3, decel_mps2=3.0)[2]
+    assert ms.stopping_conflict(cand, _perc(t), t, 3.0, 0.25, 2.3, 0.95, SPEED, max_agent_speed_mps=2.0,
+                                reaction_s=0.3, decel_mps2=3.0) == (False, math.inf, "stopping conflict: no detections")

@@ -118,7 +118,7 @@ SIGNAL_NAMES: tuple[str, ...] = (
 # stopped the vehicle in traffic because the planner's candidate stayed off-road or read GREEN at
 # a red light for 10 s while the fallback drove (or waited) correctly.
 PLANNER_CRITICALS = frozenset({"candidate", "offroad", "light_red", "collision_imminent", "planner_silent",
-                               "unjustified_braking"})
+                               "unjustified_braking", "stopping_conflict"})
 # ... or while the certainty of the signals about the scene and the sensors alone (product rule,
 # the params' weights) is below tau_mrm.
 SCENE_SIGNALS = ("quantisation_error", "unexplained_points", "unexplained_distance", "track_loss", "sensor_health")
@@ -213,6 +213,13 @@ class MonitorParams:
     offroad_footprint: bool = True          # test the footprint's corners (DAC), not only the centre
     offroad_footprint_horizon_s: float = 2.0   # ... over this much of the horizon (the centre: all of it)
     imminent_ttc_s: float = 1.0             # the candidate meets a detected agent (constant velocity) sooner: critical; 0 = off
+    # The candidate meets a slow or standing detection (a pedestrian, a stalled car, a queue's
+    # tail) sooner than the ego could stop for it from its current speed
+    # (``monitor_signals.stopping_conflict``): critical. The fixed 1.0-s margin above came 0.9 s
+    # before a TEST collision with a pedestrian standing on a crosswalk (ped_crossing s9002).
+    stop_conflict: bool = True
+    stop_conflict_max_agent_speed_mps: float = 2.0   # agents at most this fast over ground count
+    stop_conflict_decel_mps2: float = 3.0            # the stopping time: reaction_time_s + v / this
     # The reader RED/YELLOW while the planner says GREEN, or while the planner's rationale and
     # action disagree: critical. As certainty signals alone (light disagreement: weight 0.7,
     # certainty 0.30) they fell above a refitted tau_fallback of 0.27 and left the planner driving
@@ -629,6 +636,12 @@ class ConfidenceMonitor:
                 # at 13.0 s had TTC 1.0 s from 12.0 s, the monitor NOMINAL throughout).
                 if 0.0 < p.imminent_ttc_s and vals["ttc_detection"] < p.imminent_ttc_s:
                     crit["collision_imminent"] = r
+            if p.stop_conflict:
+                out = run(("ttc_detection",), ms.stopping_conflict, cand, perc, now, p.forecast_horizon_s, 0.25, hl, hw, speed,
+                          max_agent_speed_mps=p.stop_conflict_max_agent_speed_mps,
+                          reaction_s=p.reaction_time_s, decel_mps2=p.stop_conflict_decel_mps2)
+                if out is not None and out[0]:
+                    crit["stopping_conflict"] = out[2]
             out = run(("unexplained_points", "unexplained_distance"), ms.unexplained_occupancy, cand,
                       ego, yaw, speed, now, inp.cloud, perc, half_width_m=p.ego_half_width_m,
                       margin_m=p.corridor_margin_m, ego_half_len_m=hl, min_length_m=p.corridor_min_length_m,

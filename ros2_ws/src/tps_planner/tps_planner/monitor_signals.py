@@ -245,19 +245,29 @@ def detections_at(perc: Any, t_abs: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return axy, ayaw, hl, hw
 
 
+def _detection_gaps(traj: Trajectory, perc: Any, now_s: float, horizon_s: float, dt_s: float,
+                    ego_half_len: float, ego_half_wid: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Box gaps (N, T) between the candidate and the detections extrapolated at constant velocity,
+    at the times ``t_rel`` (T,) after now, over (now, now + horizon]; None on a NaN position."""
+    t_rel = dt_s * np.arange(1, int(math.ceil(horizon_s / dt_s)) + 1)
+    t_abs = now_s + t_rel
+    exy, eyaw, _, _ = sample_at_times(traj, t_abs - traj.stamp_s)
+    axy, ayaw, hl, hw = detections_at(perc, t_abs)   # (N, T, 2), (N, 1) x 3
+    if not np.all(np.isfinite(axy)):
+        return None
+    return box_gap(exy[None], eyaw[None], ego_half_len, ego_half_wid, axy, ayaw, hl, hw), t_rel
+
+
 def clearance_ttc_detections(traj: Trajectory, perc: Any, now_s: float, horizon_s: float, dt_s: float,
                              ego_half_len: float, ego_half_wid: float) -> tuple[float, float, str]:
     """Min box gap [m] and first-contact time [s] between the candidate and detections
     extrapolated at constant velocity over (now, now + horizon]."""
     if perc is None or len(perc.agent_ids) == 0:
         return INF, INF, "detection clearance: no detections"
-    t_rel = dt_s * np.arange(1, int(math.ceil(horizon_s / dt_s)) + 1)
-    t_abs = now_s + t_rel
-    exy, eyaw, _, _ = sample_at_times(traj, t_abs - traj.stamp_s)
-    axy, ayaw, hl, hw = detections_at(perc, t_abs)   # (N, T, 2), (N, 1) x 3
-    if not np.all(np.isfinite(axy)):
+    out = _detection_gaps(traj, perc, now_s, horizon_s, dt_s, ego_half_len, ego_half_wid)
+    if out is None:
         return math.nan, math.nan, "detections contain NaN positions"
-    gap = box_gap(exy[None], eyaw[None], ego_half_len, ego_half_wid, axy, ayaw, hl, hw)   # (N, T)
+    gap, t_rel = out
     gmin = float(gap.min())
     ia, _ = np.unravel_index(int(np.argmin(gap)), gap.shape)
     hit = (gap <= 0.0).any(axis=0)
@@ -266,6 +276,44 @@ def clearance_ttc_detections(traj: Trajectory, perc: Any, now_s: float, horizon_
     if math.isfinite(ttc):
         return gmin, ttc, f"candidate reaches detected agent {aid} (constant velocity) in {ttc:.1f} s"
     return gmin, ttc, f"detection clearance {gmin:.1f} m (agent {aid})"
+
+
+def stopping_conflict(traj: Trajectory, perc: Any, now_s: float, horizon_s: float, dt_s: float,
+                      ego_half_len: float, ego_half_wid: float, ego_speed_mps: float, *,
+                      max_agent_speed_mps: float, reaction_s: float, decel_mps2: float) -> tuple[bool, float, str]:
+    """Does the candidate reach a slow or standing detection sooner than the ego could stop for it?
+
+    Only detections at most ``max_agent_speed_mps`` over ground count: a pedestrian, a stalled car,
+    the tail of a queue, for which constant velocity is a safe forecast (a moving car may brake or
+    turn away; ``ttc_detection`` and its calibrated ramp cover those). The time the ego needs is
+    ``reaction_s + v / decel_mps2`` from its current speed v. A plan that meets such an agent
+    sooner has left braking too late, however certain the planner is: on TEST ped_crossing s9002
+    the planner accelerated from 4.4 to 8.1 m/s towards a pedestrian standing on the crosswalk, the
+    detection TTC fell from 3.0 to 1.25 s at certainty 1.00, and the 1.0-s imminent critical came
+    0.9 s before contact. Returns (conflict?, first contact time [s] or inf, reason)."""
+    if perc is None or len(perc.agent_ids) == 0:
+        return False, INF, "stopping conflict: no detections"
+    v = np.asarray(perc.vxy, float).reshape(-1, 2)
+    slow = np.hypot(v[:, 0], v[:, 1])
+    slow = ~(slow > max_agent_speed_mps)        # an unknown (NaN) velocity is extrapolated as standing
+    if not slow.any():
+        return False, INF, "stopping conflict: no slow detections"
+    out = _detection_gaps(traj, perc, now_s, horizon_s, dt_s, ego_half_len, ego_half_wid)
+    if out is None:
+        return False, math.nan, "detections contain NaN positions"
+    gap, t_rel = out
+    hit = (gap[slow] <= 0.0)                                 # (S, T)
+    if not hit.any():
+        return False, INF, "stopping conflict: the candidate meets no slow detection"
+    first = np.where(hit.any(axis=1), np.argmax(hit, axis=1), hit.shape[1])
+    k = int(np.argmin(first))
+    ttc = float(t_rel[first[k]])
+    aid = int(np.asarray(perc.agent_ids)[slow][k])
+    speed = max(float(ego_speed_mps), 0.0) if math.isfinite(ego_speed_mps) else 0.0
+    need = reaction_s + speed / max(decel_mps2, 1e-3)
+    reason = (f"candidate reaches slow agent {aid} in {ttc:.1f} s; stopping from {speed:.1f} m/s takes "
+              f"{need:.1f} s at {decel_mps2:g} m/s^2")
+    return ttc < need, ttc, reason
 
 
 # ---------------------------------------------------------------------------------------------
