@@ -306,20 +306,51 @@ def test_fault_injected_status_is_treated_as_ok():
     assert res.state == STATE_FALLBACK and "perception_dead" in res.critical
 
 
-@pytest.mark.parametrize("kw", [dict(camera_frozen=True), dict(camera_black=True), dict(camera_age_s=5.0),
-                                dict(node_errors=("traffic_light_reader: model failed",))])
-def test_camera_and_node_errors_degrade(kw):
-    res = ConfidenceMonitor().update(_inputs(0.0, health=_health(**kw)))
+@pytest.mark.parametrize("kw,says", [(dict(camera_frozen=True), "camera frozen"),
+                                     (dict(camera_black=True), "camera black"),
+                                     (dict(camera_age_s=5.0), "camera stale (5.00 s)")])
+def test_a_camera_fault_hands_over_to_the_fallback_whatever_the_calibration(kw, says):
+    """A black, frozen or stale camera: the planner's camera tokens and light state are garbage.
+    Critical at once -- also under ramps that give the health value no risk (the VAL refit's)."""
+    for params in (MonitorParams(), MonitorParams(ramps={"sensor_health": (0.7, 1.7)})):
+        res = ConfidenceMonitor(params).update(_inputs(0.0, health=_health(**kw)))
+        assert res.state == STATE_FALLBACK and res.critical == ("camera_fault",)
+        assert any(says in r for r in res.reasons)
+        assert not res.fallback_input_dead
+    # camera_critical off: a health risk only, as before
+    res = ConfidenceMonitor(MonitorParams(camera_critical=False)).update(_inputs(0.0, health=_health(**kw)))
+    assert res.state == STATE_DEGRADED and res.critical == ()
+
+
+def test_node_errors_degrade():
+    res = ConfidenceMonitor().update(_inputs(0.0, health=_health(node_errors=("traffic_light_reader: model failed",))))
     assert res.state == STATE_DEGRADED
     assert res.critical == ()
-    assert any(("camera" in r) or ("node error" in r) for r in res.reasons)
+    assert any("node error" in r for r in res.reasons)
 
 
-def test_lidar_point_dropout_and_nan_share_raise_risk_before_they_kill_the_fallback():
-    res = ConfidenceMonitor(MonitorParams(nominal_points=20000)).update(
-        _inputs(0.0, cloud=_cloud(0.0, n_points=12000, nan_share=0.2)))
-    assert 0.0 < res.risks[SIGNAL_NAMES.index("sensor_health")] < 1.0
-    assert not res.fallback_input_dead and res.state != STATE_MINIMAL_RISK
+@pytest.mark.parametrize("n_points,nan_share,says", [(10000, 0.0, "lidar point count 10000 low (50% of nominal"),
+                                                     (20000, 0.1, "lidar NaN share 10.0% > 1.0%")])
+def test_a_degraded_lidar_hands_over_to_the_fallback_before_it_kills_the_fallback(n_points, nan_share, says):
+    """Half the points or a tenth NaN (the fault matrix's point dropout and NaN points): the detector
+    reads a cloud unlike its training data; the fallback still has its input (not MINIMAL_RISK)."""
+    res = ConfidenceMonitor(MonitorParams(nominal_points=20000, ramps={"sensor_health": (0.7, 1.7)})).update(
+        _inputs(0.0, cloud=_cloud(0.0, n_points=n_points, nan_share=nan_share)))
+    assert res.state == STATE_FALLBACK and res.critical == ("lidar_degraded",)
+    assert any(says in r for r in res.reasons), res.reasons
+    assert not res.fallback_input_dead
+
+
+def test_a_lidar_defect_below_the_thresholds_is_a_risk_and_shows_in_nominal():
+    mon = ConfidenceMonitor(MonitorParams(nominal_points=20000, ramps={"sensor_health": (0.7, 1.7)}))
+    res = mon.update(_inputs(0.0, cloud=_cloud(0.0, n_points=12600, nan_share=0.005)))
+    assert res.state == STATE_NOMINAL and res.critical == ()
+    assert any("lidar point count 12600 low (63% of nominal)" in r for r in res.reasons), res.reasons
+    assert any("lidar NaN share 0.5%" in r for r in res.reasons), res.reasons
+    with pytest.raises(ValueError, match="degraded_point_fraction"):
+        MonitorParams(min_point_fraction=0.5, degraded_point_fraction=0.4)
+    with pytest.raises(ValueError, match="degraded_nan_share"):
+        MonitorParams(max_nan_share=0.1, degraded_nan_share=0.2)
 
 
 def test_perception_silent_forces_fallback():
@@ -858,6 +889,33 @@ def test_tracks_lost_at_once_with_no_detection_since_is_a_blind_detector():
     for k in range(1, 20):
         res = mon.update(_inputs(k * DT, perc=_perc(k * DT)))
         assert "perception_blind" not in res.critical
+
+
+def test_both_blind_evidences_at_once_are_critical_sooner():
+    """The blackout's two signatures together -- the tracks near the ego gone at once, and the raw
+    cloud still showing the tracked car on the road with nothing detected -- are critical after
+    blind_confirmed_persist_s (2 cycles), not blind_persist_s: an occlusion or an agent leaving
+    shows neither both."""
+    def run(params):
+        mon = ConfidenceMonitor(params)
+        for k in range(5):                            # tracked car 15 m ahead in the next lane, seen in the cloud
+            t = k * DT
+            x = SPEED * t + 15.0
+            mon.update(_inputs(t, perc=_perc(t, xy=[(x, 3.5)], vxy=[(SPEED, 0.0)]), cloud=_cloud(t, _block(x, 3.5, 1.8, 60))))
+        out = []
+        for k in range(5, 20):                        # blackout from 0.5 s: the car is still in the cloud
+            t = k * DT
+            res = mon.update(_inputs(t, perc=_perc(t, status=4), cloud=_cloud(t, _block(SPEED * t + 15.0, 3.5, 1.8, 60))))
+            out.append((round(t, 1), res))
+        return next((t for t, r in out if "perception_blind" in r.critical), None), out
+
+    first, out = run(MonitorParams(blind_persist_s=1.0))
+    assert first == pytest.approx(0.7)               # onset 0.5 + 0.2 s
+    r = dict(out)[0.7]
+    assert r.state == STATE_FALLBACK
+    assert any("tracks near the ego lost at once 0.2 s ago and 1 objects on the road" in x for x in r.reasons), r.reasons
+    first, _ = run(MonitorParams(blind_persist_s=1.0, blind_confirmed_persist_s=1.0))
+    assert first == pytest.approx(1.5)
 
 
 def test_the_points_of_a_planned_stop_have_no_path_geometry():

@@ -366,13 +366,13 @@ class _Rig:
         return [s for d in self.diags for s in d.status if s.name == name]
 
     def frame(self, t: float, *, boxes=(), candidate=True, cloud=None, planner_diag=True, lights=None,
-              planner_light: int = 0) -> None:
+              planner_light: int = 0, image=None) -> None:
         """Publish every input of stamp ``t`` (the candidate last, as the planner answers last)."""
         x = _ego_x(t)
         self.pub["odometry"].publish(_odometry(t, x))
         self.pub["points"].publish(cloud if cloud is not None else _cloud(t, x, boxes))
         self.pub["tokens"].publish(_tokens(t))
-        self.pub["image"].publish(_image(t))
+        self.pub["image"].publish(image if image is not None else _image(t))
         if lights is not None:
             lights.header = Header(stamp=_stamp(t), frame_id="map")
             self.pub["lights"].publish(lights)
@@ -402,6 +402,15 @@ class _Rig:
         ok = self.spin_until(lambda: self.status_at(t) is not None, timeout_s=60.0, action=lambda: self.frame(t))
         assert ok, f"monitor never answered\n{self.log()}"
         return round(t + STEP_S, 6)
+
+    def nominal_frames(self, n: int) -> float:
+        """Warm up, then ``n`` frames that must be NOMINAL; returns the next stamp."""
+        t = self.warm_up()
+        for _ in range(n):
+            st = self.step(t)
+            assert st.state == MonitorStatus.STATE_NOMINAL, _reasons(st)
+            t = round(t + STEP_S, 6)
+        return t
 
     def close(self) -> None:
         if self.proc is not None:
@@ -452,10 +461,7 @@ def test_clean_scene_is_nominal_then_an_unexplained_obstacle_calls_for_the_fallb
 @pytest.mark.ros
 def test_silent_planner_gets_a_fallback_status_on_lidar_frames(rig):
     rig.start(planner_timeout_s=0.3)
-    t = rig.warm_up()
-    for _ in range(3):
-        assert rig.step(t).state == MonitorStatus.STATE_NOMINAL
-        t = round(t + STEP_S, 6)
+    t = rig.nominal_frames(3)
     last_candidate = t - STEP_S
     sent: list[float] = []
 
@@ -485,6 +491,45 @@ def test_silent_planner_gets_a_fallback_status_on_lidar_frames(rig):
     assert rig.spin_until(lambda: any(f"candidate of {late:.3f} s arrived after" in s.message
                                       for s in rig.diag_statuses("monitor: late_input")))
     assert rig.status_at(late) is None
+
+
+@pytest.mark.ros
+def test_perception_failure_gets_a_fallback_status_at_its_own_stamp(rig):
+    """Tokens with a failure status (the NaN-point fault: INVALID_INPUT) leave the planner nothing to
+    plan from: the cycle of that stamp runs without waiting for a candidate or the planner timeout."""
+    rig.start(planner_timeout_s=0.5)
+    t = rig.nominal_frames(3)
+    bad = _tokens(t)
+    bad.status = AgentTokens.STATUS_INVALID_INPUT
+    x = _ego_x(t)
+
+    def publish():
+        rig.pub["odometry"].publish(_odometry(t, x))
+        rig.pub["points"].publish(_cloud(t, x, ()))
+        rig.pub["image"].publish(_image(t))
+        rig.pub["tokens"].publish(bad)
+
+    publish()
+    assert rig.spin_until(lambda: rig.status_at(t) is not None, timeout_s=5.0), f"no status at {t}\n{rig.log()}"
+    st = rig.status_at(t)
+    assert st.state == MonitorStatus.STATE_FALLBACK, _reasons(st)
+    assert "perception status INVALID_INPUT" in _reasons(st)
+
+
+@pytest.mark.ros
+def test_a_frozen_camera_calls_for_the_fallback_after_its_frame_count(rig):
+    rig.start(camera_frozen_frames=2)
+    t = rig.nominal_frames(3)
+    frozen = _image(t - STEP_S)
+    states = []
+    for _ in range(3):                   # the image of the last good frame, repeated while moving
+        frozen.header.stamp = _stamp(t)
+        st = rig.step(t, image=frozen)
+        states.append((st.state, _reasons(st)))
+        t = round(t + STEP_S, 6)
+    # the first repeat is one identical image: below 2 frames; the second is frozen
+    assert states[0][0] == MonitorStatus.STATE_NOMINAL, states[0]
+    assert states[1][0] == MonitorStatus.STATE_FALLBACK and "camera frozen" in states[1][1], states[1]
 
 
 @pytest.mark.ros

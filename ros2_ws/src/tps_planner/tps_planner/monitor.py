@@ -189,6 +189,11 @@ class MonitorParams:
     nominal_points: int = 0                 # 0: learnt from the first clouds (see _health_params)
     min_point_fraction: float = 0.3
     max_nan_share: float = 0.5
+    # Sensor defects that leave the fallback its input but corrupt the learned stack's: critical
+    # (FALLBACK) at once, not a calibrated risk (monitor_signals.sensor_health).
+    degraded_point_fraction: float = 0.6    # a frame with fewer points than this share of nominal: lidar_degraded
+    degraded_nan_share: float = 0.01        # ... or more NaN points than this share: lidar_degraded
+    camera_critical: bool = True            # camera black, frozen or stale: camera_fault (false: a health risk only)
     processing_budget_ms: float = 150.0
     # --- geometry ---
     ego_length_m: float = 4.6
@@ -241,6 +246,7 @@ class MonitorParams:
     brake_check_cycles: int = 3                 # consecutive cycles before it is critical
     blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
     blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
+    blind_confirmed_persist_s: float = 0.2  # both evidences (tracks lost at once, road objects unexplained) this long: critical
     blind_cell_m: float = 0.5
     blind_min_cells: int = 3
     blind_box_margin_m: float = 1.5
@@ -270,6 +276,12 @@ class MonitorParams:
                 raise ValueError(f"MonitorParams.{f.name}: expected a finite number, got {v!r}")
             if float(v) < 0.0:
                 raise ValueError(f"MonitorParams.{f.name}: must be >= 0, got {v!r}")
+        if not (self.min_point_fraction <= self.degraded_point_fraction <= 1.0):
+            raise ValueError("MonitorParams: need min_point_fraction <= degraded_point_fraction <= 1, got "
+                             f"{self.min_point_fraction}, {self.degraded_point_fraction}")
+        if self.degraded_nan_share > self.max_nan_share:
+            raise ValueError("MonitorParams: need degraded_nan_share <= max_nan_share, got "
+                             f"{self.degraded_nan_share}, {self.max_nan_share}")
         if not (0.0 <= self.tau_mrm <= self.tau_fallback <= self.tau_degraded <= 1.0):
             raise ValueError("MonitorParams: need 0 <= tau_mrm <= tau_fallback <= tau_degraded <= 1, got "
                              f"{self.tau_mrm}, {self.tau_fallback}, {self.tau_degraded}")
@@ -721,12 +733,11 @@ class ConfidenceMonitor:
             self._lost_all_since = None
         elif math.isfinite(track_loss) and track_loss >= 1.0 and self._lost_all_since is None:
             self._lost_all_since = now
-        if self._lost_all_since is not None:
-            held = now - self._lost_all_since
-            if held >= p.blind_persist_s - 1e-9:
-                crit["perception_blind"] = (f"perception blind: tracks near the ego lost at once "
-                                            f"{held:.1f} s ago, no detection within {p.near_radius_m:.0f} m since")
-                return
+        lost_held = None if self._lost_all_since is None else now - self._lost_all_since
+        if lost_held is not None and lost_held >= p.blind_persist_s - 1e-9:
+            crit["perception_blind"] = (f"perception blind: tracks near the ego lost at once "
+                                        f"{lost_held:.1f} s ago, no detection within {p.near_radius_m:.0f} m since")
+            return
         if inp.cloud is None:
             self._blind_since = None
             return
@@ -746,6 +757,13 @@ class ConfidenceMonitor:
             if held >= p.blind_persist_s - 1e-9:
                 crit["perception_blind"] = (f"perception blind: {n_obj} objects on the road within "
                                             f"{p.blind_radius_m:.0f} m in the raw cloud, no detection for {held:.1f} s")
+            elif lost_held is not None and min(held, lost_held) >= p.blind_confirmed_persist_s - 1e-9:
+                # Both evidences at once: the tracks went all together and the raw cloud still
+                # shows objects on the road that nothing explains -- not an occlusion, not an
+                # agent that left.
+                crit["perception_blind"] = (f"perception blind: tracks near the ego lost at once {lost_held:.1f} s "
+                                            f"ago and {n_obj} objects on the road within {p.blind_radius_m:.0f} m "
+                                            f"in the raw cloud, no detection for {held:.1f} s")
         else:
             self._blind_since = None
 
@@ -902,7 +920,9 @@ class ConfidenceMonitor:
                 PERCEPTION_STATUS_OK, PERCEPTION_STATUS_FAULT_INJECTED):
             self._prev_perception = inputs.perception
         if self.state == STATE_NOMINAL:
-            reasons: tuple[str, ...] = tuple(trans_reasons)
+            # A health defect below every threshold still shows (it is a fact about the vehicle).
+            health = [why["sensor_health"]] if vals["sensor_health"] > 0.0 and "sensor_health" in why else []
+            reasons: tuple[str, ...] = tuple(dict.fromkeys(trans_reasons + health))
         else:
             reasons = tuple(dict.fromkeys(([warm_reason] if warm_reason else []) + crit_reasons + sig_reasons
                                           + trans_reasons))

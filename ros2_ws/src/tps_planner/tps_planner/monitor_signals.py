@@ -562,9 +562,19 @@ def track_loss(prev: Any, cur: Any, ego_xy: np.ndarray, now_s: float, radius_m: 
 def sensor_health(health: Any, cloud: Any, perc: Any, p: Any) -> tuple[float, dict[str, str], list[str]]:
     """Worst health defect in [0, 1] and the critical conditions.
 
+    A sensor defect is a fact about the vehicle, not a probability to calibrate: the defects that
+    corrupt the learned stack's inputs are critical here, whatever the calibrated ramps make of
+    the value (the VAL refit put the ramp of ``sensor_health`` at (0.7, 1.7): a black camera
+    stayed NOMINAL for 45-79 cycles on VAL 1000 and TEST 9000 of the fault matrix).
+
     Returns:
         (value, critical: {name: reason} among ``planner_silent``, ``perception_dead``,
-        ``fallback_input_dead``, reasons of the non-critical defects).
+        ``fallback_input_dead`` (the fallback's own lidar is gone: MINIMAL_RISK),
+        ``lidar_degraded`` (a lidar frame with under ``p.degraded_point_fraction`` of the nominal
+        points or over ``p.degraded_nan_share`` NaN points: the detector reads a cloud unlike
+        its training data, the fallback's clustering copes with a sparser one), ``camera_fault``
+        (the camera black, frozen or stale: the planner's camera tokens and its light state
+        read garbage; the fallback treats an unreadable light as UNKNOWN), reasons of every defect).
     """
     crit: dict[str, str] = {}
     reasons: list[str] = []
@@ -591,12 +601,19 @@ def sensor_health(health: Any, cloud: Any, perc: Any, p: Any) -> tuple[float, di
             crit["fallback_input_dead"] = (f"lidar point count {cloud.n_points} below "
                                            f"{p.min_point_fraction:.0%} of nominal {p.nominal_points}")
             bad(1.0, crit["fallback_input_dead"])
+        elif frac < p.degraded_point_fraction:
+            crit["lidar_degraded"] = (f"lidar point count {cloud.n_points} low ({frac:.0%} of nominal "
+                                      f"{p.nominal_points} < {p.degraded_point_fraction:.0%})")
+            bad(0.8, crit["lidar_degraded"])
         elif frac < 1.0 - 0.5 * (1.0 - p.min_point_fraction):
             bad(0.5, f"lidar point count {cloud.n_points} low ({frac:.0%} of nominal)")
         ns = cloud.nan_share if math.isfinite(cloud.nan_share) else 1.0
         if ns > p.max_nan_share:
             crit["fallback_input_dead"] = f"lidar NaN share {ns:.0%} > {p.max_nan_share:.0%}"
             bad(1.0, crit["fallback_input_dead"])
+        elif ns > p.degraded_nan_share:
+            crit.setdefault("lidar_degraded", f"lidar NaN share {ns:.1%} > {p.degraded_nan_share:.1%}")
+            bad(0.8, f"lidar NaN share {ns:.1%}")
         elif ns > 0.0:
             bad(min(ns / max(p.max_nan_share, 1e-6), 1.0) * 0.8, f"lidar NaN share {ns:.1%}")
     # Perception.
@@ -611,14 +628,19 @@ def sensor_health(health: Any, cloud: Any, perc: Any, p: Any) -> tuple[float, di
         pt = perc.processing_time_ms
         if not math.isfinite(pt) or pt > p.processing_budget_ms:
             bad(0.5, f"perception processing {pt:.0f} ms > budget {p.processing_budget_ms:.0f} ms")
-    # Camera (the light reader and the planner's image depend on it): enough to leave NOMINAL with
-    # the default weight (1 - 0.6 * 0.7 < tau_degraded), not to hand over to the fallback.
+    # Camera (the planner's camera tokens and light state, the light reader): the fallback drives
+    # (``camera_critical``; off: a health risk only, as before stop 36).
+    cam = []
     if not age_ok(health.camera_age_s, p.camera_timeout_s):
-        bad(0.7, f"camera stale ({health.camera_age_s:.2f} s)")
+        cam.append(f"camera stale ({health.camera_age_s:.2f} s)")
     if health.camera_frozen:
-        bad(0.7, "camera frozen")
+        cam.append("camera frozen")
     if health.camera_black:
-        bad(0.7, "camera black")
+        cam.append("camera black")
+    for r in cam:
+        bad(0.7, r)
+    if cam and p.camera_critical:
+        crit["camera_fault"] = "; ".join(cam)
     for e in health.node_errors:
         bad(0.7, f"node error: {e}")
     return v, crit, reasons

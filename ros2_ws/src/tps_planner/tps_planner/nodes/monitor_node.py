@@ -160,6 +160,9 @@ class _Pending:
     stamp_s: float
     candidate: PlannedTrajectory | None
     since: float                 # time.monotonic() when it started waiting
+    # what opened it: "candidate", "watchdog" (the planner silent too long), "perception" (agent
+    # tokens with a failure status: the planner has nothing to plan this stamp from)
+    cause: str = "candidate"
 
 
 def route_mask(route_xy: np.ndarray, width_m: float) -> MapMask:
@@ -200,6 +203,8 @@ class MonitorNode(Node):
         self.images = _Series()          # stamp -> (frozen, black)
         self.candidate_stamps = _Series()  # stamps of the candidates received (the planner's heartbeat)
         self._last_image_hash: str | None = None
+        self._same_images = 0                  # consecutive images identical to the one before, moving
+        self._last_image_stamp: float | None = None
         self.node_errors: list[tuple[float, str]] = []
         self.ignore_prefixes = tuple(x.strip() for x in c["health_ignore_prefixes"].split(",") if x.strip())
         self.mask: MapMask | None = None
@@ -343,14 +348,22 @@ class MonitorNode(Node):
         last = self.candidate_stamps.latest(stamp)
         since = last[0] if last is not None else self.first_lidar_s
         if stamp - since > self.cfg["planner_timeout_s"] + STAMP_EPSILON_S and not self._pending_at(stamp):
-            self._add_pending(_Pending(stamp, None, time.monotonic()))
+            self._add_pending(_Pending(stamp, None, time.monotonic(), "watchdog"))
         self._release()
 
     def _on_tokens(self, msg: AgentTokens) -> None:
         stamp = self._stamp(msg, "tokens")
-        if stamp is not None:
-            self.tokens.put(stamp, msg)
-            self._release()
+        if stamp is None:
+            return
+        self.tokens.put(stamp, msg)
+        # Perception failed on this frame (no input, invalid cloud, inference error): the planner
+        # gets no tokens to plan from, so no candidate will open this stamp's cycle -- open it now
+        # rather than after planner_timeout_s (the NaN-point fault: 5 cycles late on VAL 1000). Not
+        # before the planner has answered once (start-up is the warm-up's business).
+        if (int(getattr(msg, "status", AgentTokens.STATUS_OK)) not in io.USABLE_TOKEN_STATUS
+                and self.candidate_stamps.newest_s is not None and not self._pending_at(stamp)):
+            self._add_pending(_Pending(stamp, None, time.monotonic(), "perception"))
+        self._release()
 
     def _on_forecasts(self, msg: Forecasts) -> None:
         stamp = self._stamp(msg, "forecasts")
@@ -393,13 +406,19 @@ class MonitorNode(Node):
         except io.InputError as exc:
             self._error(exc.input, exc.why, stamp)
             self._last_image_hash = None
+            self._same_images = 0
             self.images.put(stamp, (False, True))   # an empty frame shows nothing: as good as black
             return
         # Identical bytes are a frozen camera only while the ego moves: a still scene renders the same.
         pose = self.poses.at(stamp, self.cfg["pose_tolerance_s"])
         moving = pose is not None and pose.speed_mps > self.cfg["camera_frozen_min_speed_mps"]
-        frozen = digest == self._last_image_hash and moving
+        # (a frame sent again with its own stamp -- the bridge repeats step 0 until the stack
+        # subscribes -- is no repeat)
+        if self._last_image_stamp is None or abs(stamp - self._last_image_stamp) > STAMP_EPSILON_S:
+            self._same_images = self._same_images + 1 if digest == self._last_image_hash and moving else 0
+        frozen = self._same_images >= self.cfg["camera_frozen_frames"]
         self._last_image_hash = digest
+        self._last_image_stamp = stamp
         self.images.put(stamp, (frozen, black))
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
@@ -485,7 +504,7 @@ class MonitorNode(Node):
         that arrived after a newer one ran (its stamp is history for the arbiter; the core's
         temporal signals and dwell timers must not go back in time)."""
         k = p.stamp_s
-        if p.candidate is None:
+        if p.candidate is None and p.cause == "watchdog":
             last = self.candidate_stamps.latest(k)
             if last is not None and k - last[0] <= self.cfg["planner_timeout_s"] + STAMP_EPSILON_S:
                 return
