@@ -920,9 +920,7 @@ class ConfidenceMonitor:
                 PERCEPTION_STATUS_OK, PERCEPTION_STATUS_FAULT_INJECTED):
             self._prev_perception = inputs.perception
         if self.state == STATE_NOMINAL:
-            # A health defect below every threshold still shows (it is a fact about the vehicle).
-            health = [why["sensor_health"]] if vals["sensor_health"] > 0.0 and "sensor_health" in why else []
-            reasons: tuple[str, ...] = tuple(dict.fromkeys(trans_reasons + health))
+            reasons: tuple[str, ...] = tuple(trans_reasons)
         else:
             reasons = tuple(dict.fromkeys(([warm_reason] if warm_reason else []) + crit_reasons + sig_reasons
                                           + trans_reasons))
