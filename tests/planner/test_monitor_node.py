@@ -246,6 +246,11 @@ def test_planner_report_and_node_errors_from_diagnostics():
     assert rep == io.PlannerReport(True, 1.0, TrafficLightState.RED, True) and problems == []
     assert io.node_errors(arr, "monitor") == ["fallback: planning: malformed point cloud"]
     assert io.node_errors(arr, "monitor", ("fallback",)) == []
+    # a processing-time overrun is an ERROR on a vehicle; not with processing_time_health off
+    arr.status.append(diag.status("planner: processing_time", diag.ERROR, "180.00 ms > error budget 100.0 ms"))
+    assert io.node_errors(arr, "monitor") == ["fallback: planning: malformed point cloud",
+                                              "planner: processing_time: 180.00 ms > error budget 100.0 ms"]
+    assert io.node_errors(arr, "monitor", processing_time=False) == ["fallback: planning: malformed point cloud"]
     bad = DiagnosticArray(status=[DiagnosticStatus(name="planner: rationale", values=[
         KeyValue(key="consistent", value="maybe"), KeyValue(key="consistency_score", value="nan")])])
     rep, problems = io.planner_report(bad, "planner")

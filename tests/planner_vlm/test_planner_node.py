@@ -797,3 +797,41 @@ def test_arbiter_takes_a_fresh_candidate_as_fresh_when_its_clock_lags(tmp_path_f
         assert h.proc.poll() is None
     finally:
         h.close()
+
+
+@pytest.mark.ros
+def test_arbiter_waits_longer_for_the_first_answers_of_planner_and_monitor(tmp_path_factory, context):
+    """startup_wait_s: before the planner's first candidate and the monitor's first status (models
+    loading, a first inference), the fallback of the first stamp waits that long, not
+    candidate_wait_s / monitor_wait_s. A CI run drove step 0 of one of two identical full-stack
+    episodes on the fallback (one more fallback step, two more mode transitions)."""
+    from rosgraph_msgs.msg import Clock
+    from tps_common.conversions import seconds_to_time
+    from tps_msgs.msg import MonitorStatus
+    from tps_planner.trajectory import SOURCE_FALLBACK, SOURCE_PLANNER
+
+    wait_s, startup_s = 0.5, 4.0
+    h = ArbiterHarness(tmp_path_factory, context, "arbiter_startup_wait", {
+        "monitor_required": True, "candidate_wait_s": wait_s, "monitor_wait_s": wait_s,
+        "startup_wait_s": startup_s, "blend_window_s": 0.0})
+    try:
+        node, out = h.node, h.out
+        settle_clock(node, h.pub_clock, 1.0)
+        h.pub_clock.publish(Clock(clock=seconds_to_time(1.0)))
+        h.pub_fb.publish(h.trajectory(1.0, SOURCE_FALLBACK))
+        spin_until(node, lambda: False, 3.0 * wait_s)
+        assert _stamp_key(1.0) not in out, "the first fallback did not wait for the planner's first candidate"
+        h.pub_cand.publish(h.trajectory(1.0, SOURCE_PLANNER))
+        h.pub_mon.publish(h.status(1.0, MonitorStatus.STATE_NOMINAL))
+        assert spin_until(node, lambda: _stamp_key(1.0) in out, FRAME_TIMEOUT_S)
+        assert out[_stamp_key(1.0)].source == SOURCE_PLANNER
+        # once both answered, a missing candidate is waited for candidate_wait_s only
+        h.pub_clock.publish(Clock(clock=seconds_to_time(1.1)))
+        sent = time.monotonic()
+        h.pub_fb.publish(h.trajectory(1.1, SOURCE_FALLBACK))
+        assert spin_until(node, lambda: _stamp_key(1.1) in out, FRAME_TIMEOUT_S)
+        waited = time.monotonic() - sent
+        assert 0.9 * wait_s <= waited < 0.5 * (wait_s + startup_s), f"waited {waited:.2f} s"
+        assert h.proc.poll() is None
+    finally:
+        h.close()

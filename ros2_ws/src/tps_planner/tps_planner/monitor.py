@@ -195,6 +195,12 @@ class MonitorParams:
     degraded_nan_share: float = 0.01        # ... or more NaN points than this share: lidar_degraded
     camera_critical: bool = True            # camera black, frozen or stale: camera_fault (false: a health risk only)
     processing_budget_ms: float = 150.0
+    # Processing times (wall clock) count toward sensor_health: perception's processing_time_ms
+    # above processing_budget_ms, and (the node) other nodes' ERROR '<node>: processing_time'
+    # statuses. false in the lockstep simulation, where the world waits for the stack: there wall
+    # time changes nothing the vehicle does, only the host's load, and the same episode twice gave
+    # different signal values.
+    processing_time_health: bool = True
     # --- geometry ---
     ego_length_m: float = 4.6
     ego_half_width_m: float = 0.95

@@ -24,6 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from sensor_msgs.msg import Image, PointCloud2
 from std_msgs.msg import Header
 from tps_common.conversions import seconds_to_time, time_to_seconds
+from tps_common.diagnostics import PROCESSING_TIME_ASPECT
 from tps_common.levels import ERROR
 from tps_common.stamp_sync import EgoPose
 from tps_msgs.msg import (
@@ -353,14 +354,18 @@ def planner_report(msg: DiagnosticArray, planner_name: str, previous: PlannerRep
     return (rep if found else None), problems
 
 
-def node_errors(msg: DiagnosticArray, own_name: str, ignore_prefixes: tuple[str, ...] = ()) -> list[str]:
+def node_errors(msg: DiagnosticArray, own_name: str, ignore_prefixes: tuple[str, ...] = (),
+                processing_time: bool = True) -> list[str]:
     """``"<status name>: <message>"`` of every ERROR status in ``msg`` from another node, except the
-    ones that only flag an injected fault (an evaluation flag, never raised on a vehicle) and names
-    starting with one of ``ignore_prefixes``."""
+    ones that only flag an injected fault (an evaluation flag, never raised on a vehicle), names
+    starting with one of ``ignore_prefixes`` and, without ``processing_time``, the
+    ``<node>: processing_time`` statuses (wall-clock overruns: ``processing_time_health``)."""
     out = []
     for st in msg.status:
         level = st.level[0] if isinstance(st.level, (bytes, bytearray)) else int(st.level)
         if level != ERROR or st.name.startswith(f"{own_name}:"):
+            continue
+        if not processing_time and st.name.endswith(f": {PROCESSING_TIME_ASPECT}"):
             continue
         if any(st.name.startswith(p) for p in ignore_prefixes if p):
             continue

@@ -626,7 +626,7 @@ def sensor_health(health: Any, cloud: Any, perc: Any, p: Any) -> tuple[float, di
             crit["perception_dead"] = f"perception status {names.get(int(perc.status), perc.status)}"
             bad(1.0, crit["perception_dead"])
         pt = perc.processing_time_ms
-        if not math.isfinite(pt) or pt > p.processing_budget_ms:
+        if p.processing_time_health and (not math.isfinite(pt) or pt > p.processing_budget_ms):
             bad(0.5, f"perception processing {pt:.0f} ms > budget {p.processing_budget_ms:.0f} ms")
     # Camera (the planner's camera tokens and light state, the light reader): the fallback drives
     # (``camera_critical``; off: a health risk only, as before stop 36).

@@ -431,7 +431,8 @@ class MonitorNode(Node):
         if rep is not None:
             self.reports.put(stamp, rep)
             self._release()
-        errors = io.node_errors(msg, self.get_name(), self.ignore_prefixes)
+        errors = io.node_errors(msg, self.get_name(), self.ignore_prefixes,
+                                processing_time=self.core_params.processing_time_health)
         if errors:
             self.node_errors += [(stamp, e) for e in errors]
             del self.node_errors[: -200]

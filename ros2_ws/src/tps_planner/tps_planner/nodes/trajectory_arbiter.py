@@ -13,7 +13,12 @@ the lockstep chain, so the candidate of frame k exists before the controller act
 wait that runs out marks the planner as not answering (no waiting, the watchdog decides) until
 its next candidate arrives. ``monitor_wait_s`` > 0 (the full stack, config/graph/sim_stack.yaml) does
 the same for the monitor: the fallback of stamp k also waits for the MonitorStatus of stamp k, so the
-state that selects the source for frame k is the one computed from frame k.
+state that selects the source for frame k is the one computed from frame k. Until the planner's
+first candidate (the monitor's first status) has arrived, the wait is ``startup_wait_s`` instead:
+the lockstep bridge holds step 0 up to 20 s wall while the model nodes load and answer it, and a
+shorter wait let step 0 go to the fallback on a slow host while the planner's first frame was on its
+way (one of two identical full-stack episodes in a CI run: one fallback step and two more mode
+transitions).
 """
 
 from __future__ import annotations
@@ -108,6 +113,12 @@ class TrajectoryArbiterNode(Node):
         return (self.cfg["monitor_wait_s"] > 0.0 and self._monitor_answering
                 and self._newest_monitor_s < stamp_s - STAMP_EPS_S)
 
+    def _wait_limit_s(self, key: str, newest_s: float) -> float:
+        """Wall time a fallback waits for that input: ``startup_wait_s`` before its first message
+        (loading, first inference), else ``key``'s wait."""
+        wait_s = self.cfg[key]
+        return max(wait_s, self.cfg["startup_wait_s"]) if newest_s == -math.inf else wait_s
+
     def _release_parked(self) -> None:
         """Select the parked fallbacks whose candidate and monitor status arrived or whose wait ran
         out (in order)."""
@@ -116,8 +127,10 @@ class TrajectoryArbiterNode(Node):
             stamp = time_to_seconds(msg.header.stamp)
             waited = time.monotonic() - since
             missing = [(key, wait_s) for key, wait_s, waits in (
-                ("candidate", self.cfg["candidate_wait_s"], self._waits_for_candidate(stamp)),
-                ("monitor", self.cfg["monitor_wait_s"], self._waits_for_monitor(stamp))) if waits]
+                ("candidate", self._wait_limit_s("candidate_wait_s", self._newest_candidate_s),
+                 self._waits_for_candidate(stamp)),
+                ("monitor", self._wait_limit_s("monitor_wait_s", self._newest_monitor_s),
+                 self._waits_for_monitor(stamp))) if waits]
             if missing:
                 if all(waited <= wait_s for _, wait_s in missing) and len(self._parked) == 1:
                     return
