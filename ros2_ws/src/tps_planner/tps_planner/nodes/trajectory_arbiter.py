@@ -14,7 +14,8 @@ wait that runs out marks the planner as not answering (no waiting, the watchdog 
 its next candidate arrives. ``monitor_wait_s`` > 0 (the full stack, config/graph/sim_stack.yaml) does
 the same for the monitor: the fallback of stamp k also waits for the MonitorStatus of stamp k, so the
 state that selects the source for frame k is the one computed from frame k. Until the planner's
-first candidate (the monitor's first status) has arrived, the wait is ``startup_wait_s`` instead:
+first candidate (the monitor's first status) has arrived, and while a publisher of it is matched,
+the wait is ``startup_wait_s`` instead:
 the lockstep bridge holds step 0 up to 20 s wall while the model nodes load and answer it, and a
 shorter wait let step 0 go to the fallback on a slow host while the planner's first frame was on its
 way (one of two identical full-stack episodes in a CI run: one fallback step and two more mode
@@ -61,11 +62,12 @@ class TrajectoryArbiterNode(Node):
         self.clock_s = -math.inf
         self.pub_traj = self.create_publisher(PlannedTrajectory, "~/output/trajectory", SELECTED_TRAJECTORY_QOS)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS)
-        self.create_subscription(PlannedTrajectory, "~/input/candidate_trajectory", self._on_candidate,
-                                 TRAJECTORY_QOS)
+        self.sub_candidate = self.create_subscription(PlannedTrajectory, "~/input/candidate_trajectory",
+                                                      self._on_candidate, TRAJECTORY_QOS)
         self.create_subscription(PlannedTrajectory, "~/input/fallback_trajectory", self._on_fallback,
                                  TRAJECTORY_QOS)
-        self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor, TRAJECTORY_QOS)
+        self.sub_monitor = self.create_subscription(MonitorStatus, "~/input/monitor_status", self._on_monitor,
+                                                    TRAJECTORY_QOS)
         if self.get_parameter("use_sim_time").value:
             self.create_subscription(Clock, "/clock", self._on_clock, CLOCK_QOS)
         self._parked: list[tuple[PlannedTrajectory, float]] = []   # fallbacks waiting for their candidate
@@ -113,11 +115,14 @@ class TrajectoryArbiterNode(Node):
         return (self.cfg["monitor_wait_s"] > 0.0 and self._monitor_answering
                 and self._newest_monitor_s < stamp_s - STAMP_EPS_S)
 
-    def _wait_limit_s(self, key: str, newest_s: float) -> float:
+    def _wait_limit_s(self, key: str, newest_s: float, sub) -> float:
         """Wall time a fallback waits for that input: ``startup_wait_s`` before its first message
-        (loading, first inference), else ``key``'s wait."""
+        while a publisher of it is matched (a node loading, a first inference), else ``key``'s wait
+        (also in a graph without that node, e.g. a replay of perception + fallback + arbiter)."""
         wait_s = self.cfg[key]
-        return max(wait_s, self.cfg["startup_wait_s"]) if newest_s == -math.inf else wait_s
+        if newest_s == -math.inf and sub.get_publisher_count() > 0:
+            return max(wait_s, self.cfg["startup_wait_s"])
+        return wait_s
 
     def _release_parked(self) -> None:
         """Select the parked fallbacks whose candidate and monitor status arrived or whose wait ran
@@ -127,9 +132,9 @@ class TrajectoryArbiterNode(Node):
             stamp = time_to_seconds(msg.header.stamp)
             waited = time.monotonic() - since
             missing = [(key, wait_s) for key, wait_s, waits in (
-                ("candidate", self._wait_limit_s("candidate_wait_s", self._newest_candidate_s),
+                ("candidate", self._wait_limit_s("candidate_wait_s", self._newest_candidate_s, self.sub_candidate),
                  self._waits_for_candidate(stamp)),
-                ("monitor", self._wait_limit_s("monitor_wait_s", self._newest_monitor_s),
+                ("monitor", self._wait_limit_s("monitor_wait_s", self._newest_monitor_s, self.sub_monitor),
                  self._waits_for_monitor(stamp))) if waits]
             if missing:
                 if all(waited <= wait_s for _, wait_s in missing) and len(self._parked) == 1:
