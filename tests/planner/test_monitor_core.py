@@ -329,7 +329,6 @@ def test_node_errors_degrade():
     assert any("node error" in r for r in res.reasons)
 
 
-
 def test_perception_processing_time_is_a_health_risk_unless_the_world_waits():
     """Perception over its processing budget is a health defect on a vehicle; with
     processing_time_health off (the lockstep simulation: wall time there is the host's load) it
@@ -338,8 +337,9 @@ def test_perception_processing_time_is_a_health_risk_unless_the_world_waits():
     health = {}
     for on in (True, False):
         res = ConfidenceMonitor(MonitorParams(processing_time_health=on)).update(_inputs(0.0, perc=perc))
-        health[on] = dict(zip(res.signal_names, res.signal_values, strict=True))["sensor_health"]
+        health[on] = _value(res, "sensor_health")
     assert health == {True: pytest.approx(0.5), False: 0.0}
+
 
 @pytest.mark.parametrize("n_points,nan_share,says", [(10000, 0.0, "lidar point count 10000 low (50% of nominal"),
                                                      (20000, 0.1, "lidar NaN share 10.0% > 1.0%")])
