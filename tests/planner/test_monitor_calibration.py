@@ -218,3 +218,17 @@ def test_a_calibration_combiner_replaces_the_product_and_a_bad_one_is_named(tmp_
     p.write_text(json.dumps({"thresholds": {}, "combiner": {**comb, "weights": {"nope": 1.0}}}))
     with pytest.raises(ValueError, match="unknown signal 'nope'"):
         load_calibration(p)
+
+
+def test_the_shipped_calibration_is_found_from_any_directory(tmp_path, monkeypatch):
+    """tps-eval run outside the repository: the default relative path still names the shipped file
+    (a TEST fault run from another directory had written miss_rate_target null)."""
+    from tps_eval.monitor_calib import DEFAULT_CALIBRATION, calibration_file
+    from tps_planner import monitor_calibration as MC
+
+    monkeypatch.chdir(tmp_path)
+    path = calibration_file(DEFAULT_CALIBRATION)
+    assert path.is_file(), path
+    assert MC.load_calibration(path)["target_miss_rate"] > 0.0
+    mine = tmp_path / "mine.json"
+    assert calibration_file(mine) == mine and calibration_file("mine.json").name == "mine.json"

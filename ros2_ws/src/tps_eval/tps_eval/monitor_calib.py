@@ -588,6 +588,16 @@ def run(args) -> int:
 DEFAULT_CALIBRATION = "models/monitor/calibration.json"
 
 
+def calibration_file(path: str | Path) -> Path:
+    """``path``, or a relative one that is not there under the repository root: the shipped
+    calibration also when ``tps-eval`` runs from another directory (it was then silently not
+    loaded, and the run's ``miss_rate_target`` was null)."""
+    from tps_eval.suite import repo_root
+
+    p = Path(path)
+    return repo_root() / p if not p.is_absolute() and not p.exists() else p
+
+
 def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str | Path = DEFAULT_CALIBRATION,
                         horizon_s: float = DEFAULT_HORIZON_S) -> dict | None:
     """The ``monitor`` block of a closed-loop run's JSON (issue 15's "for checking"): over the
@@ -607,13 +617,16 @@ def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str 
     Per configuration under ``by_configuration``; None when no monitored episode has a record."""
     from tps_planner import monitor_calibration as MC
 
+    calib_error = None
     try:
-        calib = MC.load_calibration(calibration_path)
-    except ValueError:
-        calib = None
+        calib = MC.load_calibration(calibration_file(calibration_path))
+    except ValueError as exc:
+        calib, calib_error = None, str(exc)
     tau = (calib or {}).get("thresholds", {}).get("tau_fallback")
     out: dict = {"miss_rate_target": (calib or {}).get("target_miss_rate"), "horizon_s": horizon_s,
                  "calibration": str(calibration_path), "by_configuration": {}}
+    if calib_error is not None:   # scored unrescored, without a target: said, not silent
+        out["calibration_error"] = calib_error
     for cfg in ("stack", "shadow"):
         try:
             records, episodes = collect([out_dir], horizon_s, (cfg,))
