@@ -38,7 +38,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tps_planner.vlm.layout import PLAN_PRIORS, SCENE_OF_SCENARIO, PlannerConfig, agent_features, ego_features
+from tps_planner.vlm.layout import (
+    PLAN_PRIORS,
+    SCENE_OF_SCENARIO,
+    PlannerConfig,
+    agent_features,
+    ego_accel_input,
+    ego_features,
+)
 from tps_planner.vlm.model import InstructionTokenizer, VLMPlanner, load_planner, planner_loss  # noqa: F401 (load_planner: re-exported)
 from tps_sim.splits import TARGETED
 from tqdm import tqdm
@@ -121,7 +128,8 @@ class PlannerSamples:
         cfg = self.cfg
         n, a = len(d["t_s"]), cfg.max_agents
         target = float(meta["instruction"].get("target_speed_mps", -1.0))
-        ego = np.stack([ego_features(float(d["ego_speed"][i]), float(d["ego_accel"][i]), float(d["ego_yaw_rate"][i]),
+        ego = np.stack([ego_features(float(d["ego_speed"][i]), ego_accel_input(cfg, d["ego_accel"][i]),
+                                     float(d["ego_yaw_rate"][i]),
                                      d["route"], d["ego_pose"][i],
                                      None if not np.isfinite(d["stop_line_m"][i]) else float(d["stop_line_m"][i]),
                                      target, cfg.route_points, cfg.route_spacing_m) for i in range(n)])
@@ -273,12 +281,15 @@ def train(args: argparse.Namespace) -> dict:
         if getattr(args, "plan_prior", None) and args.plan_prior != cfg.plan_prior:
             # the head's residuals were learned on the old base: fine-tuning re-learns them
             cfg = dataclasses.replace(cfg, plan_prior=args.plan_prior)
+        if getattr(args, "no_ego_accel", False):
+            cfg = dataclasses.replace(cfg, ego_accel_input=False)
         init = {k: v for k, v in init_model.state_dict().items() if k in init_ckpt["state_dict"]}
         del init_model
     else:
         cfg = PlannerConfig(trunk=args.trunk, lora_rank=(0 if args.trunk == "scratch" else args.lora_rank),
                             use_camera=not args.no_camera, max_agents=args.max_agents,
-                            plan_prior=getattr(args, "plan_prior", None) or PlannerConfig.plan_prior)
+                            plan_prior=getattr(args, "plan_prior", None) or PlannerConfig.plan_prior,
+                            ego_accel_input=not getattr(args, "no_ego_accel", False))
     tok = InstructionTokenizer(cfg.max_text_tokens)
     train_paths = shard_paths(args.data, "train", args.scenarios)
     for extra in getattr(args, "extra_data", None) or []:
@@ -420,6 +431,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--plan-prior", choices=PLAN_PRIORS, default=None,
                     help="the plan head's residual base: straight ahead or along the route "
                          "(default: the --init checkpoint's, else straight)")
+    ap.add_argument("--no-ego-accel", action="store_true",
+                    help="feed 0 in the ego token's acceleration slot, in training and (saved in the config) "
+                         "onboard: the measured acceleration lets the planner continue its own braking "
+                         "closed loop (layout.ego_accel_input)")
     ap.add_argument("--recovery-copies", type=int, default=0,
                     help="add this many displaced copies of every TRAIN sample, labelled with a plan back "
                          "to the expert's path (training.recovery; issue 14's recovery data)")

@@ -136,3 +136,23 @@ def test_a_slower_ego_is_labelled_with_a_catch_up_to_the_experts_speed(tmp_path)
     np.testing.assert_array_equal(plain["recovery_speed_factor"], 1.0)
     with pytest.raises(ValueError, match="speed_min_factor"):
         RecoveryConfig(speed_prob=0.5, speed_min_factor=0.9, speed_max_factor=0.5)
+
+
+def test_the_trainer_feeds_the_acceleration_slot_as_the_config_says(tmp_path):
+    """The trainer and the onboard inputs agree (layout.ego_accel_input): with ego_accel_input False
+    every sample's acceleration slot is 0, recovery copies included; the other slots are unchanged."""
+    tok = InstructionTokenizer(8)
+    path = write_fake_shard(tmp_path, "train", "highway", 0, n=3)
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    accel = np.array([-4.0, -1.5, 0.8])
+    d["ego_accel"] = accel.astype(np.float32)
+    np.savez_compressed(path, **d)
+    measured = planner.PlannerSamples([path], PlannerConfig(max_agents=4, camera_size=(80, 45)), tok,
+                                      recovery_copies=1, seed=1)
+    zeroed = planner.PlannerSamples([path], PlannerConfig(max_agents=4, camera_size=(80, 45), ego_accel_input=False),
+                                    tok, recovery_copies=1, seed=1)
+    np.testing.assert_allclose(measured.data["ego"][:3, 1].numpy(), accel / 3.0, rtol=1e-6)
+    assert (zeroed.data["ego"][:, 1] == 0).all()
+    np.testing.assert_array_equal(np.delete(measured.data["ego"].numpy(), 1, axis=1),
+                                  np.delete(zeroed.data["ego"].numpy(), 1, axis=1))

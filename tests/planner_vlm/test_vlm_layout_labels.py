@@ -41,6 +41,25 @@ def test_ego_features_size_flags_and_bad_input():
         layout.ego_features(float("nan"), 0.0, 0.0, route, np.zeros(3), None, -1.0)
 
 
+def test_acceleration_slot_follows_the_config_everywhere_the_inputs_are_built():
+    """ego_accel_input False: the acceleration the ego token carries is 0 in frame_inputs (node, open
+    loop, export) and in the trainer's conversion, whatever the odometry says; a config saved before
+    the field existed reads the measured acceleration (the checkpoints trained with it)."""
+    from tps_planner.vlm.inputs import frame_inputs
+
+    route = np.array([[0.0, 0.0], [200.0, 0.0]])
+    kw = dict(speed_mps=20.0, accel_mps2=-4.5, yaw_rate_rps=0.0, route_xy=route, pose=np.zeros(3),
+              stop_line_m=None, target_speed_mps=25.0, tok_code=np.zeros(0, int), tok_geom=np.zeros((0, 7)),
+              tok_qerr=np.zeros(0))
+    measured = frame_inputs(PlannerConfig(), **kw)["ego"]
+    zeroed = frame_inputs(PlannerConfig(ego_accel_input=False), **kw)["ego"]
+    assert measured[1] == pytest.approx(-4.5 / 3.0) and zeroed[1] == 0.0
+    np.testing.assert_array_equal(np.delete(measured, 1), np.delete(zeroed, 1))   # nothing else changes
+    old = {k: v for k, v in PlannerConfig().to_dict().items() if k != "ego_accel_input"}
+    assert PlannerConfig.from_dict(old).ego_accel_input is True
+    assert layout.ego_accel_input(PlannerConfig(ego_accel_input=False), -4.5) == 0.0
+
+
 def test_agent_features_and_selection():
     geom = np.array([[30.0, 0.0, 0.0, 4.5, 1.8, 10.0, 0.0], [5.0, 2.0, 1.0, 4.5, 1.8, 0.0, 0.0]], np.float32)
     f = layout.agent_features(geom, np.array([0.1, 0.2]))

@@ -18,7 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from tps_planner.vlm.layout import AGENT_DIM, PlannerConfig, agent_features, ego_features, select_agents
+from tps_planner.vlm.layout import (
+    AGENT_DIM,
+    PlannerConfig,
+    agent_features,
+    ego_accel_input,
+    ego_features,
+    select_agents,
+)
 
 MODEL_KEYS = ("camera", "camera_valid", "ego", "agent_codes", "agent_feats", "agent_mask")
 
@@ -50,7 +57,7 @@ def frame_inputs(cfg: PlannerConfig, *, speed_mps: float, accel_mps2: float, yaw
     if len(code) and (code.min() < 0 or code.max() >= cfg.codebook_size):
         raise ValueError(f"agent token code out of range 0..{cfg.codebook_size - 1}: {int(code.min())}..{int(code.max())}")
     ids = np.arange(len(code)) if tok_id is None else np.asarray(tok_id).reshape(-1)
-    ego = ego_features(float(speed_mps), float(accel_mps2), float(yaw_rate_rps), np.asarray(route_xy, np.float64),
+    ego = ego_features(float(speed_mps), ego_accel_input(cfg, accel_mps2), float(yaw_rate_rps), np.asarray(route_xy, np.float64),
                        np.asarray(pose, np.float64), stop_line_m, float(target_speed_mps),
                        cfg.route_points, cfg.route_spacing_m)
     sel = select_agents(geom, a) if len(geom) else np.zeros(0, np.int64)

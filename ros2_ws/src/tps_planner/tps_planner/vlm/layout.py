@@ -98,6 +98,11 @@ class PlannerConfig:
     plan_dt_s: float = 0.5
     plan_prior: str = "straight"        # the plan head's residual base (:data:`PLAN_PRIORS`)
     attention_dropout: float = 0.0      # trunk attention-probability dropout (checkpoint: 0.1)
+    # False: the ego token's acceleration slot is fed 0 (frame_inputs, the trainer), whatever the
+    # odometry says. Closed loop, the measured acceleration is the planner's own last braking fed
+    # back: a planner that learnt to continue the current acceleration (a copycat of the expert's
+    # smooth profiles) then brakes itself to a stop on an open road (:func:`ego_accel_input`).
+    ego_accel_input: bool = True
 
     def __post_init__(self):
         if self.plan_prior not in PLAN_PRIORS:
@@ -131,6 +136,19 @@ def intent_to_msg(intent: int) -> int:
 
 
 # --- ego -----------------------------------------------------------------------------------------
+def ego_accel_input(cfg: PlannerConfig, accel_mps2: float) -> float:
+    """The acceleration the ego token carries: the measured one, or 0 where ``cfg.ego_accel_input``
+    is False.
+
+    Why it can be off: in the imitation data the expert's acceleration at a frame predicts its next
+    seconds well (its profiles are smooth), so the planner learns to continue it. Driving itself,
+    the acceleration it reads is the result of its own previous plan, and a small deceleration
+    grows into a full stop (measured on VAL highway episodes: the candidate braked from 22 to 0 m/s
+    within 5 s with nothing ahead; fed 0, the same weights held 19-23 m/s).
+    """
+    return float(accel_mps2) if cfg.ego_accel_input else 0.0
+
+
 def ego_dim(route_points: int) -> int:
     return EGO_ROUTE_COL + 2 * int(route_points) + 4
 
