@@ -61,16 +61,19 @@ class PlannerSamples:
 
     def __init__(self, paths: list[Path], cfg: PlannerConfig, tokenizer: InstructionTokenizer,
                  allowed_splits: tuple = ("train", "val"), recovery_copies: int = 0,
-                 recovery: RecoveryConfig | None = None, seed: int = 0):
+                 recovery: RecoveryConfig | None = None, seed: int = 0, mask_unobserved_braking: bool = False):
         """``recovery_copies`` > 0 adds that many displaced copies of every sample with recovery
-        labels (:mod:`training.recovery`; drawn with ``seed``); ``recovered`` marks them."""
+        labels (:mod:`training.recovery`; drawn with ``seed``); ``recovered`` marks them.
+        ``mask_unobserved_braking`` leaves the plan of the frames :func:`unobserved_braking` picks
+        out of the loss (``plan_valid`` False; forecasts, intents and the rest still count);
+        ``unobserved`` marks them."""
         from tps_sim.splits import split_of
 
         if recovery_copies < 0:
             raise ValueError(f"recovery_copies must be >= 0, got {recovery_copies}")
         recovery = recovery or RecoveryConfig()
         rng = np.random.default_rng(seed)
-        recovered, offsets, manoeuvre = [], [], []
+        recovered, offsets, manoeuvre, unobserved = [], [], [], []
 
         self.cfg = cfg
         cols: dict[str, list] = {}
@@ -90,10 +93,14 @@ class PlannerSamples:
             # made ([t, from lane, to lane]; the same lane twice when the road had none)
             lc = meta.get("lane_change")
             is_manoeuvre = lc is not None and len(lc) == 3 and lc[1] != lc[2]
+            hidden = unobserved_braking(d) if mask_unobserved_braking else np.zeros(len(d["t_s"]), bool)
             for copy in range(1 + recovery_copies):
                 src = d if copy == 0 else displace_shard(d, rng, recovery, cfg.plan_dt_s)
-                for k, v in self._convert(src, meta).items():
+                conv = self._convert(src, meta)
+                conv["plan_valid"] = conv["plan_valid"] & ~hidden[:, None]
+                for k, v in conv.items():
                     cols.setdefault(k, []).append(v)
+                unobserved += hidden.tolist()
                 texts += [meta["instruction"]["text"]] * len(d["t_s"])
                 seeds += [int(meta["seed"])] * len(d["t_s"])
                 recovered += [copy > 0] * len(d["t_s"])
@@ -108,6 +115,7 @@ class PlannerSamples:
         self.recovered = np.asarray(recovered, bool)     # a displaced copy (training.recovery)
         self.offsets = np.concatenate(offsets)           # its (dy [m], dpsi [rad]); 0 for the originals
         self.manoeuvre = np.asarray(manoeuvre, bool)     # from an episode with an instructed lane change
+        self.unobserved = np.asarray(unobserved, bool)   # its plan left out: braking for nothing in view
 
     def subset(self, idx) -> PlannerSamples:
         """The samples ``idx`` (indices or a boolean mask) as a set of their own."""
@@ -119,6 +127,7 @@ class PlannerSamples:
         out.texts = [self.texts[i] for i in idx]
         out.seeds, out.recovered, out.offsets = self.seeds[idx], self.recovered[idx], self.offsets[idx]
         out.manoeuvre = self.manoeuvre[idx]
+        out.unobserved = self.unobserved[idx]
         return out
 
     def __len__(self) -> int:
@@ -232,6 +241,66 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def unobserved_braking(d: dict, drop_mps: float = 3.0, corridor_half_m: float = 4.0,
+                       ahead_m: float = 60.0, stop_line_m: float = 80.0, crossing_m: float = 40.0,
+                       crossing_mps: float = 1.0) -> np.ndarray:
+    """(N,) bool: the frames of a shard whose expert plan brakes for nothing the planner can see.
+
+    Braking: the plan's speed around +2.75 s (points 4-5, 0.5 s apart) is more than ``drop_mps``
+    below the ego's. For nothing seen: no agent token in the corridor ahead (0 < x < ``ahead_m``,
+    |y| < ``corridor_half_m``, which takes in the neighbouring lanes, so a car about to cut in
+    counts), none within ``crossing_m`` moving towards the ego's path at more than
+    ``crossing_mps`` sideways (a pedestrian or a car crossing ahead), and no signalised stop line
+    within ``stop_line_m``.
+
+    Why: the SUMO expert brakes for the vehicle it follows whatever the distance, while the
+    detector sees +-51.2 m. On the TRAIN shards of cut_in / hard_brake / stalled about half the
+    expert's braking frames have no token in the lane ahead while the ground truth has the vehicle
+    there (median 52-54 m; closing note of 2026-12-05). Imitating them teaches the planner to brake
+    on a clear road, which closed loop is what it does.
+    """
+    plan, pv = d["plan"], d["plan_valid"]
+    n = len(d["t_s"])
+    if plan.shape[1] < 6:
+        return np.zeros(n, bool)
+    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / 0.5
+    brake = pv[:, 4] & pv[:, 5] & (v3 < d["ego_speed"] - drop_mps)
+    g, m = d["tok_geom"], d["tok_mask"]
+    seen = (m & (g[..., 0] > 0.0) & (g[..., 0] < ahead_m) & (np.abs(g[..., 1]) < corridor_half_m)).any(1)
+    x, y, vy = g[..., 0], g[..., 1], g[..., 6]
+    crossing = m & (x > -5.0) & (np.hypot(x, y) < crossing_m) & (np.abs(vy) > crossing_mps) & (y * vy < 0.0)
+    seen |= crossing.any(1)
+    sl = d["stop_line_m"]
+    stop = np.isfinite(sl) & (sl < stop_line_m)
+    return brake & ~seen & ~stop
+
+
+EGO_ACCEL_COL = 1  # the ego token's acceleration slot (layout.ego_features: accel / 3)
+
+
+def swap_ego_accel(ego: torch.Tensor, pool: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
+    """``ego`` (B, D) with the acceleration slot of a ``share`` of its rows replaced by values drawn
+    from ``pool`` (the training set's acceleration slots); the labels stay the expert's.
+
+    Why: the expert's acceleration predicts its next seconds, so an imitation planner learns to
+    continue whatever acceleration it reads, and closed loop it reads its own (the copycat loop,
+    layout.ego_accel_input). Seen beside a plan it does not predict, the acceleration stays a cue
+    only where the scene agrees with it (a braking lead), not where the road is open. Unlike
+    feeding 0 (``--no-ego-accel``), the planner keeps the cue. The draw is the pool's distribution,
+    so no row is out of range. Returns a new tensor; ``share`` 0 returns ``ego`` itself.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"ego accel noise share must be in [0, 1], got {share}")
+    if share == 0.0 or len(pool) == 0:
+        return ego
+    hit = torch.from_numpy(rng.random(ego.shape[0]) < share)
+    if not bool(hit.any()):
+        return ego
+    out = ego.clone()
+    out[hit, EGO_ACCEL_COL] = pool[torch.from_numpy(rng.integers(0, len(pool), int(hit.sum())))].to(ego.dtype)
+    return out
+
+
 def lr_at(base: float, step_share: float, time_share: float) -> float:
     s = min(1.0, max(step_share, time_share))
     if s < WARMUP:
@@ -290,6 +359,9 @@ def train(args: argparse.Namespace) -> dict:
                             use_camera=not args.no_camera, max_agents=args.max_agents,
                             plan_prior=getattr(args, "plan_prior", None) or PlannerConfig.plan_prior,
                             ego_accel_input=not getattr(args, "no_ego_accel", False))
+    accel_noise = float(getattr(args, "ego_accel_noise", 0.0))
+    if accel_noise and not cfg.ego_accel_input:
+        raise ValueError("--ego-accel-noise needs the acceleration input (not --no-ego-accel)")
     tok = InstructionTokenizer(cfg.max_text_tokens)
     train_paths = shard_paths(args.data, "train", args.scenarios)
     for extra in getattr(args, "extra_data", None) or []:
@@ -308,7 +380,8 @@ def train(args: argparse.Namespace) -> dict:
                               speed_prob=getattr(args, "recovery_speed_prob", 0.0),
                               speed_min_factor=getattr(args, "recovery_speed_min", RecoveryConfig.speed_min_factor))
     train_set = PlannerSamples(train_paths, cfg, tok, ("train",), recovery_copies=args.recovery_copies,
-                               recovery=recovery, seed=args.seed)
+                               recovery=recovery, seed=args.seed,
+                               mask_unobserved_braking=getattr(args, "mask_unobserved_braking", False))
     val_paths = shard_paths(args.data, "val", args.scenarios)
     val_set = PlannerSamples(val_paths, cfg, tok, ("val",)) if val_paths else None
     model = VLMPlanner(cfg, seed=args.seed)
@@ -321,6 +394,8 @@ def train(args: argparse.Namespace) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     pool = epoch_pool(train_set, getattr(args, "targeted_weight", 1), getattr(args, "manoeuvre_weight", 1))
+    accel_pool = train_set.data["ego"][:, EGO_ACCEL_COL].clone()
+    accel_rng = np.random.default_rng(args.seed + 7919)  # its own stream: the batch order stays a run's without it
     steps_per_epoch = max(1, len(pool) // args.batch)
     total_steps = args.max_steps or steps_per_epoch * args.epochs
     budget_s = args.time_budget_min * 60.0
@@ -346,6 +421,7 @@ def train(args: argparse.Namespace) -> dict:
             t0 = time.perf_counter()
             b = train_set.batch(order[k * args.batch:(k + 1) * args.batch] if len(order) >= args.batch
                                 else rng.choice(len(train_set), args.batch))
+            b["ego"] = swap_ego_accel(b["ego"], accel_pool, accel_noise, accel_rng)
             out = model(b)
             loss, parts = planner_loss(out, b)
             opt.zero_grad(set_to_none=True)
@@ -386,6 +462,9 @@ def train(args: argparse.Namespace) -> dict:
         "recovery_copies": args.recovery_copies,
         "recovery": ({k: float(v) for k, v in recovery.__dict__.items()} if args.recovery_copies else None),
         "recovered_samples": int(train_set.recovered.sum()),
+        "ego_accel_noise": accel_noise,
+        "mask_unobserved_braking": bool(getattr(args, "mask_unobserved_braking", False)),
+        "unobserved_braking_samples": int(train_set.unobserved.sum()),
     }
     torch.save({"config": cfg.to_dict(), "state_dict": trainable_state(model), "summary": summary},
                run_dir / "planner.pt")
@@ -435,6 +514,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="feed 0 in the ego token's acceleration slot, in training and (saved in the config) "
                          "onboard: the measured acceleration lets the planner continue its own braking "
                          "closed loop (layout.ego_accel_input)")
+    ap.add_argument("--ego-accel-noise", type=float, default=0.0, metavar="SHARE",
+                    help="replace the ego token's acceleration of this share of training samples (drawn afresh "
+                         "each step) with one drawn from the training set, labels unchanged: the planner learns "
+                         "to brake from the scene, not by continuing its own deceleration (swap_ego_accel)")
+    ap.add_argument("--mask-unobserved-braking", action="store_true",
+                    help="leave out of the plan loss the TRAIN frames where the expert brakes for nothing the "
+                         "planner sees (no token in the corridor ahead, no stop line; unobserved_braking): "
+                         "the SUMO expert brakes for vehicles beyond the detector's range")
     ap.add_argument("--recovery-copies", type=int, default=0,
                     help="add this many displaced copies of every TRAIN sample, labelled with a plan back "
                          "to the expert's path (training.recovery; issue 14's recovery data)")

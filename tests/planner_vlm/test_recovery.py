@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from tps_planner.vlm.layout import PlannerConfig, ego_features, route_frame
 from tps_planner.vlm.model import InstructionTokenizer
 from vlm_helpers import write_fake_shard
@@ -156,3 +157,80 @@ def test_the_trainer_feeds_the_acceleration_slot_as_the_config_says(tmp_path):
     assert (zeroed.data["ego"][:, 1] == 0).all()
     np.testing.assert_array_equal(np.delete(measured.data["ego"].numpy(), 1, axis=1),
                                   np.delete(zeroed.data["ego"].numpy(), 1, axis=1))
+
+
+def test_accel_noise_replaces_only_the_acceleration_slot_of_about_the_share_asked_from_the_pool():
+    """--ego-accel-noise (planner.swap_ego_accel): only column 1 changes, in about ``share`` of the
+    rows, to values of the pool; share 0 leaves the batch as it is; a share outside [0, 1] is refused."""
+    rng = np.random.default_rng(0)
+    ego = torch.arange(4000 * 5, dtype=torch.float32).reshape(4000, 5)
+    pool = torch.tensor([-2.0, -1.0, 0.5])
+    out = planner.swap_ego_accel(ego, pool, 0.3, rng)
+    changed = (out != ego).any(1)
+    assert 0.27 < float(changed.float().mean()) < 0.33
+    assert torch.equal(torch.cat([out[:, :1], out[:, 2:]], 1), torch.cat([ego[:, :1], ego[:, 2:]], 1))
+    assert set(out[changed, 1].tolist()) <= set(pool.tolist())
+    assert torch.equal(ego[:, 1], torch.arange(4000, dtype=torch.float32) * 5 + 1)  # the input is not modified
+    assert planner.swap_ego_accel(ego, pool, 0.0, rng) is ego
+    with pytest.raises(ValueError, match="share"):
+        planner.swap_ego_accel(ego, pool, 1.5, rng)
+
+
+def test_accel_noise_is_refused_without_the_acceleration_input(tmp_path):
+    """--ego-accel-noise with --no-ego-accel would train on noise the planner never reads onboard."""
+    write_fake_shard(tmp_path, "train", "highway", 0, n=3)
+    args = planner.build_parser().parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "runs"),
+                                              "--no-ego-accel", "--ego-accel-noise", "0.5", "--max-steps", "1"])
+    with pytest.raises(ValueError, match="ego-accel-noise"):
+        planner.train(args)
+
+
+def _braking_frames(n=5):
+    """Frames of an ego at 20 m/s whose expert plan slows to 8 m/s (the points 0.5 s apart), with
+    no agent, no stop line."""
+    a = 8
+    steps = np.linspace(10.0, 4.0, 8) * 0.5      # 20 m/s -> 8 m/s over the plan
+    plan = np.tile(np.column_stack([np.cumsum(steps), np.zeros(8)])[None], (n, 1, 1)).astype(np.float32)
+    return {"t_s": np.arange(n) * 0.5, "plan": plan, "plan_valid": np.ones((n, 8), bool),
+            "ego_speed": np.full(n, 20.0, np.float32), "tok_geom": np.zeros((n, a, 7), np.float32),
+            "tok_mask": np.zeros((n, a), bool), "stop_line_m": np.full(n, np.nan, np.float32)}
+
+
+def test_unobserved_braking_is_braking_with_nothing_in_view_that_explains_it():
+    """training.planner.unobserved_braking: an expert that brakes with an empty corridor is picked
+    out; a token in the lane ahead, a car in the next lane, a pedestrian walking towards the path,
+    or a stop line each explain the braking; an expert that holds its speed is never picked."""
+    d = _braking_frames()
+    d["tok_mask"][1:, 0] = True
+    d["tok_geom"][1, 0, :2] = (45.0, 0.3)                 # stopped car in the lane, 45 m ahead
+    d["tok_geom"][2, 0, :2] = (20.0, 3.5)                 # a car in the next lane (could cut in)
+    d["tok_geom"][3, 0, [0, 1, 6]] = (15.0, -9.0, 1.4)    # a pedestrian 9 m right, walking left
+    d["tok_geom"][4, 0, [0, 1, 6]] = (15.0, -9.0, -1.4)   # ... walking away from the path
+    np.testing.assert_array_equal(planner.unobserved_braking(d), [True, False, False, False, True])
+    d["stop_line_m"][0] = 30.0
+    assert not planner.unobserved_braking(d)[0]
+    d["tok_geom"][1, 0, :2] = (75.0, 0.3)                 # beyond the corridor's 60 m: not seen
+    assert planner.unobserved_braking(d)[1]
+    cruise = _braking_frames()
+    cruise["plan"] = np.tile(np.column_stack([np.arange(1, 9) * 10.0, np.zeros(8)])[None], (5, 1, 1)).astype(np.float32)
+    assert not planner.unobserved_braking(cruise).any()
+
+
+def test_masked_unobserved_braking_leaves_only_those_plans_out_of_the_loss(tmp_path):
+    """PlannerSamples(mask_unobserved_braking=True): the picked frames' plan_valid is False in the
+    original and in its recovery copy; every other target and frame is as without the option."""
+    tok = InstructionTokenizer(8)
+    path = write_fake_shard(tmp_path, "train", "highway", 0, n=3, n_tokens=0)
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files}
+    d.update({k: v[:3] for k, v in _braking_frames(3).items() if k not in ("tok_geom", "tok_mask", "t_s")})
+    d["plan"][1] = np.column_stack([np.arange(1, 9) * 10.0, np.zeros(8)])  # frame 1 keeps 20 m/s
+    np.savez_compressed(path, **d)
+    cfg = PlannerConfig(max_agents=4, camera_size=(80, 45))
+    plain = planner.PlannerSamples([path], cfg, tok, recovery_copies=1, seed=1)
+    masked = planner.PlannerSamples([path], cfg, tok, recovery_copies=1, seed=1, mask_unobserved_braking=True)
+    np.testing.assert_array_equal(masked.unobserved, [True, False, True] * 2)
+    assert plain.data["plan_valid"].all()
+    np.testing.assert_array_equal(masked.data["plan_valid"].any(1).numpy(), ~masked.unobserved)
+    for k in ("plan_target", "ego", "fut_valid", "intent"):
+        assert torch.equal(plain.data[k], masked.data[k]), k
