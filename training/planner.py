@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tps_planner.vlm.layout import (
+    EGO_ACCEL_COL,
     PLAN_PRIORS,
     SCENE_OF_SCENARIO,
     PlannerConfig,
@@ -93,7 +94,7 @@ class PlannerSamples:
             # made ([t, from lane, to lane]; the same lane twice when the road had none)
             lc = meta.get("lane_change")
             is_manoeuvre = lc is not None and len(lc) == 3 and lc[1] != lc[2]
-            hidden = unobserved_braking(d) if mask_unobserved_braking else np.zeros(len(d["t_s"]), bool)
+            hidden = unobserved_braking(d, cfg.plan_dt_s) if mask_unobserved_braking else np.zeros(len(d["t_s"]), bool)
             for copy in range(1 + recovery_copies):
                 src = d if copy == 0 else displace_shard(d, rng, recovery, cfg.plan_dt_s)
                 conv = self._convert(src, meta)
@@ -241,15 +242,15 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def unobserved_braking(d: dict, drop_mps: float = 3.0, corridor_half_m: float = 4.0,
-                       ahead_m: float = 60.0, stop_line_m: float = 80.0, crossing_m: float = 40.0,
-                       crossing_mps: float = 1.0) -> np.ndarray:
+def unobserved_braking(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop_mps: float = 3.0,
+                       corridor_half_m: float = 4.0, ahead_m: float = 60.0, stop_line_m: float = 80.0,
+                       crossing_m: float = 40.0, crossing_mps: float = 1.0) -> np.ndarray:
     """(N,) bool: the frames of a shard whose expert plan brakes for nothing the planner can see.
 
-    Braking: the plan's speed around +2.75 s (points 4-5, 0.5 s apart) is more than ``drop_mps``
-    below the ego's. For nothing seen: no agent token in the corridor ahead (0 < x < ``ahead_m``,
-    |y| < ``corridor_half_m``, which takes in the neighbouring lanes, so a car about to cut in
-    counts), none within ``crossing_m`` moving towards the ego's path at more than
+    Braking: the plan's speed between its points 4 and 5 (``plan_dt_s`` apart: +2.5..3.0 s) is
+    more than ``drop_mps`` below the ego's. For nothing seen: no agent token in the corridor ahead
+    (0 < x < ``ahead_m``, |y| < ``corridor_half_m``, which takes in the neighbouring lanes, so a car
+    about to cut in counts), none within ``crossing_m`` moving towards the ego's path at more than
     ``crossing_mps`` sideways (a pedestrian or a car crossing ahead), and no signalised stop line
     within ``stop_line_m``.
 
@@ -263,7 +264,7 @@ def unobserved_braking(d: dict, drop_mps: float = 3.0, corridor_half_m: float = 
     n = len(d["t_s"])
     if plan.shape[1] < 6:
         return np.zeros(n, bool)
-    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / 0.5
+    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / plan_dt_s
     brake = pv[:, 4] & pv[:, 5] & (v3 < d["ego_speed"] - drop_mps)
     g, m = d["tok_geom"], d["tok_mask"]
     seen = (m & (g[..., 0] > 0.0) & (g[..., 0] < ahead_m) & (np.abs(g[..., 1]) < corridor_half_m)).any(1)
@@ -273,9 +274,6 @@ def unobserved_braking(d: dict, drop_mps: float = 3.0, corridor_half_m: float = 
     sl = d["stop_line_m"]
     stop = np.isfinite(sl) & (sl < stop_line_m)
     return brake & ~seen & ~stop
-
-
-EGO_ACCEL_COL = 1  # the ego token's acceleration slot (layout.ego_features: accel / 3)
 
 
 def swap_ego_accel(ego: torch.Tensor, pool: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
@@ -516,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "closed loop (layout.ego_accel_input)")
     ap.add_argument("--ego-accel-noise", type=float, default=0.0, metavar="SHARE",
                     help="replace the ego token's acceleration of this share of training samples (drawn afresh "
-                         "each step) with one drawn from the training set, labels unchanged: the planner learns "
-                         "to brake from the scene, not by continuing its own deceleration (swap_ego_accel)")
+                         "each step) with one drawn from the training set, labels unchanged, so that the planner "
+                         "relies less on continuing its own deceleration (swap_ego_accel; at 0.5 it still braked "
+                         "to a stop on VAL highway episodes with nothing ahead, 4 of 4)")
     ap.add_argument("--mask-unobserved-braking", action="store_true",
                     help="leave out of the plan loss the TRAIN frames where the expert brakes for nothing the "
                          "planner sees (no token in the corridor ahead, no stop line; unobserved_braking): "

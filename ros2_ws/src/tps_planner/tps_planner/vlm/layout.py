@@ -61,6 +61,7 @@ POS_SCALE_M = 50.0
 VEL_SCALE_MPS = 20.0
 EGO_SPEED_SCALE_MPS = 10.0   # ego_features[0] = speed / this
 EGO_LATERAL_SCALE_M = 3.0    # ego_features[3] = route-relative lateral offset / this, clipped to +-3
+EGO_ACCEL_COL = 1            # ego_features[1] = acceleration / 3 (ego_accel_input)
 EGO_ROUTE_COL = 7            # ego_features[7:7 + 2 * route_points] = the route points ahead / POS_SCALE_M
 STOP_LINE_RANGE_M = 80.0   # a stop line farther along than this is "none"
 
