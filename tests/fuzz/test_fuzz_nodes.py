@@ -337,6 +337,7 @@ SPECS = {
     "planner": Spec(
         "planner_node", "fz_planner",
         [Topic("input/route", route, ("route",), latched=True),
+         Topic("input/lane_map", lane_map, ("lane map", "lane_map"), latched=True),
          Topic("input/instruction", instruction, ("instruction",), latched=True),
          Topic("input/traffic_light_info", light_info, LIGHT_INFO, latched=True),
          CLOCK_TOPIC, ODOM, Topic("input/image", small_image, ("image", "camera")),

@@ -835,3 +835,112 @@ def test_arbiter_waits_longer_for_the_first_answers_of_planner_and_monitor(tmp_p
         assert h.proc.poll() is None
     finally:
         h.close()
+
+
+def _planning_values(h, stamp_s: float) -> dict:
+    k = _stamp_key(stamp_s)
+    h.spin_until(lambda: any(key == k and st.name == f"{h.name}: planning" for key, st in h.diags), 5.0)
+    (st,) = [st for key, st in h.diags if key == k and st.name == f"{h.name}: planning"][-1:]
+    return {kv.key: kv.value for kv in st.values}
+
+
+@pytest.mark.ros
+def test_the_route_is_anchored_to_the_egos_lane_and_a_bad_lane_map_is_named(tmp_path_factory, context, checkpoint):
+    """The route lies a lane to the right of the ego (y = -3.5 m; the ego at y = 0 in the lane on
+    its left, which the lane map says runs along it): the node plans exactly what the model plans
+    on a route through the ego's own lane, and says so in its planning diagnostic. A lane map in
+    the wrong frame is an ERROR naming the lane map, and the node plans on the route as given."""
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import Header
+    from tps_common.qos import LATCHED_QOS
+    from tps_msgs.msg import LaneMap, MapLane
+    from tps_planner.vlm.onboard import OnboardPlanner
+    from tps_planner.vlm.runtime import PlannerRuntime
+    from tps_sim import conversions as sc
+
+    y_route = -3.5
+    route = ROUTE + np.array([0.0, y_route])
+
+    def lane_map(frame="map"):
+        def lane(lid, y, **kw):
+            return MapLane(id=lid, centerline=[Point(x=float(x), y=y) for x in (-60.0, 460.0)], width_m=3.5,
+                           speed_limit_mps=25.0, **kw)
+        return LaneMap(header=Header(frame_id=frame), route_lane_ids=["r"],
+                       lanes=[lane("r", y_route, left_id="ego_lane", can_change_left=True),
+                              lane("ego_lane", 0.0, right_id="r", can_change_right=True)])
+
+    core = OnboardPlanner(PlannerRuntime(checkpoint[0], threads=1))
+
+    def expected(route_xy):
+        code, geom, qerr, ids = token_arrays()
+        res = core.update(stamp_s=1.0, pose=np.array(EGO_POSE), speed_mps=EGO_SPEED_MPS, accel_mps2=0.0,
+                          yaw_rate_rps=0.0, route_xy=route_xy, stop_line_m=None, text=KEEP_LANE[0],
+                          target_speed_mps=25.0, tok_code=code, tok_geom=geom, tok_qerr=qerr, tok_id=ids,
+                          image=scene_image())
+        return res.plan_base
+
+    name = "planner_anchor"
+    proc = _start_planner(tmp_path_factory, name, checkpoint[0])
+    h = Harness(context, name)
+    pub_map = h.node.create_publisher(LaneMap, f"/{name}/input/lane_map", LATCHED_QOS)
+    try:
+        h.wait_ready(proc)
+        h.latch(route=False, lights=False)
+        h.pub["route"].publish(sc.path_msg(route))
+        pub_map.publish(lane_map())
+        deadline = time.monotonic() + FRAME_TIMEOUT_S
+        while True:    # latched messages take discovery time to arrive
+            stamp, traj = _good_plan(h, proc)
+            values = _planning_values(h, stamp)
+            if values.get("route_lane") == "ego_lane" or time.monotonic() > deadline:
+                break
+        assert values.get("route_lane") == "ego_lane", values
+        assert float(values["route_shift_m"]) == pytest.approx(3.5, abs=0.05)
+        assert np.allclose(_plan_xy_base(traj), expected(ROUTE), atol=PLAN_TOL_M)
+        assert not np.allclose(expected(route), expected(ROUTE), atol=MIN_PLAN_CHANGE_M)  # the test can fail
+
+        pub_map.publish(lane_map(frame="odom"))
+        deadline = time.monotonic() + FRAME_TIMEOUT_S
+        while True:
+            stamp, traj = _good_plan(h, proc)
+            errs = [e.message for _, e in h.diags if e.name == f"{name}: lane_map" and e.level == b"\x02"]
+            if errs or time.monotonic() > deadline:
+                break
+        assert errs and "frame 'odom'" in errs[0], errs
+        stamp, traj = _good_plan(h, proc)     # still planning, still on the last usable lane map
+        assert _planning_values(h, stamp).get("route_lane") == "ego_lane"
+    finally:
+        stop(proc)
+        h.node.destroy_node()
+
+
+def test_the_onboard_step_holds_a_plan_that_leaves_the_lane_within_the_band(checkpoint):
+    """The real model's plan pushed 2 m to the left (a runtime that wraps the real one): the
+    onboard step's plan lies within LATERAL_BAND_M of the route, says how far it moved it, and the
+    published trajectory is that plan; with the band 0 the plan is the model's, 2 m out."""
+    from tps_planner.vlm.onboard import LATERAL_BAND_M, OnboardPlanner
+    from tps_planner.vlm.runtime import PlannerRuntime
+
+    real = PlannerRuntime(checkpoint[0], threads=1)
+
+    class PushedLeft:
+        cfg = real.cfg
+
+        def run(self, batch, texts):
+            out = dict(real.run(batch, texts))
+            traj = np.array(out["trajectory"], dtype=np.float32, copy=True)
+            traj[..., 1] += 2.0
+            out["trajectory"] = traj
+            return out
+
+    code, geom, qerr, ids = token_arrays()
+    kw = dict(stamp_s=1.0, pose=np.array(EGO_POSE), speed_mps=EGO_SPEED_MPS, accel_mps2=0.0, yaw_rate_rps=0.0,
+              route_xy=ROUTE, stop_line_m=None, text=KEEP_LANE[0], target_speed_mps=25.0, tok_code=code,
+              tok_geom=geom, tok_qerr=qerr, tok_id=ids, image=scene_image())
+    free = OnboardPlanner(PushedLeft(), lateral_band_m=0.0).update(**kw)
+    held = OnboardPlanner(PushedLeft()).update(**kw)
+    assert free.lateral_shift_m == 0.0 and free.plan_base[:, 1].max() > 1.0
+    assert np.all(np.abs(held.plan_base[:, 1]) <= LATERAL_BAND_M + 1e-6)       # the route is y = 0
+    assert held.lateral_shift_m == pytest.approx(np.max(np.abs(free.plan_base[:, 1] - held.plan_base[:, 1])))
+    assert np.allclose(held.plan_base[:, 0], free.plan_base[:, 0])
+    assert np.allclose(held.trajectory.xy[1:, 1], held.plan_base[:, 1]) and held.trajectory.xy[0, 1] == 0.0

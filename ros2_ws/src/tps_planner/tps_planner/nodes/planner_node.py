@@ -5,6 +5,9 @@ out.
 Inputs: ``~/input/tokens`` (tps_msgs/AgentTokens, base_link, one per lidar frame: the trigger),
 ``~/input/image`` (sensor_msgs/Image rgb8, bgr8, rgba8 or bgra8, front camera), ``~/input/odometry``
 (nav_msgs/Odometry), ``~/input/route`` (nav_msgs/Path, map, transient local),
+``~/input/lane_map`` (tps_msgs/LaneMap, map, transient local; optional: with it the route the
+planner reads is anchored to the ego's lane once the ego drives in a lane beside the route's,
+tps_planner.vlm.route_anchor),
 ``~/input/instruction`` (tps_msgs/DrivingInstruction, transient local),
 ``~/input/traffic_light_info`` (carla_msgs/CarlaTrafficLightInfoList, transient local: map
 knowledge, for the distance to the next stop line on the route), ``/clock`` (with use_sim_time).
@@ -72,11 +75,19 @@ from tps_common.qos import (
     sensor_qos,
 )
 from tps_common.stamp_sync import PoseKind, Release, StampBuffer, StampSync, StampSyncParams
-from tps_msgs.msg import AgentTokens, DrivingInstruction, Forecasts, PlannedTrajectory, SceneUnderstanding
+from tps_msgs.msg import (
+    AgentTokens,
+    DrivingInstruction,
+    Forecasts,
+    LaneMap,
+    PlannedTrajectory,
+    SceneUnderstanding,
+)
 from visualization_msgs.msg import MarkerArray
 
 from tps_planner import conversions as conv
 from tps_planner.vlm.onboard import InputError, OnboardPlanner, ego_motion, route_stop_line_m
+from tps_planner.vlm.route_anchor import AnchoredRoute, AnchorParams, RouteAnchor
 
 NODE_NAME = "planner"
 ODOM_HISTORY = 50            # poses kept for stamp lookup (5 s at 10 Hz)
@@ -136,6 +147,9 @@ class PlannerNode(Node):
         self._parked: list[tuple[Release, float]] = []
         self.route_xy: np.ndarray | None = None
         self.route_error = "no route received"
+        self.lane_map = None
+        self.anchor: RouteAnchor | None = None
+        self.anchor_note = "no route received"
         self.instruction: DrivingInstruction | None = None
         self.instruction_error = "no instruction received"
         self.light_heads: list = []
@@ -148,6 +162,7 @@ class PlannerNode(Node):
         # raw: the route's CDR bytes decoded by conversions.path_cdr_to_xy (~3 ms for 1600 poses)
         # instead of rclpy's message objects (~70 ms of this executor thread at each drive start)
         self.create_subscription(PathMsg, "~/input/route", self._on_route, LATCHED_QOS, raw=True)
+        self.create_subscription(LaneMap, "~/input/lane_map", self._on_lane_map, LATCHED_QOS)
         self.create_subscription(DrivingInstruction, "~/input/instruction", self._on_instruction, LATCHED_QOS)
         self.create_subscription(CarlaTrafficLightInfoList, "~/input/traffic_light_info", self._on_light_info,
                                  LATCHED_QOS)
@@ -185,7 +200,7 @@ class PlannerNode(Node):
 
         try:
             runtime = self._runtime(PlannerRuntime)
-            core = OnboardPlanner(runtime)
+            core = OnboardPlanner(runtime, lateral_band_m=self.cfg["lateral_band_m"])
             w, h = runtime.cfg.camera_size
             rng = np.random.default_rng(0)
             # Warm-up over the shapes a drive brings (agent counts, a full-size image to downscale):
@@ -221,9 +236,37 @@ class PlannerNode(Node):
             self.route_error = "route contains NaN/inf"
         else:
             self.route_xy, self.route_error = xy, ""
+            self._build_anchor()
             return
         self.route_xy = None
+        self.anchor = None
         self._diag_error("route", f"route: {self.route_error}: no plan until a usable route arrives")
+
+    def _on_lane_map(self, msg: LaneMap) -> None:
+        if msg.header.frame_id not in ("map", ""):
+            self._diag_error("lane_map", f"lane map frame '{msg.header.frame_id}' is not 'map': ignored "
+                             "(the planner reads the route as given)")
+            return
+        try:
+            self.lane_map = conv.lane_map_from_msg(msg)
+        except (ValueError, IndexError, TypeError) as exc:
+            self.lane_map = None
+            self._diag_error("lane_map", f"unusable lane map: {exc} (the planner reads the route as given)")
+        self._build_anchor()
+
+    def _build_anchor(self) -> None:
+        """Lay the lane map over the route for the route anchoring (route_anchor); without a lane
+        map, or with one that does not fit the route, the planner reads the route as given."""
+        if self.route_xy is None:
+            return
+        params = AnchorParams(enabled=self.cfg["anchor_route_to_lane"], lookahead_m=self.cfg["anchor_lookahead_m"])
+        try:
+            self.anchor = RouteAnchor(self.route_xy, self.lane_map, params)
+            self.anchor_note = "" if self.lane_map is not None else "no lane map: route as given"
+        except Exception as exc:  # noqa: BLE001 - a map the anchoring cannot use must not kill the node
+            self.anchor = None
+            self.anchor_note = f"route anchoring unusable ({type(exc).__name__}: {exc}): route as given"
+            self._diag_error("lane_map", f"lane map: {self.anchor_note}")
 
     def _on_instruction(self, msg: DrivingInstruction) -> None:
         if not msg.text.strip():
@@ -366,10 +409,11 @@ class PlannerNode(Node):
             accel, yaw_rate = ego_motion(pose.speed_mps, pose.yaw, stamp, prev)
             pose_arr = np.array([pose.x, pose.y, pose.yaw])
             stop_line = route_stop_line_m(self.light_heads, self.route_xy, pose_arr)
+            anchored = self._anchored_route(pose_arr)
             code, geom, qerr, ids = conv.tokens_to_arrays(msg)
             ins = self.instruction
             res = self.core.update(stamp_s=stamp, pose=pose_arr, speed_mps=pose.speed_mps, accel_mps2=accel,
-                                   yaw_rate_rps=yaw_rate, route_xy=self.route_xy, stop_line_m=stop_line,
+                                   yaw_rate_rps=yaw_rate, route_xy=anchored.xy, stop_line_m=stop_line,
                                    text=ins.text, target_speed_mps=float(ins.target_speed_mps), tok_code=code,
                                    tok_geom=geom, tok_qerr=qerr, tok_id=ids, image=image)
         except InputError as exc:
@@ -386,7 +430,14 @@ class PlannerNode(Node):
         if self.cfg["publish_markers"]:
             self.pub_markers.publish(conv.planner_markers(res, pose_arr))
         self.planned += 1
-        self._report(res, r, image_note, (time.perf_counter() - t0) * 1e3, accel, yaw_rate, len(msg.tokens))
+        self._report(res, r, image_note, (time.perf_counter() - t0) * 1e3, accel, yaw_rate, len(msg.tokens),
+                     anchored)
+
+    def _anchored_route(self, pose_arr: np.ndarray) -> AnchoredRoute:
+        if self.anchor is None:
+            return AnchoredRoute(self.route_xy, "", 0.0, self.anchor_note or "route as given")
+        out = self.anchor.route_for(pose_arr)
+        return out if not self.anchor_note else AnchoredRoute(out.xy, out.lane_id, out.offset_m, self.anchor_note)
 
     def _check_inputs(self, msg: AgentTokens, r: Release) -> None:
         """Raise InputError naming the first input that keeps this frame from being planned."""
@@ -414,7 +465,7 @@ class PlannerNode(Node):
             raise InputError("instruction", self.instruction_error)
 
     def _report(self, res, r: Release, image_note: str, ms: float, accel: float, yaw_rate: float,
-                n_tokens: int) -> None:
+                n_tokens: int, anchored: AnchoredRoute) -> None:
         notes = [n for n in (r.note if r.pose_kind is not PoseKind.EXACT else "", image_note, self.light_note,
                              self.backend_note) if n]
         level = diag.WARN if (r.pose_kind is not PoseKind.EXACT or image_note or self.backend_note) else diag.OK
@@ -429,6 +480,8 @@ class PlannerNode(Node):
             "confidence": float(res.trajectory.confidence), "scene": int(res.scene), "light": int(res.light),
             "lead_agent_id": res.lead_agent_id if res.lead_agent_id is not None else -1, "plans": self.planned,
             "backend": self.core.runtime.description,
+            "lateral_shift_m": float(res.lateral_shift_m),
+            "route_lane": anchored.lane_id, "route_shift_m": anchored.offset_m, "route_note": anchored.note,
         }
         c = res.consistency
         stamp = seconds_to_time(res.stamp_s)

@@ -8,7 +8,10 @@ Frames: the model works in the ego's ``base_link`` at the frame's stamp (REP-103
 also returned in ``map`` (the ego pose of the stamp) as a :class:`tps_planner.trajectory.Trajectory`
 with the ego's own pose as its first point (t = 0), then the model's 8 points at 0.5 .. 4.0 s.
 Speeds are the path's finite differences over the points' times; accelerations their gradient;
-headings the direction of travel between points (held where the plan stands still).
+headings the direction of travel between points (held where the plan stands still). Before that,
+the lateral guard (:func:`tps_planner.vlm.route_anchor.lateral_guard`) holds the model's points
+within ``lateral_band_m`` of the route they were planned on (the ego's own offset included);
+``PlanResult.lateral_shift_m`` says how far it moved them.
 
 Ego motion the model reads (as ``training/planner_data.py`` computes it from the simulator):
 acceleration = speed difference to the previous odometry over its time step, yaw rate = heading
@@ -31,8 +34,10 @@ from tps_planner.vlm.inputs import frame_inputs, stack_frames
 from tps_planner.vlm.labels import next_stop_line
 from tps_planner.vlm.layout import INTENTS, intent_to_msg, route_points_ahead
 from tps_planner.vlm.rationale import Consistency, Rationale, check_consistency, render_rationale
+from tps_planner.vlm.route_anchor import lateral_guard
 
 MIN_HEADING_STEP_M = 0.05   # plan points closer than this keep the previous heading
+LATERAL_BAND_M = 0.5         # the lateral guard's half-width around the route (route_anchor.lateral_guard)
 MAX_MOTION_DT_S = 0.5       # the previous odometry must be this recent for accel / yaw rate
 
 
@@ -85,6 +90,7 @@ class PlanResult:
     camera_used: bool
     stop_line_m: float | None
     timings_ms: dict = field(default_factory=dict)
+    lateral_shift_m: float = 0.0    # the largest shift the lateral guard made to the model's points [m]
 
 
 def ego_motion(speed_mps: float, yaw: float, stamp_s: float,
@@ -153,9 +159,10 @@ class OnboardPlanner:
     """A loaded :class:`~tps_planner.vlm.runtime.PlannerRuntime` (or anything with ``cfg`` and
     ``run(batch, texts)``) and the per-frame step around it."""
 
-    def __init__(self, runtime) -> None:
+    def __init__(self, runtime, lateral_band_m: float = LATERAL_BAND_M) -> None:
         self.runtime = runtime
         self.cfg = runtime.cfg
+        self.lateral_band_m = float(lateral_band_m)
 
     def update(self, *, stamp_s: float, pose: np.ndarray, speed_mps: float, accel_mps2: float,
                yaw_rate_rps: float, route_xy: np.ndarray, stop_line_m: float | None, text: str,
@@ -208,7 +215,8 @@ class OnboardPlanner:
         agent_xy[mask] = geom[idx[mask], :2]
         p1 = {k: np.asarray(out[k][0]) for k in ("relevance", "intent", "lead", "no_lead", "scene", "light")}
         p2 = {k: np.asarray(out[k][0]) for k in ("modes", "mode_probs")}
-        plan = np.asarray(out["trajectory"][0], np.float64)
+        plan, shift = lateral_guard(np.asarray(out["trajectory"][0], np.float64), route, pose, self.lateral_band_m,
+                                    dt_s=cfg.plan_dt_s)
         sigma = np.exp(np.asarray(out["log_sigma"][0], np.float64))
         path = route_points_ahead(route, pose, cfg.route_points, cfg.route_spacing_m)
         rat = render_rationale(p1, p2, mask, ids, agent_xy, stop_line_m=stop_line_m, speed_mps=speed_mps,
@@ -228,7 +236,8 @@ class OnboardPlanner:
             agents=agents, scene=rat.scene, light=rat.light,
             lead_agent_id=int(ids[rat.lead]) if rat.lead >= 0 else None, rationale=rat, consistency=cons,
             forecast_dt_s=cfg.forecast_dt_s, camera_used=bool(frame["camera_valid"]), stop_line_m=stop_line_m,
-            timings_ms={"inputs_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1), "outputs_ms": 1e3 * (t3 - t2)})
+            timings_ms={"inputs_ms": 1e3 * (t1 - t0), "model_ms": 1e3 * (t2 - t1), "outputs_ms": 1e3 * (t3 - t2)},
+            lateral_shift_m=shift)
 
 
 def intent_name(intent: int) -> str:
