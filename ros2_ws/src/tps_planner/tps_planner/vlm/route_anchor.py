@@ -155,8 +155,7 @@ class RouteAnchor:
 # ---------------------------------------------------------------------------------------------
 # The lateral guard: the plan kept within a band around the route it was planned on
 # ---------------------------------------------------------------------------------------------
-GUARD_BEHIND_M = 10.0       # the route is searched from this far behind the ego ...
-GUARD_AHEAD_M = 200.0       # ... to this far ahead (a 4-s plan at 40 m/s is 160 m)
+GUARD_REACH_M = 200.0       # route segments within this of the ego are searched (a 4-s plan at 40 m/s is 160 m)
 GUARD_RETURN_S = 2.0        # an ego outside the band: the band's widening to it shrinks to 0 over this
 GUARD_CURVE_WINDOW_M = 10.0 # the route's turn is measured over +-this around a point's projection ...
 GUARD_CURVE_M_PER_RAD = 4.0 # ... and widens the band by this per radian of it (a junction turn: off)
@@ -197,8 +196,8 @@ def lateral_guard(plan_base: np.ndarray, route_xy: np.ndarray, pose: np.ndarray,
         return plan.copy(), 0.0
     route = to_local_xy(np.asarray(route_xy, np.float64).reshape(-1, 2), pose)
     seg_a, seg_b = route[:-1], route[1:]
-    # only the route near the ego: segments with an end within GUARD_AHEAD_M of it
-    near = (np.hypot(*seg_a.T) <= GUARD_AHEAD_M) | (np.hypot(*seg_b.T) <= GUARD_AHEAD_M)
+    # only the route near the ego: segments with an end within GUARD_REACH_M of it
+    near = (np.hypot(*seg_a.T) <= GUARD_REACH_M) | (np.hypot(*seg_b.T) <= GUARD_REACH_M)
     if not near.any():
         return plan.copy(), 0.0
     k_near = np.flatnonzero(near)
