@@ -461,6 +461,8 @@ class PlannerNode(Node):
                                                      f" (newest {self.sync.latest_pose.stamp_s:.3f} s)"))
         if self.route_xy is None:
             raise InputError("route", self.route_error)
+        if self.cfg["require_lane_map"] and self.lane_map is None:
+            raise InputError("lane_map", "no usable lane map yet (require_lane_map): no plan until one arrives")
         if self.instruction is None:
             raise InputError("instruction", self.instruction_error)
 
