@@ -131,16 +131,20 @@ class TrajectoryArbiterNode(Node):
             msg, since = self._parked[0]
             stamp = time_to_seconds(msg.header.stamp)
             waited = time.monotonic() - since
-            missing = [(key, wait_s) for key, wait_s, waits in (
+            missing = [(key, wait_s, sub) for key, wait_s, waits, sub in (
                 ("candidate", self._wait_limit_s("candidate_wait_s", self._newest_candidate_s, self.sub_candidate),
-                 self._waits_for_candidate(stamp)),
+                 self._waits_for_candidate(stamp), self.sub_candidate),
                 ("monitor", self._wait_limit_s("monitor_wait_s", self._newest_monitor_s, self.sub_monitor),
-                 self._waits_for_monitor(stamp))) if waits]
+                 self._waits_for_monitor(stamp), self.sub_monitor)) if waits]
             if missing:
-                if all(waited <= wait_s for _, wait_s in missing) and len(self._parked) == 1:
+                if all(waited <= wait_s for _, wait_s, _ in missing) and len(self._parked) == 1:
                     return
-                for key, wait_s in missing:
-                    if waited > wait_s:   # not answering until its next message
+                for key, wait_s, sub in missing:
+                    # Not answering until its next message: its wait ran out, or the next fallback
+                    # came first with no publisher of that input matched (no such node in this
+                    # graph). Without the second rule each fallback of a graph without a planner
+                    # waited out its successor's arrival, the last one past the end of a replay.
+                    if waited > wait_s or sub.get_publisher_count() == 0:
                         if key == "candidate":
                             self._planner_answering = False
                         else:
