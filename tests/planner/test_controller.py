@@ -142,3 +142,51 @@ def test_repeated_updates_at_one_time_do_not_advance_the_limiters():
     assert repeated.wheel_angle_rad == pytest.approx(once.wheel_angle_rad)
     p = ControllerParams()
     assert abs(repeated.accel_cmd_mps2) <= p.max_jerk_mps3 * p.nominal_dt_s + 1e-9
+
+
+JUNCTION_RADIUS_M = 11.6          # a left turn across the simulator's 4-way junctions, lane to lane
+MAX_EXIT_OVERSHOOT_M = 0.35       # base_link outside the path; a 1.9-m car in a 3.2-m lane has 0.65 m
+
+
+def _junction_turn(radius: float, ds: float = 0.25) -> tuple[np.ndarray, tuple[float, float]]:
+    """North 60 m, a 90-degree left arc, west 80 m; and the arc's centre."""
+    cx, cy = -radius, 0.0
+    north = np.column_stack([np.zeros(200), np.linspace(-60.0, 0.0, 200, endpoint=False)])
+    th = np.linspace(0.0, math.pi / 2, 90, endpoint=False)
+    arc = np.column_stack([cx + radius * np.cos(th), cy + radius * np.sin(th)])
+    west = np.column_stack([np.linspace(cx, cx - 80.0, 200), np.full(200, radius)])
+    xy = np.vstack([north, arc, west])
+    s = _route_s(xy)
+    g = np.arange(0.0, s[-1], ds)
+    return np.column_stack([np.interp(g, s, xy[:, 0]), np.interp(g, s, xy[:, 1])]), (cx, cy)
+
+
+@pytest.mark.parametrize("speed", [4.0, 6.0, 8.0])
+def test_pure_pursuit_does_not_run_wide_out_of_a_junction_turn(speed):
+    """The simulator's own ego model (kinematic bicycle, steering-rate limited) through a 90-degree
+    left turn of 11.6 m radius at 4-8 m/s: base_link never more than MAX_EXIT_OVERSHOOT_M outside
+    the path. With the former lookahead (3 m + 0.5 s x speed) pure pursuit cut the corner and ran
+    0.39 / 0.49 / 0.60 m wide at the exit, and the ego's corner crossed the exit lane's edge
+    (VAL priority s1005, recorded, with the fallback's path at the lane centre)."""
+    from tps_sim.world.config import EgoControl
+    from tps_sim.world.ego_model import EgoModel, EgoModelParams, EgoModelState
+
+    path, (cx, cy) = _junction_turn(JUNCTION_RADIUS_M)
+    ego = EgoModel(EgoModelParams(), EgoModelState(0.0, -40.0, math.pi / 2, speed))
+    ctl = Controller(ControllerParams())
+    s_path = _route_s(path)
+    outside = []
+    for k in range(int(120.0 / speed / DT_S)):
+        st, t = ego.state, k * DT_S
+        j = int(np.argmin(np.hypot(path[:, 0] - st.x_m, path[:, 1] - st.y_m)))
+        traj = constant_speed_trajectory(path, s_path[j], speed, t, n=33, step_s=0.25)   # as the fallback's
+        res = ctl.update(traj, EgoPose(t, st.x_m, st.y_m, st.yaw_rad, st.speed_mps), t)
+        st = ego.update(EgoControl(throttle=res.throttle, steer=res.steer, brake=res.brake), DT_S)
+        if st.y_m < cy:
+            outside.append(st.x_m)                                   # north leg: outside = east
+        elif st.x_m < cx:
+            outside.append(st.y_m - JUNCTION_RADIUS_M)               # west leg: outside = north
+        else:
+            outside.append(math.hypot(st.x_m - cx, st.y_m - cy) - JUNCTION_RADIUS_M)
+    assert ego.state.x_m < cx - 20.0, "never got through the turn"
+    assert max(outside) <= MAX_EXIT_OVERSHOOT_M, max(outside)

@@ -41,8 +41,12 @@ class ControllerParams:
     max_wheel_angle_rad: float = 0.61
     rear_axle_offset_m: float = 1.4           # base_link (footprint centre) to rear axle, m
     lateral_mode: str = "pure_pursuit"
-    lookahead_min_m: float = 3.0
-    lookahead_time_s: float = 0.5             # lookahead = min + time * speed
+    # lookahead = min + time * speed. Was 3 m + 0.5 s: pure pursuit then cut a junction's left turn
+    # (11.6 m radius) and ran 0.5-0.6 m wide at its exit at 6-8 m/s, the ego's corner over the exit
+    # lane's edge (VAL priority s1005, recorded); 2 m + 0.3 s halves it and still settles on a
+    # straight road at 25 m/s without oscillating (tests/planner/test_controller.py).
+    lookahead_min_m: float = 2.0
+    lookahead_time_s: float = 0.3
     lookahead_max_m: float = 25.0
     stanley_gain: float = 1.5                 # 1/s
     stanley_softening_mps: float = 1.0
