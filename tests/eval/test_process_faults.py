@@ -86,11 +86,14 @@ def arbiter_hold_s() -> float:
 # by 10 s -- hence 14 s. The planner's case again (fresh-clone CI, 2026-12-05): its respawned process
 # was ready 16 s wall after the kill (the killed one's shared-memory DDS port still locked: it fell
 # back to UDP), the episode ended 6 s wall later, and its latched instruction had not arrived by
-# then; run alone the same case left it 12 s -- hence 50 s.
+# then; run alone the same case left it 12 s -- hence 50 s. The monitor's case met the same lock
+# (fresh-clone CI, 2026-12-05): its respawned process was ready 6.6 s wall after the kill over UDP,
+# then published nothing in the 11.4 s wall the 14-s episode had left (run alone: publishing again
+# 8.3-8.8 s wall / 2.9-3.0 s sim after the kill) -- hence 30 s.
 NODE_CASES = {
     "perception": (18.0, arbiter_hold_s() + 1.0),
     "planner": (50.0, arbiter_hold_s() + 1.0),
-    "monitor": (14.0, arbiter_hold_s() + 1.0),
+    "monitor": (30.0, arbiter_hold_s() + 1.0),
 }
 
 
