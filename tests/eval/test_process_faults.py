@@ -89,7 +89,7 @@ def arbiter_hold_s() -> float:
 # then; run alone the same case left it 12 s -- hence 50 s. The monitor's case met the same lock
 # (fresh-clone CI, 2026-12-05): its respawned process was ready 6.6 s wall after the kill over UDP,
 # then published nothing in the 11.4 s wall the 14-s episode had left (run alone: publishing again
-# 8.3-8.8 s wall / 2.9-3.0 s sim after the kill) -- hence 30 s.
+# 8.2-8.8 s wall / 2.8-3.0 s sim after the kill, 3 runs) -- hence 30 s.
 NODE_CASES = {
     "perception": (18.0, arbiter_hold_s() + 1.0),
     "planner": (50.0, arbiter_hold_s() + 1.0),
