@@ -182,10 +182,50 @@ def test_report_renders_the_monitor_table_timeline_and_state_coloured_bev(tmp_pa
     assert "| expert |" not in text.split("## Monitor states per configuration")[1].split("##")[0]
     assert "monitor: 4 transition(s) (1.0 s NOMINAL->DEGRADED (planner_sigma)" in text
     assert f"timeline: `{png}`" in text
+    # why it left NOMINAL: the transitions into worse states by their first reason
+    handovers = text.split("## Why the monitor left NOMINAL")[1].split("##")[0]
+    assert "| stack | FALLBACK | unexplained_occupancy | 1 | 1 | 13.3% |" in handovers   # 8 of the 60 cycles
     summary = json.loads(open(paths["summary"]).read())
     ep = next(e for e in summary["episodes"] if e["spec"]["seed"] == 0
               and e["spec"]["configuration"] == "stack")
     assert set(ep["metrics"]["monitor"]) == {"timeline", "transitions", "share"}
+
+
+@pytest.mark.parametrize("reason, kind", [
+    ("candidate reaches detected agent 5 (constant velocity) in 2.2 s", "candidate reaches detected agent"),
+    ("CRITICAL unjustified_braking: candidate brakes from 22.4 to 13.5 m/s within 3 s with no cause",
+     "CRITICAL unjustified_braking: candidate brakes"),
+    ("CRITICAL offroad: off-road: the ego footprint (corner) leaves the drivable area in 2.0 s at (1, 2)",
+     "CRITICAL offroad: off-road: the ego footprint"),
+    ("CRITICAL offroad: off-road: candidate leaves the drivable area in 3.0 s at (-6.1, 5.2)",
+     "CRITICAL offroad: off-road: candidate leaves the drivable area"),
+    ("quantisation error 10.724 (agent 10)", "quantisation error"),
+    ("forecast conflict with agent 17 (mode 4, p=0.12) in 1.5 s", "forecast conflict with agent"),
+    ("CRITICAL camera_fault: camera frozen", "CRITICAL camera_fault: camera frozen"),
+    ("", "(no reason)"),
+    ("12.0", "(no reason)"),
+])
+def test_reason_kind_drops_the_values(reason, kind):
+    assert M.reason_kind(reason) == kind
+
+
+def test_handover_reasons_count_worse_transitions_and_their_cycles():
+    # 30 cycles: NOMINAL 10, DEGRADED 5 (sigma), FALLBACK 8 (occupancy), MINIMAL_RISK 4, NOMINAL 3
+    mon = M.monitor_summary(samples())
+    other = M.monitor_summary(samples([(NOMINAL, 0.9, ())] * 5 + [(FALLBACK, 0.2, ("unexplained_occupancy 7 points",))] * 5))
+    rows = M.handover_reasons([mon, other])
+    by = {(r["to"], r["reason"]): r for r in rows}
+    # the recovery MINIMAL_RISK -> NOMINAL is not a handover; every other change is
+    assert set(by) == {("DEGRADED", "planner_sigma"), ("FALLBACK", "unexplained_occupancy"),
+                       ("MINIMAL_RISK", "fallback_timeout")}
+    occ = by[("FALLBACK", "unexplained_occupancy")]
+    assert occ["transitions"] == 2 and occ["episodes"] == 2
+    assert occ["cycle_share"] == pytest.approx((8 + 5) / 40)     # up to the next change / the end
+    assert by[("DEGRADED", "planner_sigma")]["cycle_share"] == pytest.approx(5 / 40)
+    assert by[("MINIMAL_RISK", "fallback_timeout")]["cycle_share"] == pytest.approx(4 / 40)
+    assert rows[0] is occ                                         # most cycles first
+    assert M.handover_reasons([]) == []
+    assert M.handover_reasons([M.monitor_summary(samples([(NOMINAL, 1.0, ())] * 4))]) == []
 
 
 def test_report_without_a_monitor_has_no_monitor_table(tmp_path):

@@ -825,16 +825,67 @@ def monitor_summary(samples: Sequence[tuple]) -> dict | None:
     return {"timeline": timeline, "transitions": transitions, "share": share}
 
 
+# Words a reason's kind does not end on (the kind is the text before its first number).
+_REASON_TAIL_WORDS = ("in", "from", "at", "of", "with", "to", "for", "by")
+
+
+def reason_kind(reason: str) -> str:
+    """A monitor reason without its values: the text before its first digit or parenthesis,
+    trailing punctuation and connecting words dropped, so that reasons of one kind count together
+    ("candidate reaches detected agent 5 (constant velocity) in 2.2 s" -> "candidate reaches
+    detected agent"; "CRITICAL unjustified_braking: candidate brakes from 22.4 to 13.5 m/s ..." ->
+    "CRITICAL unjustified_braking: candidate brakes"). An empty reason is "(no reason)"."""
+    text = str(reason).strip()
+    cut = min((i for i, ch in enumerate(text) if ch.isdigit() or ch == "("), default=len(text))
+    words = text[:cut].rstrip(" ,:;=-").split()
+    while words and words[-1].lower() in _REASON_TAIL_WORDS:
+        words.pop()
+    return " ".join(words).rstrip(" ,:;=-") or "(no reason)"
+
+
+def handover_reasons(mons: Sequence[dict]) -> list[dict]:
+    """Why the monitor left NOMINAL, over episodes' monitor summaries (:func:`monitor_summary`).
+
+    Every transition into a worse state (DEGRADED, FALLBACK or MINIMAL_RISK, from a better one)
+    counts under its target state and the :func:`reason_kind` of its first reason (the monitor
+    lists the signal that decided it first). ``cycle_share`` is the share of all the episodes'
+    monitor statuses from that transition up to the next change of state (or the episode's end):
+    how much of the driving the kind of reason held the stack away from NOMINAL by itself.
+    Returns rows {"to", "reason", "transitions", "episodes", "cycle_share"}, most cycles first."""
+    rank = {name: i for i, name in enumerate(MONITOR_STATES)}
+    rows: dict[tuple[str, str], dict] = {}
+    total = sum(len(m.get("timeline") or []) for m in mons)
+    for ep, m in enumerate(mons):
+        times = np.asarray([row[0] for row in m.get("timeline") or []], np.float64)
+        trs = m.get("transitions") or []
+        for i, tr in enumerate(trs):
+            if rank.get(tr["to"], -1) <= rank.get(tr["from"], len(MONITOR_STATES)):
+                continue
+            kind = reason_kind(tr["reasons"][0]) if tr.get("reasons") else "(no reason)"
+            row = rows.setdefault((tr["to"], kind), {"to": tr["to"], "reason": kind, "transitions": 0,
+                                                    "episodes": set(), "cycles": 0})
+            row["transitions"] += 1
+            row["episodes"].add(ep)
+            t_end = trs[i + 1]["t_s"] if i + 1 < len(trs) else np.inf
+            row["cycles"] += int(np.count_nonzero((times >= tr["t_s"] - 1e-9) & (times < t_end - 1e-9)))
+    out = [{"to": r["to"], "reason": r["reason"], "transitions": r["transitions"],
+            "episodes": len(r["episodes"]), "cycle_share": r["cycles"] / total if total else 0.0}
+           for r in rows.values()]
+    return sorted(out, key=lambda r: (-r["cycle_share"], -r["transitions"], r["to"], r["reason"]))
+
+
 def aggregate_monitor(episodes: Sequence[dict]) -> dict | None:
     """Over the episodes with a monitor timeline (their ``monitor`` entry): mean state shares,
-    transitions per episode, and how many episodes had one. None when none had."""
+    transitions per episode, how many episodes had one, and why it left NOMINAL
+    (:func:`handover_reasons`). None when none had."""
     mons = [e["monitor"] for e in episodes if e.get("monitor")]
     if not mons:
         return None
     return {"episodes": len(mons),
             "share": {k: float(np.mean([m["share"].get(k, 0.0) for m in mons]))
                       for k in MONITOR_STATES},
-            "transitions_per_episode": float(np.mean([len(m["transitions"]) for m in mons]))}
+            "transitions_per_episode": float(np.mean([len(m["transitions"]) for m in mons])),
+            "handovers": handover_reasons(mons)}
 
 
 def percentile_or_none(values: Sequence[float] | np.ndarray, q: float) -> float | None:

@@ -66,6 +66,15 @@ MONITOR_COLUMNS = (
     ("MINIMAL_RISK", "MINIMAL_RISK", "{:.1%}"),
     ("transitions_per_episode", "transitions / episode", "{:.2f}"),
 )
+HANDOVER_COLUMNS = (
+    ("configuration", "configuration", "{}"),
+    ("to", "into", "{}"),
+    ("reason", "first reason (values dropped)", "{}"),
+    ("transitions", "transitions", "{:d}"),
+    ("episodes", "episodes", "{:d}"),
+    ("cycle_share", "share of cycles until the next change", "{:.1%}"),
+)
+MAX_HANDOVER_ROWS = 12      # per configuration in report.md (all are in summary.json)
 MAX_LISTED_TRANSITIONS = 3  # per failed episode in report.md (all are in summary.json)
 GIF_STEP_STRIDE = 2         # every 2nd simulation step (5 frames per simulated second)
 GIF_FPS = 5.0
@@ -116,6 +125,17 @@ def monitor_rows(final: dict) -> list[dict]:
     return rows
 
 
+def handover_rows(final: dict) -> list[dict]:
+    """The configurations' ``monitor_states.handovers`` (``metrics.handover_reasons``), the
+    first :data:`MAX_HANDOVER_ROWS` of each."""
+    rows = []
+    for c in CONFIGURATION_ORDER:
+        agg = (final.get(c) or {}).get("monitor_states") if c in final else None
+        for row in ((agg or {}).get("handovers") or [])[:MAX_HANDOVER_ROWS]:
+            rows.append({"configuration": c, **row})
+    return rows
+
+
 def _transitions_text(monitor: dict | None) -> str:
     """", monitor: N transitions (t FROM->TO (reasons); ...)" for a failed episode's line."""
     if not monitor:
@@ -151,6 +171,11 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
     if mon_rows:
         lines += ["## Monitor states per configuration (share of monitor cycles, means over "
                   "episodes)", "", markdown_table(mon_rows, MONITOR_COLUMNS), ""]
+        ho_rows = handover_rows(final)
+        if ho_rows:
+            lines += ["## Why the monitor left NOMINAL (transitions into a worse state by their first "
+                      f"reason; at most {MAX_HANDOVER_ROWS} per configuration, all in summary.json)", "",
+                      markdown_table(ho_rows, HANDOVER_COLUMNS), ""]
     lat_rows = [{"configuration": c, "node": n, **v} for c in CONFIGURATION_ORDER
                 if c in final for n, v in (final[c].get("node_latency_ms") or {}).items()]
     if lat_rows:
