@@ -1154,3 +1154,92 @@ def test_stopping_conflict_counts_slow_agents_and_picks_the_first_reached():
                                                   reaction_s=0.3, decel_mps2=3.0)[2]
     assert ms.stopping_conflict(cand, _perc(t), t, 3.0, 0.25, 2.3, 0.95, SPEED, max_agent_speed_mps=2.0,
                                 reaction_s=0.3, decel_mps2=3.0) == (False, math.inf, "stopping conflict: no detections")
+
+
+# ---------------------------------------------------------------- stopped where the fallback drives
+def _speed_profile(t: float, x0: float, v: np.ndarray, source=SOURCE_PLANNER) -> Trajectory:
+    """A straight trajectory along y = 0 from x0 with these speeds every 0.5 s."""
+    v = np.asarray(v, float)
+    tt = np.arange(len(v)) * 0.5
+    s = np.concatenate([[0.0], np.cumsum(0.5 * (v[1:] + v[:-1]) * np.diff(tt))])
+    return Trajectory(t, tt, np.stack([x0 + s, np.zeros_like(s)], axis=1), np.zeros(len(v)), v,
+                      np.gradient(v, tt), source=source, sigma_m=np.full(len(v), 0.2))
+
+
+STOPPED = np.full(9, 0.2)                          # the planner's plan: crawl at 0.2 m/s
+GOING = np.minimum(0.3 + 2.0 * np.arange(9) * 0.5, 10.0)   # the fallback's: away at 2 m/s^2
+
+
+def _stall_run(seconds: float, cand_v=STOPPED, fb_v=GOING, ego_v: float = 0.3, fb_age_s: float = DT,
+               params: MonitorParams | None = None, fallback: bool = True):
+    """The ego waits at x = 5 m on an empty road; each cycle the candidate plans ``cand_v`` and the
+    fallback's trajectory of ``fb_age_s`` before plans ``fb_v``."""
+    mon = ConfidenceMonitor(params or MonitorParams())
+    res = None
+    for i in range(int(round(seconds / DT)) + 1):
+        t = i * DT
+        fb = _speed_profile(t - fb_age_s, 5.0, fb_v) if fallback else None
+        res = mon.update(_inputs(t, cand=_speed_profile(t, 5.0, cand_v), perc=_perc(t), cloud=_cloud(t),
+                                 ego_xy=np.array([5.0, 0.0]), ego_speed_mps=ego_v, fallback=fb))
+    return res
+
+
+def test_a_planner_stopped_where_the_fallback_would_drive_is_critical_after_the_hold():
+    """VAL roundabout s1001: the planner stopped 20 m past the exit on a clear road and crawled there
+    for the last 6 s, the monitor NOMINAL throughout."""
+    early = _stall_run(1.5)
+    assert "stalled" not in early.critical and early.state == STATE_NOMINAL, early.reasons
+    res = _stall_run(2.0)
+    assert "stalled" in res.critical and res.state == STATE_FALLBACK, res.reasons
+    assert any(r.startswith("CRITICAL stalled") and "the fallback would reach" in r for r in res.reasons), res.reasons
+    off = _stall_run(2.0, params=MonitorParams(stall_check=False))
+    assert "stalled" not in off.critical and off.state == STATE_NOMINAL, off.reasons
+
+
+@pytest.mark.parametrize("case", ["fallback_waits", "candidate_moves", "ego_moving", "no_fallback",
+                                  "fallback_too_old", "fallback_nan"])
+def test_a_stop_the_fallback_agrees_with_or_cannot_judge_is_not_a_stall(case):
+    kw = {}
+    if case == "fallback_waits":       # a light, a queue, a yield: the fallback stops too
+        kw = dict(fb_v=np.full(9, 0.5))
+    elif case == "candidate_moves":    # the planner pulls away, more gently than the fallback
+        kw = dict(cand_v=np.minimum(0.3 + 1.0 * np.arange(9) * 0.5, 10.0))
+    elif case == "ego_moving":         # still rolling at 5 m/s: the braking check's business
+        kw = dict(ego_v=5.0)
+    elif case == "no_fallback":
+        kw = dict(fallback=False)
+    elif case == "fallback_too_old":   # the fallback silent for a second: nothing to compare with
+        kw = dict(fb_age_s=1.0)
+    elif case == "fallback_nan":
+        kw = dict(fb_v=np.full(9, np.nan))
+    res = _stall_run(3.0, **kw)
+    assert "stalled" not in res.critical, res.reasons
+
+
+def test_the_stall_clock_restarts_when_the_planner_moves_and_a_stall_never_escalates():
+    mon = ConfidenceMonitor(MonitorParams(max_fallback_s=1.0))
+    states = []
+    for i in range(61):                # 1.5 s stalled, 0.5 s moving, then 4 s stalled
+        t = i * DT
+        cand_v = GOING if 15 <= i < 20 else STOPPED
+        res = mon.update(_inputs(t, cand=_speed_profile(t, 5.0, cand_v), perc=_perc(t), cloud=_cloud(t),
+                                 ego_xy=np.array([5.0, 0.0]), ego_speed_mps=0.3,
+                                 fallback=_speed_profile(t - DT, 5.0, GOING)))
+        states.append(("stalled" in res.critical, res.state))
+    assert not any(crit for crit, _ in states[:40]), "the clock restarted at 2.0 s: critical from 4.0 s on"
+    assert all(crit for crit, _ in states[40:])
+    # the planner's own failure: the fallback keeps driving however long it lasts
+    assert all(state == STATE_FALLBACK for _, state in states[40:]), states[40:]
+
+
+def test_stalled_signal_compares_the_candidate_with_the_fallback():
+    p = MonitorParams()
+    cand, fb = _speed_profile(0.0, 0.0, STOPPED), _speed_profile(-0.1, 0.0, GOING)
+    flagged, why = ms.stalled(cand, fb, 0.3, 0.0, p)
+    assert flagged and "stays below 0.2 m/s" in why and "fallback would reach" in why, why
+    flagged, why = ms.stalled(cand, None, 0.3, 0.0, p)
+    assert not flagged and "no fallback" in why
+    flagged, why = ms.stalled(cand, fb, math.nan, 0.0, p)
+    assert not flagged
+    flagged, why = ms.stalled(cand, _speed_profile(-0.1, 0.0, np.full(9, 3.0)), 0.3, 0.0, p)
+    assert not flagged and "waits too" in why, why
