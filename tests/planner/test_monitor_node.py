@@ -338,7 +338,6 @@ class _Rig:
             "diagnostics": n.create_publisher(DiagnosticArray, "/diagnostics", 10),
             "reset": n.create_publisher(Empty, "/m/reset", 10),
             "lights": n.create_publisher(TrafficLightStates, "/m/lights", STACK_OUTPUT_QOS),
-            "fallback": n.create_publisher(PlannedTrajectory, "/m/fallback", TRAJECTORY_QOS),
         }
         self.statuses: list[MonitorStatus] = []
         self.diags: list[DiagnosticArray] = []
@@ -350,7 +349,7 @@ class _Rig:
         remaps = {"~/input/candidate_trajectory": "/m/candidate", "~/input/tokens": "/m/tokens",
                   "~/input/points": "/m/points", "~/input/odometry": "/m/odom", "~/input/lane_map": "/m/lane_map",
                   "~/input/image": "/m/image", "~/output/status": "/m/status", "~/reset": "/m/reset",
-                  "~/input/traffic_lights": "/m/lights", "~/input/fallback_trajectory": "/m/fallback"}
+                  "~/input/traffic_lights": "/m/lights"}
         base = {"use_sim_time": True,
                 "calibration_file": str(self.tmp_path / "no_calibration.json")}
         base.update(params)
@@ -589,20 +588,3 @@ def test_bad_inputs_and_a_corrupt_calibration_give_errors_and_the_node_keeps_ans
     st = rig.step(t, lights=red, planner_light=3)
     assert dict(zip(st.signal_names, st.signal_values, strict=True))["light_disagreement"] == 1.0
     assert "light disagreement: planner green vs reader red" in _reasons(st).lower()
-    # A fallback trajectory in another frame (the stall check's reference, read from the cycle
-    # after its stamp): an ERROR naming it, the node answering on.
-    fb = _candidate(t, _ego_x(t))
-    fb.header.frame_id = "base_link"
-    rig.pub["fallback"].publish(fb)
-
-    def fallback_error():
-        return any(s.level == DiagnosticStatus.ERROR and "frame 'base_link'" in s.message
-                   and "stall check" in s.message for s in rig.diag_statuses("monitor: fallback_trajectory"))
-
-    for _ in range(5):
-        t = round(t + STEP_S, 6)
-        rig.step(t)
-        if rig.spin_until(fallback_error, timeout_s=1.0):
-            break
-    assert fallback_error(), rig.log()
-    assert rig.proc.poll() is None

@@ -20,9 +20,8 @@ classical light reader seeing RED or YELLOW for the ego's lane while the planner
 rationale and action disagree, ``light_red_critical``: the plan was conditioned on a light the
 fallback would stop for, or says it stops and does not; the candidate braking hard with no cause
 in view -- no agent within a headway, no junction, crosswalk, light or bend -- for
-``brake_check_cycles`` cycles, ``brake_check``: phantom braking; the candidate staying stopped
-while the fallback's own plan drives on, for ``stall_check_hold_s``, ``stall_check``: a silent
-stall); a failure of the *fallback's own* input (the raw lidar cloud stale, empty or mostly NaN) forces
+``brake_check_cycles`` cycles, ``brake_check``: phantom braking); a
+failure of the *fallback's own* input (the raw lidar cloud stale, empty or mostly NaN) forces
 MINIMAL_RISK.
 
 State machine (``update``): NOMINAL -> DEGRADED (certainty < tau_degraded) -> FALLBACK
@@ -119,7 +118,7 @@ SIGNAL_NAMES: tuple[str, ...] = (
 # stopped the vehicle in traffic because the planner's candidate stayed off-road or read GREEN at
 # a red light for 10 s while the fallback drove (or waited) correctly.
 PLANNER_CRITICALS = frozenset({"candidate", "offroad", "light_red", "collision_imminent", "planner_silent",
-                               "unjustified_braking", "stopping_conflict", "stalled"})
+                               "unjustified_braking", "stopping_conflict"})
 # ... or while the certainty of the signals about the scene and the sensors alone (product rule,
 # the params' weights) is below tau_mrm.
 SCENE_SIGNALS = ("quantisation_error", "unexplained_points", "unexplained_distance", "track_loss", "sensor_health")
@@ -251,19 +250,6 @@ class MonitorParams:
     brake_check_headway_s: float = 1.5          # an agent within this headway explains the braking
     brake_check_lat_accel_mps2: float = 2.0     # a bend explains it when the current speed exceeds this there
     brake_check_cycles: int = 3                 # consecutive cycles before it is critical
-    # The candidate stays stopped where the fallback would drive on (``monitor_signals.stalled``):
-    # the ego slow, the candidate's speed low over the whole horizon, the fallback's plan of the
-    # previous cycle -- a rule-based planner on the raw cloud, the lane map and the light reader,
-    # which stops for lights, queues, yields and pedestrians -- faster, for ``stall_check_hold_s``:
-    # critical, the fallback drives. Below the braking check's speed nothing else notices a planner
-    # that stops for nothing: on VAL roundabout s1001 it stopped 20 m past the exit on a clear road
-    # and crawled there for the last 6 s of the episode, the monitor NOMINAL throughout.
-    stall_check: bool = True
-    stall_check_max_ego_speed_mps: float = 2.0        # checked while the ego is this slow ...
-    stall_check_max_candidate_speed_mps: float = 1.5  # ... the candidate no faster over forecast_horizon_s ...
-    stall_check_min_fallback_speed_mps: float = 4.0   # ... and the fallback at least this fast within it
-    stall_check_hold_s: float = 2.0                   # for this long (sim time): critical
-    stall_check_fallback_max_age_s: float = 0.5      # an older fallback trajectory is not compared
     blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
     blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
     blind_confirmed_persist_s: float = 0.2  # both evidences (tracks lost at once, road objects unexplained) this long: critical
@@ -429,9 +415,6 @@ class MonitorInputs:
     # Where the rules may ask the ego to stop or yield (junction and acceleration lanes,
     # crosswalks): the braking check's map; None = unknown (braking is not checked).
     attention: MapMask | None = None
-    # The fallback's newest trajectory from before this cycle (map frame; the stall check's
-    # reference): None = none known (the stall check is off this cycle).
-    fallback: Trajectory | None = None
 
 
 @dataclass(frozen=True)
@@ -558,7 +541,6 @@ class ConfidenceMonitor:
         self._blind_since: float | None = None
         self._lost_all_since: float | None = None
         self._braking_cycles = 0
-        self._stall_since: float | None = None
 
     def _health_params(self, cloud: CloudSnapshot | None) -> MonitorParams:
         """The params the health check uses. ``nominal_points`` 0 means "learn it": the median point
@@ -707,7 +689,6 @@ class ConfidenceMonitor:
             if out is not None:
                 vals["kinematic"], why["kinematic"] = out
             self._check_braking(inp, cand, ego, yaw, speed, now, vals["unexplained_distance"], crit)
-            self._check_stall(inp, cand, speed, now, crit)
         else:
             reason = problem or crit["ego_state"]
             if "planner_silent" not in crit:
@@ -734,30 +715,6 @@ class ConfidenceMonitor:
         self._braking_cycles = self._braking_cycles + 1 if unjustified else 0
         if self._braking_cycles >= max(p.brake_check_cycles, 1):
             crit["unjustified_braking"] = f"{reason} for {self._braking_cycles} cycles"
-
-    def _check_stall(self, inp: MonitorInputs, cand: Trajectory, speed: float, now: float,
-                     crit: dict[str, str]) -> None:
-        """``stalled`` when the candidate has stayed stopped while the fallback would drive for
-        ``stall_check_hold_s`` (sim time; a failed evaluation or a missing or old fallback
-        trajectory restarts the clock)."""
-        p = self.params
-        if not p.stall_check:
-            return
-        fb = inp.fallback
-        if fb is not None and not (0.0 <= now - fb.stamp_s <= p.stall_check_fallback_max_age_s + 1e-6):
-            fb = None
-        try:
-            stalled, reason = ms.stalled(cand, fb, speed, now, p)
-        except Exception:  # noqa: BLE001 - bad numbers must never crash the monitor
-            stalled, reason = False, ""
-        if not stalled:
-            self._stall_since = None
-            return
-        if self._stall_since is None or now < self._stall_since:
-            self._stall_since = now
-        held = now - self._stall_since
-        if held >= p.stall_check_hold_s - 1e-6:
-            crit["stalled"] = f"{reason} for {held:.1f} s"
 
     def _blind_detector(self, inp: MonitorInputs, perc: PerceptionSnapshot | None, ego: np.ndarray,
                         yaw: float, now: float, crit: dict[str, str], track_loss: float = 0.0) -> None:

@@ -873,38 +873,3 @@ def unjustified_braking(traj: Trajectory, ego_xy: np.ndarray, ego_yaw: float, sp
             return False, f"{what}: detections contain NaN positions"
     return True, f"{what} with no cause in view (no agent within {p.brake_check_headway_s:g} s headway, " \
                        "no junction, crosswalk, light or bend)"
-
-
-# ---------------------------------------------------------------------------------------------
-# Stopped where the fallback would drive
-# ---------------------------------------------------------------------------------------------
-
-def stalled(cand: Trajectory, fallback: Trajectory | None, speed_mps: float, now_s: float,
-            p: Any) -> tuple[bool, str]:
-    """Does the candidate stay stopped while the fallback would drive on?
-
-    Checked while the ego is no faster than ``p.stall_check_max_ego_speed_mps``: the candidate's
-    highest speed over ``p.forecast_horizon_s`` from now is at most
-    ``p.stall_check_max_candidate_speed_mps`` while the fallback's trajectory (``None``: unknown,
-    not checked) reaches ``p.stall_check_min_fallback_speed_mps`` within it. The fallback is the
-    judge of whether there is a cause to wait -- a light, a queue, a yield, a pedestrian -- because
-    it plans from the raw cloud, the lane map and the light reader, and shares none of the learned
-    planner's failure modes. Returns (stalled?, reason)."""
-    v0 = float(speed_mps)
-    if fallback is None:
-        return False, "stall check: no fallback trajectory to compare with"
-    if not math.isfinite(v0) or v0 > p.stall_check_max_ego_speed_mps:
-        return False, "stall check: ego faster than its maximum speed"
-    horizon = float(p.forecast_horizon_s)
-    t_rel = np.linspace(0.0, horizon, int(math.ceil(horizon / 0.1)) + 1)
-    _, _, v_cand, _ = sample_at_times(cand, now_s + t_rel - cand.stamp_s)
-    _, _, v_fb, _ = sample_at_times(fallback, now_s + t_rel - fallback.stamp_s)
-    vc, vf = float(np.max(v_cand)), float(np.max(v_fb))
-    if not (math.isfinite(vc) and math.isfinite(vf)):
-        return False, "stall check: speeds are not finite"
-    if vc > p.stall_check_max_candidate_speed_mps:
-        return False, "candidate moves on"
-    if vf < p.stall_check_min_fallback_speed_mps:
-        return False, f"the fallback waits too ({vf:.1f} m/s within {horizon:g} s)"
-    return True, (f"candidate stays below {vc:.1f} m/s within {horizon:g} s at {v0:.1f} m/s while the "
-                  f"fallback would reach {vf:.1f} m/s: stopped with no cause the fallback sees")

@@ -202,7 +202,6 @@ class MonitorNode(Node):
         self.lights = _Series()          # stamp -> the reader's colour of the ego lane's light
         self.images = _Series()          # stamp -> (frozen, black)
         self.candidate_stamps = _Series()  # stamps of the candidates received (the planner's heartbeat)
-        self.fallback_trajs = _Series()    # stamp -> the fallback's PlannedTrajectory (the stall check's reference)
         self._last_image_hash: str | None = None
         self._same_images = 0                  # consecutive images identical to the one before, moving
         self._last_image_stamp: float | None = None
@@ -236,8 +235,6 @@ class MonitorNode(Node):
         self.create_subscription(TrafficLightStates, "~/input/traffic_lights", self._on_lights, STACK_OUTPUT_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, DIAG_SUB_QOS)
         self.create_subscription(Empty, "~/reset", self._on_reset, 10)
-        self.create_subscription(PlannedTrajectory, "~/input/fallback_trajectory", self._on_fallback_trajectory,
-                                 TRAJECTORY_QOS)
         # The trigger last: a cycle may run as soon as it is subscribed.
         self.create_subscription(PlannedTrajectory, "~/input/candidate_trajectory", self._on_candidate,
                                  TRAJECTORY_QOS)
@@ -447,11 +444,6 @@ class MonitorNode(Node):
         self.get_logger().warn(text)
         self._diag(self.get_clock().now().to_msg(), "reset", diag.OK, text, {})
 
-    def _on_fallback_trajectory(self, msg: PlannedTrajectory) -> None:
-        stamp = self._stamp(msg, "fallback_trajectory")
-        if stamp is not None:
-            self.fallback_trajs.put(stamp, msg)
-
     # ---------------------------------------------------------------- cycles
     def _on_candidate(self, msg: PlannedTrajectory) -> None:
         stamp = self._stamp(msg, "candidate_trajectory")
@@ -577,7 +569,6 @@ class MonitorNode(Node):
         reader_light = (light_hit[1] if light_hit is not None
                         and k - light_hit[0] <= self.cfg["light_max_age_s"] + STAMP_EPSILON_S else None)
         health = self._health(k, perception, cloud)
-        fallback = self._fallback_before(k, errors)
         if pose is not None:
             ego_xy, ego_yaw, ego_v = np.array([pose.x, pose.y]), float(pose.yaw), float(pose.speed_mps)
         else:
@@ -589,7 +580,7 @@ class MonitorNode(Node):
             consistency_ok=report.consistent if report is not None and p.candidate is not None else None,
             consistency_score=report.consistency_score if report is not None and p.candidate is not None else None,
             planner_light_state=report.light if report is not None and report.has_light else None,
-            reader_light_state=reader_light, health=health, fallback=fallback)
+            reader_light_state=reader_light, health=health)
         try:
             res = self.monitor.update(inputs)
         except Exception as exc:  # noqa: BLE001 - a core failure must not silence the monitor
@@ -610,29 +601,6 @@ class MonitorNode(Node):
             except (OSError, ValueError) as exc:   # a full disk must not silence the monitor
                 errors.append(("record", f"cannot append to {self.cfg['record_path']}: {exc}"))
         self._report(res, k, p, errors, kind, (time.perf_counter() - t0) * 1e3)
-
-    def _fallback_before(self, k: float, errors: list[tuple[str, str]]):
-        """The fallback's newest trajectory stamped before ``k`` (the cycle's own may or may not
-        have arrived yet; the previous one always has in the lockstep loop, so the choice does not
-        depend on timing), as a map-frame Trajectory; None when there is none or it is unusable
-        (named in the errors)."""
-        hit = self.fallback_trajs.latest(k - 2.0 * STAMP_EPSILON_S)
-        if hit is None:
-            return None
-        try:
-            traj, problem = io.candidate_from_msg(hit[1], self.cfg["expected_frame"])
-        except io.InputError as exc:
-            errors.append(("fallback_trajectory", f"{exc.why}: the stall check is off this cycle"))
-            return None
-        except Exception as exc:  # noqa: BLE001 - a malformed message must not stop the node
-            errors.append(("fallback_trajectory", f"{type(exc).__name__}: {exc}: the stall check is off this cycle"))
-            return None
-        if problem == "no points":      # nothing planned: the fallback's own diagnostics say why
-            return None
-        if problem is not None:
-            errors.append(("fallback_trajectory", f"{problem}: the stall check is off this cycle"))
-            return None
-        return traj
 
     @staticmethod
     def _recent(snapshot, k: float, max_age_s: float):
