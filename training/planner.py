@@ -74,7 +74,7 @@ class PlannerSamples:
             raise ValueError(f"recovery_copies must be >= 0, got {recovery_copies}")
         recovery = recovery or RecoveryConfig()
         rng = np.random.default_rng(seed)
-        recovered, offsets, manoeuvre, unobserved = [], [], [], []
+        recovered, offsets, manoeuvre, unobserved, brakes_seen = [], [], [], [], []
 
         self.cfg = cfg
         cols: dict[str, list] = {}
@@ -95,6 +95,7 @@ class PlannerSamples:
             lc = meta.get("lane_change")
             is_manoeuvre = lc is not None and len(lc) == 3 and lc[1] != lc[2]
             hidden = unobserved_braking(d, cfg.plan_dt_s) if mask_unobserved_braking else np.zeros(len(d["t_s"]), bool)
+            seen_brake = braking_in_view(d, cfg.plan_dt_s)
             for copy in range(1 + recovery_copies):
                 src = d if copy == 0 else displace_shard(d, rng, recovery, cfg.plan_dt_s)
                 conv = self._convert(src, meta)
@@ -102,6 +103,7 @@ class PlannerSamples:
                 for k, v in conv.items():
                     cols.setdefault(k, []).append(v)
                 unobserved += hidden.tolist()
+                brakes_seen += seen_brake.tolist()
                 texts += [meta["instruction"]["text"]] * len(d["t_s"])
                 seeds += [int(meta["seed"])] * len(d["t_s"])
                 recovered += [copy > 0] * len(d["t_s"])
@@ -117,6 +119,7 @@ class PlannerSamples:
         self.offsets = np.concatenate(offsets)           # its (dy [m], dpsi [rad]); 0 for the originals
         self.manoeuvre = np.asarray(manoeuvre, bool)     # from an episode with an instructed lane change
         self.unobserved = np.asarray(unobserved, bool)   # its plan left out: braking for nothing in view
+        self.brakes_seen = np.asarray(brakes_seen, bool)  # the expert brakes with the cause in view
 
     def subset(self, idx) -> PlannerSamples:
         """The samples ``idx`` (indices or a boolean mask) as a set of their own."""
@@ -129,6 +132,7 @@ class PlannerSamples:
         out.seeds, out.recovered, out.offsets = self.seeds[idx], self.recovered[idx], self.offsets[idx]
         out.manoeuvre = self.manoeuvre[idx]
         out.unobserved = self.unobserved[idx]
+        out.brakes_seen = self.brakes_seen[idx]
         return out
 
     def __len__(self) -> int:
@@ -276,6 +280,18 @@ def unobserved_braking(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop
     return brake & ~seen & ~stop
 
 
+def braking_in_view(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop_mps: float = 3.0) -> np.ndarray:
+    """(N,) bool: the frames of a shard whose expert plan brakes (as :func:`unobserved_braking`
+    defines it) with the cause in view: the braking a planner must learn from the scene, since
+    closed loop no expert has started it (``python -m training.brake_eval`` measures it)."""
+    plan, pv = d["plan"], d["plan_valid"]
+    if plan.shape[1] < 6:
+        return np.zeros(len(d["t_s"]), bool)
+    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / plan_dt_s
+    brake = pv[:, 4] & pv[:, 5] & (v3 < d["ego_speed"] - drop_mps)
+    return brake & ~unobserved_braking(d, plan_dt_s, drop_mps)
+
+
 def swap_ego_accel(ego: torch.Tensor, pool: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
     """``ego`` (B, D) with the acceleration slot of a ``share`` of its rows replaced by values drawn
     from ``pool`` (the training set's acceleration slots); the labels stay the expert's.
@@ -311,21 +327,26 @@ def targeted_mask(samples: PlannerSamples) -> np.ndarray:
     return np.isin(samples.seeds, np.asarray(TARGETED))
 
 
-def epoch_pool(samples: PlannerSamples, targeted_weight: int = 1, manoeuvre_weight: int = 1) -> np.ndarray:
+def epoch_pool(samples: PlannerSamples, targeted_weight: int = 1, manoeuvre_weight: int = 1,
+               brake_weight: int = 1) -> np.ndarray:
     """The sample indices one epoch draws from: every sample once; the samples of targeted
     episodes (seeds of ``tps_sim.splits.TARGETED``: ``--from-search`` data around a search's
     failures) ``targeted_weight`` times in all, so that a few targeted episodes are not drowned by
     the regular data of the union; and the samples of episodes whose instruction commanded a lane
     change (``--instructions seeded`` data) ``manoeuvre_weight`` times in all, so that the few
-    episodes where the words decide the manoeuvre are not drowned by the keep-lane majority."""
-    for name, w in (("targeted_weight", targeted_weight), ("manoeuvre_weight", manoeuvre_weight)):
+    episodes where the words decide the manoeuvre are not drowned by the keep-lane majority; and
+    the samples where the expert brakes with the cause in view (:func:`braking_in_view`)
+    ``brake_weight`` times in all."""
+    for name, w in (("targeted_weight", targeted_weight), ("manoeuvre_weight", manoeuvre_weight),
+                    ("brake_weight", brake_weight)):
         if w < 1:
             raise ValueError(f"{name} must be >= 1, got {w}")
     every = np.arange(len(samples))
     targeted = every[targeted_mask(samples)]
     manoeuvre = every[samples.manoeuvre]
+    brakes = every[samples.brakes_seen]
     return np.concatenate([every, *([targeted] * (targeted_weight - 1)),
-                           *([manoeuvre] * (manoeuvre_weight - 1))])
+                           *([manoeuvre] * (manoeuvre_weight - 1)), *([brakes] * (brake_weight - 1))])
 
 
 def trainable_state(model: VLMPlanner) -> dict:
@@ -391,7 +412,8 @@ def train(args: argparse.Namespace) -> dict:
     run_dir = Path(args.out) / args.run
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    pool = epoch_pool(train_set, getattr(args, "targeted_weight", 1), getattr(args, "manoeuvre_weight", 1))
+    pool = epoch_pool(train_set, getattr(args, "targeted_weight", 1), getattr(args, "manoeuvre_weight", 1),
+                      getattr(args, "brake_weight", 1))
     accel_pool = train_set.data["ego"][:, EGO_ACCEL_COL].clone()
     accel_rng = np.random.default_rng(args.seed + 7919)  # its own stream: the batch order stays a run's without it
     steps_per_epoch = max(1, len(pool) // args.batch)
@@ -456,6 +478,8 @@ def train(args: argparse.Namespace) -> dict:
         "threads": args.threads, "init": str(args.init) if getattr(args, "init", None) else None,
         "targeted_weight": getattr(args, "targeted_weight", 1),
         "manoeuvre_weight": getattr(args, "manoeuvre_weight", 1),
+        "brake_weight": getattr(args, "brake_weight", 1),
+        "brakes_seen_samples": int(train_set.brakes_seen.sum()),
         "targeted_samples": int(targeted_mask(train_set).sum()),
         "recovery_copies": args.recovery_copies,
         "recovery": ({k: float(v) for k, v in recovery.__dict__.items()} if args.recovery_copies else None),
@@ -505,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--manoeuvre-weight", type=int, default=1,
                     help="draw the samples of episodes whose instruction commanded a lane change "
                          "(--instructions seeded data) this many times per epoch (1 = like every other sample)")
+    ap.add_argument("--brake-weight", type=int, default=1,
+                    help="draw the samples where the expert brakes with the cause in view (braking_in_view) "
+                         "this many times per epoch (1 = like every other sample)")
     ap.add_argument("--plan-prior", choices=PLAN_PRIORS, default=None,
                     help="the plan head's residual base: straight ahead or along the route "
                          "(default: the --init checkpoint's, else straight)")

@@ -14,10 +14,8 @@ table gives
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -71,27 +69,19 @@ def probe(model, samples, offsets: np.ndarray, plans_orig: np.ndarray, valid: np
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tps_perception.backends import repo_root
     from tps_planner.vlm.layout import EGO_SPEED_SCALE_MPS
     from tps_planner.vlm.model import InstructionTokenizer, load_planner
 
-    from training.planner import PlannerSamples, evaluate, shard_paths
+    from training.planner import PlannerSamples, evaluate
+    from training.probe_cli import probe_parser, probe_shards
 
-    root = repo_root()
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", type=Path, help="planner.pt checkpoints")
-    ap.add_argument("--data", type=Path, default=root / "data" / "planner")
-    ap.add_argument("--split", default="val", choices=("val", "train"))
+    ap = probe_parser(__doc__.split("\n")[0])
     ap.add_argument("--lateral-sigma", type=float, default=0.6)
     ap.add_argument("--heading-sigma-deg", type=float, default=3.0)
     ap.add_argument("--seed", type=int, default=123)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    paths = shard_paths(args.data, args.split)
-    if not paths:
-        print(f"error: no {args.split} shards under {args.data}", file=sys.stderr)
+    paths = probe_shards(args)
+    if paths is None:
         return 2
     rec = RecoveryConfig(lateral_sigma_m=args.lateral_sigma, heading_sigma_rad=np.deg2rad(args.heading_sigma_deg))
     rows = {}

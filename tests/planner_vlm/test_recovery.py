@@ -234,3 +234,57 @@ def test_masked_unobserved_braking_leaves_only_those_plans_out_of_the_loss(tmp_p
     np.testing.assert_array_equal(masked.data["plan_valid"].any(1).numpy(), ~masked.unobserved)
     for k in ("plan_target", "ego", "fut_valid", "intent"):
         assert torch.equal(plain.data[k], masked.data[k]), k
+
+
+def test_braking_in_view_is_the_braking_the_planner_must_read_from_the_scene_and_is_drawn_brake_weight_times(tmp_path):
+    """training.planner.braking_in_view: the expert brakes and something in view explains it (the
+    complement of unobserved_braking among braking frames); --brake-weight draws those samples, and
+    their recovery copies, that many times per epoch."""
+    d = _braking_frames()
+    d["tok_mask"][1:3, 0] = True
+    d["tok_geom"][1, 0, :2] = (45.0, 0.3)                 # stopped car in the lane, 45 m ahead
+    d["tok_geom"][2, 0, :2] = (20.0, 3.5)                 # a car in the next lane
+    d["stop_line_m"][3] = 30.0                            # a stop line
+    d["plan"][4] = np.column_stack([np.arange(1, 9) * 10.0, np.zeros(8)])   # frame 4 keeps 20 m/s
+    np.testing.assert_array_equal(planner.braking_in_view(d), [False, True, True, True, False])
+    np.testing.assert_array_equal(planner.unobserved_braking(d), [True, False, False, False, False])
+
+    tok = InstructionTokenizer(8)
+    path = write_fake_shard(tmp_path, "train", "highway", 0, n=3, n_tokens=0)
+    with np.load(path) as z:
+        shard = {k: z[k] for k in z.files}
+    shard.update({k: v[:3] for k, v in _braking_frames(3).items() if k not in ("tok_geom", "tok_mask", "t_s")})
+    shard["stop_line_m"][1] = 30.0                        # frame 1 brakes for a stop line; 0 and 2 for nothing
+    np.savez_compressed(path, **shard)
+    s = planner.PlannerSamples([path], PlannerConfig(max_agents=4, camera_size=(80, 45)), tok, recovery_copies=1, seed=1)
+    np.testing.assert_array_equal(s.brakes_seen, [False, True, False] * 2)
+    np.testing.assert_array_equal(s.subset([1, 2]).brakes_seen, [True, False])
+    assert np.bincount(planner.epoch_pool(s, brake_weight=4)).tolist() == [1, 4, 1, 1, 4, 1]
+    assert planner.epoch_pool(s).tolist() == list(range(6))
+    with pytest.raises(ValueError, match="brake_weight"):
+        planner.epoch_pool(s, brake_weight=0)
+
+
+def test_brake_probe_groups_frames_by_the_experts_braking_and_scores_the_drop_share():
+    """training.brake_eval: frames fall in brakes_seen / brakes_unseen / keeps by the expert's speed
+    at +2.5..3 s; the drop share is the share of the expert's speed drop the plan reproduces."""
+    from training import brake_eval
+
+    traj = np.zeros((1, 8, 2))
+    traj[0, :, 0] = np.arange(1, 9) * 6.0                 # 12 m/s at 0.5-s steps
+    assert brake_eval.plan_speed(traj, 0.5)[0] == pytest.approx(12.0)
+    ego = np.array([20.0, 20.0, 20.0, 20.0, 20.0])
+    expert = np.array([10.0, 10.0, 19.0, np.nan, 8.0])
+    unseen = np.array([False, True, False, False, False])
+    g = brake_eval.frame_groups(ego, expert, unseen)
+    assert g["brakes_seen"].tolist() == [True, False, False, False, True]
+    assert g["brakes_unseen"].tolist() == [False, True, False, False, False]
+    assert g["keeps"].tolist() == [False, False, True, False, False]      # the NaN frame is in none
+    plan = np.array([15.0, 20.0, 19.0, 5.0, 8.0])          # half of the first drop, all of the last
+    fig = brake_eval.group_figures(ego, expert, plan, g)
+    assert fig["brakes_seen"]["n"] == 2 and fig["brakes_seen"]["drop_share"] == pytest.approx(0.75)
+    assert fig["brakes_unseen"]["drop_share"] == pytest.approx(0.0)
+    assert fig["keeps"]["plan_mps"] == pytest.approx(19.0) and "drop_share" not in fig["keeps"]
+    empty = brake_eval.group_figures(ego, expert, plan, {k: np.zeros(5, bool) for k in brake_eval.GROUPS})
+    assert empty["brakes_seen"]["n"] == 0 and np.isnan(empty["brakes_seen"]["drop_share"])
+    assert "fed 0" in brake_eval.table({"m": {"accel": fig, "accel0": fig}})

@@ -126,6 +126,15 @@ def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
     probe = json.loads(out.read_text())[str(run / "planner.pt")]
     assert probe["samples"] == 2 and np.isfinite(probe["l2_mean"]) and np.isfinite(probe["l2_mean_nominal"])
     assert probe["removed_samples"] <= 2
+    # the braking probe (python -m training.brake_eval): both passes, every frame in at most one group
+    from training import brake_eval
+
+    out = tmp_path / "brake.json"
+    assert brake_eval.main([str(run / "planner.pt"), "--data", str(tmp_path / "data"), "--json", str(out)]) == 0
+    brake = json.loads(out.read_text())[str(run / "planner.pt")]
+    assert set(brake) == {"accel", "accel0"}
+    assert sum(g["n"] for g in brake["accel"].values()) <= 2
+    assert brake_eval.main([str(run / "planner.pt"), "--data", str(tmp_path / "nothing")]) == 2
 
     # fine-tune from that checkpoint (--init): its configuration wins over the command line's, its
     # parameters are the start (before any step the VAL loss is the checkpoint's), then they move
