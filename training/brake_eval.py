@@ -3,11 +3,12 @@
 Open-loop probe of one or more planner checkpoints on the same shards. Every frame with valid plan
 points at +2.5 and +3.0 s falls in one group by the *expert's* plan:
 
-- ``brakes_seen``: the expert's speed over +2.5..3.0 s is more than 3 m/s below the ego's and the
-  cause is in view (not :func:`training.planner.unobserved_braking`: a token in the corridor ahead,
-  an agent crossing, a signalised stop line);
+- ``brakes_seen``: the expert's speed over +2.5..3.0 s is more than 3 m/s below the ego's
+  (:func:`training.planner.expert_braking`) and the cause is in view
+  (:func:`training.planner.braking_cause_in_view`: a token in the corridor ahead, an agent
+  crossing, a signalised stop line);
 - ``brakes_unseen``: the expert brakes as much for nothing the planner can see (SUMO's expert
-  follows vehicles beyond the detector's range);
+  follows vehicles beyond the detector's range; :func:`training.planner.unobserved_braking`);
 - ``keeps``: every other frame.
 
 Per group: the ego's speed, the expert's and the plan's speed over +2.5..3.0 s, and for the
@@ -26,7 +27,6 @@ braking the planner reads from the scene.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -35,7 +35,6 @@ import numpy as np
 import torch
 
 GROUPS = ("brakes_seen", "brakes_unseen", "keeps")
-BRAKE_DROP_MPS = 3.0          # the braking threshold of training.planner.unobserved_braking
 
 
 def plan_speed(traj: np.ndarray, dt_s: float, k0: int = 4, k1: int = 5) -> np.ndarray:
@@ -44,14 +43,21 @@ def plan_speed(traj: np.ndarray, dt_s: float, k0: int = 4, k1: int = 5) -> np.nd
     return np.linalg.norm(t[:, k1] - t[:, k0], axis=1) / dt_s
 
 
-def frame_groups(ego_v: np.ndarray, expert_v: np.ndarray, unseen: np.ndarray,
-                 drop_mps: float = BRAKE_DROP_MPS) -> dict[str, np.ndarray]:
-    """Boolean masks (N,) of :data:`GROUPS`; frames whose expert speed is NaN (plan points not
-    valid) are in none."""
-    ok = np.isfinite(expert_v) & np.isfinite(ego_v)
-    brake = ok & (expert_v < ego_v - drop_mps)
-    unseen = np.asarray(unseen, bool)
-    return {"brakes_seen": brake & ~unseen, "brakes_unseen": brake & unseen, "keeps": ok & ~brake}
+def shard_frames(d: dict, plan_dt_s: float) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """One shard's (ego speed, expert speed over +2.5..3.0 s, boolean masks (N,) of :data:`GROUPS`),
+    the groups from :func:`training.planner.expert_braking` and
+    :func:`training.planner.braking_cause_in_view`. Frames whose plan points 4 and 5 are not valid
+    have a NaN expert speed and are in no group."""
+    from training.planner import braking_cause_in_view, expert_braking
+
+    ego_v = np.asarray(d["ego_speed"], np.float64)
+    pv = d["plan_valid"]
+    valid = pv[:, 4] & pv[:, 5] if pv.shape[1] >= 6 else np.zeros(len(ego_v), bool)
+    expert_v = plan_speed(d["plan"], plan_dt_s) if pv.shape[1] >= 6 else np.full(len(ego_v), np.nan)
+    expert_v = np.where(valid, expert_v, np.nan)
+    brake, cause = expert_braking(d, plan_dt_s), braking_cause_in_view(d)
+    groups = {"brakes_seen": brake & cause, "brakes_unseen": brake & ~cause, "keeps": valid & ~brake}
+    return ego_v, expert_v, groups
 
 
 def group_figures(ego_v: np.ndarray, expert_v: np.ndarray, plan_v: np.ndarray,
@@ -71,43 +77,37 @@ def group_figures(ego_v: np.ndarray, expert_v: np.ndarray, plan_v: np.ndarray,
 
 
 @torch.no_grad()
-def predicted_speeds(model, samples, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(plan speed, expert speed) over +2.5..3.0 s for every sample; the expert's is NaN where its
-    plan points are not valid."""
+def predicted_speeds(model, samples, zero_accel: bool = False, batch_size: int = 32) -> np.ndarray:
+    """(N,) the plan's speed over +2.5..3.0 s for every sample; ``zero_accel`` feeds the ego
+    token's acceleration as 0 (what a checkpoint trained without it reads)."""
+    from tps_planner.vlm.layout import EGO_ACCEL_COL
+
     model.eval()
-    dt = model.cfg.plan_dt_s
-    plan_v, expert_v = [], []
+    out = []
     for a in range(0, len(samples), batch_size):
         b = samples.batch(range(a, min(len(samples), a + batch_size)))
-        out = model(b)
-        plan_v.append(plan_speed(out["s3"]["trajectory"].numpy(), dt))
-        ev = plan_speed(b["plan_target"].numpy(), dt)
-        pv = b["plan_valid"].numpy()
-        ev[~(pv[:, 4] & pv[:, 5])] = np.nan
-        expert_v.append(ev)
-    return np.concatenate(plan_v), np.concatenate(expert_v)
+        if zero_accel:
+            b["ego"] = b["ego"].clone()
+            b["ego"][:, EGO_ACCEL_COL] = 0.0
+        out.append(plan_speed(model(b)["s3"]["trajectory"].numpy(), model.cfg.plan_dt_s))
+    return np.concatenate(out)
 
 
 def probe(path: Path, shard_paths: list[Path], split: str) -> dict:
     """Both passes (``accel``, ``accel0``) of one checkpoint: {pass: group figures}."""
-    from tps_planner.vlm.layout import EGO_SPEED_SCALE_MPS
     from tps_planner.vlm.model import InstructionTokenizer, load_planner
 
-    from training.planner import PlannerSamples, unobserved_braking
+    from training.planner import PlannerSamples
 
     model, _ = load_planner(path)
-    unseen = np.concatenate([unobserved_braking(dict(np.load(p, allow_pickle=True)), model.cfg.plan_dt_s)
-                             for p in shard_paths])
-    tok = InstructionTokenizer(model.cfg.max_text_tokens)
-    res = {}
-    for name, cfg in (("accel", model.cfg), ("accel0", dataclasses.replace(model.cfg, ego_accel_input=False))):
-        samples = PlannerSamples(shard_paths, cfg, tok, (split,))
-        if len(samples) != len(unseen):
-            raise ValueError(f"{path}: {len(samples)} samples but {len(unseen)} shard frames")
-        ego_v = samples.data["ego"].numpy()[:, 0] * EGO_SPEED_SCALE_MPS
-        plan_v, expert_v = predicted_speeds(model, samples)
-        res[name] = group_figures(ego_v, expert_v, plan_v, frame_groups(ego_v, expert_v, unseen))
-    return res
+    frames = [shard_frames(dict(np.load(p, allow_pickle=True)), model.cfg.plan_dt_s) for p in shard_paths]
+    ego_v, expert_v = np.concatenate([f[0] for f in frames]), np.concatenate([f[1] for f in frames])
+    groups = {k: np.concatenate([f[2][k] for f in frames]) for k in GROUPS}
+    samples = PlannerSamples(shard_paths, model.cfg, InstructionTokenizer(model.cfg.max_text_tokens), (split,))
+    if len(samples) != len(ego_v):
+        raise ValueError(f"{path}: {len(samples)} samples but {len(ego_v)} shard frames")
+    return {name: group_figures(ego_v, expert_v, predicted_speeds(model, samples, zero_accel=name == "accel0"), groups)
+            for name in ("accel", "accel0")}
 
 
 def table(rows: dict[str, dict]) -> str:

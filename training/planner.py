@@ -246,17 +246,35 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def unobserved_braking(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop_mps: float = 3.0,
-                       corridor_half_m: float = 4.0, ahead_m: float = 60.0, stop_line_m: float = 80.0,
-                       crossing_m: float = 40.0, crossing_mps: float = 1.0) -> np.ndarray:
-    """(N,) bool: the frames of a shard whose expert plan brakes for nothing the planner can see.
+def expert_braking(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop_mps: float = 3.0) -> np.ndarray:
+    """(N,) bool: the frames of a shard whose expert plan brakes: its speed between plan points 4
+    and 5 (``plan_dt_s`` apart: +2.5..3.0 s) is more than ``drop_mps`` below the ego's. Frames
+    whose two points are not valid are not braking."""
+    plan, pv = d["plan"], d["plan_valid"]
+    if plan.shape[1] < 6:
+        return np.zeros(len(d["t_s"]), bool)
+    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / plan_dt_s
+    return pv[:, 4] & pv[:, 5] & (v3 < d["ego_speed"] - drop_mps)
 
-    Braking: the plan's speed between its points 4 and 5 (``plan_dt_s`` apart: +2.5..3.0 s) is
-    more than ``drop_mps`` below the ego's. For nothing seen: no agent token in the corridor ahead
-    (0 < x < ``ahead_m``, |y| < ``corridor_half_m``, which takes in the neighbouring lanes, so a car
-    about to cut in counts), none within ``crossing_m`` moving towards the ego's path at more than
-    ``crossing_mps`` sideways (a pedestrian or a car crossing ahead), and no signalised stop line
-    within ``stop_line_m``.
+
+def braking_cause_in_view(d: dict, corridor_half_m: float = 4.0, ahead_m: float = 60.0, stop_line_m: float = 80.0,
+                          crossing_m: float = 40.0, crossing_mps: float = 1.0) -> np.ndarray:
+    """(N,) bool: the frames of a shard where the planner sees something to brake for: an agent
+    token in the corridor ahead (0 < x < ``ahead_m``, |y| < ``corridor_half_m``, which takes in the
+    neighbouring lanes, so a car about to cut in counts), one within ``crossing_m`` moving towards
+    the ego's path at more than ``crossing_mps`` sideways (a pedestrian or a car crossing ahead), or
+    a signalised stop line within ``stop_line_m``."""
+    g, m = d["tok_geom"], d["tok_mask"]
+    seen = (m & (g[..., 0] > 0.0) & (g[..., 0] < ahead_m) & (np.abs(g[..., 1]) < corridor_half_m)).any(1)
+    x, y, vy = g[..., 0], g[..., 1], g[..., 6]
+    crossing = m & (x > -5.0) & (np.hypot(x, y) < crossing_m) & (np.abs(vy) > crossing_mps) & (y * vy < 0.0)
+    sl = d["stop_line_m"]
+    return seen | crossing.any(1) | (np.isfinite(sl) & (sl < stop_line_m))
+
+
+def unobserved_braking(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop_mps: float = 3.0) -> np.ndarray:
+    """(N,) bool: the frames of a shard whose expert plan brakes (:func:`expert_braking`) for
+    nothing the planner can see (not :func:`braking_cause_in_view`).
 
     Why: the SUMO expert brakes for the vehicle it follows whatever the distance, while the
     detector sees +-51.2 m. On the TRAIN shards of cut_in / hard_brake / stalled about half the
@@ -264,32 +282,14 @@ def unobserved_braking(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop
     there (median 52-54 m; closing note of 2026-12-05). Imitating them teaches the planner to brake
     on a clear road, which closed loop is what it does.
     """
-    plan, pv = d["plan"], d["plan_valid"]
-    n = len(d["t_s"])
-    if plan.shape[1] < 6:
-        return np.zeros(n, bool)
-    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / plan_dt_s
-    brake = pv[:, 4] & pv[:, 5] & (v3 < d["ego_speed"] - drop_mps)
-    g, m = d["tok_geom"], d["tok_mask"]
-    seen = (m & (g[..., 0] > 0.0) & (g[..., 0] < ahead_m) & (np.abs(g[..., 1]) < corridor_half_m)).any(1)
-    x, y, vy = g[..., 0], g[..., 1], g[..., 6]
-    crossing = m & (x > -5.0) & (np.hypot(x, y) < crossing_m) & (np.abs(vy) > crossing_mps) & (y * vy < 0.0)
-    seen |= crossing.any(1)
-    sl = d["stop_line_m"]
-    stop = np.isfinite(sl) & (sl < stop_line_m)
-    return brake & ~seen & ~stop
+    return expert_braking(d, plan_dt_s, drop_mps) & ~braking_cause_in_view(d)
 
 
 def braking_in_view(d: dict, plan_dt_s: float = PlannerConfig.plan_dt_s, drop_mps: float = 3.0) -> np.ndarray:
-    """(N,) bool: the frames of a shard whose expert plan brakes (as :func:`unobserved_braking`
-    defines it) with the cause in view: the braking a planner must learn from the scene, since
-    closed loop no expert has started it (``python -m training.brake_eval`` measures it)."""
-    plan, pv = d["plan"], d["plan_valid"]
-    if plan.shape[1] < 6:
-        return np.zeros(len(d["t_s"]), bool)
-    v3 = np.linalg.norm(plan[:, 5] - plan[:, 4], axis=1) / plan_dt_s
-    brake = pv[:, 4] & pv[:, 5] & (v3 < d["ego_speed"] - drop_mps)
-    return brake & ~unobserved_braking(d, plan_dt_s, drop_mps)
+    """(N,) bool: the frames of a shard whose expert plan brakes (:func:`expert_braking`) with the
+    cause in view (:func:`braking_cause_in_view`): the braking a planner must learn from the scene,
+    since closed loop no expert has started it (``python -m training.brake_eval`` measures it)."""
+    return expert_braking(d, plan_dt_s, drop_mps) & braking_cause_in_view(d)
 
 
 def swap_ego_accel(ego: torch.Tensor, pool: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:

@@ -267,19 +267,28 @@ def test_braking_in_view_is_the_braking_the_planner_must_read_from_the_scene_and
 
 def test_brake_probe_groups_frames_by_the_experts_braking_and_scores_the_drop_share():
     """training.brake_eval: frames fall in brakes_seen / brakes_unseen / keeps by the expert's speed
-    at +2.5..3 s; the drop share is the share of the expert's speed drop the plan reproduces."""
+    at +2.5..3 s and the cause in view (the planner's expert_braking / braking_cause_in_view); the
+    drop share is the share of the expert's speed drop the plan reproduces."""
     from training import brake_eval
 
     traj = np.zeros((1, 8, 2))
     traj[0, :, 0] = np.arange(1, 9) * 6.0                 # 12 m/s at 0.5-s steps
     assert brake_eval.plan_speed(traj, 0.5)[0] == pytest.approx(12.0)
-    ego = np.array([20.0, 20.0, 20.0, 20.0, 20.0])
-    expert = np.array([10.0, 10.0, 19.0, np.nan, 8.0])
-    unseen = np.array([False, True, False, False, False])
-    g = brake_eval.frame_groups(ego, expert, unseen)
+    d = _braking_frames()                                 # an ego at 20 m/s
+    d["plan"][:2] = np.column_stack([np.arange(1, 9) * 5.0, np.zeros(8)])   # frames 0, 1: the expert at 10 m/s
+    d["tok_mask"][[0, 4], 0] = True
+    d["tok_geom"][[0, 4], 0, :2] = (45.0, 0.3)            # the cause in view: a car ahead
+    d["plan"][2] = np.column_stack([np.arange(1, 9) * 9.5, np.zeros(8)])    # frame 2 keeps 19 m/s
+    d["plan_valid"][3, 5] = False                         # frame 3: no expert speed
+    d["plan"][4] = np.column_stack([np.arange(1, 9) * 4.0, np.zeros(8)])    # frame 4 brakes to 8 m/s
+    ego, expert, g = brake_eval.shard_frames(d, 0.5)
+    np.testing.assert_allclose(expert[[0, 1, 2, 4]], [10.0, 10.0, 19.0, 8.0], rtol=1e-5)
+    assert np.isnan(expert[3]) and ego.tolist() == [20.0] * 5
     assert g["brakes_seen"].tolist() == [True, False, False, False, True]
     assert g["brakes_unseen"].tolist() == [False, True, False, False, False]
-    assert g["keeps"].tolist() == [False, False, True, False, False]      # the NaN frame is in none
+    assert g["keeps"].tolist() == [False, False, True, False, False]      # the invalid frame is in none
+    np.testing.assert_array_equal(g["brakes_unseen"], planner.unobserved_braking(d))
+    np.testing.assert_array_equal(g["brakes_seen"], planner.braking_in_view(d))
     plan = np.array([15.0, 20.0, 19.0, 5.0, 8.0])          # half of the first drop, all of the last
     fig = brake_eval.group_figures(ego, expert, plan, g)
     assert fig["brakes_seen"]["n"] == 2 and fig["brakes_seen"]["drop_share"] == pytest.approx(0.75)
