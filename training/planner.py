@@ -315,6 +315,28 @@ def swap_ego_accel(ego: torch.Tensor, pool: torch.Tensor, share: float, rng: np.
     return out
 
 
+def zero_brake_accel(ego: torch.Tensor, brakes_seen: np.ndarray, share: float,
+                     rng: np.random.Generator) -> torch.Tensor:
+    """``ego`` (B, D) with the acceleration slot 0 on a ``share`` of the rows whose expert brakes
+    with the cause in view (``brakes_seen`` (B,) bool, :func:`braking_in_view`); labels unchanged.
+
+    Why: open loop, on those frames the ego (the expert) is already braking when the cause is in
+    view, so the planner learns to continue the deceleration it reads; closed loop nobody has
+    started braking for it (``training.brake_eval``: the shipped planner fed 0 reproduces 9 % of the
+    expert's speed drop there). Fed 0 on exactly those frames, the braking has to come from the
+    scene, while every other frame keeps the cue (``--no-ego-accel`` takes it everywhere). Returns
+    a new tensor; ``share`` 0 or no such row returns ``ego`` itself.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"brake accel zero share must be in [0, 1], got {share}")
+    hit = np.asarray(brakes_seen, bool) & (rng.random(ego.shape[0]) < share)
+    if share == 0.0 or not hit.any():
+        return ego
+    out = ego.clone()
+    out[torch.from_numpy(hit), EGO_ACCEL_COL] = 0.0
+    return out
+
+
 def lr_at(base: float, step_share: float, time_share: float) -> float:
     s = min(1.0, max(step_share, time_share))
     if s < WARMUP:
@@ -379,8 +401,12 @@ def train(args: argparse.Namespace) -> dict:
                             plan_prior=getattr(args, "plan_prior", None) or PlannerConfig.plan_prior,
                             ego_accel_input=not getattr(args, "no_ego_accel", False))
     accel_noise = float(getattr(args, "ego_accel_noise", 0.0))
+    brake_accel_zero = float(getattr(args, "brake_accel_zero", 0.0))
     if accel_noise and not cfg.ego_accel_input:
         raise ValueError("--ego-accel-noise needs the acceleration input (not --no-ego-accel)")
+    if brake_accel_zero and not cfg.ego_accel_input:
+        raise ValueError("--brake-accel-zero needs the acceleration input (not --no-ego-accel): "
+                         "without it every sample is fed 0 already")
     tok = InstructionTokenizer(cfg.max_text_tokens)
     train_paths = shard_paths(args.data, "train", args.scenarios)
     for extra in getattr(args, "extra_data", None) or []:
@@ -439,9 +465,11 @@ def train(args: argparse.Namespace) -> dict:
             for g in opt.param_groups:
                 g["lr"] = lr
             t0 = time.perf_counter()
-            b = train_set.batch(order[k * args.batch:(k + 1) * args.batch] if len(order) >= args.batch
-                                else rng.choice(len(train_set), args.batch))
+            idx = (order[k * args.batch:(k + 1) * args.batch] if len(order) >= args.batch
+                   else rng.choice(len(train_set), args.batch))
+            b = train_set.batch(idx)
             b["ego"] = swap_ego_accel(b["ego"], accel_pool, accel_noise, accel_rng)
+            b["ego"] = zero_brake_accel(b["ego"], train_set.brakes_seen[idx], brake_accel_zero, accel_rng)
             out = model(b)
             loss, parts = planner_loss(out, b)
             opt.zero_grad(set_to_none=True)
@@ -485,6 +513,7 @@ def train(args: argparse.Namespace) -> dict:
         "recovery": ({k: float(v) for k, v in recovery.__dict__.items()} if args.recovery_copies else None),
         "recovered_samples": int(train_set.recovered.sum()),
         "ego_accel_noise": accel_noise,
+        "brake_accel_zero": brake_accel_zero,
         "mask_unobserved_braking": bool(getattr(args, "mask_unobserved_braking", False)),
         "unobserved_braking_samples": int(train_set.unobserved.sum()),
     }
@@ -544,6 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "each step) with one drawn from the training set, labels unchanged, so that the planner "
                          "relies less on continuing its own deceleration (swap_ego_accel; at 0.5 it still braked "
                          "to a stop on VAL highway episodes with nothing ahead, 4 of 4)")
+    ap.add_argument("--brake-accel-zero", type=float, default=0.0, metavar="SHARE",
+                    help="feed 0 in the ego token's acceleration slot on this share of the training samples "
+                         "where the expert brakes with the cause in view (braking_in_view; drawn afresh each "
+                         "step), so that braking is read from the scene, not continued from the ego's own "
+                         "deceleration; every other sample keeps the measured acceleration (zero_brake_accel)")
     ap.add_argument("--mask-unobserved-braking", action="store_true",
                     help="leave out of the plan loss the TRAIN frames where the expert brakes for nothing the "
                          "planner sees (no token in the corridor ahead, no stop line; unobserved_braking): "

@@ -176,12 +176,37 @@ def test_accel_noise_replaces_only_the_acceleration_slot_of_about_the_share_aske
         planner.swap_ego_accel(ego, pool, 1.5, rng)
 
 
+def test_brake_accel_zero_feeds_0_only_on_braking_in_view_rows():
+    """--brake-accel-zero (planner.zero_brake_accel): the acceleration slot becomes 0 on about
+    ``share`` of the braking-in-view rows and on no other row; nothing else changes; share 0 or no
+    such row leaves the batch as it is; a share outside [0, 1] is refused; and the option is refused
+    without the acceleration input."""
+    rng = np.random.default_rng(0)
+    ego = torch.arange(4000 * 5, dtype=torch.float32).reshape(4000, 5) + 1.0
+    seen = np.arange(4000) % 2 == 0
+    out = planner.zero_brake_accel(ego, seen, 0.5, rng)
+    changed = (out != ego).any(1).numpy()
+    assert not changed[~seen].any() and 0.46 < changed[seen].mean() < 0.54
+    assert (out[torch.from_numpy(changed), 1] == 0.0).all()
+    assert torch.equal(torch.cat([out[:, :1], out[:, 2:]], 1), torch.cat([ego[:, :1], ego[:, 2:]], 1))
+    assert (ego[:, 1] != 0.0).all()                       # the input is not modified
+    assert (planner.zero_brake_accel(ego, seen, 1.0, rng)[torch.from_numpy(seen), 1] == 0.0).all()
+    assert planner.zero_brake_accel(ego, seen, 0.0, rng) is ego
+    assert planner.zero_brake_accel(ego, np.zeros(4000, bool), 1.0, rng) is ego
+    with pytest.raises(ValueError, match="share"):
+        planner.zero_brake_accel(ego, seen, -0.1, rng)
+
+
 def test_accel_noise_is_refused_without_the_acceleration_input(tmp_path):
     """--ego-accel-noise with --no-ego-accel would train on noise the planner never reads onboard."""
     write_fake_shard(tmp_path, "train", "highway", 0, n=3)
     args = planner.build_parser().parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "runs"),
                                               "--no-ego-accel", "--ego-accel-noise", "0.5", "--max-steps", "1"])
     with pytest.raises(ValueError, match="ego-accel-noise"):
+        planner.train(args)
+    args = planner.build_parser().parse_args(["--data", str(tmp_path), "--out", str(tmp_path / "runs"),
+                                              "--no-ego-accel", "--brake-accel-zero", "1", "--max-steps", "1"])
+    with pytest.raises(ValueError, match="brake-accel-zero"):
         planner.train(args)
 
 

@@ -99,7 +99,7 @@ def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
     write_fake_shard(tmp_path / "data", "val", "highway", 1000, n=2)
     rc = planner.main(["--data", str(tmp_path / "data"), "--out", str(tmp_path / "runs"), "--run", "smoke",
                        "--max-steps", "3", "--batch", "2", "--max-agents", "8", "--time-budget-min", "5",
-                       "--recovery-copies", "1"])
+                       "--recovery-copies", "1", "--brake-accel-zero", "1"])
     assert rc == 0
     run = tmp_path / "runs" / "smoke"
     rows = list(csv.DictReader((run / "train_log.csv").open()))
@@ -109,6 +109,7 @@ def test_training_smoke_writes_log_checkpoint_and_reloads(tmp_path):
     assert summary["steps"] == 3 and summary["val"] and summary["train_samples"] == 12
     assert summary["recovered_samples"] == 6 and summary["recovery"]["recovery_s"] == 2.5
     assert summary["val_samples"] == 2     # VAL is never displaced
+    assert summary["brake_accel_zero"] == 1.0
     model, ckpt = planner.load_planner(run / "planner.pt")
     assert set(ckpt["state_dict"]) and all("lora_" in k or not k.startswith("trunk.") for k in ckpt["state_dict"])
     cfg = model.cfg
