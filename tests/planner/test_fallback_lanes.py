@@ -64,7 +64,7 @@ def drive(lane_map, route, steps, v0, movers=(), statics=(), params=None, stops_
         fb.set_lane_map(lane_map)
     ctl = Controller()
     veh = BicycleVehicle(x=0.0, y=route[np.argmin(np.abs(route[:, 0]))][1] if start_y is None else start_y, v=v0)
-    log = {"x": [], "y": [], "v": [], "state": [], "target": [], "stops": [], "boxes": [], "res": []}
+    log = {"x": [], "y": [], "v": [], "state": [], "target": [], "stops": [], "boxes": [], "res": [], "planner": fb}
     for k in range(steps):
         t = k * DT_S
         boxes = [(x + vx * t, y, 0.0, *size) for x, y, vx, size in movers] + list(statics)
@@ -184,6 +184,44 @@ def test_waits_behind_a_stalled_car_while_the_neighbour_lanes_are_busy():
     gap = STALLED_X - CAR[0] / 2 - (log["x"][-1] + CAR[0] / 2)
     assert gap > p.idm_min_gap_m                       # stopped well back: room to steer round
     assert log["state"][-1] == "waiting"
+
+
+def test_no_overtake_while_anything_in_the_path_is_too_close_to_steer_round_whatever_the_tracker_calls_it():
+    """VAL stalled s1002 (stop 44): stopped 4.1 m behind a stalled car (too close to steer round it),
+    the car's near face merged into the cluster of a car passing beside it; the nearest *standing*
+    object left was another cluster of the same car 7.3 m ahead, past the room check, and the
+    overtake clipped the stalled car. The room counts every object in the path, and the corridor's
+    standing obstacle of the previous frame."""
+    from tps_planner.fallback import OVERTAKE_MIN_ROOM, RouteObject
+
+    gap = 4.1
+    log = drive(three_lanes(), straight(Y_MID), 40, 0.0, statics=[(CAR[0] + gap, Y_MID, 0.0, *CAR)])
+    assert log["state"][-1] == "waiting" and "too close to steer round it" in log["res"][-1].lane.reason
+    assert max(abs(y - Y_MID) for y in log["y"]) < 0.1 and min_clearance(log) > gap - 0.2
+    planner = log["planner"]
+    p = planner.params
+    s_ego = log["res"][-1].s_ego_m
+    s_front = s_ego + p.ego_length_m / 2
+    path_s = np.arange(s_ego - 10.0, s_ego + 100.0, 1.0)
+    path_d = np.zeros_like(path_s)
+
+    def obj(tid, s0, s1, d0, d1, v, still):
+        return RouteObject(tid, np.zeros(2), s_front + s0, s_front + s1, d0, d1, v, 0.0, True, still, True)
+
+    far_part = obj(64, 7.3, 7.4, -0.9, 0.9, 0.0, 3.6)              # the stalled car's far cluster
+    merged = obj(55, 2.2, 13.6, -4.4, 0.9, 9.7, 0.0)               # passing car + the near face
+    beside = obj(56, 2.2, 13.6, -5.3, -2.2, 9.7, 0.0)              # a car passing in the next lane
+    room_needed = OVERTAKE_MIN_ROOM * p.lane_change_min_length_m
+    assert planner._room_ahead((far_part, merged), far_part, s_ego, path_s, path_d) == pytest.approx(2.2)
+    planner._track = None                                          # no corridor memory: the objects decide
+    assert planner._room_ahead((far_part, beside), far_part, s_ego, path_s, path_d) == pytest.approx(7.3)
+    assert planner._room_ahead((far_part,), far_part, s_ego, path_s, path_d) > room_needed
+    # the corridor's standing obstacle of the last frame (the near face, 4.1 m) still counts
+    planner._track = {"hist": [(0.0, s_front + gap)], "v": 0.0, "top": 1.5, "standing": True}
+    assert planner._room_ahead((far_part, beside), far_part, s_ego, path_s, path_d) == pytest.approx(gap)
+    assert planner._room_ahead((far_part, beside), far_part, s_ego, path_s, path_d) < room_needed
+    planner._track["standing"] = False                             # a moving lead is not a wall
+    assert planner._room_ahead((far_part, beside), far_part, s_ego, path_s, path_d) == pytest.approx(7.3)
 
 
 def test_does_not_overtake_a_queue_near_a_junction():

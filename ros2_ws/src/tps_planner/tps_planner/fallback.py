@@ -807,6 +807,38 @@ class FallbackPlanner:
                 best = ob
         return best
 
+    def _room_ahead(self, objects: tuple, stalled: RouteObject, s_ego: float, path_s: np.ndarray,
+                    path_d: np.ndarray) -> float:
+        """Bumper gap [m] to the nearest thing in the ego's path ahead that an overtake of
+        ``stalled`` must steer round: ``stalled`` itself, any nearer object overlapping the path
+        (moving or standing, its speed known or not), and the corridor's standing obstacle of the
+        previous frame (its pinned near face).
+
+        Why: on VAL stalled s1002 (stop 44) the ego stood 4.1 m behind a stalled car, rightly held
+        back as too close to steer round. Then the car's near face merged into the cluster of a car
+        passing beside it (a moving object), the nearest *standing* object left was a second
+        cluster of the same car 7.3 m ahead, past the room check, and the overtake clipped the
+        stalled car's corner at 4 m/s. What is in the way counts, whatever the tracker calls it.
+        """
+        p = self.params
+        s_front = s_ego + p.ego_length_m / 2
+        half = p.ego_width_m / 2 + p.corridor_margin_m
+        near = stalled.s_min_m
+        for ob in objects:
+            if ob.s_min_m >= near or ob.s_max_m <= s_front:
+                continue
+            s_in = max(ob.s_min_m, s_front)
+            dc = float(np.interp(s_in, path_s, path_d))
+            if ob.d_max_m < dc - half or ob.d_min_m > dc + half:
+                continue
+            near = s_in
+        tr = self._track
+        if tr is not None and tr.get("standing"):
+            s_tr = tr["hist"][-1][1] if tr.get("anchor") is None else min(tr["anchor"], tr["hist"][-1][1])
+            if s_tr > s_front - p.ego_length_m:
+                near = min(near, max(s_tr, s_front))
+        return near - s_front
+
     def _lane_plan(self, objects: tuple, s_ego: float, d_ego: float, v: float, stamp_s: float,
                    i_lo: int, n_win: int) -> tuple[np.ndarray, LaneDecision, list]:
         """The lateral offsets of the path on route indices ``i_lo .. i_lo + n_win - 1``, the
@@ -840,8 +872,8 @@ class FallbackPlanner:
                     reason = f"overtake stalled object {stalled.track_id}"
                     if lanes.next_entry_after(s_ego) - stalled.s_max_m <= p.overtake_junction_distance_m:
                         reason += " (near a junction: not overtaken)"
-                    elif stalled.s_min_m - (s_ego + p.ego_length_m / 2) < OVERTAKE_MIN_ROOM * \
-                            p.lane_change_min_length_m:
+                    elif self._room_ahead(objects, stalled, s_ego, lanes.route_s[i_lo:i_lo + n_win], path.d) < \
+                            OVERTAKE_MIN_ROOM * p.lane_change_min_length_m:
                         reason += " (too close to steer round it)"
                     else:
                         targets = self._overtake_targets(k, i_e, stalled)
@@ -867,8 +899,8 @@ class FallbackPlanner:
             if lane_end is not None:
                 length = min(length, max(end_s - s_ego - p.ego_length_m, p.lane_change_min_length_m))
             if stalled is not None:
-                length = min(length, max(stalled.s_min_m - (s_ego + p.ego_length_m / 2) - 1.0,
-                                         p.lane_change_min_length_m))
+                room = self._room_ahead(objects, stalled, s_ego, lanes.route_s[i_lo:i_lo + n_win], path.d)
+                length = min(length, max(room - 1.0, p.lane_change_min_length_m))
             self._lc = LaneChange(k, m, s_ego, length, lanes.strips[k].d_at(i_e), lane_end is not None, reason,
                                   obstacle_s_m=stalled.s_min_m if stalled is not None else None)
             self._lc_stopped_s, self._lc_last_stamp = 0.0, None
