@@ -94,8 +94,9 @@ class PlannerSamples:
             # made ([t, from lane, to lane]; the same lane twice when the road had none)
             lc = meta.get("lane_change")
             is_manoeuvre = lc is not None and len(lc) == 3 and lc[1] != lc[2]
-            hidden = unobserved_braking(d, cfg.plan_dt_s) if mask_unobserved_braking else np.zeros(len(d["t_s"]), bool)
-            seen_brake = braking_in_view(d, cfg.plan_dt_s)
+            brake, cause = expert_braking(d, cfg.plan_dt_s), braking_cause_in_view(d)
+            seen_brake = brake & cause                    # braking_in_view
+            hidden = brake & ~cause if mask_unobserved_braking else np.zeros(len(d["t_s"]), bool)   # unobserved_braking
             for copy in range(1 + recovery_copies):
                 src = d if copy == 0 else displace_shard(d, rng, recovery, cfg.plan_dt_s)
                 conv = self._convert(src, meta)

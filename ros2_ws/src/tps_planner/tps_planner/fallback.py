@@ -792,7 +792,6 @@ class FallbackPlanner:
         overtaken (within ``overtake_trigger_gap_m``)."""
         p = self.params
         s_front = s_ego + p.ego_length_m / 2
-        half = p.ego_width_m / 2 + p.corridor_margin_m
         best = None
         for ob in objects:
             if not ob.velocity_known or ob.stationary_s < p.overtake_stationary_s:
@@ -800,12 +799,25 @@ class FallbackPlanner:
             gap = ob.s_min_m - s_front
             if gap < 0.0 or gap > p.overtake_trigger_gap_m:
                 continue
-            dc = float(np.interp(ob.s_min_m, path_s, path_d))
-            if ob.d_max_m < dc - half or ob.d_min_m > dc + half:
+            if not self._in_path(ob, ob.s_min_m, path_s, path_d):
                 continue
             if best is None or ob.s_min_m < best.s_min_m:
                 best = ob
         return best
+
+    def _in_path(self, ob: RouteObject, s_m: float, path_s: np.ndarray, path_d: np.ndarray) -> bool:
+        """Whether ``ob``'s lateral extent overlaps the ego's corridor (``ego_width_m / 2 +
+        corridor_margin_m`` to each side) around the path at arc length ``s_m``."""
+        p = self.params
+        half = p.ego_width_m / 2 + p.corridor_margin_m
+        dc = float(np.interp(s_m, path_s, path_d))
+        return not (ob.d_max_m < dc - half or ob.d_min_m > dc + half)
+
+    @staticmethod
+    def _track_near_face(tr: dict) -> float:
+        """The corridor track's last near face (arc length [m]), or its pinned anchor if nearer."""
+        s_last = tr["hist"][-1][1]
+        return s_last if tr.get("anchor") is None else min(s_last, tr["anchor"])
 
     def _room_ahead(self, objects: tuple, stalled: RouteObject, s_ego: float, path_s: np.ndarray,
                     path_d: np.ndarray) -> float:
@@ -822,19 +834,16 @@ class FallbackPlanner:
         """
         p = self.params
         s_front = s_ego + p.ego_length_m / 2
-        half = p.ego_width_m / 2 + p.corridor_margin_m
         near = stalled.s_min_m
         for ob in objects:
             if ob.s_min_m >= near or ob.s_max_m <= s_front:
                 continue
             s_in = max(ob.s_min_m, s_front)
-            dc = float(np.interp(s_in, path_s, path_d))
-            if ob.d_max_m < dc - half or ob.d_min_m > dc + half:
-                continue
-            near = s_in
+            if self._in_path(ob, s_in, path_s, path_d):
+                near = s_in
         tr = self._track
         if tr is not None and tr.get("standing"):
-            s_tr = tr["hist"][-1][1] if tr.get("anchor") is None else min(tr["anchor"], tr["hist"][-1][1])
+            s_tr = self._track_near_face(tr)
             if s_tr > s_front - p.ego_length_m:
                 near = min(near, max(s_tr, s_front))
         return near - s_front
@@ -861,7 +870,7 @@ class FallbackPlanner:
         lane_end = path.end_index
         end_s = float(lanes.route_s[lane_end]) if lane_end is not None else math.inf
         stops = [self._lane_end_stop(end_s, s_ego)] if lane_end is not None else []
-        stalled = None
+        stalled, room = None, math.inf
         if lane_end is not None:
             targets, reason = self._mandatory_targets(k, i_e, lane_end), "lane ends"
         else:
@@ -870,10 +879,10 @@ class FallbackPlanner:
                 stalled = self._stalled_ahead(objects, lanes.route_s[i_lo:i_lo + n_win], path.d, s_ego)
                 if stalled is not None:
                     reason = f"overtake stalled object {stalled.track_id}"
+                    room = self._room_ahead(objects, stalled, s_ego, lanes.route_s[i_lo:i_lo + n_win], path.d)
                     if lanes.next_entry_after(s_ego) - stalled.s_max_m <= p.overtake_junction_distance_m:
                         reason += " (near a junction: not overtaken)"
-                    elif self._room_ahead(objects, stalled, s_ego, lanes.route_s[i_lo:i_lo + n_win], path.d) < \
-                            OVERTAKE_MIN_ROOM * p.lane_change_min_length_m:
+                    elif room < OVERTAKE_MIN_ROOM * p.lane_change_min_length_m:
                         reason += " (too close to steer round it)"
                     else:
                         targets = self._overtake_targets(k, i_e, stalled)
@@ -899,7 +908,6 @@ class FallbackPlanner:
             if lane_end is not None:
                 length = min(length, max(end_s - s_ego - p.ego_length_m, p.lane_change_min_length_m))
             if stalled is not None:
-                room = self._room_ahead(objects, stalled, s_ego, lanes.route_s[i_lo:i_lo + n_win], path.d)
                 length = min(length, max(room - 1.0, p.lane_change_min_length_m))
             self._lc = LaneChange(k, m, s_ego, length, lanes.strips[k].d_at(i_e), lane_end is not None, reason,
                                   obstacle_s_m=stalled.s_min_m if stalled is not None else None)
@@ -1021,13 +1029,11 @@ class FallbackPlanner:
         nothing slower ahead in it within ``slow_lead_gap_m`` beyond the lead."""
         p, lanes = self.params, self.lanes
         s_front = s_ego + p.ego_length_m / 2
-        half = p.ego_width_m / 2 + p.corridor_margin_m
         lead = None
         for ob in objects:
             if ob.s_min_m <= s_front or ob.s_min_m - s_front > p.slow_lead_gap_m:
                 continue
-            dc = float(np.interp(ob.s_min_m, path_s, path_d))
-            if ob.d_max_m < dc - half or ob.d_min_m > dc + half:
+            if not self._in_path(ob, ob.s_min_m, path_s, path_d):
                 continue
             if lead is None or ob.s_min_m < lead.s_min_m:
                 lead = ob
@@ -1203,16 +1209,14 @@ class FallbackPlanner:
         if s_meas is None:
             if tr is None:
                 return None
-            t_last, s_last = tr["hist"][-1]
+            t_last = tr["hist"][-1][0]
             # A vehicle tracked long enough coasts on at its speed (the corridor moved off it in a
             # lane change, a beam gap); anything else, as stationary (the conservative guess); a
             # standing one where it stood (its anchor).
             moving = len(tr["hist"]) >= COAST_MOVING_MIN_FRAMES and tr["v"] > COAST_MOVING_MIN_SPEED_MPS \
                 and tr.get("anchor") is None
             v_coast = tr["v"] if moving else 0.0
-            if tr.get("anchor") is not None:
-                s_last = min(s_last, tr["anchor"])
-            s_last = s_last + v_coast * max(stamp_s - t_last, 0.0)
+            s_last = self._track_near_face(tr) + v_coast * max(stamp_s - t_last, 0.0)
             gap = s_last - (s_ego + p.ego_length_m / 2)
             blind = self.in_blind_zone(gap, tr["top"])
             if gap < -p.ego_length_m or (stamp_s - t_last > p.track_coast_s and not blind):
