@@ -72,3 +72,11 @@ def test_recorded_episode_replays_to_the_same_trajectories(tmp_path):
     assert logged is not None and logged["matched"] == report["frames"]
     assert logged["source_changes"] == 0
     assert (logged["1s_m"], logged["2s_m"], logged["3s_m"]) == (0.0, 0.0, 0.0), logged
+
+    # The fallback core replayed offline through the same bag (no DDS) decides what the node did
+    # in the run on every frame: lane state and reason, nearest obstacle (to 0.05 m).
+    from tps_eval.replay.fallback_trace import trace_bag
+
+    trace = trace_bag(bag, params_file=REPO / "config" / "fallback_node.param.yaml")
+    assert trace.compared >= len(lidar_stamps) - 1, (trace.compared, len(lidar_stamps))
+    assert trace.agree == trace.compared, trace.first_disagreement_s
