@@ -238,3 +238,19 @@ def test_timeline_png_refuses_an_empty_timeline(tmp_path):
     with pytest.raises(ValueError, match="empty"):
         bev.render_monitor_timeline_png(np.arange(3) * 0.1, np.ones(3), {"timeline": []},
                                         tmp_path / "x.png")
+
+
+def test_timeline_lists_its_numbered_transitions_under_the_plot(tmp_path):
+    transitions = [{"t_s": 0.1 * k, "from": "NOMINAL" if k % 2 else "FALLBACK", "to": "FALLBACK" if k % 2 else "NOMINAL",
+                    "reasons": [f"CRITICAL reason {k} " + "x" * 120]} for k in range(1, 31)]
+    monitor = {"timeline": [[0.1 * k, "NOMINAL", 1.0] for k in range(40)], "transitions": transitions}
+    lines = bev.monitor_transition_lines(monitor, max_reason_chars=40)
+    assert len(lines) == 30
+    assert lines[0].startswith(" 1    0.1 s  NOMINAL->FALLBACK: CRITICAL reason 1 ")
+    assert lines[0].endswith("...") and len(lines[0].split(": ", 1)[1]) == 40
+    few, many = tmp_path / "few.png", tmp_path / "many.png"
+    bev.render_monitor_timeline_png(np.arange(40) * 0.1, np.ones(40), {**monitor, "transitions": transitions[:2]}, few)
+    bev.render_monitor_timeline_png(np.arange(40) * 0.1, np.ones(40), monitor, many, max_listed=10)
+    h_few, h_many = Image.open(few).size[1], Image.open(many).size[1]
+    # the list grows the figure by a line per transition, up to max_listed + the "more" line
+    assert h_many - h_few == pytest.approx(0.115 * (11 - 2) * bev.DEFAULT_DPI, abs=3)

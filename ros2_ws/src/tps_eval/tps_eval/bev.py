@@ -76,6 +76,7 @@ DEFAULT_VIEW_RADIUS_M = 45.0
 DEFAULT_FIGSIZE_IN = (6.0, 6.0)
 DEFAULT_DPI = 80
 MAX_LIDAR_POINTS = 20000   # thinned above this, to keep a frame cheap
+TIMELINE_MAX_LISTED = 24   # monitor transitions listed under a timeline plot
 
 
 @dataclass(frozen=True, eq=False)
@@ -374,12 +375,28 @@ def render_episode_gif(scene: BevScene, frames: Sequence[BevFrame], path: str | 
     return path
 
 
+def monitor_transition_lines(monitor: dict, max_reason_chars: int = 90) -> list[str]:
+    """One line per monitor transition, numbered as :func:`render_monitor_timeline_png` marks
+    them: ``"k  t.t s  FROM->TO: reasons"`` (reasons shortened to ``max_reason_chars``)."""
+    lines = []
+    for k, tr in enumerate((monitor or {}).get("transitions") or [], start=1):
+        text = f"{k:>2}  {float(tr['t_s']):5.1f} s  {tr['from']}->{tr['to']}"
+        reasons = ", ".join(str(r) for r in tr.get("reasons") or [])
+        if reasons:
+            text += ": " + (reasons if len(reasons) <= max_reason_chars
+                            else reasons[: max_reason_chars - 3] + "...")
+        lines.append(text)
+    return lines
+
+
 def render_monitor_timeline_png(t_s: np.ndarray, speed_mps: np.ndarray, monitor: dict,
                                 path: str | os.PathLike, title: str = "",
-                                max_reason_chars: int = 60) -> Path:
+                                max_reason_chars: int = 90, max_listed: int = TIMELINE_MAX_LISTED) -> Path:
     """An episode's timeline as a PNG: the ego's speed [m/s] (top) and the monitor's certainty
-    (bottom) over time [s], both over a band coloured by the monitor state
-    (``MONITOR_COLOURS``), each transition a vertical line labelled "FROM->TO: reasons".
+    (middle) over time [s], both over a band coloured by the monitor state (``MONITOR_COLOURS``),
+    each transition a vertical line numbered at the top; the numbered transitions are listed
+    below the plots ("k  t s  FROM->TO: reasons", :func:`monitor_transition_lines`; the first
+    ``max_listed``, then how many more: the report's monitor table has them all).
 
     Args:
         t_s, speed_mps: (T,) step times [s] and speeds [m/s] (the episode log).
@@ -387,6 +404,7 @@ def render_monitor_timeline_png(t_s: np.ndarray, speed_mps: np.ndarray, monitor:
         path: where to write the PNG.
         title: text above the plot.
         max_reason_chars: a transition's reasons are shortened to this many characters.
+        max_listed: at most this many transitions are listed below the plots.
 
     Raises:
         ValueError: when ``monitor`` has no timeline.
@@ -403,7 +421,17 @@ def render_monitor_timeline_png(t_s: np.ndarray, speed_mps: np.ndarray, monitor:
     cert = np.array([row[2] for row in timeline], float)
     t_end = float(max(t_s[-1] if t_s.size else mt[-1], mt[-1]))
     dt = float(np.median(np.diff(mt))) if mt.size > 1 else 0.1
-    fig, (ax_v, ax_c) = plt.subplots(2, 1, sharex=True, figsize=(9.0, 5.0), dpi=DEFAULT_DPI)
+    transitions = list(monitor.get("transitions") or [])
+    lines = monitor_transition_lines(monitor, max_reason_chars)
+    if len(lines) > max_listed:
+        lines = lines[:max_listed] + [f"    ... {len(lines) - max_listed} more transitions (the report's monitor table)"]
+    list_h = 0.115 * len(lines) + 0.35 if lines else 0.0     # [in]: the text lines and the x label
+    fig = plt.figure(figsize=(9.0, 4.6 + list_h), dpi=DEFAULT_DPI)
+    grid = fig.add_gridspec(3, 1, height_ratios=[2.0, 2.0, max(list_h, 0.01)], hspace=0.06)
+    ax_v = fig.add_subplot(grid[0])
+    ax_c = fig.add_subplot(grid[1], sharex=ax_v)
+    ax_t = fig.add_subplot(grid[2])
+    ax_t.axis("off")
     try:
         # state band: each status holds until the next one (the last for one cycle)
         ends = np.append(mt[1:], min(mt[-1] + dt, t_end + dt))
@@ -412,27 +440,27 @@ def render_monitor_timeline_png(t_s: np.ndarray, speed_mps: np.ndarray, monitor:
                 ax.axvspan(t0, t1, color=monitor_colour(st), alpha=0.25, lw=0)
         ax_v.plot(t_s, speed, "-", color="black", lw=1.2)
         ax_v.set_ylabel("speed [m/s]")
+        ax_v.tick_params(labelbottom=False)
         ax_c.plot(mt, cert, ".-", color="#1f77b4", lw=1.0, ms=3)
         ax_c.set_ylim(-0.02, 1.02)
         ax_c.set_ylabel("certainty")
         ax_c.set_xlabel("t [s]")
-        for k, tr in enumerate(monitor.get("transitions") or []):
-            text = f"{tr['from']}->{tr['to']}"
-            reasons = ", ".join(str(r) for r in tr.get("reasons") or [])
-            if reasons:
-                text += ": " + (reasons if len(reasons) <= max_reason_chars
-                                else reasons[: max_reason_chars - 3] + "...")
+        for k, tr in enumerate(transitions, start=1):
             for ax in (ax_v, ax_c):
                 ax.axvline(float(tr["t_s"]), color=monitor_colour(tr["to"]), lw=1.2, ls="--")
-            ax_v.annotate(text, (float(tr["t_s"]), 1.0), xycoords=("data", "axes fraction"),
-                          xytext=(2, -4 - 9 * (k % 4)), textcoords="offset points", fontsize=6,
-                          va="top", ha="left")
+            # numbers on two staggered rows, so neighbouring transitions stay readable
+            ax_v.annotate(str(k), (float(tr["t_s"]), 1.0), xycoords=("data", "axes fraction"),
+                          xytext=(1, -2 - 8 * ((k - 1) % 2)), textcoords="offset points", fontsize=6,
+                          va="top", ha="left", color=monitor_colour(tr["to"]), fontweight="bold")
+        if lines:
+            ax_t.text(0.0, 1.0 - 0.3 / list_h, "\n".join(lines), transform=ax_t.transAxes, fontsize=6.5,
+                      family="monospace", va="top", ha="left", linespacing=1.25)
         handles = [Patch(color=c, alpha=0.5, label=n) for n, c in MONITOR_COLOURS.items()]
         ax_c.legend(handles=handles, loc="lower left", fontsize=6, ncol=4, framealpha=0.85)
         ax_v.set_xlim(min(0.0, float(mt[0])), t_end)
         if title:
             ax_v.set_title(title, fontsize=8)
-        fig.tight_layout()
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.95 if title else 0.98, bottom=0.03)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path)
