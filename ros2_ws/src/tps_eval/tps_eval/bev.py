@@ -451,7 +451,8 @@ def render_monitor_timeline_png(t_s: np.ndarray, speed_mps: np.ndarray, monitor:
             # numbers on two staggered rows, so neighbouring transitions stay readable
             ax_v.annotate(str(k), (float(tr["t_s"]), 1.0), xycoords=("data", "axes fraction"),
                           xytext=(1, -2 - 8 * ((k - 1) % 2)), textcoords="offset points", fontsize=6,
-                          va="top", ha="left", color=monitor_colour(tr["to"]), fontweight="bold")
+                          va="top", ha="left", fontweight="bold",
+                          bbox={"boxstyle": "square,pad=0.1", "fc": monitor_colour(tr["to"]), "alpha": 0.6, "lw": 0})
         if lines:
             ax_t.text(0.0, 1.0 - 0.3 / list_h, "\n".join(lines), transform=ax_t.transAxes, fontsize=6.5,
                       family="monospace", va="top", ha="left", linespacing=1.25)
