@@ -63,6 +63,8 @@ def test_cli_window_json_and_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing.mcap")]) == EXIT_USAGE
     assert main([str(SIM_BAG), "--set", "bogus=1"]) == EXIT_USAGE
     assert "bogus" in capsys.readouterr().err
+    assert main([str(SIM_BAG), "--set", "max_speed_mps=fast"]) == EXIT_USAGE     # the node's schema
+    assert "max_speed_mps" in capsys.readouterr().err
 
 
 def test_a_frame_the_run_decided_otherwise_is_flagged():

@@ -53,6 +53,14 @@ class TrafficRuleParams:
     min_confidence: float = 0.5           # readings below count as UNKNOWN
     standstill_mps: float = 0.3           # below this speed before the line, a commitment ends
 
+    @classmethod
+    def from_node_config(cls, cfg: Mapping) -> TrafficRuleParams:
+        """The rule parameters of the fallback node's validated parameters (its ``light_*``)."""
+        return cls(comfort_decel_mps2=cfg["light_comfort_decel_mps2"], max_stop_decel_mps2=cfg["light_max_stop_decel_mps2"],
+                   stop_margin_m=cfg["light_stop_margin_m"], lookahead_m=cfg["light_lookahead_m"],
+                   unknown_margin_m=cfg["light_unknown_margin_m"], hold_s=cfg["light_hold_s"],
+                   min_confidence=cfg["light_min_confidence"])
+
     def __post_init__(self) -> None:
         for name in ("comfort_decel_mps2", "max_stop_decel_mps2", "lookahead_m"):
             if not getattr(self, name) > 0.0:

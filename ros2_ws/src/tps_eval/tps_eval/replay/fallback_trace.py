@@ -92,17 +92,17 @@ class TraceResult:
 
 def load_params(path: Path, overrides: dict, lights: bool):
     """(FallbackParams, the node's full parameter dict) from a node parameter file (``/**:
-    ros__parameters``), ``use_traffic_lights`` = ``lights``, then ``overrides``. ValueError names
-    an unknown key or a value the core refuses."""
+    ros__parameters``), ``use_traffic_lights`` = ``lights``, then ``overrides``, validated against
+    the node's schema as the node validates them. ValueError (``ParameterError``) names an unknown
+    key or a bad value; the core's own cross-parameter checks raise ValueError too."""
+    from tps_common.params import load_schema, validate
     from tps_planner.fallback import FallbackParams
 
     doc = yaml.safe_load(path.read_text()) or {}
     values = dict((doc.get("/**") or {}).get("ros__parameters") or {})
     values["use_traffic_lights"] = lights
-    unknown = sorted(set(overrides) - set(values))
-    if unknown:
-        raise ValueError(f"unknown fallback parameter(s) {unknown}: not in {path}")
     values.update(overrides)
+    values = validate(values, load_schema("fallback_node"))
     names = {f.name for f in dataclasses.fields(FallbackParams)}
     return FallbackParams(**{k: v for k, v in values.items() if k in names}), values
 
@@ -180,11 +180,7 @@ def trace_bag(bag: Path, *, params_file: Path, overrides: dict | None = None, t_
                                               cfg["lidar_frame"] or "lidar", configured))
     stage = None
     if lights:
-        stage = TrafficLightStage(TrafficRuleParams(
-            comfort_decel_mps2=cfg["light_comfort_decel_mps2"], max_stop_decel_mps2=cfg["light_max_stop_decel_mps2"],
-            stop_margin_m=cfg["light_stop_margin_m"], lookahead_m=cfg["light_lookahead_m"],
-            unknown_margin_m=cfg["light_unknown_margin_m"], hold_s=cfg["light_hold_s"],
-            min_confidence=cfg["light_min_confidence"]))
+        stage = TrafficLightStage(TrafficRuleParams.from_node_config(cfg))
         stage.set_heads(light_heads_from_info(by_topic[LIGHT_INFO][-1]))
         for msg in by_topic[LIGHTS]:
             stamp, obs = conv.light_observations(msg)
@@ -220,8 +216,8 @@ def trace_bag(bag: Path, *, params_file: Path, overrides: dict | None = None, t_
     for msg in by_topic[LIDAR]:
         stamp = time_to_seconds(msg.header.stamp)
         pose = poses.get(round(stamp, STAMP_KEY_DIGITS))
-        # a frame without its odometry, or not newer than the last one (the bridge repeats its
-        # first frame while the controller starts), is not planned: the node's stamp sync drops it
+        # a frame without its odometry is not planned, nor one not newer than the last (the bridge
+        # repeats its first frame while the controller starts; tps-replay drops it as out of order)
         if pose is None or stamp <= last_stamp:
             continue
         last_stamp = stamp

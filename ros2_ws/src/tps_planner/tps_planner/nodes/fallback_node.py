@@ -107,12 +107,7 @@ class FallbackNode(Node):
         self.map_worker = RouteMapWorker(self.core_params, notify=self._map_guard.trigger)
         self.create_timer(0.05, self._release_parked, clock=WallClock(clock_type=ClockType.STEADY_TIME))
         if self.cfg["use_traffic_lights"]:
-            c = self.cfg
-            self.lights = TrafficLightStage(TrafficRuleParams(
-                comfort_decel_mps2=c["light_comfort_decel_mps2"], max_stop_decel_mps2=c["light_max_stop_decel_mps2"],
-                stop_margin_m=c["light_stop_margin_m"], lookahead_m=c["light_lookahead_m"],
-                unknown_margin_m=c["light_unknown_margin_m"], hold_s=c["light_hold_s"],
-                min_confidence=c["light_min_confidence"]))
+            self.lights = TrafficLightStage(TrafficRuleParams.from_node_config(self.cfg))
             self.create_subscription(CarlaTrafficLightInfoList, "~/input/traffic_light_info", self._on_light_info,
                                      LATCHED_QOS)
             self.create_subscription(TrafficLightStates, "~/input/traffic_lights", self._on_lights, TRAJECTORY_QOS)
