@@ -251,7 +251,7 @@ class MonitorParams:
     brake_check_lat_accel_mps2: float = 2.0     # a bend explains it when the current speed exceeds this there
     brake_check_cycles: int = 3                 # consecutive cycles before it is critical
     blind_radius_m: float = 30.0            # road objects this close in the raw cloud, no detection: blind; 0 = off
-    blind_persist_s: float = 1.0            # ... for this long: perception_blind is critical
+    blind_persist_s: float = 0.2            # ... for this long: perception_blind is critical (was 1.0)
     blind_confirmed_persist_s: float = 0.2  # both evidences (tracks lost at once, road objects unexplained) this long: critical
     blind_cell_m: float = 0.5
     blind_min_cells: int = 3
