@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from tps_eval import metrics as m
@@ -11,6 +9,8 @@ from tps_eval.collector import CollectedData, stamp_key
 from tps_eval.road import RoadQuery
 from tps_eval.trace import trace_from_log
 from tps_sim.episode_log import EpisodeLogError, load_episode_log
+
+from tests.eval.synthetic_log import box_row, log_arrays
 
 STEPS = 30
 DT_S = 0.1
@@ -20,34 +20,15 @@ STATIC_ID = 1000
 LANE_HALF_WIDTH_M = 1.75
 
 
-def _box(x, y, yaw, length, width, vx, vy, speed):
-    return [x, y, 0.75, yaw, length, width, 1.5, vx, vy, speed, 0.0, 0.0]
-
-
 def write_log(path, collide_at: int | None = 20) -> None:
     """Ego along +x at 10 m/s; a stopped car ahead in lane; a pole off the road."""
     t = np.arange(STEPS) * DT_S
-    ego = np.array([_box(SPEED_MPS * ti, 0.0, 0.0, 4.6, 1.9, SPEED_MPS, 0.0, SPEED_MPS)
-                    for ti in t])
+    ego = np.array([box_row(SPEED_MPS * ti, 0.0, 0.0, 4.6, 1.9, SPEED_MPS, 0.0, SPEED_MPS) for ti in t])
     lead_x = SPEED_MPS * (collide_at or 1000) * DT_S + 4.5
-    agents = [_box(lead_x, 0.0, 0.0, 4.5, 1.8, 0.0, 0.0, 0.0) for _ in t]
+    agents = [[box_row(lead_x, 0.0, 0.0, 4.5, 1.8, 0.0, 0.0, 0.0)] for _ in t]
     coll_ids = [[LEAD_ID] if collide_at is not None and k >= collide_at else [] for k in range(STEPS)]
-    log = {
-        "meta_json": json.dumps({"dt_s": DT_S, "end_reason": "duration", "scenario": "synthetic"}),
-        "t_s": t, "step": np.arange(STEPS), "stamp_s": t, "ego": ego,
-        "route_progress_m": ego[:, 0],
-        "agent_offsets": np.arange(STEPS + 1), "agent_id": np.full(STEPS, LEAD_ID),
-        "agent_class": np.ones(STEPS, np.uint8), "agent_box": np.array(agents),
-        "static_id": np.array([STATIC_ID]),
-        "static_box": np.array([[50.0, 8.0, 2.0, 0.3, 0.3, 4.0, 0.0, 10.0]]),
-        "collision_offsets": np.concatenate([[0], np.cumsum([len(c) for c in coll_ids])]),
-        "collision_ids": np.array([i for c in coll_ids for i in c], np.int64),
-        "control": np.zeros((STEPS, 5)), "control_received": np.ones(STEPS, bool),
-        "step_timeout": np.zeros(STEPS, bool), "e2e_latency_s": np.full(STEPS, 0.02),
-        "wall_time_s": t, "events_json": json.dumps([[] for _ in range(STEPS)]),
-        "route": np.array([[0.0, 0.0], [400.0, 0.0]]),
-    }
-    np.savez(path, **log)
+    np.savez(path, **log_arrays(DT_S, ego, agents, [[LEAD_ID] for _ in t],
+                                np.array([[50.0, 8.0, 2.0, 0.3, 0.3, 4.0, 0.0, 10.0]]), coll_ids))
 
 
 def straight_road() -> RoadQuery:

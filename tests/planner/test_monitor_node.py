@@ -43,7 +43,7 @@ from tps_planner import monitor_io as io
 from tps_planner.fallback import FallbackParams, FallbackPlanner
 from tps_planner.monitor import MonitorParams, MonitorResult
 from tps_planner.monitor_calibration import save_calibration
-from tps_planner.trajectory import SOURCE_PLANNER, STATE_FALLBACK, STATE_NOMINAL
+from tps_planner.trajectory import SOURCE_PLANNER, STATE_FALLBACK, STATE_NOMINAL, Trajectory
 
 LIDAR_FRAME = "ego_vehicle/lidar"
 LANE_Y = -1.75                 # the ego's lane centre on the lidar model's 4-lane straight road
@@ -283,6 +283,20 @@ def test_status_message_clamps_non_finite_values_and_records_a_line():
     assert line["warming_up"] is False
     warm = dataclasses.replace(res, warming_up=True)
     assert json.loads(io.record_line(warm, planner_present=False))["warming_up"] is True
+    assert "cand" not in line        # no candidate judged: none recorded
+
+
+def test_the_record_carries_the_judged_candidate_with_times_from_the_cycles_stamp():
+    """The evaluation asks whether the candidate would have collided (tps_eval.candidate_collision):
+    the record keeps its points, t from the cycle's stamp (a candidate planned 0.1 s earlier is
+    shifted back), and no points when one is not finite."""
+    res = MonitorResult(4.2, STATE_NOMINAL, 0.9, (), (), (), (), (), None)
+    traj = Trajectory(stamp_s=4.1, t_s=np.array([0.5, 1.0]), xy=np.array([[10.0, 1.0], [15.0, 1.5]]),
+                      yaw=np.array([0.0, 0.1]), speed_mps=np.array([10.0, 9.0]), accel_mps2=np.zeros(2))
+    rows = json.loads(io.record_line(res, True, traj))["cand"]
+    assert rows == [[pytest.approx(0.4), 10.0, 1.0, 0.0, 10.0], [pytest.approx(0.9), 15.0, 1.5, 0.1, 9.0]]
+    bad = dataclasses.replace(traj, xy=np.array([[10.0, math.nan], [15.0, 1.5]]))
+    assert "cand" not in json.loads(io.record_line(res, True, bad))
 
 
 def test_nan_candidate_is_reported_and_wrong_frame_refused():

@@ -196,6 +196,7 @@ def label_episode(records: Sequence[dict], incidents: Sequence[tuple[float, str]
         crit_sig = r.get("critical_signals")
         row = {"certainty": float(r["certainty"]), "critical": bool(r.get("critical")),
                "incident": bool(len(ahead)), "signals": dict(r.get("signals") or {}),
+               "candidate_collision": r.get("_candidate_collision"),
                "episode": episode, "t_s": t, "state": r.get("state"), "warming_up": bool(wu),
                "critical_signals": list(crit_sig) if isinstance(crit_sig, list) else []}
         if emulate and "warming_up" not in r:
@@ -225,9 +226,12 @@ def episode_is_faulty(spec: dict, meta: dict) -> bool:
 
 
 def collect(run_dirs: Iterable[str | Path], horizon_s: float = DEFAULT_HORIZON_S,
-            configurations: Sequence[str] = ("shadow",), emulate: bool = True) -> tuple[list[dict], list[dict]]:
+            configurations: Sequence[str] = ("shadow",), emulate: bool = True,
+            candidate_labels: bool = False) -> tuple[list[dict], list[dict]]:
     """Labelled records and one summary row per episode from the ``episodes/*`` of runs
-    (``emulate``: see :func:`label_episode`)."""
+    (``emulate``: see :func:`label_episode`). ``candidate_labels``: each record also gets
+    ``candidate_collision`` (:mod:`tps_eval.candidate_collision`: would the recorded candidate
+    collide within ``horizon_s``; None for a cycle recorded without one)."""
     from tps_sim.episode_log import load_episode_log
 
     from tps_eval.faults import episode_faults
@@ -260,7 +264,14 @@ def collect(run_dirs: Iterable[str | Path], horizon_s: float = DEFAULT_HORIZON_S
             scenario = spec.get("scenario") or log["meta"].get("scenario")
             seed = int(spec.get("seed", log["meta"].get("seed", -1)))
             incidents = episode_incidents(log, scenario)
-            rows = label_episode(read_records(rec_path), incidents, horizon_s, edir.name, emulate=emulate)
+            raw = read_records(rec_path)
+            if candidate_labels:
+                from tps_eval.candidate_collision import label_records
+                from tps_eval.road import road_for_scenario
+
+                for r, lab in zip(raw, label_records(raw, log, road_for_scenario(scenario), horizon_s), strict=True):
+                    r["_candidate_collision"] = lab
+            rows = label_episode(raw, incidents, horizon_s, edir.name, emulate=emulate)
             records.extend(rows)
             faults = episode_faults(spec) if spec else []
             episodes.append({"episode": edir.name, "scenario": scenario, "seed": seed,
@@ -390,14 +401,16 @@ def event_detection(records: Sequence[dict], episodes: Sequence[dict], calibrati
             "median_lead_s": float(np.median(leads)) if leads else None}
 
 
-def cycle_auroc(records: Sequence[dict]) -> float | None:
-    """AUROC of the cycles past the warm-up for the incident label, the score 1 - certainty (a
-    critical cycle counted as certainty 0)."""
+def cycle_auroc(records: Sequence[dict], label: str = "incident", critical_as_zero: bool = True) -> float | None:
+    """AUROC of the cycles past the warm-up for a label (``incident``, or ``candidate_collision``:
+    cycles without one are left out), the score 1 - certainty; ``critical_as_zero``: a critical
+    cycle counts as certainty 0 (the hand-over decision rather than the certainty alone)."""
     from tps_planner import monitor_calibration as MC
 
-    judged = [r for r in records if not r.get("warming_up")]
-    scores = np.array([1.0 if r["critical"] else 1.0 - r["certainty"] for r in judged], float)
-    labels = np.array([r["incident"] for r in judged], bool)
+    judged = [r for r in records if not r.get("warming_up") and r.get(label) is not None]
+    scores = np.array([1.0 if (critical_as_zero and r["critical"]) else 1.0 - r["certainty"] for r in judged],
+                      float)
+    labels = np.array([bool(r[label]) for r in judged], bool)
     return MC.auroc(scores, labels)
 
 
@@ -600,14 +613,21 @@ def calibration_file(path: str | Path) -> Path:
 
 def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str | Path = DEFAULT_CALIBRATION,
                         horizon_s: float = DEFAULT_HORIZON_S) -> dict | None:
-    """The ``monitor`` block of a closed-loop run's JSON (issue 15's "for checking"): over the
-    monitored episodes of the run (configurations stack and shadow, their ``monitor.jsonl``),
-    cycles labelled with the incidents that followed within ``horizon_s`` (the proxy for "the
-    candidate trajectory would collide within 3 s": an at-fault collision, a drivable-area
-    departure or a red-light violation follows), scored with the shipped calibration:
+    """The ``monitor`` block of a closed-loop run's JSON (issue 15's "for checking"; definitions in
+    docs/METRICS.md, "Monitor metrics"): over the monitored episodes of the run (configurations
+    stack and shadow, their ``monitor.jsonl``), cycles labelled two ways -- "the candidate the
+    monitor judged would collide (at fault) within ``horizon_s``"
+    (:mod:`tps_eval.candidate_collision`, the issue's label; records with the candidate) and "an
+    incident followed within ``horizon_s``" (an at-fault collision, a drivable-area departure or a
+    red-light violation) --, scored with the shipped calibration:
 
-    - ``auroc``: of (1 - certainty, critical counted as certainty 0) for the incident label, over
-      the cycles past the warm-up (:func:`cycle_auroc`);
+    - ``auroc``: over the cycles past the warm-up (:func:`cycle_auroc`), for the label
+      ``auroc_label``: ``candidate_collision`` (score 1 - certainty, the monitor's combined
+      certainty) where the records carry candidates, else ``incident`` (the earlier figure: a
+      critical cycle counted as certainty 0). ``auroc_candidate_collision``,
+      ``auroc_candidate_collision_critical`` (critical counted as certainty 0: a blind detector is
+      critical throughout, also while the candidate happens to be clear) and ``auroc_incident``
+      all three;
     - ``miss_rate``: the share of incident events not flagged within ``horizon_s`` before them,
       ``miss_rate_target`` the calibration's target (``events``, ``events_missed`` the counts);
     - ``false_alarm_rate``: the share of non-incident cycles flagged;
@@ -629,7 +649,7 @@ def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str 
         out["calibration_error"] = calib_error
     for cfg in ("stack", "shadow"):
         try:
-            records, episodes = collect([out_dir], horizon_s, (cfg,))
+            records, episodes = collect([out_dir], horizon_s, (cfg,), candidate_labels=True)
         except CalibrationDataError:
             continue
         if calib is not None:
@@ -639,7 +659,11 @@ def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str 
             "episodes": len(episodes), "cycles": len(records),
             "incident_cycles": sum(1 for r in records if r["incident"]),
             "warmup_cycles": rates["warmup_cycles"],
-            "auroc": cycle_auroc(records),
+            "candidate_cycles": sum(1 for r in records if r.get("candidate_collision") is not None),
+            "candidate_collision_cycles": sum(1 for r in records if r.get("candidate_collision")),
+            "auroc_candidate_collision": cycle_auroc(records, "candidate_collision", critical_as_zero=False),
+            "auroc_candidate_collision_critical": cycle_auroc(records, "candidate_collision"),
+            "auroc_incident": cycle_auroc(records),
             "events": rates["events"], "events_missed": rates["events_missed"],
             "miss_rate": rates["events_missed"] / rates["events"] if rates["events"] else None,
             "false_alarm_rate": rates["false_alarm_rate"],
@@ -647,7 +671,12 @@ def run_monitor_summary(out_dir: str | Path, final: dict, calibration_path: str 
     if not out["by_configuration"]:
         return None
     main = out["by_configuration"].get("shadow") or out["by_configuration"].get("stack")
-    out.update({k: main[k] for k in ("auroc", "miss_rate", "false_alarm_rate", "events", "events_missed")})
+    for c in out["by_configuration"].values():
+        c["auroc_label"] = "candidate_collision" if c["candidate_cycles"] else "incident"
+        c["auroc"] = c["auroc_candidate_collision"] if c["candidate_cycles"] else c["auroc_incident"]
+    out.update({k: main[k] for k in ("auroc", "auroc_label", "auroc_candidate_collision",
+                                     "auroc_candidate_collision_critical", "auroc_incident",
+                                     "miss_rate", "false_alarm_rate", "events", "events_missed")})
     faults = (final.get("faults") or {}).get("all", {}).get("stack", {})
     out["detection_latency_cycles"] = faults.get("median_fallback_latency_cycles")
     out["detection_latency_cycles_leave_nominal"] = faults.get("median_detection_latency_cycles")

@@ -148,6 +148,36 @@ def _transitions_text(monitor: dict | None) -> str:
     return f", monitor: {len(trs)} transition(s)" + (f" ({listed}{more})" if trs else "")
 
 
+def monitor_figures_lines(monitor: dict | None) -> list[str]:
+    """The run's ``monitor`` block (``monitor_calib.run_monitor_summary``) as a Markdown table per
+    configuration: the AUROC for both labels with their cycle counts, the event miss rate against
+    its target, the false-alarm rate; the fault latency under it. Empty without a block."""
+    if not monitor or not monitor.get("by_configuration"):
+        return []
+
+    def f(v, spec="{:.3f}"):
+        return "-" if v is None else spec.format(v)
+
+    rows = ["| configuration | episodes | cycles | AUROC, candidate would collide in 3 s: certainty / "
+            "critical as 0 (positive / labelled cycles) | AUROC, incident within 3 s (positive cycles) | "
+            "incident events missed | false-alarm rate |", "|---|---|---|---|---|---|---|"]
+    for cfg, c in monitor["by_configuration"].items():
+        rows.append(f"| {cfg} | {c['episodes']} | {c['cycles']} | {f(c.get('auroc_candidate_collision'))} / "
+                    f"{f(c.get('auroc_candidate_collision_critical'))} "
+                    f"({c.get('candidate_collision_cycles', 0)} / {c.get('candidate_cycles', 0)}) | "
+                    f"{f(c.get('auroc_incident'))} ({c.get('incident_cycles', 0)}) | "
+                    f"{c['events_missed']} of {c['events']} (target {f(monitor.get('miss_rate_target'), '{:.2f}')}) | "
+                    f"{f(c.get('false_alarm_rate'), '{:.1%}')} |")
+    out = ["## Monitor against what happened (docs/METRICS.md, \"Monitor metrics\")", "", *rows, ""]
+    if monitor.get("detection_latency_cycles") is not None:
+        out += [f"Fault onset to FALLBACK, median over the faults NOMINAL at their onset: "
+                f"**{f(monitor['detection_latency_cycles'], '{:g}')} cycles** (to leaving NOMINAL: "
+                f"{f(monitor.get('detection_latency_cycles_leave_nominal'), '{:g}')}).", ""]
+    if monitor.get("calibration_error"):
+        out += [f"Calibration not loaded: {monitor['calibration_error']}", ""]
+    return out
+
+
 def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
                  case_rows: dict | None = None, bev_paths: dict | None = None) -> dict:
     """Write summary.json and report.md; returns {"summary": path, "report": path}."""
@@ -176,6 +206,7 @@ def write_report(final: dict, run_info: dict, out_dir: str | os.PathLike,
             lines += ["## Why the monitor left NOMINAL (transitions into a worse state by their first "
                       f"reason; at most {MAX_HANDOVER_ROWS} per configuration, all in summary.json)", "",
                       markdown_table(ho_rows, HANDOVER_COLUMNS), ""]
+    lines += monitor_figures_lines(final.get("monitor"))
     lat_rows = [{"configuration": c, "node": n, **v} for c in CONFIGURATION_ORDER
                 if c in final for n, v in (final[c].get("node_latency_ms") or {}).items()]
     if lat_rows:

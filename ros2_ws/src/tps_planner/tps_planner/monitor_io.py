@@ -56,6 +56,7 @@ __all__ = [
     "planner_report",
     "reader_light_colour",
     "record_line",
+    "candidate_rows",
     "status_to_msg",
 ]
 
@@ -421,18 +422,39 @@ def _json_number(v: float) -> float | str:
     return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
 
 
-def record_line(res: MonitorResult, planner_present: bool) -> str:
+def record_line(res: MonitorResult, planner_present: bool, candidate: Trajectory | None = None) -> str:
     """One JSON line per cycle for the conformal calibration: a record of
     ``tps_planner.monitor_calibration`` less ``incident`` and ``episode`` (the evaluation adds them):
     ``t_s`` (= ``stamp_s``), ``certainty``, ``critical`` (bool) and ``signals``, plus ``state``,
     ``risks``, ``critical_signals``, ``reasons``, ``candidate`` (False: a cycle without one) and
     ``warming_up`` (the inputs had not all started: the calibration counts those cycles apart).
-    Non-finite numbers are written as the strings "inf", "-inf", "nan" (``float()`` reads them)."""
-    return json.dumps({
+    Non-finite numbers are written as the strings "inf", "-inf", "nan" (``float()`` reads them).
+    With the judged ``candidate``, ``cand`` holds its points as rows ``t, x, y, yaw, speed`` (t from
+    the cycle's stamp, map frame; see :func:`candidate_rows`): the evaluation asks whether it
+    would have collided (``tps_eval.candidate_collision``)."""
+    line = {
         "stamp_s": res.stamp_s, "t_s": res.stamp_s, "state": int(res.state),
         "certainty": _json_number(res.certainty), "critical": bool(res.critical),
         "signals": {n: _json_number(v) for n, v in zip(res.signal_names, res.signal_values, strict=True)},
         "risks": {n: _json_number(r) for n, r in zip(res.signal_names, res.risks, strict=True)},
         "critical_signals": list(res.critical), "reasons": list(res.reasons), "candidate": planner_present,
         "warming_up": bool(getattr(res, "warming_up", False)),
-    }, separators=(",", ":"))
+    }
+    rows = candidate_rows(candidate, res.stamp_s)
+    if rows is not None:
+        line["cand"] = rows
+    return json.dumps(line, separators=(",", ":"))
+
+
+def candidate_rows(candidate: Trajectory | None, stamp_s: float) -> list[list[float]] | None:
+    """The candidate's points as rows ``t, x, y, yaw, speed`` (t from ``stamp_s``, s; mm / mrad
+    resolution) for the cycle record; None without a candidate or with a non-finite value (such a
+    candidate is unusable, and the record says so through ``critical_signals``)."""
+    if candidate is None or not len(candidate):
+        return None
+    cols = np.column_stack([np.asarray(candidate.t_s, float) + (float(candidate.stamp_s) - float(stamp_s)),
+                            np.asarray(candidate.xy, float).reshape(-1, 2), np.asarray(candidate.yaw, float),
+                            np.asarray(candidate.speed_mps, float)])
+    if not np.isfinite(cols).all():
+        return None
+    return [[round(float(v), 3) for v in row] for row in cols]

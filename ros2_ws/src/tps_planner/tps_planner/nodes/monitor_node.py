@@ -596,7 +596,7 @@ class MonitorNode(Node):
             self.get_logger().warn(f"{STATE_NAMES.get(a, a)} -> {STATE_NAMES.get(b, b)} at {k:.3f} s: {why}")
         if self._record is not None:
             try:
-                self._record.write(io.record_line(res, p.candidate is not None) + "\n")
+                self._record.write(io.record_line(res, p.candidate is not None, candidate) + "\n")
                 self._record.flush()
             except (OSError, ValueError) as exc:   # a full disk must not silence the monitor
                 errors.append(("record", f"cannot append to {self.cfg['record_path']}: {exc}"))
